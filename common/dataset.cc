@@ -1,0 +1,150 @@
+#include "common/dataset.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <system_error>
+
+#include "common/csv.h"
+#include "common/idx.h"
+
+namespace shoal {
+namespace {
+
+bool IsFile(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(path, ec);
+}
+
+std::string DimsText(const std::vector<int64_t>& dims) {
+  std::string s;
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "x" : "") + std::to_string(dims[i]);
+  return s;
+}
+
+Dataset Subset(const Dataset& all, const std::vector<int64_t>& indices) {
+  Dataset out;
+  out.sample_shape = all.sample_shape;
+  const size_t numel = static_cast<size_t>(all.sample_numel());
+  out.features.reserve(indices.size() * numel);
+  out.labels.reserve(indices.size());
+  for (int64_t i : indices) {
+    const auto begin = all.features.begin() + static_cast<std::ptrdiff_t>(i * numel);
+    out.features.insert(out.features.end(), begin, begin + static_cast<std::ptrdiff_t>(numel));
+    out.labels.push_back(all.labels[static_cast<size_t>(i)]);
+  }
+  return out;
+}
+
+}  // namespace
+
+int64_t Dataset::sample_numel() const {
+  if (sample_shape.empty()) return 0;
+  int64_t n = 1;
+  for (int64_t d : sample_shape) n *= d;
+  return n;
+}
+
+int64_t Dataset::num_classes() const {
+  if (labels.empty()) return 0;
+  return *std::max_element(labels.begin(), labels.end()) + 1;
+}
+
+Result<std::string> FindIdxFile(const std::string& dir, const std::string& base) {
+  const std::string plain = (std::filesystem::path(dir) / base).string();
+  const std::string gz = plain + ".gz";
+  if (IsFile(gz)) return gz;
+  if (IsFile(plain)) return plain;
+  return NotFound(dir + ": neither " + base + ".gz nor " + base + " exists");
+}
+
+Result<Dataset> LoadIdxDataset(const std::string& dir, const std::string& split, int64_t limit) {
+  if (split != "train" && split != "t10k") {
+    return InvalidArgument(dir + ": split is '" + split + "', expected 'train' or 't10k'");
+  }
+  if (limit < 0) {
+    return InvalidArgument(dir + ": limit is " + std::to_string(limit) + ", expected >= 0");
+  }
+  SHOAL_ASSIGN_OR_RETURN(std::string images_path, FindIdxFile(dir, split + "-images-idx3-ubyte"));
+  SHOAL_ASSIGN_OR_RETURN(std::string labels_path, FindIdxFile(dir, split + "-labels-idx1-ubyte"));
+  SHOAL_ASSIGN_OR_RETURN(IdxArray images, ReadIdx(images_path));
+  if (images.dims.size() != 3 || images.dims[1] < 1 || images.dims[2] < 1) {
+    return InvalidArgument(images_path + ": dims are " + DimsText(images.dims) +
+                           ", expected N x H x W images with H, W >= 1");
+  }
+  SHOAL_ASSIGN_OR_RETURN(IdxArray labels, ReadIdx(labels_path));
+  if (labels.dims.size() != 1) {
+    return InvalidArgument(labels_path + ": dims are " + DimsText(labels.dims) +
+                           ", expected a 1-D array of N labels");
+  }
+  if (images.dims[0] != labels.dims[0]) {
+    return InvalidArgument(images_path + " holds " + std::to_string(images.dims[0]) +
+                           " images but " + labels_path + " holds " +
+                           std::to_string(labels.dims[0]) + " labels");
+  }
+  int64_t n = images.dims[0];
+  if (limit > 0) n = std::min(n, limit);
+  if (n == 0) return InvalidArgument(images_path + ": contains no samples");
+
+  Dataset ds;
+  ds.sample_shape = {1, images.dims[1], images.dims[2]};
+  const size_t count = static_cast<size_t>(n * images.dims[1] * images.dims[2]);
+  ds.features.resize(count);
+  for (size_t i = 0; i < count; ++i) ds.features[i] = static_cast<float>(images.data[i]) / 255.0f;
+  ds.labels.assign(labels.data.begin(), labels.data.begin() + n);
+  return ds;
+}
+
+Result<Dataset> LoadCsvDataset(const std::string& path, const std::string& label_column,
+                               int64_t limit) {
+  if (limit < 0) {
+    return InvalidArgument(path + ": limit is " + std::to_string(limit) + ", expected >= 0");
+  }
+  SHOAL_ASSIGN_OR_RETURN(CsvTable table, ReadCsv(path, label_column));
+  const int64_t f = static_cast<int64_t>(table.feature_names.size());
+  int64_t n = static_cast<int64_t>(table.labels.size());
+  if (limit > 0) n = std::min(n, limit);
+  if (n == 0) return InvalidArgument(path + ": contains no data rows");
+  Dataset ds;
+  ds.sample_shape = {f};
+  table.features.resize(static_cast<size_t>(n * f));
+  table.labels.resize(static_cast<size_t>(n));
+  ds.features = std::move(table.features);
+  ds.labels = std::move(table.labels);
+  return ds;
+}
+
+std::pair<Dataset, Dataset> SplitValidation(const Dataset& all, double fraction, uint64_t seed) {
+  if (!(fraction > 0)) fraction = 0;  // also catches NaN
+  if (fraction > 1) fraction = 1;
+  const int64_t n = all.size();
+  const int64_t k = std::min<int64_t>(n, std::llround(fraction * static_cast<double>(n)));
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  std::mt19937_64 rng(seed);
+  ShuffleIndices(order, rng);
+  std::vector<int64_t> val(order.begin(), order.begin() + k);
+  std::vector<int64_t> train(order.begin() + k, order.end());
+  std::sort(val.begin(), val.end());
+  std::sort(train.begin(), train.end());
+  return {Subset(all, train), Subset(all, val)};
+}
+
+uint64_t UniformIndex(std::mt19937_64& rng, uint64_t n) {
+  if (n == 0) return 0;
+  // Reject the lowest (2^64 mod n) values so every residue is equally likely.
+  const uint64_t threshold = (0 - n) % n;
+  for (;;) {
+    const uint64_t r = rng();
+    if (r >= threshold) return r % n;
+  }
+}
+
+void ShuffleIndices(std::vector<int64_t>& v, std::mt19937_64& rng) {
+  for (size_t i = v.size(); i > 1; --i) {
+    const size_t j = static_cast<size_t>(UniformIndex(rng, i));
+    std::swap(v[i - 1], v[j]);
+  }
+}
+
+}  // namespace shoal

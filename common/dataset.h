@@ -1,0 +1,58 @@
+// The in-memory dataset a worker trains on and the coordinator evaluates on, loaded from IDX
+// image/label pairs (MNIST layout) or a CSV table, plus the seeded shuffling helpers that make
+// splits and partitions reproducible across platforms (std::shuffle is library-defined).
+//
+// Errors (messages name the file or directory):
+//   NotFound        no IDX file (plain or .gz) for the split, or no CSV file.
+//   InvalidArgument bad split name, negative limit, image/label count mismatch, wrong dims,
+//                   a dataset with no samples, and everything ReadCsv rejects.
+//   Corrupt / IoError from ReadIdx / ReadCsv.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace shoal {
+
+struct Dataset {
+  std::vector<int64_t> sample_shape;  // {1,H,W} for IDX images, {F} for CSV
+  std::vector<float> features;        // N * prod(sample_shape); images scaled to [0,1] (x/255)
+  std::vector<int64_t> labels;        // N
+  int64_t size() const { return static_cast<int64_t>(labels.size()); }
+  // prod(sample_shape); 0 when sample_shape is empty.
+  int64_t sample_numel() const;
+  // max label + 1; 0 when empty.
+  int64_t num_classes() const;
+};
+
+// Returns "<dir>/<base>.gz" if it exists, else "<dir>/<base>" if it exists, else NotFound.
+Result<std::string> FindIdxFile(const std::string& dir, const std::string& base);
+
+// Reads `<dir>/<split>-images-idx3-ubyte[.gz]` and `<dir>/<split>-labels-idx1-ubyte[.gz]`
+// (gz preferred if both exist; split is "train" or "t10k"). Images must be N x H x W u8 and
+// labels N u8. limit > 0 keeps only the first `limit` samples.
+Result<Dataset> LoadIdxDataset(const std::string& dir, const std::string& split, int64_t limit = 0);
+
+// Reads a CSV table (see common/csv.h); sample_shape is {F}. limit > 0 keeps the first rows.
+Result<Dataset> LoadCsvDataset(const std::string& path, const std::string& label_column,
+                               int64_t limit = 0);
+
+// Deterministic split: shuffles indices with std::mt19937_64(seed) (ShuffleIndices) and moves
+// round(fraction * N) of them into the second dataset (validation). Both halves keep the
+// original sample order. `all` must be consistent (features.size() == size() * sample_numel(),
+// as every loader here guarantees). fraction is meant to be in [0, 1); values outside [0, 1] (or
+// NaN) are clamped (NaN counts as 0).
+std::pair<Dataset, Dataset> SplitValidation(const Dataset& all, double fraction, uint64_t seed);
+
+// Unbiased integer in [0, n) from the raw 64-bit output of `rng`; n must be > 0 (0 gives 0).
+uint64_t UniformIndex(std::mt19937_64& rng, uint64_t n);
+
+// Fisher-Yates shuffle driven only by UniformIndex, so the result is the same on every platform.
+void ShuffleIndices(std::vector<int64_t>& v, std::mt19937_64& rng);
+
+}  // namespace shoal

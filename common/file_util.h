@@ -1,0 +1,34 @@
+// Crash-safe file writes and bounded reads.
+//
+// WriteFileAtomic writes to "<path>.tmp.<pid>", fsyncs it, renames it over `path` and fsyncs the
+// directory, so a reader sees either the old file or the complete new one, never a torn one.
+// Errors are IoError values naming the path and the failing call (ENOSPC included).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace shoal {
+
+// Writes the concatenation of `parts` atomically.
+Status WriteFileAtomic(const std::string& path, const std::vector<std::string_view>& parts);
+inline Status WriteFileAtomic(const std::string& path, std::string_view data) {
+  return WriteFileAtomic(path, std::vector<std::string_view>{data});
+}
+
+// Reads a whole file; NotFound when missing, InvalidArgument when larger than max_bytes.
+Result<std::string> ReadFile(const std::string& path, uint64_t max_bytes = 1ull << 34);
+
+// Appends one line (a trailing '\n' is added) and fsyncs.
+Status AppendLine(const std::string& path, std::string_view line);
+
+// mkdir -p.
+Status MakeDirs(const std::string& path);
+
+bool PathExists(const std::string& path);
+
+}  // namespace shoal

@@ -1,0 +1,84 @@
+#include "coordinator/config.h"
+
+#include "common/config.h"
+
+namespace shoal {
+
+Status CoordinatorConfig::Validate() const {
+  auto bad = [](const std::string& key, const std::string& why) {
+    return InvalidArgument("config key '" + key + "': " + why);
+  };
+  if (run_dir.empty()) return bad("run.dir", "must not be empty");
+  if (rounds < 1) return bad("run.rounds", "must be at least 1");
+  if (bind.empty()) return bad("network.bind", "must not be empty");
+  if (heartbeat_ms < 50) return bad("network.heartbeat_ms", "must be at least 50");
+  if (peer_timeout_ms < 2 * heartbeat_ms) return bad("network.peer_timeout_ms", "must be at least twice heartbeat_ms");
+  if (chunk_bytes < 4096 || chunk_bytes > (64u << 20) || chunk_bytes % 4 != 0) {
+    return bad("network.chunk_bytes", "must be a multiple of 4 between 4096 and 67108864");
+  }
+  if (max_concurrent_uploads < 1) return bad("network.max_concurrent_uploads", "must be at least 1");
+  if (input_shape.empty()) return bad("model.input_shape", "must not be empty");
+  for (int64_t d : input_shape) {
+    if (d <= 0) return bad("model.input_shape", "dimensions must be positive");
+  }
+  if (num_classes < 2) return bad("model.num_classes", "must be at least 2");
+  if (min_workers < 1) return bad("selection.min_workers", "must be at least 1");
+  if (!(fraction > 0 && fraction <= 1)) return bad("selection.fraction", "must be in (0, 1]");
+  if (min_fit < 1) return bad("selection.min_fit", "must be at least 1");
+  if (min_fit > min_workers) return bad("selection.min_fit", "must not exceed selection.min_workers");
+  if (!(wait_timeout_s > 0)) return bad("selection.wait_timeout_s", "must be positive");
+  if (!(round_timeout_s > 0)) return bad("selection.round_timeout_s", "must be positive");
+  if (max_round_retries < 0) return bad("selection.max_round_retries", "must not be negative");
+  if (epochs < 1) return bad("train.epochs", "must be at least 1");
+  if (batch_size < 1) return bad("train.batch_size", "must be at least 1");
+  if (!(lr > 0)) return bad("train.lr", "must be positive");
+  if (eval_format != "idx" && eval_format != "csv" && eval_format != "none") {
+    return bad("eval.format", "must be idx, csv or none");
+  }
+  if (eval_limit < 0) return bad("eval.limit", "must not be negative");
+  if (!(eval_timeout_s > 0)) return bad("eval.timeout_s", "must be positive");
+  if (threads < 1) return bad("runtime.threads", "must be at least 1");
+  return Status::Ok();
+}
+
+Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
+                                                const std::vector<std::string>& overrides) {
+  SHOAL_ASSIGN_OR_RETURN(ConfigReader r, ConfigReader::FromFile(path, overrides));
+  CoordinatorConfig c;
+  r.Read("run.dir", c.run_dir);
+  r.Read("run.id", c.run_id);
+  r.Read("run.rounds", c.rounds);
+  r.Read("run.seed", c.seed);
+  r.Read("network.bind", c.bind);
+  r.Read("network.endpoint_file", c.endpoint_file);
+  r.Read("network.heartbeat_ms", c.heartbeat_ms);
+  r.Read("network.peer_timeout_ms", c.peer_timeout_ms);
+  r.Read("network.chunk_bytes", c.chunk_bytes);
+  r.Read("network.max_concurrent_uploads", c.max_concurrent_uploads);
+  r.Read("model.name", c.model);
+  r.Read("model.input_shape", c.input_shape);
+  r.Read("model.num_classes", c.num_classes);
+  r.Read("selection.min_workers", c.min_workers);
+  r.Read("selection.fraction", c.fraction);
+  r.Read("selection.min_fit", c.min_fit);
+  r.Read("selection.wait_timeout_s", c.wait_timeout_s);
+  r.Read("selection.round_timeout_s", c.round_timeout_s);
+  r.Read("selection.max_round_retries", c.max_round_retries);
+  r.Read("train.epochs", c.epochs);
+  r.Read("train.batch_size", c.batch_size);
+  r.Read("train.lr", c.lr);
+  r.Read("eval.format", c.eval_format);
+  r.Read("eval.path", c.eval_path);
+  r.Read("eval.split", c.eval_split);
+  r.Read("eval.label_column", c.eval_label_column);
+  r.Read("eval.limit", c.eval_limit);
+  r.Read("eval.federated", c.federated_eval);
+  r.Read("eval.timeout_s", c.eval_timeout_s);
+  r.Read("runtime.threads", c.threads);
+  r.Read("runtime.log_level", c.log_level);
+  SHOAL_RETURN_IF_ERROR(r.Finish());
+  SHOAL_RETURN_IF_ERROR(c.Validate().Annotate(path.empty() ? "<defaults>" : path));
+  return c;
+}
+
+}  // namespace shoal

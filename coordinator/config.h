@@ -1,0 +1,66 @@
+// The coordinator's configuration: every field with its TOML key, default and meaning.
+// docs/config.md is the reference for users; keep the two in step.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace shoal {
+
+struct CoordinatorConfig {
+  // [run]
+  std::string run_dir = "runs/default";  // run.dir: where versions and metrics are written
+  std::string run_id;                    // run.id: "" = generated once and kept in run.json
+  int rounds = 5;                        // run.rounds: rounds to train (total, including resumed)
+  uint64_t seed = 42;                    // run.seed: model init, worker selection, training seeds
+
+  // [network]
+  std::string bind = "tcp://127.0.0.1:5555";  // network.bind: ZeroMQ ROUTER endpoint (port 0 or * = any)
+  std::string endpoint_file;             // network.endpoint_file: write the bound endpoint here
+  uint32_t heartbeat_ms = 2000;          // network.heartbeat_ms: heartbeat period both ways
+  uint32_t peer_timeout_ms = 20000;      // network.peer_timeout_ms: silence after which a worker is lost
+  uint32_t chunk_bytes = 4u << 20;       // network.chunk_bytes: largest weights chunk per message
+  int max_concurrent_uploads = 2;        // network.max_concurrent_uploads: updates in flight at once
+
+  // [model]
+  std::string model = "cnn";                    // model.name: mlp | cnn | logreg
+  std::vector<int64_t> input_shape = {1, 28, 28};  // model.input_shape: one sample's shape
+  int64_t num_classes = 10;                     // model.num_classes
+
+  // [selection]
+  int min_workers = 3;          // selection.min_workers: connected workers needed to start a round
+  double fraction = 1.0;        // selection.fraction: share of connected workers selected per round
+  int min_fit = 1;              // selection.min_fit: updates needed to commit a round
+  double wait_timeout_s = 600;  // selection.wait_timeout_s: give up waiting for min_workers
+  double round_timeout_s = 900; // selection.round_timeout_s: deadline for updates in a round
+  int max_round_retries = 3;    // selection.max_round_retries: retries of a round short of min_fit
+
+  // [train]
+  int epochs = 1;          // train.epochs: local epochs per round
+  int batch_size = 32;     // train.batch_size
+  double lr = 0.05;        // train.lr: SGD learning rate
+
+  // [eval]
+  std::string eval_format = "idx";  // eval.format: idx | csv | none (no central evaluation)
+  std::string eval_path = "/usr/share/datasets/fashion-mnist";  // eval.path: IDX dir or CSV file
+  std::string eval_split = "t10k";  // eval.split: IDX file prefix
+  std::string eval_label_column = "label";  // eval.label_column: for CSV
+  int64_t eval_limit = 0;           // eval.limit: use only the first N samples (0 = all)
+  bool federated_eval = true;       // eval.federated: workers evaluate each new version locally
+  double eval_timeout_s = 120;      // eval.timeout_s: wait for federated results at most this long
+
+  // [runtime]
+  int threads = 1;                  // runtime.threads: LibTorch intra-op threads (evaluation)
+  std::string log_level = "info";   // runtime.log_level
+
+  Status Validate() const;
+};
+
+// Reads `path` (may be empty for defaults) with "section.key=value" overrides applied.
+Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
+                                                const std::vector<std::string>& overrides);
+
+}  // namespace shoal

@@ -1,0 +1,72 @@
+#include "coordinator/fed_avg.h"
+
+#include <cmath>
+
+namespace shoal {
+
+void FedAvg::Begin(const ModelSpec& spec) {
+  spec_ = spec;
+  acc_.assign(static_cast<size_t>(spec.total_numel()), 0.0f);
+  total_samples_ = 0;
+  updates_ = 0;
+}
+
+Status FedAvg::Fold(const float* delta, size_t count, int64_t num_samples) {
+  if (count != acc_.size()) {
+    return InvalidArgument("update has " + std::to_string(count) + " values, model has " +
+                           std::to_string(acc_.size()));
+  }
+  if (num_samples <= 0) {
+    return InvalidArgument("update sample count " + std::to_string(num_samples) + " is not positive");
+  }
+  // Validate fully before touching the accumulator, naming the offending tensor.
+  for (size_t i = 0; i < count; ++i) {
+    if (!std::isfinite(delta[i])) {
+      int64_t off = 0;
+      for (const auto& t : spec_.tensors) {
+        if (static_cast<int64_t>(i) < off + t.numel()) {
+          return Rejected("update tensor '" + t.name + "' has a non-finite value at element " +
+                          std::to_string(static_cast<int64_t>(i) - off));
+        }
+        off += t.numel();
+      }
+    }
+  }
+  const float w = static_cast<float>(num_samples);
+  float* __restrict acc = acc_.data();
+  for (size_t i = 0; i < count; ++i) acc[i] += w * delta[i];
+  total_samples_ += num_samples;
+  ++updates_;
+  return Status::Ok();
+}
+
+Result<Weights> FedAvg::Finish(const Weights& global) const {
+  if (updates_ == 0 || total_samples_ <= 0) return InvalidArgument("no update to aggregate");
+  if (global.data.size() != acc_.size()) {
+    return InvalidArgument("global model size does not match the accumulator");
+  }
+  Weights out;
+  out.spec = global.spec;
+  out.data.resize(acc_.size());
+  const double inv = 1.0 / static_cast<double>(total_samples_);
+  for (size_t i = 0; i < acc_.size(); ++i) {
+    out.data[i] = static_cast<float>(global.data[i] + acc_[i] * inv);
+  }
+  return out;
+}
+
+std::vector<double> ReferenceFedAvg(const std::vector<float>& global,
+                                    const std::vector<std::vector<float>>& deltas,
+                                    const std::vector<int64_t>& samples) {
+  double total = 0;
+  for (int64_t n : samples) total += static_cast<double>(n);
+  std::vector<double> out(global.begin(), global.end());
+  for (size_t i = 0; i < global.size(); ++i) {
+    double s = 0;
+    for (size_t k = 0; k < deltas.size(); ++k) s += static_cast<double>(samples[k]) * deltas[k][i];
+    out[i] += s / total;
+  }
+  return out;
+}
+
+}  // namespace shoal

@@ -1,0 +1,45 @@
+// Streaming FedAvg (McMahan et al. 2017): the new global model is
+//   global + sum_k(n_k * delta_k) / sum_k(n_k)
+// where delta_k = local_k - global and n_k is worker k's sample count. Updates are folded into
+// one running weighted sum as they arrive and can be freed right after, so memory is one
+// accumulator plus the global model whatever the number of workers. The accumulator is reused
+// across rounds (no per-round reallocation once sized).
+//
+// Not thread-safe: owned by the round engine's thread.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+#include "common/weights.h"
+
+namespace shoal {
+
+class FedAvg {
+ public:
+  // Starts a round for models of `spec`: zeroes the accumulator.
+  void Begin(const ModelSpec& spec);
+  // Checks the update (size, sample count, every value finite) and only then folds it.
+  // InvalidArgument / Rejected naming the problem; the accumulator is untouched on error.
+  Status Fold(const float* delta, size_t count, int64_t num_samples);
+  // The aggregate applied to `global`; InvalidArgument when no update was folded.
+  Result<Weights> Finish(const Weights& global) const;
+
+  int64_t total_samples() const { return total_samples_; }
+  int updates() const { return updates_; }
+
+ private:
+  ModelSpec spec_;
+  std::vector<float> acc_;
+  int64_t total_samples_ = 0;
+  int updates_ = 0;
+};
+
+// The same computation in double precision over updates held at once; the reference that
+// tests compare the streaming aggregator against.
+std::vector<double> ReferenceFedAvg(const std::vector<float>& global,
+                                    const std::vector<std::vector<float>>& deltas,
+                                    const std::vector<int64_t>& samples);
+
+}  // namespace shoal

@@ -1,0 +1,59 @@
+#include "coordinator/model_ops.h"
+
+#include "common/dataset.h"
+#include "common/nn/models.h"
+
+namespace shoal {
+
+Result<Weights> InitialWeights(const std::string& model, const std::vector<int64_t>& input_shape,
+                               int64_t num_classes, uint64_t seed) {
+  SHOAL_ASSIGN_OR_RETURN(auto net, nn::MakeModel(model, input_shape, num_classes, seed));
+  return nn::GetWeights(*net);
+}
+
+namespace {
+
+class TorchEvaluator : public CentralEvaluator {
+ public:
+  TorchEvaluator(std::shared_ptr<nn::Net> net, Dataset data)
+      : net_(std::move(net)), data_(std::move(data)) {}
+  Result<EvalMetrics> Evaluate(const Weights& weights) override {
+    SHOAL_RETURN_IF_ERROR(nn::SetWeights(*net_, weights));
+    try {
+      return nn::Evaluate(*net_, data_);
+    } catch (const c10::Error& e) {
+      return Internal(std::string("evaluation failed: ") + e.what_without_backtrace());
+    }
+  }
+  int64_t size() const override { return data_.size(); }
+
+ private:
+  std::shared_ptr<nn::Net> net_;
+  Dataset data_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<CentralEvaluator>> CentralEvaluator::Create(
+    const std::string& model, const std::vector<int64_t>& input_shape, int64_t num_classes,
+    const std::string& format, const std::string& path, const std::string& split,
+    const std::string& label_column, int64_t limit) {
+  Result<Dataset> data = format == "csv" ? LoadCsvDataset(path, label_column, limit)
+                                         : LoadIdxDataset(path, split, limit);
+  if (!data.ok()) return data.status().Annotate("central evaluation data");
+  if (data->sample_shape != input_shape) {
+    return InvalidArgument("central evaluation data " + path + " has samples of shape " +
+                           ShapeString(data->sample_shape) + ", the model takes " +
+                           ShapeString(input_shape));
+  }
+  if (data->num_classes() > num_classes) {
+    return InvalidArgument("central evaluation data " + path + " has label " +
+                           std::to_string(data->num_classes() - 1) + ", the model has " +
+                           std::to_string(num_classes) + " classes");
+  }
+  SHOAL_ASSIGN_OR_RETURN(auto net, nn::MakeModel(model, input_shape, num_classes, 0));
+  return std::unique_ptr<CentralEvaluator>(
+      std::make_unique<TorchEvaluator>(std::move(net), std::move(data).value()));
+}
+
+}  // namespace shoal

@@ -1,0 +1,133 @@
+#include "coordinator/model_store.h"
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <sstream>
+
+#include "common/file_util.h"
+
+namespace shoal {
+
+std::string UtcNow() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm;
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  return buf;
+}
+
+nlohmann::json VersionMeta::ToJson() const {
+  nlohmann::json j = {{"version", version},   {"sha256", sha256},
+                      {"round", round},       {"participants", participants},
+                      {"metrics", metrics},   {"created_at", created_at}};
+  j["parent"] = parent ? nlohmann::json(*parent) : nlohmann::json(nullptr);
+  return j;
+}
+
+Result<VersionMeta> VersionMeta::FromJson(const nlohmann::json& j) {
+  VersionMeta m;
+  try {
+    m.version = j.at("version").get<uint64_t>();
+    m.sha256 = j.at("sha256").get<std::string>();
+    m.round = j.at("round").get<uint64_t>();
+    m.participants = j.at("participants").get<std::vector<std::string>>();
+    m.metrics = j.value("metrics", nlohmann::json::object());
+    m.created_at = j.value("created_at", "");
+    if (!j.at("parent").is_null()) m.parent = j.at("parent").get<uint64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    return Corrupt(std::string("version meta: ") + e.what());
+  }
+  return m;
+}
+
+static std::string VersionStem(const std::string& run_dir, uint64_t version) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "v%06llu", static_cast<unsigned long long>(version));
+  return run_dir + "/versions/" + buf;
+}
+
+std::string VersionWeightsPath(const std::string& run_dir, uint64_t v) {
+  return VersionStem(run_dir, v) + ".shw";
+}
+std::string VersionMetaPath(const std::string& run_dir, uint64_t v) {
+  return VersionStem(run_dir, v) + ".json";
+}
+std::string MetricsLogPath(const std::string& run_dir) { return run_dir + "/metrics.jsonl"; }
+std::string RunInfoPath(const std::string& run_dir) { return run_dir + "/run.json"; }
+
+Result<std::vector<VersionMeta>> ListVersions(const std::string& run_dir) {
+  const std::string dir = run_dir + "/versions";
+  if (!PathExists(dir)) return NotFound(run_dir + " is not a Shoal run directory (no versions/)");
+  std::vector<VersionMeta> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const auto& p = entry.path();
+    if (p.extension() != ".json" || p.filename().string().rfind('v', 0) != 0) continue;
+    SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(p.string(), 1 << 24));
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded()) return Corrupt(p.string() + ": not valid JSON");
+    auto meta = VersionMeta::FromJson(j);
+    if (!meta.ok()) return meta.status().Annotate(p.string());
+    out.push_back(std::move(meta).value());
+  }
+  if (ec) return IoError("list " + dir + ": " + ec.message());
+  std::sort(out.begin(), out.end(),
+            [](const VersionMeta& a, const VersionMeta& b) { return a.version < b.version; });
+  return out;
+}
+
+Result<Weights> LoadVersion(const std::string& run_dir, const VersionMeta& meta) {
+  const std::string path = VersionWeightsPath(run_dir, meta.version);
+  SHOAL_ASSIGN_OR_RETURN(Weights w, LoadWeights(path));
+  const std::string hash = ToHex(w.Hash());
+  if (hash != meta.sha256) {
+    return Corrupt(path + ": SHA-256 " + hash + " does not match the recorded " + meta.sha256);
+  }
+  return w;
+}
+
+Result<std::vector<nlohmann::json>> ReadMetricsLog(const std::string& run_dir) {
+  const std::string path = MetricsLogPath(run_dir);
+  std::vector<nlohmann::json> out;
+  if (!PathExists(path)) return out;
+  SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(path, 1ull << 30));
+  std::istringstream in(text);
+  std::string line;
+  int line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) {
+      if (in.peek() == std::char_traits<char>::eof()) break;  // torn final append
+      return Corrupt(path + ":" + std::to_string(line_no) + ": not valid JSON");
+    }
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+Result<ModelStore> ModelStore::Open(const std::string& run_dir) {
+  SHOAL_RETURN_IF_ERROR(MakeDirs(run_dir + "/versions"));
+  return ModelStore(run_dir);
+}
+
+Status ModelStore::Commit(const Weights& weights, VersionMeta& meta) {
+  meta.sha256 = ToHex(weights.Hash());
+  meta.created_at = UtcNow();
+  SHOAL_RETURN_IF_ERROR(SaveWeights(VersionWeightsPath(dir_, meta.version), weights));
+  return WriteFileAtomic(VersionMetaPath(dir_, meta.version), meta.ToJson().dump(2) + "\n");
+}
+
+Status ModelStore::AppendMetrics(const nlohmann::json& record) {
+  return AppendLine(MetricsLogPath(dir_), record.dump());
+}
+
+}  // namespace shoal

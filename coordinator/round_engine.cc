@@ -1,0 +1,776 @@
+#include "coordinator/round_engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/file_util.h"
+#include "common/nn/runtime.h"
+#include "common/sha256.h"
+#include "coordinator/fed_avg.h"
+#include "coordinator/model_ops.h"
+#include "coordinator/model_store.h"
+#include "protocols/codec.h"
+#include "protocols/transport.h"
+
+namespace shoal {
+
+using Clock = std::chrono::steady_clock;
+using proto::ErrorCode;
+
+namespace {
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+Clock::time_point After(double seconds) {
+  return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
+}
+
+std::string NewRunId(uint64_t seed) {
+  std::random_device rd;
+  std::mt19937_64 rng((static_cast<uint64_t>(rd()) << 32) ^ rd() ^ seed);
+  char buf[24];
+  std::snprintf(buf, sizeof(buf), "run-%012llx",
+                static_cast<unsigned long long>(rng() & 0xffffffffffffULL));
+  return buf;
+}
+
+bool ValidWorkerName(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+// Splits a seed per (round, purpose) so every derived stream is independent and repeatable.
+uint64_t MixSeed(uint64_t seed, uint64_t round, uint64_t salt) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (round + 1) + 0xbf58476d1ce4e5b9ULL * salt;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+class Coordinator::Impl {
+ public:
+  Impl(CoordinatorConfig config, std::atomic<bool>& stop) : cfg_(std::move(config)), stop_(stop) {
+    limits_.max_payload_bytes = cfg_.chunk_bytes;
+  }
+
+  Status Run();
+
+ private:
+  enum class Phase { kIdle, kCollect, kEval };
+  enum class Upload { kNone, kWaitingGrant, kUploading };
+
+  struct Peer {
+    std::string id;  // routing id
+    std::string name;
+    int64_t num_train = 0;
+    int64_t num_val = 0;
+    Clock::time_point last_seen;
+    Upload upload = Upload::kNone;
+    proto::UpdateReady ready;
+    proto::ChunkAssembler assembler;
+    int rounds_participated = 0;
+  };
+
+  struct RoundState {
+    uint64_t round = 0;
+    uint64_t base_version = 0;
+    Phase phase = Phase::kIdle;
+    std::set<std::string> selected;               // names
+    std::map<std::string, std::string> accepted;  // name -> raw sha256 of the accepted update
+    std::vector<std::string> train_frames;        // TrainTask + chunks, sent to each selected peer
+    std::deque<std::string> grant_queue;          // routing ids waiting for an upload slot
+    int uploading = 0;
+    double loss_weighted_sum = 0;
+    double train_seconds_max = 0;
+    uint64_t eval_version = 0;
+    std::set<std::string> eval_expected;  // names
+    std::map<std::string, proto::EvalResult> eval_results;
+    uint64_t bytes_in = 0;
+    uint64_t bytes_out = 0;
+  };
+
+  // Setup.
+  Status Prepare();
+  Status Resume();
+
+  // The message pump.
+  bool PumpUntil(Clock::time_point deadline, const std::function<bool()>& done);
+  void Housekeeping();
+  void Dispatch(const proto::Incoming& in);
+  void OnHello(const std::string& id, const proto::FrameView& f);
+  void OnUpdateReady(Peer& p, const proto::FrameView& f);
+  void OnChunk(Peer& p, const proto::FrameView& f);
+  void OnEvalResult(Peer& p, const proto::FrameView& f);
+  void SendTo(const std::string& id, const std::string& frame);
+  void SendError(const std::string& id, ErrorCode code, uint64_t round, const std::string& msg);
+  template <class M>
+  void SendMsg(const std::string& id, const M& m) {
+    SendTo(id, proto::Encode(m));
+  }
+  void DropPeer(const std::string& id, const std::string& why);
+  void EndUpload(Peer& p);
+  void MaybeGrant();
+  Peer* PeerByName(const std::string& name);
+  void SendTrainTask(const Peer& p);
+
+  // One round.
+  Status RunRound(uint64_t round, int attempt, bool* committed);
+  std::vector<std::string> SelectWorkers(uint64_t round, int attempt);
+  void PrintHeader();
+  void PrintRow(const nlohmann::json& rec);
+
+  CoordinatorConfig cfg_;
+  std::atomic<bool>& stop_;
+  proto::Limits limits_;
+  std::unique_ptr<proto::RouterSocket> socket_;
+  std::string run_id_;
+  std::unique_ptr<ModelStore> store_;
+  std::unique_ptr<CentralEvaluator> evaluator_;
+  Weights global_;
+  uint64_t version_ = 0;
+  uint64_t next_round_ = 1;
+  std::map<std::string, Peer> peers_;  // by routing id
+  RoundState rs_;
+  FedAvg fedavg_;
+  Clock::time_point last_housekeeping_ = Clock::now();
+};
+
+Coordinator::Coordinator(CoordinatorConfig config)
+    : impl_(std::make_unique<Impl>(std::move(config), stop_)) {}
+Coordinator::~Coordinator() = default;
+Status Coordinator::Run() { return impl_->Run(); }
+
+Status Coordinator::Impl::Prepare() {
+  spdlog::info("runtime {}", nn::ConfigureTorchRuntime(cfg_.threads));
+  SHOAL_ASSIGN_OR_RETURN(ModelStore store, ModelStore::Open(cfg_.run_dir));
+  store_ = std::make_unique<ModelStore>(std::move(store));
+  if (cfg_.eval_format != "none") {
+    SHOAL_ASSIGN_OR_RETURN(evaluator_, CentralEvaluator::Create(
+                                           cfg_.model, cfg_.input_shape, cfg_.num_classes,
+                                           cfg_.eval_format, cfg_.eval_path, cfg_.eval_split,
+                                           cfg_.eval_label_column, cfg_.eval_limit));
+    spdlog::info("central evaluation on {} samples from {}", evaluator_->size(), cfg_.eval_path);
+  }
+  SHOAL_RETURN_IF_ERROR(Resume());
+
+  proto::SocketOptions so;
+  so.max_frame_bytes = static_cast<int64_t>(limits_.max_frame_bytes());
+  so.linger_ms = 2000;  // let Shutdown messages leave before the socket closes
+  socket_ = std::make_unique<proto::RouterSocket>(so);
+  SHOAL_ASSIGN_OR_RETURN(std::string endpoint, socket_->Bind(cfg_.bind));
+  spdlog::info("listening on {} run={} run_dir={}", endpoint, run_id_, cfg_.run_dir);
+  if (!cfg_.endpoint_file.empty()) {
+    SHOAL_RETURN_IF_ERROR(WriteFileAtomic(cfg_.endpoint_file, endpoint + "\n"));
+  }
+  return Status::Ok();
+}
+
+Status Coordinator::Impl::Resume() {
+  const std::string info_path = RunInfoPath(cfg_.run_dir);
+  if (PathExists(info_path)) {
+    SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(info_path, 1 << 20));
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.contains("run_id") || !j["run_id"].is_string()) {
+      return Corrupt(info_path + ": not a valid run description");
+    }
+    run_id_ = j["run_id"].get<std::string>();
+    if (j.value("model", cfg_.model) != cfg_.model) {
+      return InvalidArgument(cfg_.run_dir + " holds a run of model '" + j.value("model", "") +
+                             "', the config asks for '" + cfg_.model + "'");
+    }
+  } else {
+    run_id_ = cfg_.run_id.empty() ? NewRunId(cfg_.seed) : cfg_.run_id;
+    nlohmann::json info = {{"run_id", run_id_},
+                           {"model", cfg_.model},
+                           {"input_shape", cfg_.input_shape},
+                           {"num_classes", cfg_.num_classes},
+                           {"seed", cfg_.seed},
+                           {"created_at", UtcNow()}};
+    SHOAL_RETURN_IF_ERROR(WriteFileAtomic(info_path, info.dump(2) + "\n"));
+  }
+
+  SHOAL_ASSIGN_OR_RETURN(auto versions, ListVersions(cfg_.run_dir));
+  for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
+    auto w = LoadVersion(cfg_.run_dir, *it);
+    if (!w.ok()) {
+      spdlog::error("version v{} is unusable ({}); falling back to the previous one", it->version,
+                    w.status().ToString());
+      continue;
+    }
+    global_ = std::move(w).value();
+    version_ = it->version;
+    next_round_ = it->round + 1;
+    spdlog::info("resuming run={} from version v{} (round {}) sha256={}", run_id_, version_,
+                 it->round, it->sha256);
+    return Status::Ok();
+  }
+  SHOAL_ASSIGN_OR_RETURN(global_, InitialWeights(cfg_.model, cfg_.input_shape, cfg_.num_classes,
+                                                 cfg_.seed));
+  VersionMeta meta;
+  meta.version = 0;
+  meta.round = 0;
+  if (evaluator_) {
+    SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, evaluator_->Evaluate(global_));
+    meta.metrics = {{"central", {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}}}};
+  }
+  SHOAL_RETURN_IF_ERROR(store_->Commit(global_, meta));
+  spdlog::info("initial model {} with {} parameters committed as v0 sha256={}", cfg_.model,
+               global_.data.size(), meta.sha256);
+  version_ = 0;
+  next_round_ = 1;
+  return Status::Ok();
+}
+
+Status Coordinator::Impl::Run() {
+  SHOAL_RETURN_IF_ERROR(Prepare());
+  PrintHeader();
+  Status result;
+  while (next_round_ <= static_cast<uint64_t>(cfg_.rounds)) {
+    bool committed = false;
+    for (int attempt = 0; attempt <= cfg_.max_round_retries && !committed; ++attempt) {
+      if (stop_) break;
+      Status st = RunRound(next_round_, attempt, &committed);
+      if (!st.ok()) {
+        result = st;
+        break;
+      }
+      if (!committed && attempt < cfg_.max_round_retries) {
+        spdlog::warn("round={} retrying ({} of {})", next_round_, attempt + 1, cfg_.max_round_retries);
+      }
+    }
+    if (!result.ok() || stop_) break;
+    if (!committed) {
+      result = Timeout("round " + std::to_string(next_round_) + " did not reach min_fit=" +
+                       std::to_string(cfg_.min_fit) + " updates after " +
+                       std::to_string(cfg_.max_round_retries + 1) + " attempts");
+      break;
+    }
+    ++next_round_;
+  }
+  if (stop_ && result.ok()) result = Unavailable("stopped before the run finished");
+  proto::Shutdown bye;
+  bye.reason = result.ok() ? "run finished" : result.ToString();
+  for (const auto& [id, p] : peers_) SendMsg(id, bye);
+  if (result.ok()) {
+    std::printf("final model: v%llu %s\n", static_cast<unsigned long long>(version_),
+                VersionWeightsPath(cfg_.run_dir, version_).c_str());
+    std::fflush(stdout);
+  }
+  return result;
+}
+
+bool Coordinator::Impl::PumpUntil(Clock::time_point deadline, const std::function<bool()>& done) {
+  while (!stop_) {
+    if (done()) return true;
+    const auto now = Clock::now();
+    if (now >= deadline) return false;
+    const int wait_ms = static_cast<int>(std::min<int64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1, 200));
+    auto in = socket_->Recv(wait_ms);
+    if (!in.ok()) {
+      spdlog::warn("receive: {}", in.status().ToString());
+    } else if (in->has_value()) {
+      Dispatch(**in);
+    }
+    if (Clock::now() - last_housekeeping_ > std::chrono::milliseconds(200)) Housekeeping();
+  }
+  return false;
+}
+
+void Coordinator::Impl::Housekeeping() {
+  last_housekeeping_ = Clock::now();
+  std::vector<std::string> lost;
+  for (const auto& [id, p] : peers_) {
+    if (Clock::now() - p.last_seen > std::chrono::milliseconds(cfg_.peer_timeout_ms)) lost.push_back(id);
+  }
+  for (const auto& id : lost) DropPeer(id, "no message for " + std::to_string(cfg_.peer_timeout_ms) + " ms");
+}
+
+void Coordinator::Impl::SendTo(const std::string& id, const std::string& frame) {
+  Status st = socket_->Send(id, frame);
+  if (!st.ok()) {
+    spdlog::debug("send to peer failed: {}", st.ToString());
+    return;
+  }
+  rs_.bytes_out += frame.size();
+}
+
+void Coordinator::Impl::SendError(const std::string& id, ErrorCode code, uint64_t round,
+                                  const std::string& msg) {
+  proto::Error e;
+  e.code = code;
+  e.round = round;
+  e.message = msg;
+  SendMsg(id, e);
+}
+
+Coordinator::Impl::Peer* Coordinator::Impl::PeerByName(const std::string& name) {
+  for (auto& [id, p] : peers_) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+void Coordinator::Impl::DropPeer(const std::string& id, const std::string& why) {
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  spdlog::warn("worker={} lost: {}", it->second.name, why);
+  if (it->second.upload == Upload::kUploading) --rs_.uploading;
+  rs_.grant_queue.erase(std::remove(rs_.grant_queue.begin(), rs_.grant_queue.end(), id),
+                        rs_.grant_queue.end());
+  peers_.erase(it);
+  MaybeGrant();
+}
+
+void Coordinator::Impl::Dispatch(const proto::Incoming& in) {
+  rs_.bytes_in += in.frame.size() + in.peer.size();
+  auto frame = proto::ParseFrame(in.frame, limits_);
+  auto it = peers_.find(in.peer);
+  const std::string who = it != peers_.end() ? it->second.name : "(unadmitted)";
+  if (!frame.ok()) {
+    spdlog::warn("worker={} rejected frame: {}", who, frame.status().message());
+    SendError(in.peer, ErrorCode::kBadMessage, rs_.round, frame.status().message());
+    return;
+  }
+  if (frame->type == proto::MessageType::kHello) {
+    OnHello(in.peer, *frame);
+    return;
+  }
+  if (it == peers_.end()) {
+    SendError(in.peer, ErrorCode::kUnknownPeer, rs_.round, "say Hello first");
+    return;
+  }
+  Peer& p = it->second;
+  p.last_seen = Clock::now();
+  switch (frame->type) {
+    case proto::MessageType::kHeartbeat: {
+      proto::Heartbeat hb;
+      hb.unix_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
+      SendMsg(p.id, hb);
+      break;
+    }
+    case proto::MessageType::kUpdateReady: OnUpdateReady(p, *frame); break;
+    case proto::MessageType::kWeightsChunk: OnChunk(p, *frame); break;
+    case proto::MessageType::kEvalResult: OnEvalResult(p, *frame); break;
+    case proto::MessageType::kError: {
+      auto e = proto::Decode<proto::Error>(*frame);
+      spdlog::warn("worker={} reports error: {}", p.name, e.ok() ? e->message : e.status().message());
+      break;
+    }
+    default:
+      spdlog::warn("worker={} sent unexpected {}", p.name, proto::MessageTypeName(frame->type));
+      SendError(p.id, ErrorCode::kBadMessage, rs_.round,
+                std::string("unexpected message ") + proto::MessageTypeName(frame->type));
+  }
+}
+
+void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f) {
+  auto hello = proto::Decode<proto::Hello>(f);
+  if (!hello.ok()) {
+    spdlog::warn("rejected Hello: {}", hello.status().message());
+    SendError(id, ErrorCode::kBadMessage, 0, hello.status().message());
+    return;
+  }
+  auto refuse = [&](const std::string& why) {
+    spdlog::warn("worker={} not admitted: {}", hello->name, why);
+    SendError(id, ErrorCode::kNotAdmitted, 0, why);
+  };
+  if (hello->protocol_version != proto::kProtocolVersion) {
+    SendError(id, ErrorCode::kVersionMismatch, 0,
+              "protocol version " + std::to_string(hello->protocol_version) + " not supported");
+    return;
+  }
+  if (!ValidWorkerName(hello->name)) return refuse("worker name must be 1-64 of [A-Za-z0-9._-]");
+  if (hello->input_shape != cfg_.input_shape) {
+    return refuse("input shape " + ShapeString(hello->input_shape) +
+                  " does not match the federation's model input " + ShapeString(cfg_.input_shape));
+  }
+  if (hello->num_classes < 1 || hello->num_classes > cfg_.num_classes) {
+    return refuse("silo has labels up to " + std::to_string(hello->num_classes - 1) +
+                  ", the model has " + std::to_string(cfg_.num_classes) + " classes");
+  }
+  if (hello->num_train <= 0 || hello->num_val < 0) {
+    return refuse("silo must declare a positive number of training samples");
+  }
+  if (Peer* old = PeerByName(hello->name); old != nullptr && old->id != id) {
+    DropPeer(old->id, "replaced by a new connection with the same name");
+  }
+  Peer& p = peers_[id];
+  const bool fresh = p.name.empty();
+  p.id = id;
+  p.name = hello->name;
+  p.num_train = hello->num_train;
+  p.num_val = hello->num_val;
+  p.last_seen = Clock::now();
+  if (p.upload == Upload::kUploading) --rs_.uploading;
+  p.upload = Upload::kNone;
+  p.assembler.Reset();
+
+  proto::Welcome w;
+  w.run_id = run_id_;
+  w.worker_name = p.name;
+  w.model = cfg_.model;
+  w.num_classes = cfg_.num_classes;
+  w.heartbeat_ms = cfg_.heartbeat_ms;
+  w.peer_timeout_ms = cfg_.peer_timeout_ms;
+  w.chunk_bytes = cfg_.chunk_bytes;
+  SendMsg(id, w);
+  spdlog::info("worker={} admitted ({}): train={} val={} connected={}", p.name,
+               fresh ? "new" : "again", p.num_train, p.num_val, peers_.size());
+  if (rs_.phase == Phase::kCollect && rs_.selected.count(p.name) && !rs_.accepted.count(p.name)) {
+    SendTrainTask(p);  // a selected worker that reconnected mid-round gets its task again
+  }
+}
+
+void Coordinator::Impl::SendTrainTask(const Peer& p) {
+  for (const auto& frame : rs_.train_frames) SendTo(p.id, frame);
+}
+
+void Coordinator::Impl::OnUpdateReady(Peer& p, const proto::FrameView& f) {
+  auto m = proto::Decode<proto::UpdateReady>(f);
+  if (!m.ok()) {
+    spdlog::warn("worker={} bad UpdateReady: {}", p.name, m.status().message());
+    SendError(p.id, ErrorCode::kBadMessage, rs_.round, m.status().message());
+    return;
+  }
+  auto reject = [&](ErrorCode code, const std::string& why) {
+    spdlog::warn("round={} worker={} update rejected: {}", rs_.round, p.name, why);
+    SendError(p.id, code, m->round, why);
+  };
+  if (m->run_id != run_id_) return reject(ErrorCode::kStale, "update for another run " + m->run_id);
+  if (rs_.phase != Phase::kCollect || m->round != rs_.round) {
+    return reject(ErrorCode::kStale, "round " + std::to_string(m->round) + " is not open");
+  }
+  if (!rs_.selected.count(p.name)) return reject(ErrorCode::kStale, "worker not selected this round");
+  if (auto acc = rs_.accepted.find(p.name); acc != rs_.accepted.end()) {
+    if (acc->second == m->sha256) {  // a resend of the accepted update: same ack, counted once
+      proto::Ack ack;
+      ack.round = rs_.round;
+      ack.sha256 = acc->second;
+      SendMsg(p.id, ack);
+      return;
+    }
+    return reject(ErrorCode::kDuplicate, "a different update was already accepted this round");
+  }
+  if (m->base_version != rs_.base_version) {
+    return reject(ErrorCode::kStale, "update is based on v" + std::to_string(m->base_version) +
+                                         ", the round trains v" + std::to_string(rs_.base_version));
+  }
+  if (m->num_samples <= 0 || m->num_samples > p.num_train) {
+    return reject(ErrorCode::kBadUpdate,
+                  "num_samples " + std::to_string(m->num_samples) + " outside 1.." +
+                      std::to_string(p.num_train) + " (training samples declared at Hello)");
+  }
+  if (m->total_bytes != static_cast<uint64_t>(global_.spec.total_bytes())) {
+    return reject(ErrorCode::kBadUpdate, "total_bytes " + std::to_string(m->total_bytes) +
+                                             " does not match the model's " +
+                                             std::to_string(global_.spec.total_bytes()));
+  }
+  if (m->sha256.size() != 32) return reject(ErrorCode::kBadUpdate, "sha256 must be 32 bytes");
+  if (!std::isfinite(m->train_loss)) return reject(ErrorCode::kBadUpdate, "train_loss is not finite");
+  if (p.upload == Upload::kUploading) EndUpload(p);
+  rs_.grant_queue.erase(std::remove(rs_.grant_queue.begin(), rs_.grant_queue.end(), p.id),
+                        rs_.grant_queue.end());
+  p.ready = std::move(m).value();
+  p.upload = Upload::kWaitingGrant;
+  rs_.grant_queue.push_back(p.id);
+  MaybeGrant();
+}
+
+void Coordinator::Impl::EndUpload(Peer& p) {
+  if (p.upload == Upload::kUploading) --rs_.uploading;
+  p.upload = Upload::kNone;
+  p.assembler.Reset();
+}
+
+void Coordinator::Impl::MaybeGrant() {
+  while (rs_.uploading < cfg_.max_concurrent_uploads && !rs_.grant_queue.empty()) {
+    const std::string id = rs_.grant_queue.front();
+    rs_.grant_queue.pop_front();
+    auto it = peers_.find(id);
+    if (it == peers_.end() || it->second.upload != Upload::kWaitingGrant) continue;
+    Peer& p = it->second;
+    p.upload = Upload::kUploading;
+    p.assembler.Start(rs_.round, p.ready.total_bytes, cfg_.chunk_bytes);
+    ++rs_.uploading;
+    proto::UploadGrant g;
+    g.round = rs_.round;
+    SendMsg(p.id, g);
+  }
+}
+
+void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
+  auto c = proto::Decode<proto::WeightsChunk>(f);
+  if (!c.ok() || p.upload != Upload::kUploading) {
+    const std::string why = !c.ok() ? c.status().message() : "chunk without an upload grant";
+    spdlog::warn("round={} worker={} chunk rejected: {}", rs_.round, p.name, why);
+    SendError(p.id, c.ok() ? ErrorCode::kStale : ErrorCode::kBadMessage, rs_.round, why);
+    return;
+  }
+  auto fail = [&](const std::string& why) {
+    spdlog::warn("round={} worker={} update rejected: {}", rs_.round, p.name, why);
+    SendError(p.id, ErrorCode::kBadUpdate, rs_.round, why);
+    EndUpload(p);
+    MaybeGrant();
+  };
+  if (Status st = p.assembler.Add(*c, f.payload); !st.ok()) return fail(st.message());
+  if (!p.assembler.complete()) return;
+
+  std::vector<float> delta = p.assembler.Take();
+  const Digest d = Sha256::Of(delta.data(), delta.size() * sizeof(float));
+  if (std::string(d.begin(), d.end()) != p.ready.sha256) {
+    return fail("update bytes do not match the SHA-256 announced in UpdateReady");
+  }
+  if (Status st = fedavg_.Fold(delta.data(), delta.size(), p.ready.num_samples); !st.ok()) {
+    return fail(st.message());
+  }
+  rs_.accepted[p.name] = p.ready.sha256;
+  rs_.loss_weighted_sum += p.ready.train_loss * static_cast<double>(p.ready.num_samples);
+  rs_.train_seconds_max = std::max(rs_.train_seconds_max, p.ready.train_seconds);
+  ++p.rounds_participated;
+  proto::Ack ack;
+  ack.round = rs_.round;
+  ack.sha256 = p.ready.sha256;
+  SendMsg(p.id, ack);
+  spdlog::info("round={} worker={} update accepted: samples={} train_loss={:.4f} train_s={:.1f} ({}/{})",
+               rs_.round, p.name, p.ready.num_samples, p.ready.train_loss, p.ready.train_seconds,
+               rs_.accepted.size(), rs_.selected.size());
+  EndUpload(p);
+  MaybeGrant();
+}
+
+void Coordinator::Impl::OnEvalResult(Peer& p, const proto::FrameView& f) {
+  auto m = proto::Decode<proto::EvalResult>(f);
+  if (!m.ok()) {
+    SendError(p.id, ErrorCode::kBadMessage, rs_.round, m.status().message());
+    return;
+  }
+  if (rs_.phase != Phase::kEval || m->run_id != run_id_ || m->round != rs_.round ||
+      m->version != rs_.eval_version || !rs_.eval_expected.count(p.name)) {
+    spdlog::warn("round={} worker={} stale EvalResult for round {} ignored", rs_.round, p.name, m->round);
+    return;
+  }
+  if (m->count < 0 || m->count > p.num_val || !std::isfinite(m->loss) || !(m->accuracy >= 0) ||
+      m->accuracy > 1) {
+    spdlog::warn("round={} worker={} EvalResult out of range ignored", rs_.round, p.name);
+    return;
+  }
+  rs_.eval_results[p.name] = std::move(m).value();
+}
+
+std::vector<std::string> Coordinator::Impl::SelectWorkers(uint64_t round, int attempt) {
+  std::vector<std::string> names;
+  for (const auto& [id, p] : peers_) names.push_back(p.name);
+  std::sort(names.begin(), names.end());
+  std::mt19937_64 rng(MixSeed(cfg_.seed, round, 1 + attempt));
+  std::shuffle(names.begin(), names.end(), rng);
+  size_t k = static_cast<size_t>(std::ceil(cfg_.fraction * static_cast<double>(names.size())));
+  k = std::max<size_t>(k, static_cast<size_t>(cfg_.min_fit));
+  k = std::min(k, names.size());
+  names.resize(k);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed) {
+  *committed = false;
+  const auto t_start = Clock::now();
+  // WAIT
+  if (!PumpUntil(After(cfg_.wait_timeout_s),
+                 [&] { return peers_.size() >= static_cast<size_t>(cfg_.min_workers); })) {
+    if (stop_) return Status::Ok();
+    return Timeout("only " + std::to_string(peers_.size()) + " of selection.min_workers=" +
+                   std::to_string(cfg_.min_workers) + " workers connected within " +
+                   std::to_string(cfg_.wait_timeout_s) + " s");
+  }
+  // SELECT + BROADCAST
+  rs_ = RoundState();
+  rs_.round = round;
+  rs_.base_version = version_;
+  const auto selected = SelectWorkers(round, attempt);
+  rs_.selected.insert(selected.begin(), selected.end());
+  fedavg_.Begin(global_.spec);
+  const auto t_broadcast = Clock::now();
+  proto::TrainTask task;
+  task.run_id = run_id_;
+  task.round = round;
+  task.version = version_;
+  task.epochs = static_cast<uint32_t>(cfg_.epochs);
+  task.batch_size = static_cast<uint32_t>(cfg_.batch_size);
+  task.lr = cfg_.lr;
+  task.seed = MixSeed(cfg_.seed, round, 0);
+  task.deadline_ms = static_cast<uint32_t>(cfg_.round_timeout_s * 1000);
+  task.spec = global_.spec;
+  task.chunk_count = proto::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
+  rs_.train_frames.push_back(proto::Encode(task));
+  for (auto& c : proto::EncodeChunks(round, global_.data.data(), global_.spec.total_bytes(),
+                                     cfg_.chunk_bytes)) {
+    rs_.train_frames.push_back(std::move(c));
+  }
+  rs_.phase = Phase::kCollect;
+  for (const auto& name : selected) SendTrainTask(*PeerByName(name));
+  const double broadcast_s = SecondsSince(t_broadcast);
+  spdlog::info("round={} started: version=v{} selected={} of {} connected", round, version_,
+               selected.size(), peers_.size());
+
+  // COLLECT
+  const auto t_collect = Clock::now();
+  PumpUntil(After(cfg_.round_timeout_s), [&] { return rs_.accepted.size() == rs_.selected.size(); });
+  const double collect_s = SecondsSince(t_collect);
+  rs_.phase = Phase::kIdle;
+  rs_.train_frames.clear();
+  for (auto& [id, p] : peers_) {
+    if (p.upload != Upload::kNone) EndUpload(p);
+  }
+  rs_.grant_queue.clear();
+  if (stop_) return Status::Ok();
+  if (rs_.accepted.size() < static_cast<size_t>(cfg_.min_fit)) {
+    spdlog::warn("round={} closed with {} of min_fit={} updates; not committed", round,
+                 rs_.accepted.size(), cfg_.min_fit);
+    return Status::Ok();
+  }
+  if (rs_.accepted.size() < rs_.selected.size()) {
+    std::string missing;
+    for (const auto& n : rs_.selected) {
+      if (!rs_.accepted.count(n)) missing += (missing.empty() ? "" : ",") + n;
+    }
+    spdlog::warn("round={} deadline passed without updates from {}", round, missing);
+  }
+
+  // AGGREGATE
+  const auto t_agg = Clock::now();
+  SHOAL_ASSIGN_OR_RETURN(Weights next, fedavg_.Finish(global_));
+  const double aggregate_s = SecondsSince(t_agg);
+
+  // EVALUATE: federated (workers, concurrently) and central (here).
+  const auto t_eval = Clock::now();
+  const uint64_t new_version = version_ + 1;
+  rs_.eval_version = new_version;
+  if (cfg_.federated_eval) {
+    proto::EvalTask et;
+    et.run_id = run_id_;
+    et.round = round;
+    et.version = new_version;
+    et.spec = next.spec;
+    et.chunk_count = proto::ChunkCount(next.spec.total_bytes(), cfg_.chunk_bytes);
+    std::vector<std::string> frames{proto::Encode(et)};
+    for (auto& c : proto::EncodeChunks(round, next.data.data(), next.spec.total_bytes(),
+                                       cfg_.chunk_bytes)) {
+      frames.push_back(std::move(c));
+    }
+    rs_.phase = Phase::kEval;
+    for (const auto& [id, p] : peers_) {
+      if (p.num_val <= 0) continue;
+      rs_.eval_expected.insert(p.name);
+      for (const auto& fr : frames) SendTo(id, fr);
+    }
+  }
+  nlohmann::json central = nullptr;
+  if (evaluator_) {
+    SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, evaluator_->Evaluate(next));
+    central = {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}};
+  }
+  nlohmann::json federated = nullptr;
+  if (cfg_.federated_eval) {
+    PumpUntil(After(cfg_.eval_timeout_s),
+              [&] { return rs_.eval_results.size() == rs_.eval_expected.size(); });
+    int64_t n = 0;
+    double loss = 0, acc = 0;
+    for (const auto& [name, r] : rs_.eval_results) {
+      n += r.count;
+      loss += r.loss * static_cast<double>(r.count);
+      acc += r.accuracy * static_cast<double>(r.count);
+    }
+    if (n > 0) {
+      federated = {{"accuracy", acc / n}, {"loss", loss / n}, {"count", n},
+                   {"reports", rs_.eval_results.size()}};
+    }
+    rs_.phase = Phase::kIdle;
+  }
+  const double evaluate_s = SecondsSince(t_eval);
+
+  // COMMIT
+  const auto t_commit = Clock::now();
+  VersionMeta meta;
+  meta.version = new_version;
+  meta.parent = version_;
+  meta.round = round;
+  for (const auto& [name, sha] : rs_.accepted) meta.participants.push_back(name);
+  const double train_loss = rs_.loss_weighted_sum / static_cast<double>(fedavg_.total_samples());
+  meta.metrics = {{"central", central}, {"federated", federated}, {"train_loss", train_loss},
+                  {"samples", fedavg_.total_samples()}};
+  SHOAL_RETURN_IF_ERROR(store_->Commit(next, meta).Annotate("commit of v" + std::to_string(new_version)));
+  global_ = std::move(next);
+  version_ = new_version;
+  const double commit_s = SecondsSince(t_commit);
+
+  nlohmann::json rec = {
+      {"round", round},
+      {"version", version_},
+      {"sha256", meta.sha256},
+      {"participants", meta.participants},
+      {"selected", selected.size()},
+      {"samples", fedavg_.total_samples()},
+      {"central", central},
+      {"federated", federated},
+      {"train_loss", train_loss},
+      {"max_worker_train_s", rs_.train_seconds_max},
+      {"phases_s",
+       {{"broadcast", broadcast_s},
+        {"collect", collect_s},
+        {"aggregate", aggregate_s},
+        {"evaluate", evaluate_s},
+        {"commit", commit_s}}},
+      {"wall_s", SecondsSince(t_start)},
+      {"bytes_in", rs_.bytes_in},
+      {"bytes_out", rs_.bytes_out},
+      {"time", meta.created_at}};
+  SHOAL_RETURN_IF_ERROR(store_->AppendMetrics(rec));
+  PrintRow(rec);
+  *committed = true;
+  return Status::Ok();
+}
+
+void Coordinator::Impl::PrintHeader() {
+  std::printf("%5s %7s %7s %7s %10s %10s %8s %8s %10s %8s\n", "round", "version", "workers",
+              "samples", "test_acc", "test_loss", "fed_acc", "fed_loss", "train_loss", "seconds");
+  std::fflush(stdout);
+}
+
+void Coordinator::Impl::PrintRow(const nlohmann::json& r) {
+  auto num = [](const nlohmann::json& j, const char* k, double scale) -> std::string {
+    if (j.is_null() || !j.contains(k)) return "-";
+    char b[32];
+    std::snprintf(b, sizeof(b), scale == 100 ? "%.2f%%" : "%.4f", j[k].get<double>() * scale);
+    return b;
+  };
+  std::printf("%5llu %7s %7zu %7lld %10s %10s %8s %8s %10.4f %8.1f\n",
+              static_cast<unsigned long long>(r["round"].get<uint64_t>()),
+              ("v" + std::to_string(r["version"].get<uint64_t>())).c_str(),
+              r["participants"].size(), static_cast<long long>(r["samples"].get<int64_t>()),
+              num(r["central"], "accuracy", 100).c_str(), num(r["central"], "loss", 1).c_str(),
+              num(r["federated"], "accuracy", 100).c_str(), num(r["federated"], "loss", 1).c_str(),
+              r["train_loss"].get<double>(), r["wall_s"].get<double>());
+  std::fflush(stdout);
+}
+
+}  // namespace shoal

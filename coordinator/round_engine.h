@@ -1,0 +1,41 @@
+// The coordinator's round engine: admits workers, runs rounds, aggregates, evaluates, commits.
+//
+// One thread owns the ROUTER socket and all state; it alternates between receiving messages
+// (each handled to completion) and housekeeping (deadlines, lost workers). Round states:
+//   WAIT (for min_workers) -> SELECT -> BROADCAST -> COLLECT (until all selected reported or the
+//   deadline) -> AGGREGATE -> EVALUATE (central + federated) -> COMMIT
+// Updates are admitted for upload one slot at a time (network.max_concurrent_uploads), folded
+// into the streaming FedAvg accumulator as soon as they are complete and valid, then freed.
+// Peer input never aborts the process: a bad message gets a typed Error reply and a log line.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "coordinator/config.h"
+
+namespace shoal {
+
+class Coordinator {
+ public:
+  explicit Coordinator(CoordinatorConfig config);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Runs the whole federation: resumes from the run directory's last committed version when
+  // there is one, then trains until `rounds` rounds are committed. Returns on completion, on a
+  // fatal error, or soon after Stop().
+  Status Run();
+  // Async-signal-safe request to stop.
+  void Stop() { stop_.store(true); }
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace shoal

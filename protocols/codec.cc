@@ -1,0 +1,168 @@
+#include "protocols/codec.h"
+
+#include <algorithm>
+
+namespace shoal::proto {
+namespace {
+
+constexpr char kMagic[4] = {'S', 'H', 'L', '1'};
+
+void PutLe(char* p, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+uint64_t GetLe(const char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+
+}  // namespace
+
+const char* MessageTypeName(MessageType t) {
+  switch (t) {
+    case MessageType::kHello: return "Hello";
+    case MessageType::kWelcome: return "Welcome";
+    case MessageType::kTrainTask: return "TrainTask";
+    case MessageType::kEvalTask: return "EvalTask";
+    case MessageType::kWeightsChunk: return "WeightsChunk";
+    case MessageType::kUpdateReady: return "UpdateReady";
+    case MessageType::kUploadGrant: return "UploadGrant";
+    case MessageType::kAck: return "Ack";
+    case MessageType::kEvalResult: return "EvalResult";
+    case MessageType::kHeartbeat: return "Heartbeat";
+    case MessageType::kError: return "Error";
+    case MessageType::kShutdown: return "Shutdown";
+  }
+  return "Unknown";
+}
+
+Result<FrameView> ParseFrame(std::string_view frame, const Limits& limits) {
+  if (frame.size() < kFrameHeaderBytes) {
+    return ProtocolError("frame of " + std::to_string(frame.size()) +
+                         " bytes is shorter than the 16-byte frame header");
+  }
+  if (frame.size() > limits.max_frame_bytes()) {
+    return ProtocolError("frame of " + std::to_string(frame.size()) + " bytes exceeds the limit of " +
+                         std::to_string(limits.max_frame_bytes()));
+  }
+  const char* p = frame.data();
+  if (std::memcmp(p, kMagic, 4) != 0) return ProtocolError("bad frame magic");
+  FrameView f;
+  f.version = static_cast<uint16_t>(GetLe(p + 4, 2));
+  if (f.version != kProtocolVersion) {
+    return ProtocolError("protocol version " + std::to_string(f.version) + " is not supported (this build speaks " +
+                         std::to_string(kProtocolVersion) + ")");
+  }
+  const uint16_t type = static_cast<uint16_t>(GetLe(p + 6, 2));
+  if (type == 0 || type > kMaxMessageType) {
+    return ProtocolError("unknown message type " + std::to_string(type));
+  }
+  f.type = static_cast<MessageType>(type);
+  const uint64_t h = GetLe(p + 8, 4);
+  const uint64_t n = GetLe(p + 12, 4);
+  if (h > limits.max_header_bytes) {
+    return ProtocolError("header length " + std::to_string(h) + " exceeds the limit of " +
+                         std::to_string(limits.max_header_bytes));
+  }
+  if (n > limits.max_payload_bytes) {
+    return ProtocolError("payload length " + std::to_string(n) + " exceeds the limit of " +
+                         std::to_string(limits.max_payload_bytes));
+  }
+  if (kFrameHeaderBytes + h + n != frame.size()) {
+    return ProtocolError("frame lengths disagree: header " + std::to_string(h) + " + payload " +
+                         std::to_string(n) + " + 16 != frame size " + std::to_string(frame.size()));
+  }
+  f.header = frame.substr(kFrameHeaderBytes, h);
+  f.payload = frame.substr(kFrameHeaderBytes + h, n);
+  return f;
+}
+
+namespace internal {
+
+std::string BuildFrame(MessageType type, const std::string& header, std::string_view payload) {
+  std::string out(kFrameHeaderBytes + header.size() + payload.size(), '\0');
+  char* p = out.data();
+  std::memcpy(p, kMagic, 4);
+  PutLe(p + 4, kProtocolVersion, 2);
+  PutLe(p + 6, static_cast<uint16_t>(type), 2);
+  PutLe(p + 8, header.size(), 4);
+  PutLe(p + 12, payload.size(), 4);
+  std::memcpy(p + kFrameHeaderBytes, header.data(), header.size());
+  if (!payload.empty()) {
+    std::memcpy(p + kFrameHeaderBytes + header.size(), payload.data(), payload.size());
+  }
+  return out;
+}
+
+}  // namespace internal
+
+uint32_t ChunkCount(uint64_t total_bytes, uint32_t chunk_bytes) {
+  if (total_bytes == 0) return 0;
+  return static_cast<uint32_t>((total_bytes + chunk_bytes - 1) / chunk_bytes);
+}
+
+std::vector<std::string> EncodeChunks(uint64_t round, const void* data, uint64_t total_bytes,
+                                      uint32_t chunk_bytes) {
+  const uint32_t count = ChunkCount(total_bytes, chunk_bytes);
+  std::vector<std::string> frames;
+  frames.reserve(count);
+  const char* base = static_cast<const char*>(data);
+  for (uint32_t i = 0; i < count; ++i) {
+    WeightsChunk c;
+    c.round = round;
+    c.index = i;
+    c.count = count;
+    c.offset = uint64_t{i} * chunk_bytes;
+    const uint64_t len = std::min<uint64_t>(chunk_bytes, total_bytes - c.offset);
+    frames.push_back(Encode(c, std::string_view(base + c.offset, len)));
+  }
+  return frames;
+}
+
+void ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes) {
+  active_ = true;
+  round_ = round;
+  total_bytes_ = total_bytes;
+  chunk_bytes_ = chunk_bytes;
+  count_ = ChunkCount(total_bytes, chunk_bytes);
+  next_index_ = 0;
+  data_.assign(total_bytes / 4, 0.0f);
+}
+
+Status ChunkAssembler::Add(const WeightsChunk& c, std::string_view payload) {
+  if (!active_) return ProtocolError("WeightsChunk without a transfer in progress");
+  if (c.round != round_) {
+    return ProtocolError("WeightsChunk for round " + std::to_string(c.round) +
+                         " during a transfer for round " + std::to_string(round_));
+  }
+  if (c.count != count_ || c.index != next_index_) {
+    return ProtocolError("WeightsChunk " + std::to_string(c.index) + "/" + std::to_string(c.count) +
+                         " out of order (expected " + std::to_string(next_index_) + "/" +
+                         std::to_string(count_) + ")");
+  }
+  const uint64_t offset = uint64_t{c.index} * chunk_bytes_;
+  const uint64_t expected = std::min<uint64_t>(chunk_bytes_, total_bytes_ - offset);
+  if (c.offset != offset || payload.size() != expected) {
+    return ProtocolError("WeightsChunk " + std::to_string(c.index) + " has offset " +
+                         std::to_string(c.offset) + " and " + std::to_string(payload.size()) +
+                         " bytes, expected offset " + std::to_string(offset) + " and " +
+                         std::to_string(expected) + " bytes");
+  }
+  std::memcpy(reinterpret_cast<char*>(data_.data()) + offset, payload.data(), payload.size());
+  ++next_index_;
+  return Status::Ok();
+}
+
+std::vector<float> ChunkAssembler::Take() {
+  std::vector<float> out = std::move(data_);
+  Reset();
+  return out;
+}
+
+void ChunkAssembler::Reset() {
+  active_ = false;
+  data_ = {};
+  next_index_ = count_ = 0;
+}
+
+}  // namespace shoal::proto

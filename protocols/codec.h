@@ -1,0 +1,128 @@
+// Frame layout and the encode/decode functions for every message in messages.h.
+//
+// One ZeroMQ frame holds exactly one message:
+//   bytes  0..3   magic "SHL1"
+//   bytes  4..5   protocol version, u16 little-endian
+//   bytes  6..7   message type, u16 little-endian (MessageType)
+//   bytes  8..11  structured header length H, u32 little-endian (<= Limits::max_header_bytes)
+//   bytes 12..15  payload length P, u32 little-endian (<= Limits::max_payload_bytes)
+//   bytes 16..16+H        structured header (Cereal portable binary, little-endian)
+//   bytes 16+H..16+H+P    raw payload (tensor bytes, little-endian float32)
+// The frame size must equal 16 + H + P exactly. Decoding checks all of this before it touches
+// the header, and Cereal reads only through length-checked helpers (messages.h).
+// Errors: ProtocolError naming what was wrong (magic, version, type, lengths, header contents).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <sstream>
+#include <streambuf>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <cereal/archives/portable_binary.hpp>
+
+#include "common/status.h"
+#include "protocols/messages.h"
+
+namespace shoal::proto {
+
+inline constexpr size_t kFrameHeaderBytes = 16;
+inline constexpr uint32_t kDefaultChunkBytes = 4u << 20;   // 4 MiB
+inline constexpr uint32_t kMaxChunkBytes = 64u << 20;      // hard upper bound for any config
+inline constexpr uint32_t kMaxHeaderBytes = 1u << 20;      // 4096 tensors with long names fit
+
+struct Limits {
+  uint32_t max_header_bytes = kMaxHeaderBytes;
+  uint32_t max_payload_bytes = kDefaultChunkBytes;
+  size_t max_frame_bytes() const { return kFrameHeaderBytes + max_header_bytes + max_payload_bytes; }
+};
+
+struct FrameView {
+  uint16_t version = 0;
+  MessageType type = MessageType::kError;
+  std::string_view header;
+  std::string_view payload;
+};
+
+// Checks the fixed header against `limits` and the frame's real size.
+Result<FrameView> ParseFrame(std::string_view frame, const Limits& limits);
+
+namespace internal {
+
+class MemoryBuf : public std::streambuf {
+ public:
+  MemoryBuf(const char* data, size_t size) {
+    char* p = const_cast<char*>(data);
+    setg(p, p, p + size);
+  }
+};
+
+std::string BuildFrame(MessageType type, const std::string& header, std::string_view payload);
+
+}  // namespace internal
+
+template <class M>
+std::string Encode(const M& message, std::string_view payload = {}) {
+  std::ostringstream os;  // structured headers only; tensor bytes never pass through a stream
+  {
+    cereal::PortableBinaryOutputArchive ar(os);
+    ar(const_cast<M&>(message));
+  }
+  return internal::BuildFrame(M::kType, os.str(), payload);
+}
+
+// Decodes the structured header of `frame` as M. The frame's type must be M::kType and the
+// header must be consumed exactly.
+template <class M>
+Result<M> Decode(const FrameView& frame) {
+  if (frame.type != M::kType) {
+    return ProtocolError(std::string("expected ") + MessageTypeName(M::kType) + ", got " +
+                         MessageTypeName(frame.type));
+  }
+  M m;
+  internal::MemoryBuf buf(frame.header.data(), frame.header.size());
+  std::istream is(&buf);
+  try {
+    cereal::PortableBinaryInputArchive ar(is);
+    ar(m);
+  } catch (const std::exception& e) {
+    return ProtocolError(std::string(MessageTypeName(M::kType)) + " header: " + e.what());
+  }
+  if (is.peek() != std::char_traits<char>::eof()) {
+    return ProtocolError(std::string(MessageTypeName(M::kType)) + " header has trailing bytes");
+  }
+  return m;
+}
+
+// Splitting a flat buffer into WeightsChunk frames and putting it back together.
+uint32_t ChunkCount(uint64_t total_bytes, uint32_t chunk_bytes);
+std::vector<std::string> EncodeChunks(uint64_t round, const void* data, uint64_t total_bytes,
+                                      uint32_t chunk_bytes);
+
+// Receives the chunks of one transfer in order into a buffer allocated once, up front, from
+// a size the receiver already validated (never from the sender's claim alone).
+class ChunkAssembler {
+ public:
+  // `total_bytes` must be a multiple of 4 (float32).
+  void Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes);
+  Status Add(const WeightsChunk& chunk, std::string_view payload);
+  bool active() const { return active_; }
+  bool complete() const { return active_ && next_index_ == count_; }
+  uint64_t round() const { return round_; }
+  // Moves the assembled floats out and resets the assembler.
+  std::vector<float> Take();
+  void Reset();
+
+ private:
+  bool active_ = false;
+  uint64_t round_ = 0;
+  uint64_t total_bytes_ = 0;
+  uint32_t chunk_bytes_ = 0;
+  uint32_t count_ = 0;
+  uint32_t next_index_ = 0;
+  std::vector<float> data_;
+};
+
+}  // namespace shoal::proto

@@ -1,0 +1,272 @@
+// Every message of the Shoal wire protocol, in one place.
+//
+// A message is one ZeroMQ frame (never multipart; see codec.h for the byte layout): a fixed
+// 16-byte frame header, a structured header serialized with Cereal's portable (little-endian)
+// binary archive, and an optional raw payload that carries tensor bytes. Strings and vectors in
+// structured headers are read through the bounded helpers below, which check each length
+// against a limit before allocating; Cereal never sees an unchecked length.
+//
+// Conversation (worker = DEALER, coordinator = ROUTER):
+//   worker -> Hello                      coordinator -> Welcome | Error
+//   coordinator -> TrainTask + WeightsChunk x n   (global model of `version`)
+//   worker -> UpdateReady                coordinator -> UploadGrant (when an upload slot is free)
+//   worker -> WeightsChunk x n  (local - global delta)   coordinator -> Ack | Error
+//   coordinator -> EvalTask + WeightsChunk x n    worker -> EvalResult
+//   Heartbeat both ways; Shutdown from the coordinator at the end of a run.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <cereal/cereal.hpp>
+
+#include "common/weights.h"
+
+namespace shoal::proto {
+
+// Bumped on any incompatible change to a message below or to the frame layout.
+inline constexpr uint16_t kProtocolVersion = 1;
+
+enum class MessageType : uint16_t {
+  kHello = 1,
+  kWelcome = 2,
+  kTrainTask = 3,
+  kEvalTask = 4,
+  kWeightsChunk = 5,
+  kUpdateReady = 6,
+  kUploadGrant = 7,
+  kAck = 8,
+  kEvalResult = 9,
+  kHeartbeat = 10,
+  kError = 11,
+  kShutdown = 12,
+};
+inline constexpr uint16_t kMaxMessageType = 12;
+
+const char* MessageTypeName(MessageType t);
+
+// Limits on strings and vectors inside structured headers.
+inline constexpr uint64_t kMaxStringBytes = 4096;
+inline constexpr uint64_t kMaxShapeRank = SpecLimits::kMaxRank;
+inline constexpr uint64_t kMaxTensors = SpecLimits::kMaxTensors;
+
+// Typed error codes carried by Error messages.
+enum class ErrorCode : uint16_t {
+  kBadMessage = 1,        // could not be decoded
+  kVersionMismatch = 2,   // protocol version differs
+  kNotAdmitted = 3,       // Hello refused (incompatible data, duplicate name)
+  kUnknownPeer = 4,       // message from a peer that has not said Hello (say it again)
+  kStale = 5,             // update for a round that is not open (closed or never existed)
+  kBadUpdate = 6,         // update failed validation (non-finite, size, sample count)
+  kDuplicate = 7,         // update already accepted for this round
+  kRunFinished = 8,
+};
+
+}  // namespace shoal::proto
+
+namespace shoal::proto::internal {
+
+// Length-checked string and vector I/O. On input, a length above `max` throws
+// cereal::Exception before any allocation; the codec turns it into a ProtocolError.
+template <class Archive>
+void BoundedString(Archive& ar, std::string& s, uint64_t max = kMaxStringBytes) {
+  uint64_t n = s.size();
+  ar(n);
+  if constexpr (Archive::is_loading::value) {
+    if (n > max) throw cereal::Exception("string of " + std::to_string(n) + " bytes exceeds limit");
+    s.resize(n);
+  }
+  ar(cereal::binary_data(s.data(), n));
+}
+
+template <class Archive, class T>
+void BoundedVector(Archive& ar, std::vector<T>& v, uint64_t max) {
+  static_assert(std::is_arithmetic_v<T>);
+  uint64_t n = v.size();
+  ar(n);
+  if constexpr (Archive::is_loading::value) {
+    if (n > max) throw cereal::Exception("vector of " + std::to_string(n) + " items exceeds limit");
+    v.resize(n);
+  }
+  for (auto& x : v) ar(x);
+}
+
+template <class Archive>
+void SpecField(Archive& ar, ModelSpec& spec) {
+  uint64_t n = spec.tensors.size();
+  ar(n);
+  if constexpr (Archive::is_loading::value) {
+    if (n > kMaxTensors) throw cereal::Exception("tensor count exceeds limit");
+    spec.tensors.resize(n);
+  }
+  for (auto& t : spec.tensors) {
+    BoundedString(ar, t.name, SpecLimits::kMaxNameBytes);
+    uint8_t dtype = static_cast<uint8_t>(t.dtype);
+    ar(dtype);
+    t.dtype = static_cast<DType>(dtype);
+    BoundedVector(ar, t.shape, kMaxShapeRank);
+  }
+}
+
+}  // namespace shoal::proto::internal
+
+namespace shoal::proto {
+
+struct Hello {
+  static constexpr MessageType kType = MessageType::kHello;
+  uint16_t protocol_version = kProtocolVersion;
+  std::string name;
+  int64_t num_train = 0;
+  int64_t num_val = 0;
+  std::vector<int64_t> input_shape;  // per sample, e.g. {1,28,28}
+  int64_t num_classes = 0;
+  template <class A> void serialize(A& ar) {
+    ar(protocol_version);
+    internal::BoundedString(ar, name);
+    ar(num_train, num_val);
+    internal::BoundedVector(ar, input_shape, kMaxShapeRank);
+    ar(num_classes);
+  }
+};
+
+struct Welcome {
+  static constexpr MessageType kType = MessageType::kWelcome;
+  std::string run_id;
+  std::string worker_name;    // the name the coordinator admitted
+  std::string model;          // built-in model name (mlp, cnn, logreg)
+  int64_t num_classes = 0;    // the federation's class count (the model's output size)
+  uint32_t heartbeat_ms = 0;  // how often to send heartbeats
+  uint32_t peer_timeout_ms = 0;  // silence after which each side considers the other gone
+  uint32_t chunk_bytes = 0;   // largest WeightsChunk payload the coordinator accepts
+  template <class A> void serialize(A& ar) {
+    internal::BoundedString(ar, run_id);
+    internal::BoundedString(ar, worker_name);
+    internal::BoundedString(ar, model);
+    ar(num_classes, heartbeat_ms, peer_timeout_ms, chunk_bytes);
+  }
+};
+
+// Followed by `chunk_count` WeightsChunk messages carrying the global model of `version`.
+struct TrainTask {
+  static constexpr MessageType kType = MessageType::kTrainTask;
+  std::string run_id;
+  uint64_t round = 0;
+  uint64_t version = 0;
+  uint32_t epochs = 1;
+  uint32_t batch_size = 32;
+  double lr = 0.01;
+  uint64_t seed = 0;
+  uint32_t deadline_ms = 0;  // time left in the round when sent
+  ModelSpec spec;
+  uint32_t chunk_count = 0;
+  template <class A> void serialize(A& ar) {
+    internal::BoundedString(ar, run_id);
+    ar(round, version, epochs, batch_size, lr, seed, deadline_ms);
+    internal::SpecField(ar, spec);
+    ar(chunk_count);
+  }
+};
+
+// Followed by `chunk_count` WeightsChunk messages carrying the model to evaluate.
+struct EvalTask {
+  static constexpr MessageType kType = MessageType::kEvalTask;
+  std::string run_id;
+  uint64_t round = 0;
+  uint64_t version = 0;
+  ModelSpec spec;
+  uint32_t chunk_count = 0;
+  template <class A> void serialize(A& ar) {
+    internal::BoundedString(ar, run_id);
+    ar(round, version);
+    internal::SpecField(ar, spec);
+    ar(chunk_count);
+  }
+};
+
+// One piece of a weights transfer; the payload holds bytes [offset, offset + payload size) of
+// the flat float32 buffer.
+struct WeightsChunk {
+  static constexpr MessageType kType = MessageType::kWeightsChunk;
+  uint64_t round = 0;
+  uint32_t index = 0;
+  uint32_t count = 0;
+  uint64_t offset = 0;
+  template <class A> void serialize(A& ar) { ar(round, index, count, offset); }
+};
+
+struct UpdateReady {
+  static constexpr MessageType kType = MessageType::kUpdateReady;
+  std::string run_id;
+  uint64_t round = 0;
+  uint64_t base_version = 0;
+  int64_t num_samples = 0;
+  double train_loss = 0;
+  double train_seconds = 0;
+  uint64_t total_bytes = 0;
+  std::string sha256;  // raw 32 bytes of the delta's flat buffer
+  template <class A> void serialize(A& ar) {
+    internal::BoundedString(ar, run_id);
+    ar(round, base_version, num_samples, train_loss, train_seconds, total_bytes);
+    internal::BoundedString(ar, sha256, 32);
+  }
+};
+
+struct UploadGrant {
+  static constexpr MessageType kType = MessageType::kUploadGrant;
+  uint64_t round = 0;
+  template <class A> void serialize(A& ar) { ar(round); }
+};
+
+struct Ack {
+  static constexpr MessageType kType = MessageType::kAck;
+  uint64_t round = 0;
+  std::string sha256;  // digest of what was accepted
+  template <class A> void serialize(A& ar) {
+    ar(round);
+    internal::BoundedString(ar, sha256, 32);
+  }
+};
+
+struct EvalResult {
+  static constexpr MessageType kType = MessageType::kEvalResult;
+  std::string run_id;
+  uint64_t round = 0;
+  uint64_t version = 0;
+  int64_t count = 0;
+  double loss = 0;
+  double accuracy = 0;
+  template <class A> void serialize(A& ar) {
+    internal::BoundedString(ar, run_id);
+    ar(round, version, count, loss, accuracy);
+  }
+};
+
+struct Heartbeat {
+  static constexpr MessageType kType = MessageType::kHeartbeat;
+  uint64_t unix_ms = 0;
+  uint8_t busy = 0;  // worker: 1 while training or evaluating
+  template <class A> void serialize(A& ar) { ar(unix_ms, busy); }
+};
+
+struct Error {
+  static constexpr MessageType kType = MessageType::kError;
+  ErrorCode code = ErrorCode::kBadMessage;
+  uint64_t round = 0;
+  std::string message;
+  template <class A> void serialize(A& ar) {
+    uint16_t c = static_cast<uint16_t>(code);
+    ar(c);
+    code = static_cast<ErrorCode>(c);
+    ar(round);
+    internal::BoundedString(ar, message);
+  }
+};
+
+struct Shutdown {
+  static constexpr MessageType kType = MessageType::kShutdown;
+  std::string reason;
+  template <class A> void serialize(A& ar) { internal::BoundedString(ar, reason); }
+};
+
+}  // namespace shoal::proto

@@ -1,0 +1,418 @@
+#include "worker/client.h"
+
+#include <chrono>
+#include <cmath>
+#include <future>
+#include <optional>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "common/dataset.h"
+#include "common/nn/runtime.h"
+#include "common/sha256.h"
+#include "protocols/codec.h"
+#include "protocols/transport.h"
+#include "worker/trainer.h"
+
+namespace shoal {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+uint64_t Fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+// Outcome of one connection to the coordinator.
+enum class SessionEnd { kShutdown, kReconnect, kReconnectNow };
+
+}  // namespace
+
+class WorkerClient::Impl {
+ public:
+  Impl(WorkerConfig cfg, std::atomic<bool>& stop) : cfg_(std::move(cfg)), stop_(stop) {}
+  Status Run();
+
+ private:
+  Status LoadSilo();
+  Result<SessionEnd> Session();
+  Result<SessionEnd> Handle(const proto::FrameView& f);
+  void StartTraining();
+  void FinishTraining();
+  void Evaluate();
+  template <class M>
+  void Send(const M& m, std::string_view payload = {}) {
+    Status st = socket_->Send(proto::Encode(m, payload));
+    if (!st.ok()) spdlog::warn("send {}: {}", proto::MessageTypeName(M::kType), st.ToString());
+  }
+  void SleepInterruptible(uint32_t ms);
+
+  WorkerConfig cfg_;
+  std::atomic<bool>& stop_;
+  Dataset train_;
+  Dataset val_;
+  std::unique_ptr<proto::DealerSocket> socket_;
+  proto::Welcome welcome_;
+  std::unique_ptr<LocalTrainer> trainer_;       // used by the training thread only while it runs
+  std::unique_ptr<LocalTrainer> eval_trainer_;  // used by this thread
+
+  // Incoming transfer (TrainTask or EvalTask weights).
+  enum class Pending { kNone, kTrain, kEval } pending_ = Pending::kNone;
+  proto::TrainTask train_task_;
+  proto::EvalTask eval_task_;
+  proto::ChunkAssembler assembler_;
+
+  // Training in progress.
+  std::atomic<bool> cancel_{false};
+  std::future<Result<TrainOutcome>> training_;
+  Weights train_global_;
+  proto::TrainTask running_task_;
+
+  // Finished update waiting for its grant / ack.
+  std::optional<proto::UpdateReady> update_;
+  std::vector<float> delta_;
+};
+
+WorkerClient::WorkerClient(WorkerConfig config)
+    : impl_(std::make_unique<Impl>(std::move(config), stop_)) {}
+WorkerClient::~WorkerClient() = default;
+Status WorkerClient::Run() { return impl_->Run(); }
+
+Status WorkerClient::Impl::LoadSilo() {
+  Result<Dataset> all = cfg_.data_format == "csv"
+                            ? LoadCsvDataset(cfg_.data_path, cfg_.label_column, cfg_.limit)
+                            : LoadIdxDataset(cfg_.data_path, cfg_.data_split, cfg_.limit);
+  if (!all.ok()) return all.status().Annotate("silo");
+  if (all->size() < 2) return InvalidArgument("silo " + cfg_.data_path + " has fewer than 2 samples");
+  auto split = SplitValidation(*all, cfg_.val_fraction, cfg_.split_seed);
+  train_ = std::move(split.first);
+  val_ = std::move(split.second);
+  spdlog::info("worker={} silo {} ({}): train={} val={} sample_shape={} classes={}", cfg_.name,
+               cfg_.data_path, cfg_.data_format, train_.size(), val_.size(),
+               ShapeString(train_.sample_shape), all->num_classes());
+  return Status::Ok();
+}
+
+void WorkerClient::Impl::SleepInterruptible(uint32_t ms) {
+  const auto until = Clock::now() + std::chrono::milliseconds(ms);
+  while (!stop_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
+
+Status WorkerClient::Impl::Run() {
+  spdlog::info("worker={} runtime {}", cfg_.name, nn::ConfigureTorchRuntime(cfg_.threads));
+  SHOAL_RETURN_IF_ERROR(LoadSilo());
+  uint32_t backoff = cfg_.retry_initial_ms;
+  while (!stop_) {
+    auto end = Session();
+    if (!end.ok()) {
+      cancel_ = true;
+      if (training_.valid()) training_.wait();
+      return end.status();
+    }
+    if (*end == SessionEnd::kShutdown) break;
+    if (*end == SessionEnd::kReconnectNow) {
+      backoff = cfg_.retry_initial_ms;
+      continue;
+    }
+    spdlog::warn("worker={} coordinator {} not reachable; retrying in {} ms", cfg_.name,
+                 cfg_.coordinator, backoff);
+    SleepInterruptible(backoff);
+    backoff = std::min(cfg_.retry_max_ms, backoff * 2);
+  }
+  cancel_ = true;
+  if (training_.valid()) training_.wait();
+  if (stop_) return Unavailable("stopped");
+  return Status::Ok();
+}
+
+Result<SessionEnd> WorkerClient::Impl::Session() {
+  proto::SocketOptions so;
+  so.linger_ms = 0;
+  socket_ = std::make_unique<proto::DealerSocket>(so);
+  SHOAL_RETURN_IF_ERROR(socket_->Connect(cfg_.coordinator));
+  proto::Hello hello;
+  hello.name = cfg_.name;
+  hello.num_train = train_.size();
+  hello.num_val = val_.size();
+  hello.input_shape = train_.sample_shape;
+  hello.num_classes = std::max(train_.num_classes(), val_.num_classes());
+  Send(hello);
+
+  // Wait for Welcome.
+  proto::Limits hello_limits;
+  const auto hello_deadline = Clock::now() + std::chrono::milliseconds(cfg_.hello_timeout_ms);
+  bool admitted = false;
+  while (!stop_ && !admitted && Clock::now() < hello_deadline) {
+    auto in = socket_->Recv(100);
+    if (!in.ok() || !in->has_value()) continue;
+    auto f = proto::ParseFrame(**in, hello_limits);
+    if (!f.ok()) {
+      spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, f.status().message());
+      continue;
+    }
+    if (f->type == proto::MessageType::kError) {
+      auto e = proto::Decode<proto::Error>(*f);
+      const std::string msg = e.ok() ? e->message : e.status().message();
+      if (e.ok() && (e->code == proto::ErrorCode::kNotAdmitted ||
+                     e->code == proto::ErrorCode::kVersionMismatch)) {
+        return Rejected("coordinator refused this worker: " + msg);
+      }
+      spdlog::warn("worker={} coordinator error at hello: {}", cfg_.name, msg);
+      continue;
+    }
+    if (f->type == proto::MessageType::kWelcome) {
+      auto w = proto::Decode<proto::Welcome>(*f);
+      if (!w.ok()) return w.status();
+      welcome_ = std::move(w).value();
+      admitted = true;
+    }
+  }
+  if (stop_) return SessionEnd::kShutdown;
+  if (!admitted) return SessionEnd::kReconnect;
+  if (welcome_.chunk_bytes == 0 || welcome_.chunk_bytes > proto::kMaxChunkBytes ||
+      welcome_.heartbeat_ms == 0 || welcome_.peer_timeout_ms == 0) {
+    return ProtocolError("coordinator sent an invalid Welcome");
+  }
+  spdlog::info("worker={} admitted to run={} model={} at {}", cfg_.name, welcome_.run_id,
+               welcome_.model, cfg_.coordinator);
+  if (!trainer_) {
+    SHOAL_ASSIGN_OR_RETURN(trainer_, LocalTrainer::Create(welcome_.model, train_.sample_shape,
+                                                          welcome_.num_classes));
+    SHOAL_ASSIGN_OR_RETURN(eval_trainer_, LocalTrainer::Create(welcome_.model, train_.sample_shape,
+                                                               welcome_.num_classes));
+  }
+
+  proto::Limits limits;
+  limits.max_payload_bytes = welcome_.chunk_bytes;
+  auto last_heard = Clock::now();
+  auto last_sent_hb = Clock::time_point{};
+  pending_ = Pending::kNone;
+  assembler_.Reset();
+  if (update_) Send(*update_);  // an update not yet acknowledged before a reconnect: offer it again
+  while (!stop_) {
+    const auto now = Clock::now();
+    if (now - last_sent_hb >= std::chrono::milliseconds(welcome_.heartbeat_ms)) {
+      proto::Heartbeat hb;
+      hb.busy = training_.valid() ? 1 : 0;
+      Send(hb);
+      last_sent_hb = now;
+    }
+    if (now - last_heard > std::chrono::milliseconds(welcome_.peer_timeout_ms)) {
+      spdlog::warn("worker={} no message from the coordinator for {} ms", cfg_.name,
+                   welcome_.peer_timeout_ms);
+      return SessionEnd::kReconnect;
+    }
+    if (training_.valid() &&
+        training_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      FinishTraining();
+    }
+    auto in = socket_->Recv(50);
+    if (!in.ok()) {
+      spdlog::warn("worker={} receive: {}", cfg_.name, in.status().ToString());
+      continue;
+    }
+    if (!in->has_value()) continue;
+    last_heard = Clock::now();
+    auto f = proto::ParseFrame(**in, limits);
+    if (!f.ok()) {
+      spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, f.status().message());
+      continue;
+    }
+    SHOAL_ASSIGN_OR_RETURN(SessionEnd end, Handle(*f));
+    if (end != SessionEnd::kReconnect) return end;  // kReconnect here means "keep going"
+  }
+  return SessionEnd::kShutdown;
+}
+
+// Returns kReconnect to continue the session, anything else to end it.
+Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
+  constexpr SessionEnd kContinue = SessionEnd::kReconnect;
+  switch (f.type) {
+    case proto::MessageType::kHeartbeat:
+    case proto::MessageType::kWelcome:
+      return kContinue;
+    case proto::MessageType::kShutdown: {
+      auto m = proto::Decode<proto::Shutdown>(f);
+      spdlog::info("worker={} coordinator says shutdown: {}", cfg_.name, m.ok() ? m->reason : "");
+      return SessionEnd::kShutdown;
+    }
+    case proto::MessageType::kTrainTask: {
+      auto m = proto::Decode<proto::TrainTask>(f);
+      if (!m.ok() || m->spec.Validate().ok() == false || m->epochs == 0 || m->batch_size == 0 ||
+          !(m->lr > 0)) {
+        spdlog::warn("worker={} invalid TrainTask ignored", cfg_.name);
+        return kContinue;
+      }
+      if (training_.valid()) {  // a newer task supersedes the one in progress
+        cancel_ = true;
+        training_.wait();
+        training_ = {};
+      }
+      train_task_ = std::move(m).value();
+      pending_ = Pending::kTrain;
+      assembler_.Start(train_task_.round, train_task_.spec.total_bytes(), welcome_.chunk_bytes);
+      return kContinue;
+    }
+    case proto::MessageType::kEvalTask: {
+      auto m = proto::Decode<proto::EvalTask>(f);
+      if (!m.ok() || !m->spec.Validate().ok()) {
+        spdlog::warn("worker={} invalid EvalTask ignored", cfg_.name);
+        return kContinue;
+      }
+      eval_task_ = std::move(m).value();
+      pending_ = Pending::kEval;
+      assembler_.Start(eval_task_.round, eval_task_.spec.total_bytes(), welcome_.chunk_bytes);
+      return kContinue;
+    }
+    case proto::MessageType::kWeightsChunk: {
+      auto c = proto::Decode<proto::WeightsChunk>(f);
+      if (!c.ok()) return kContinue;
+      if (Status st = assembler_.Add(*c, f.payload); !st.ok()) {
+        spdlog::warn("worker={} weights transfer failed: {}", cfg_.name, st.message());
+        pending_ = Pending::kNone;
+        assembler_.Reset();
+        return kContinue;
+      }
+      if (!assembler_.complete()) return kContinue;
+      if (pending_ == Pending::kTrain) {
+        train_global_.spec = train_task_.spec;
+        train_global_.data = assembler_.Take();
+        running_task_ = train_task_;
+        StartTraining();
+      } else if (pending_ == Pending::kEval) {
+        Evaluate();
+      }
+      pending_ = Pending::kNone;
+      return kContinue;
+    }
+    case proto::MessageType::kUploadGrant: {
+      auto g = proto::Decode<proto::UploadGrant>(f);
+      if (!g.ok() || !update_ || g->round != update_->round) return kContinue;
+      for (const auto& frame : proto::EncodeChunks(update_->round, delta_.data(),
+                                                   delta_.size() * sizeof(float),
+                                                   welcome_.chunk_bytes)) {
+        if (Status st = socket_->Send(frame); !st.ok()) {
+          spdlog::warn("worker={} upload: {}", cfg_.name, st.ToString());
+          break;
+        }
+      }
+      return kContinue;
+    }
+    case proto::MessageType::kAck: {
+      auto a = proto::Decode<proto::Ack>(f);
+      if (a.ok() && update_ && a->round == update_->round && a->sha256 == update_->sha256) {
+        spdlog::info("round={} worker={} update acknowledged", a->round, cfg_.name);
+        update_.reset();
+        delta_ = {};
+      }
+      return kContinue;
+    }
+    case proto::MessageType::kError: {
+      auto e = proto::Decode<proto::Error>(f);
+      if (!e.ok()) return kContinue;
+      spdlog::warn("round={} worker={} coordinator error {}: {}", e->round, cfg_.name,
+                   static_cast<int>(e->code), e->message);
+      switch (e->code) {
+        case proto::ErrorCode::kUnknownPeer:
+          return SessionEnd::kReconnectNow;
+        case proto::ErrorCode::kNotAdmitted:
+        case proto::ErrorCode::kVersionMismatch:
+          return Rejected("coordinator refused this worker: " + e->message);
+        case proto::ErrorCode::kStale:
+        case proto::ErrorCode::kBadUpdate:
+        case proto::ErrorCode::kDuplicate:
+          if (update_ && e->round == update_->round) {
+            update_.reset();
+            delta_ = {};
+          }
+          return kContinue;
+        default:
+          return kContinue;
+      }
+    }
+    default:
+      spdlog::warn("worker={} unexpected {} ignored", cfg_.name, proto::MessageTypeName(f.type));
+      return kContinue;
+  }
+}
+
+void WorkerClient::Impl::StartTraining() {
+  const proto::TrainTask& t = running_task_;
+  TrainSettings s;
+  s.epochs = static_cast<int>(t.epochs);
+  s.batch_size = static_cast<int>(t.batch_size);
+  s.lr = t.lr;
+  s.seed = t.seed ^ Fnv1a(cfg_.name);
+  cancel_ = false;
+  update_.reset();
+  spdlog::info("round={} worker={} training v{}: epochs={} batch={} lr={} samples={}", t.round,
+               cfg_.name, t.version, s.epochs, s.batch_size, s.lr, train_.size());
+  const uint64_t round = t.round;
+  const double interval = cfg_.progress_interval_s;
+  const std::string name = cfg_.name;
+  training_ = std::async(std::launch::async, [this, s, round, interval, name]() {
+    auto last = Clock::now();
+    return trainer_->Train(train_global_, train_, s, cancel_, [&](const TrainProgress& p) {
+      if (std::chrono::duration<double>(Clock::now() - last).count() < interval) return;
+      last = Clock::now();
+      spdlog::info("round={} worker={} progress epoch {}/{} {:.0f}% loss={:.4f}", round, name,
+                   p.epoch, p.epochs, 100.0 * p.samples_done / std::max<int64_t>(1, p.samples_total),
+                   p.running_loss);
+    });
+  });
+}
+
+void WorkerClient::Impl::FinishTraining() {
+  auto result = training_.get();
+  training_ = {};
+  const proto::TrainTask& t = running_task_;
+  if (!result.ok()) {
+    spdlog::warn("round={} worker={} training ended: {}", t.round, cfg_.name, result.status().ToString());
+    return;
+  }
+  TrainOutcome& o = *result;
+  spdlog::info("round={} worker={} trained: epochs={} samples={} loss={:.4f} seconds={:.1f}", t.round,
+               cfg_.name, t.epochs, o.samples, o.mean_loss, o.seconds);
+  delta_ = std::move(o.delta);
+  train_global_.data = {};
+  proto::UpdateReady u;
+  u.run_id = t.run_id;
+  u.round = t.round;
+  u.base_version = t.version;
+  u.num_samples = o.samples;
+  u.train_loss = o.mean_loss;
+  u.train_seconds = o.seconds;
+  u.total_bytes = delta_.size() * sizeof(float);
+  const Digest d = Sha256::Of(delta_.data(), u.total_bytes);
+  u.sha256.assign(d.begin(), d.end());
+  update_ = u;
+  Send(u);
+}
+
+void WorkerClient::Impl::Evaluate() {
+  Weights w;
+  w.spec = eval_task_.spec;
+  w.data = assembler_.Take();
+  auto m = eval_trainer_->Evaluate(w, val_);
+  if (!m.ok()) {
+    spdlog::warn("round={} worker={} evaluation failed: {}", eval_task_.round, cfg_.name,
+                 m.status().ToString());
+    return;
+  }
+  proto::EvalResult r;
+  r.run_id = eval_task_.run_id;
+  r.round = eval_task_.round;
+  r.version = eval_task_.version;
+  r.count = m->count;
+  r.loss = m->loss;
+  r.accuracy = m->accuracy;
+  Send(r);
+  spdlog::info("round={} worker={} evaluated v{}: val_acc={:.2f}% val_loss={:.4f} n={}", r.round,
+               cfg_.name, r.version, 100 * r.accuracy, r.loss, r.count);
+}
+
+}  // namespace shoal

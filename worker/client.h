@@ -1,0 +1,36 @@
+// The worker's client loop: connect to the coordinator (DEALER), say Hello, then serve
+// TrainTasks and EvalTasks until the coordinator says Shutdown.
+//
+// Local training runs on its own thread while this thread keeps heartbeats flowing, so long
+// training never looks like a dead worker. A coordinator that cannot be reached or goes silent
+// is retried with exponential back-off (logged each time); the loop never spins. Refusal at
+// Hello (incompatible silo) is fatal and returned.
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include "common/status.h"
+#include "worker/config.h"
+
+namespace shoal {
+
+class WorkerClient {
+ public:
+  explicit WorkerClient(WorkerConfig config);
+  ~WorkerClient();
+  WorkerClient(const WorkerClient&) = delete;
+  WorkerClient& operator=(const WorkerClient&) = delete;
+
+  // Loads the silo, then serves until Shutdown (Ok), a fatal refusal, or Stop().
+  Status Run();
+  // Async-signal-safe.
+  void Stop() { stop_.store(true); }
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace shoal

@@ -1,0 +1,49 @@
+#include "worker/config.h"
+
+#include "common/config.h"
+
+namespace shoal {
+
+Status WorkerConfig::Validate() const {
+  auto bad = [](const std::string& key, const std::string& why) {
+    return InvalidArgument("config key '" + key + "': " + why);
+  };
+  if (name.empty()) return bad("worker.name", "must be set");
+  if (coordinator.empty()) return bad("worker.coordinator", "must be set");
+  if (data_format != "idx" && data_format != "csv") return bad("data.format", "must be idx or csv");
+  if (data_path.empty()) return bad("data.path", "must be set");
+  if (limit < 0) return bad("data.limit", "must not be negative");
+  if (!(val_fraction >= 0 && val_fraction < 1)) return bad("data.val_fraction", "must be in [0, 1)");
+  if (retry_initial_ms < 10) return bad("retry.initial_ms", "must be at least 10");
+  if (retry_max_ms < retry_initial_ms) return bad("retry.max_ms", "must be at least retry.initial_ms");
+  if (hello_timeout_ms < 100) return bad("retry.hello_timeout_ms", "must be at least 100");
+  if (threads < 1) return bad("runtime.threads", "must be at least 1");
+  if (!(progress_interval_s > 0)) return bad("runtime.progress_interval_s", "must be positive");
+  return Status::Ok();
+}
+
+Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
+                                      const std::vector<std::string>& overrides) {
+  SHOAL_ASSIGN_OR_RETURN(ConfigReader r, ConfigReader::FromFile(path, overrides));
+  WorkerConfig c;
+  r.Read("worker.name", c.name);
+  r.Read("worker.coordinator", c.coordinator);
+  r.Read("data.format", c.data_format);
+  r.Read("data.path", c.data_path);
+  r.Read("data.split", c.data_split);
+  r.Read("data.label_column", c.label_column);
+  r.Read("data.limit", c.limit);
+  r.Read("data.val_fraction", c.val_fraction);
+  r.Read("data.split_seed", c.split_seed);
+  r.Read("retry.initial_ms", c.retry_initial_ms);
+  r.Read("retry.max_ms", c.retry_max_ms);
+  r.Read("retry.hello_timeout_ms", c.hello_timeout_ms);
+  r.Read("runtime.threads", c.threads);
+  r.Read("runtime.log_level", c.log_level);
+  r.Read("runtime.progress_interval_s", c.progress_interval_s);
+  SHOAL_RETURN_IF_ERROR(r.Finish());
+  SHOAL_RETURN_IF_ERROR(c.Validate().Annotate(path.empty() ? "<defaults>" : path));
+  return c;
+}
+
+}  // namespace shoal

@@ -1,0 +1,43 @@
+// The worker's configuration: every field with its TOML key, default and meaning.
+// docs/config.md is the reference for users; keep the two in step.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace shoal {
+
+struct WorkerConfig {
+  // [worker]
+  std::string name;                                   // worker.name: unique in the federation
+  std::string coordinator = "tcp://127.0.0.1:5555";   // worker.coordinator: ZeroMQ endpoint
+
+  // [data] — the private silo; it never leaves this process.
+  std::string data_format = "idx";   // data.format: idx | csv
+  std::string data_path;             // data.path: IDX directory or CSV file
+  std::string data_split = "train";  // data.split: IDX file prefix (train-images-idx3-ubyte...)
+  std::string label_column = "label";  // data.label_column: CSV label column
+  int64_t limit = 0;                 // data.limit: use only the first N samples (0 = all)
+  double val_fraction = 0.1;         // data.val_fraction: held out for federated evaluation
+  uint64_t split_seed = 1;           // data.split_seed: seed of the train/validation split
+
+  // [retry]
+  uint32_t retry_initial_ms = 500;    // retry.initial_ms: first reconnect delay
+  uint32_t retry_max_ms = 10000;      // retry.max_ms: reconnect delay ceiling (doubles each try)
+  uint32_t hello_timeout_ms = 5000;   // retry.hello_timeout_ms: wait this long for Welcome
+
+  // [runtime]
+  int threads = 1;                  // runtime.threads: LibTorch intra-op threads
+  std::string log_level = "info";   // runtime.log_level
+  double progress_interval_s = 10;  // runtime.progress_interval_s: training progress log period
+
+  Status Validate() const;
+};
+
+Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
+                                      const std::vector<std::string>& overrides);
+
+}  // namespace shoal

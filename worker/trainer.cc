@@ -1,0 +1,92 @@
+#include "worker/trainer.h"
+
+#include <chrono>
+
+#include "common/nn/models.h"
+
+namespace shoal {
+namespace {
+
+class TorchTrainer : public LocalTrainer {
+ public:
+  TorchTrainer(std::shared_ptr<nn::Net> net) : net_(std::move(net)) {}
+
+  Result<TrainOutcome> Train(const Weights& global, const Dataset& data,
+                             const TrainSettings& s, const std::atomic<bool>& cancel,
+                             const std::function<void(const TrainProgress&)>& progress) override {
+    if (data.size() == 0) return InvalidArgument("no training samples");
+    SHOAL_RETURN_IF_ERROR(nn::SetWeights(*net_, global));
+    const auto t0 = std::chrono::steady_clock::now();
+    TrainOutcome out;
+    out.samples = data.size();
+    try {
+      torch::manual_seed(s.seed);
+      torch::optim::SGD opt(net_->parameters(), torch::optim::SGDOptions(s.lr));
+      net_->train();
+      torch::Tensor x = nn::FeaturesTensor(data);
+      torch::Tensor y = nn::LabelsTensor(data);
+      const int64_t n = data.size();
+      double loss_sum = 0;
+      int64_t batches = 0;
+      TrainProgress p;
+      p.epochs = s.epochs;
+      p.samples_total = n * s.epochs;
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(s.seed);
+      for (int e = 0; e < s.epochs; ++e) {
+        p.epoch = e + 1;
+        torch::Tensor perm = torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kInt64));
+        for (int64_t start = 0; start < n; start += s.batch_size) {
+          if (cancel.load(std::memory_order_relaxed)) return Unavailable("training cancelled");
+          const int64_t end = std::min(n, start + static_cast<int64_t>(s.batch_size));
+          torch::Tensor idx = perm.slice(0, start, end);
+          opt.zero_grad();
+          torch::Tensor loss = torch::nn::functional::cross_entropy(
+              net_->forward(x.index_select(0, idx)), y.index_select(0, idx));
+          loss.backward();
+          opt.step();
+          const double l = loss.item<double>();
+          if (!std::isfinite(l)) {
+            return InvalidArgument("training diverged: loss is " + std::to_string(l) +
+                                   " (lower train.lr)");
+          }
+          loss_sum += l;
+          ++batches;
+          p.samples_done += end - start;
+          p.running_loss = loss_sum / static_cast<double>(batches);
+          if (progress) progress(p);
+        }
+      }
+      out.mean_loss = loss_sum / static_cast<double>(std::max<int64_t>(batches, 1));
+    } catch (const c10::Error& e) {
+      return Internal(std::string("training failed: ") + e.what_without_backtrace());
+    }
+    Weights local = nn::GetWeights(*net_);
+    out.delta.resize(local.data.size());
+    for (size_t i = 0; i < local.data.size(); ++i) out.delta[i] = local.data[i] - global.data[i];
+    out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return out;
+  }
+
+  Result<EvalMetrics> Evaluate(const Weights& weights, const Dataset& data) override {
+    SHOAL_RETURN_IF_ERROR(nn::SetWeights(*net_, weights));
+    try {
+      return nn::Evaluate(*net_, data);
+    } catch (const c10::Error& e) {
+      return Internal(std::string("evaluation failed: ") + e.what_without_backtrace());
+    }
+  }
+
+ private:
+  std::shared_ptr<nn::Net> net_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const std::string& model,
+                                                           const std::vector<int64_t>& input_shape,
+                                                           int64_t num_classes) {
+  SHOAL_ASSIGN_OR_RETURN(auto net, nn::MakeModel(model, input_shape, num_classes, 0));
+  return std::unique_ptr<LocalTrainer>(std::make_unique<TorchTrainer>(std::move(net)));
+}
+
+}  // namespace shoal

@@ -1,0 +1,55 @@
+// Local training and evaluation on a worker's silo, behind a torch-free interface.
+//
+// Train() starts from the global weights, runs `epochs` epochs of minibatch SGD over the silo's
+// training split (reshuffled each epoch from `seed`) and returns local - global. It checks
+// `cancel` between batches. One LocalTrainer may be used by one thread at a time.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/dataset.h"
+#include "common/eval_metrics.h"
+#include "common/status.h"
+#include "common/weights.h"
+
+namespace shoal {
+
+struct TrainSettings {
+  int epochs = 1;
+  int batch_size = 32;
+  double lr = 0.05;
+  uint64_t seed = 0;
+};
+
+struct TrainProgress {
+  int epoch = 0;        // 1-based
+  int epochs = 0;
+  int64_t samples_done = 0;
+  int64_t samples_total = 0;  // epochs * dataset size
+  double running_loss = 0;
+};
+
+struct TrainOutcome {
+  std::vector<float> delta;  // local - global, flat, in spec order
+  double mean_loss = 0;      // mean training loss over all batches of all epochs
+  double seconds = 0;
+  int64_t samples = 0;       // training samples (n_k in FedAvg)
+};
+
+class LocalTrainer {
+ public:
+  static Result<std::unique_ptr<LocalTrainer>> Create(const std::string& model,
+                                                      const std::vector<int64_t>& input_shape,
+                                                      int64_t num_classes);
+  virtual ~LocalTrainer() = default;
+  virtual Result<TrainOutcome> Train(const Weights& global, const Dataset& data,
+                                     const TrainSettings& settings, const std::atomic<bool>& cancel,
+                                     const std::function<void(const TrainProgress&)>& progress) = 0;
+  virtual Result<EvalMetrics> Evaluate(const Weights& weights, const Dataset& data) = 0;
+};
+
+}  // namespace shoal
