@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <random>
 #include <set>
@@ -288,6 +289,7 @@ bool Coordinator::Impl::PumpUntil(Clock::time_point deadline, const std::functio
       spdlog::warn("receive: {}", in.status().ToString());
     } else if (in->has_value()) {
       Dispatch(**in);
+      continue;  // drain what is queued before judging anyone silent
     }
     if (Clock::now() - last_housekeeping_ > std::chrono::milliseconds(200)) Housekeeping();
   }
@@ -684,15 +686,31 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
       for (const auto& fr : frames) SendTo(id, fr);
     }
   }
-  nlohmann::json central = nullptr;
+  // Central evaluation runs on its own thread so this one keeps answering heartbeats and
+  // collecting federated results meanwhile.
+  std::future<Result<EvalMetrics>> central_eval;
   if (evaluator_) {
-    SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, evaluator_->Evaluate(next));
+    central_eval = std::async(std::launch::async, [this, &next] { return evaluator_->Evaluate(next); });
+  }
+  const auto eval_deadline = After(cfg_.eval_timeout_s);
+  auto central_done = [&] {
+    return !central_eval.valid() ||
+           central_eval.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  };
+  auto federated_done = [&] {
+    return !cfg_.federated_eval || rs_.eval_results.size() == rs_.eval_expected.size();
+  };
+  PumpUntil(eval_deadline, [&] { return central_done() && federated_done(); });
+  // Past the federated deadline the central result is still needed: keep serving until it is in.
+  PumpUntil(Clock::time_point::max(), central_done);
+  if (stop_ && central_eval.valid()) central_eval.wait();
+  nlohmann::json central = nullptr;
+  if (central_eval.valid()) {
+    SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, central_eval.get());
     central = {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}};
   }
   nlohmann::json federated = nullptr;
   if (cfg_.federated_eval) {
-    PumpUntil(After(cfg_.eval_timeout_s),
-              [&] { return rs_.eval_results.size() == rs_.eval_expected.size(); });
     int64_t n = 0;
     double loss = 0, acc = 0;
     for (const auto& [name, r] : rs_.eval_results) {

@@ -118,8 +118,8 @@ Status WorkerClient::Impl::Run() {
       backoff = cfg_.retry_initial_ms;
       continue;
     }
-    spdlog::warn("worker={} coordinator {} not reachable; retrying in {} ms", cfg_.name,
-                 cfg_.coordinator, backoff);
+    spdlog::warn("worker={} coordinator {} not reachable or connection lost; retrying in {} ms",
+                 cfg_.name, cfg_.coordinator, backoff);
     SleepInterruptible(backoff);
     backoff = std::min(cfg_.retry_max_ms, backoff * 2);
   }

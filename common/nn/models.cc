@@ -2,6 +2,8 @@
 
 #include "common/nn/runtime.h"
 
+#include <dlfcn.h>
+
 #include <fstream>
 
 namespace shoal::nn {
@@ -167,6 +169,12 @@ EvalMetrics Evaluate(Net& net, const Dataset& data, int64_t batch_size) {
 
 std::string ConfigureTorchRuntime(int threads) {
   torch::set_num_threads(threads);
+  // OpenBLAS keeps its own thread pool (one thread per core by default); with several Shoal
+  // processes on one machine that oversubscribes the cores, so it gets the same budget.
+  using SetThreadsFn = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreadsFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    fn(threads);
+  }
   // A small matmul makes LibTorch resolve its BLAS before we look at what is mapped.
   (void)torch::mm(torch::ones({64, 64}), torch::ones({64, 64}));
   return "blas=" + ActiveBlas() + " intra_op_threads=" + std::to_string(torch::get_num_threads());

@@ -42,7 +42,9 @@ Weights GetWeights(Net& net);
 // InvalidArgument naming the first difference when w.spec is not the net's spec.
 Status SetWeights(Net& net, const Weights& w);
 
-EvalMetrics Evaluate(Net& net, const Dataset& data, int64_t batch_size = 1000);
+// Small batches are fastest on CPU here: for the cnn, batch 32 ran at ~3,300 samples/s against
+// ~1,000 at batch 256 and ~500 at batch 1000 (activations stop fitting in cache).
+EvalMetrics Evaluate(Net& net, const Dataset& data, int64_t batch_size = 32);
 
 // A view of the dataset's features as a [N, *sample_shape] tensor (no copy; `data` must outlive it).
 torch::Tensor FeaturesTensor(const Dataset& data);

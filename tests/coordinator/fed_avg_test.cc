@@ -1,0 +1,306 @@
+#include "coordinator/fed_avg.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace shoal {
+namespace {
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// ~101k parameters: a small CNN-like layout.
+ModelSpec BigSpec() {
+  ModelSpec spec;
+  spec.tensors.push_back({"conv1.weight", DType::kFloat32, {32, 1, 5, 5}});
+  spec.tensors.push_back({"conv1.bias", DType::kFloat32, {32}});
+  spec.tensors.push_back({"fc1.weight", DType::kFloat32, {128, 784}});
+  spec.tensors.push_back({"fc1.bias", DType::kFloat32, {128}});
+  spec.tensors.push_back({"fc2.weight", DType::kFloat32, {10, 128}});
+  spec.tensors.push_back({"fc2.bias", DType::kFloat32, {10}});
+  return spec;
+}
+
+ModelSpec TinySpec(int64_t n) {
+  ModelSpec spec;
+  spec.tensors.push_back({"w", DType::kFloat32, {n}});
+  return spec;
+}
+
+std::vector<float> Random(size_t n, float lo, float hi, std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+struct Round {
+  Weights global;
+  std::vector<std::vector<float>> deltas;
+  std::vector<int64_t> samples;
+};
+
+Round MakeRound(uint32_t seed) {
+  std::mt19937 rng(seed);
+  Round r;
+  r.global.spec = BigSpec();
+  const size_t n = static_cast<size_t>(r.global.spec.total_numel());
+  r.global.data = Random(n, -1.0f, 1.0f, rng);
+  r.samples = {1, 17, 600, 20000, 3};
+  for (size_t k = 0; k < r.samples.size(); ++k) r.deltas.push_back(Random(n, -0.5f, 0.5f, rng));
+  return r;
+}
+
+Result<Weights> Aggregate(const Round& r, const std::vector<size_t>& order) {
+  FedAvg agg;
+  agg.Begin(r.global.spec);
+  for (size_t k : order) {
+    Status st = agg.Fold(r.deltas[k].data(), r.deltas[k].size(), r.samples[k]);
+    if (!st.ok()) return st;
+  }
+  return agg.Finish(r.global);
+}
+
+// |a - b| <= 1e-6 * max(1, |b|): relative for large values, absolute near zero.
+void ExpectClose(const std::vector<float>& got, const std::vector<double>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  size_t bad = 0;
+  double worst = 0;
+  size_t worst_i = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::abs(static_cast<double>(got[i]) - want[i]) / std::max(1.0, std::abs(want[i]));
+    if (err > 1e-6) ++bad;
+    if (err > worst) {
+      worst = err;
+      worst_i = i;
+    }
+  }
+  EXPECT_EQ(bad, 0u) << "worst error " << worst << " at element " << worst_i << ": got "
+                     << got[worst_i] << ", want " << want[worst_i];
+}
+
+TEST(FedAvgTest, MatchesDoublePrecisionReference) {
+  const Round r = MakeRound(1);
+  ASSERT_GT(r.global.spec.total_numel(), 100000);
+  Result<Weights> got = Aggregate(r, {0, 1, 2, 3, 4});
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->spec, r.global.spec);
+  ExpectClose(got->data, ReferenceFedAvg(r.global.data, r.deltas, r.samples));
+}
+
+TEST(FedAvgTest, ReferenceIsTheWeightedMean) {
+  // The reference itself, on a case small enough to check by hand: 1 + (1*3 + 3*(-1)) / 4 = 1.
+  const std::vector<double> ref = ReferenceFedAvg({1.0f, 0.0f}, {{3.0f, 4.0f}, {-1.0f, 0.0f}}, {1, 3});
+  ASSERT_EQ(ref.size(), 2u);
+  EXPECT_DOUBLE_EQ(ref[0], 1.0);
+  EXPECT_DOUBLE_EQ(ref[1], 1.0);
+}
+
+TEST(FedAvgTest, FoldOrderDoesNotMatter) {
+  const Round r = MakeRound(2);
+  const std::vector<double> ref = ReferenceFedAvg(r.global.data, r.deltas, r.samples);
+  std::vector<size_t> order = {0, 1, 2, 3, 4};
+  Result<Weights> first = Aggregate(r, order);
+  ASSERT_TRUE(first.ok());
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 4; ++trial) {
+    std::shuffle(order.begin(), order.end(), rng);
+    SCOPED_TRACE("order " + std::to_string(order[0]) + std::to_string(order[1]) +
+                 std::to_string(order[2]) + std::to_string(order[3]) + std::to_string(order[4]));
+    Result<Weights> other = Aggregate(r, order);
+    ASSERT_TRUE(other.ok());
+    ExpectClose(other->data, ref);
+    std::vector<double> first_d(first->data.begin(), first->data.end());
+    ExpectClose(other->data, first_d);
+  }
+}
+
+TEST(FedAvgTest, ExactSmallCase) {
+  Weights global;
+  global.spec = TinySpec(2);
+  global.data = {1.0f, 2.0f};
+  const std::vector<float> a = {2.0f, 0.0f};
+  const std::vector<float> b = {0.0f, 4.0f};
+  FedAvg agg;
+  agg.Begin(global.spec);
+  ASSERT_TRUE(agg.Fold(a.data(), a.size(), 1).ok());
+  ASSERT_TRUE(agg.Fold(b.data(), b.size(), 3).ok());
+  EXPECT_EQ(agg.updates(), 2);
+  EXPECT_EQ(agg.total_samples(), 4);
+  Result<Weights> out = agg.Finish(global);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(out->data, (std::vector<float>{1.5f, 5.0f}));
+}
+
+TEST(FedAvgTest, SingleUpdateIsAppliedAsIs) {
+  Weights global;
+  global.spec = TinySpec(3);
+  global.data = {0.25f, -1.0f, 8.0f};
+  const std::vector<float> d = {0.5f, 1.0f, -8.0f};
+  FedAvg agg;
+  agg.Begin(global.spec);
+  ASSERT_TRUE(agg.Fold(d.data(), d.size(), 7).ok());
+  Result<Weights> out = agg.Finish(global);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->data, (std::vector<float>{0.75f, 0.0f, 0.0f}));
+}
+
+TEST(FedAvgTest, FoldRejectsSizeMismatch) {
+  FedAvg agg;
+  agg.Begin(TinySpec(4));
+  const std::vector<float> d(5, 1.0f);
+  Status st = agg.Fold(d.data(), 5, 1);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+  st = agg.Fold(d.data(), 3, 1);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(agg.updates(), 0);
+  EXPECT_EQ(agg.total_samples(), 0);
+}
+
+TEST(FedAvgTest, FoldRejectsNonPositiveSampleCount) {
+  FedAvg agg;
+  agg.Begin(TinySpec(2));
+  const std::vector<float> d = {1.0f, 1.0f};
+  for (int64_t n : {int64_t{0}, int64_t{-1}, std::numeric_limits<int64_t>::min()}) {
+    SCOPED_TRACE("num_samples " + std::to_string(n));
+    Status st = agg.Fold(d.data(), d.size(), n);
+    EXPECT_FALSE(st.ok());
+    EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+  }
+  EXPECT_EQ(agg.updates(), 0);
+  EXPECT_EQ(agg.total_samples(), 0);
+}
+
+TEST(FedAvgTest, FoldRejectsNonFiniteNamingTheTensor) {
+  const ModelSpec spec = BigSpec();
+  const size_t n = static_cast<size_t>(spec.total_numel());
+  Weights probe;
+  probe.spec = spec;
+  const size_t fc1 = static_cast<size_t>(probe.Offset(2));  // fc1.weight
+  struct Case {
+    const char* what;
+    size_t index;
+    float value;
+    const char* tensor;
+  };
+  for (const Case& c : {Case{"NaN", fc1 + 5, std::numeric_limits<float>::quiet_NaN(), "fc1.weight"},
+                        Case{"+Inf", fc1 + 5, std::numeric_limits<float>::infinity(), "fc1.weight"},
+                        Case{"-Inf", 0, -std::numeric_limits<float>::infinity(), "conv1.weight"},
+                        Case{"last NaN", n - 1, std::numeric_limits<float>::quiet_NaN(), "fc2.bias"}}) {
+    SCOPED_TRACE(c.what);
+    FedAvg agg;
+    agg.Begin(spec);
+    std::vector<float> d(n, 0.5f);
+    d[c.index] = c.value;
+    Status st = agg.Fold(d.data(), d.size(), 10);
+    ASSERT_FALSE(st.ok());
+    EXPECT_TRUE(st.code() == Code::kRejected || st.code() == Code::kInvalidArgument) << st.ToString();
+    EXPECT_TRUE(Contains(st.message(), std::string("'") + c.tensor + "'")) << st.message();
+    EXPECT_EQ(agg.updates(), 0);
+    EXPECT_EQ(agg.total_samples(), 0);
+  }
+}
+
+TEST(FedAvgTest, RejectedUpdateLeavesAccumulatorUntouched) {
+  const Round r = MakeRound(4);
+  Result<Weights> clean = Aggregate(r, {0, 1, 2});
+
+  FedAvg agg;
+  agg.Begin(r.global.spec);
+  ASSERT_TRUE(agg.Fold(r.deltas[0].data(), r.deltas[0].size(), r.samples[0]).ok());
+  ASSERT_TRUE(agg.Fold(r.deltas[1].data(), r.deltas[1].size(), r.samples[1]).ok());
+  // A bad value at the very end: a fold-as-you-check implementation would have modified
+  // every element before it.
+  std::vector<float> poisoned = r.deltas[3];
+  poisoned.back() = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(agg.Fold(poisoned.data(), poisoned.size(), 500).ok());
+  std::vector<float> nan_first = r.deltas[3];
+  nan_first[nan_first.size() / 2] = std::nanf("");
+  EXPECT_FALSE(agg.Fold(nan_first.data(), nan_first.size(), 500).ok());
+  EXPECT_FALSE(agg.Fold(r.deltas[3].data(), r.deltas[3].size(), 0).ok());
+  EXPECT_FALSE(agg.Fold(r.deltas[3].data(), r.deltas[3].size() - 1, 500).ok());
+  ASSERT_TRUE(agg.Fold(r.deltas[2].data(), r.deltas[2].size(), r.samples[2]).ok());
+  EXPECT_EQ(agg.updates(), 3);
+  EXPECT_EQ(agg.total_samples(), 1 + 17 + 600);
+
+  Result<Weights> got = agg.Finish(r.global);
+  ASSERT_TRUE(clean.ok());
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->data == clean->data) << "a rejected update changed the aggregate";
+}
+
+TEST(FedAvgTest, FinishWithoutUpdatesFails) {
+  Weights global;
+  global.spec = TinySpec(2);
+  global.data = {1.0f, 2.0f};
+  FedAvg agg;
+  agg.Begin(global.spec);
+  Result<Weights> out = agg.Finish(global);
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), Code::kInvalidArgument);
+  // Only rejected updates is the same as none.
+  const std::vector<float> bad = {std::nanf(""), 0.0f};
+  EXPECT_FALSE(agg.Fold(bad.data(), bad.size(), 5).ok());
+  EXPECT_FALSE(agg.Finish(global).ok());
+}
+
+TEST(FedAvgTest, FinishRejectsGlobalOfOtherSize) {
+  FedAvg agg;
+  agg.Begin(TinySpec(2));
+  const std::vector<float> d = {1.0f, 1.0f};
+  ASSERT_TRUE(agg.Fold(d.data(), d.size(), 1).ok());
+  Weights global;
+  global.spec = TinySpec(3);
+  global.data = {0.0f, 0.0f, 0.0f};
+  EXPECT_FALSE(agg.Finish(global).ok());
+}
+
+TEST(FedAvgTest, BeginResetsBetweenRounds) {
+  Weights global;
+  global.spec = TinySpec(2);
+  global.data = {1.0f, 2.0f};
+  const std::vector<float> a = {100.0f, -100.0f};
+  const std::vector<float> b = {2.0f, 4.0f};
+  FedAvg agg;
+  agg.Begin(global.spec);
+  ASSERT_TRUE(agg.Fold(a.data(), a.size(), 1000).ok());
+  ASSERT_TRUE(agg.Finish(global).ok());
+
+  agg.Begin(global.spec);
+  EXPECT_EQ(agg.updates(), 0);
+  EXPECT_EQ(agg.total_samples(), 0);
+  EXPECT_FALSE(agg.Finish(global).ok());
+  ASSERT_TRUE(agg.Fold(b.data(), b.size(), 2).ok());
+  Result<Weights> out = agg.Finish(global);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->data, (std::vector<float>{3.0f, 6.0f}));
+}
+
+TEST(FedAvgTest, BeginResizesForANewSpec) {
+  FedAvg agg;
+  agg.Begin(TinySpec(2));
+  const std::vector<float> two = {1.0f, 1.0f};
+  ASSERT_TRUE(agg.Fold(two.data(), two.size(), 1).ok());
+  agg.Begin(TinySpec(3));
+  EXPECT_FALSE(agg.Fold(two.data(), two.size(), 1).ok());
+  const std::vector<float> three = {1.0f, 2.0f, 3.0f};
+  ASSERT_TRUE(agg.Fold(three.data(), three.size(), 1).ok());
+  Weights global;
+  global.spec = TinySpec(3);
+  global.data = {0.0f, 0.0f, 0.0f};
+  Result<Weights> out = agg.Finish(global);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->data, three);
+}
+
+}  // namespace
+}  // namespace shoal
