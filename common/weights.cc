@@ -64,8 +64,10 @@ Status ModelSpec::Validate() const {
       if (d <= 0 || d > SpecLimits::kMaxTotalElements) {
         return InvalidArgument(where + ": bad dimension in shape " + ShapeString(t.shape));
       }
+      if (n > SpecLimits::kMaxTotalElements / d) {  // n * d would pass the limit (or overflow)
+        return InvalidArgument(where + ": too many elements");
+      }
       n *= d;
-      if (n > SpecLimits::kMaxTotalElements) return InvalidArgument(where + ": too many elements");
     }
     total += n;
     if (total > SpecLimits::kMaxTotalElements) {

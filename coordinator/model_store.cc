@@ -17,7 +17,7 @@ std::string UtcNow() {
       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm tm;
   gmtime_r(&t, &tm);
-  char buf[40];
+  char buf[64];
   std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
   return buf;
@@ -106,7 +106,8 @@ Result<std::vector<nlohmann::json>> ReadMetricsLog(const std::string& run_dir) {
     if (line.empty()) continue;
     auto j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded()) {
-      if (in.peek() == std::char_traits<char>::eof()) break;  // torn final append
+      // A crash mid-append leaves a last line without its newline (the newline is written last).
+      if (in.peek() == std::char_traits<char>::eof() && text.back() != '\n') break;
       return Corrupt(path + ":" + std::to_string(line_no) + ": not valid JSON");
     }
     out.push_back(std::move(j));

@@ -44,7 +44,8 @@ std::string RunInfoPath(const std::string& run_dir);
 Result<std::vector<VersionMeta>> ListVersions(const std::string& run_dir);
 // Loads a version's weights and checks them against its recorded SHA-256.
 Result<Weights> LoadVersion(const std::string& run_dir, const VersionMeta& meta);
-// Reads metrics.jsonl; a torn last line (crash mid-append) is skipped, anything else is Corrupt.
+// Reads metrics.jsonl; a torn last line (no trailing newline: crash mid-append) is skipped, any
+// other invalid line is Corrupt.
 Result<std::vector<nlohmann::json>> ReadMetricsLog(const std::string& run_dir);
 
 class ModelStore {

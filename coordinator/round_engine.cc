@@ -512,7 +512,12 @@ void Coordinator::Impl::MaybeGrant() {
     if (it == peers_.end() || it->second.upload != Upload::kWaitingGrant) continue;
     Peer& p = it->second;
     p.upload = Upload::kUploading;
-    p.assembler.Start(rs_.round, p.ready.total_bytes, cfg_.chunk_bytes);
+    // Sizes were validated in OnUpdateReady (total_bytes == the model's) and in the config.
+    if (Status st = p.assembler.Start(rs_.round, p.ready.total_bytes, cfg_.chunk_bytes); !st.ok()) {
+      spdlog::error("round={} worker={} cannot start upload: {}", rs_.round, p.name, st.message());
+      p.upload = Upload::kNone;
+      continue;
+    }
     ++rs_.uploading;
     proto::UploadGrant g;
     g.round = rs_.round;

@@ -97,7 +97,7 @@ std::string BuildFrame(MessageType type, const std::string& header, std::string_
 }  // namespace internal
 
 uint32_t ChunkCount(uint64_t total_bytes, uint32_t chunk_bytes) {
-  if (total_bytes == 0) return 0;
+  if (total_bytes == 0 || chunk_bytes == 0) return 0;
   return static_cast<uint32_t>((total_bytes + chunk_bytes - 1) / chunk_bytes);
 }
 
@@ -119,7 +119,13 @@ std::vector<std::string> EncodeChunks(uint64_t round, const void* data, uint64_t
   return frames;
 }
 
-void ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes) {
+Status ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes) {
+  Reset();
+  if (chunk_bytes == 0 || chunk_bytes % 4 != 0 || total_bytes % 4 != 0) {
+    return InvalidArgument("weights transfer of " + std::to_string(total_bytes) +
+                           " bytes in chunks of " + std::to_string(chunk_bytes) +
+                           ": both must be multiples of 4, chunks non-empty");
+  }
   active_ = true;
   round_ = round;
   total_bytes_ = total_bytes;
@@ -127,10 +133,12 @@ void ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_
   count_ = ChunkCount(total_bytes, chunk_bytes);
   next_index_ = 0;
   data_.assign(total_bytes / 4, 0.0f);
+  return Status::Ok();
 }
 
 Status ChunkAssembler::Add(const WeightsChunk& c, std::string_view payload) {
   if (!active_) return ProtocolError("WeightsChunk without a transfer in progress");
+  if (next_index_ >= count_) return ProtocolError("WeightsChunk after the transfer was complete");
   if (c.round != round_) {
     return ProtocolError("WeightsChunk for round " + std::to_string(c.round) +
                          " during a transfer for round " + std::to_string(round_));

@@ -105,8 +105,9 @@ std::vector<std::string> EncodeChunks(uint64_t round, const void* data, uint64_t
 // a size the receiver already validated (never from the sender's claim alone).
 class ChunkAssembler {
  public:
-  // `total_bytes` must be a multiple of 4 (float32).
-  void Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes);
+  // Allocates the buffer. InvalidArgument unless both sizes are multiples of 4 (float32) and
+  // chunk_bytes > 0; the assembler stays inactive then.
+  Status Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes);
   Status Add(const WeightsChunk& chunk, std::string_view payload);
   bool active() const { return active_; }
   bool complete() const { return active_ && next_index_ == count_; }

@@ -125,7 +125,7 @@ Status WorkerClient::Impl::Run() {
   }
   cancel_ = true;
   if (training_.valid()) training_.wait();
-  if (stop_) return Unavailable("stopped");
+  spdlog::info("worker={} {}", cfg_.name, stop_ ? "stopped by signal" : "finished");
   return Status::Ok();
 }
 
@@ -254,7 +254,12 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       }
       train_task_ = std::move(m).value();
       pending_ = Pending::kTrain;
-      assembler_.Start(train_task_.round, train_task_.spec.total_bytes(), welcome_.chunk_bytes);
+      if (Status st = assembler_.Start(train_task_.round, train_task_.spec.total_bytes(),
+                                       welcome_.chunk_bytes);
+          !st.ok()) {
+        spdlog::warn("worker={} TrainTask ignored: {}", cfg_.name, st.message());
+        pending_ = Pending::kNone;
+      }
       return kContinue;
     }
     case proto::MessageType::kEvalTask: {
@@ -265,7 +270,12 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       }
       eval_task_ = std::move(m).value();
       pending_ = Pending::kEval;
-      assembler_.Start(eval_task_.round, eval_task_.spec.total_bytes(), welcome_.chunk_bytes);
+      if (Status st = assembler_.Start(eval_task_.round, eval_task_.spec.total_bytes(),
+                                       welcome_.chunk_bytes);
+          !st.ok()) {
+        spdlog::warn("worker={} EvalTask ignored: {}", cfg_.name, st.message());
+        pending_ = Pending::kNone;
+      }
       return kContinue;
     }
     case proto::MessageType::kWeightsChunk: {

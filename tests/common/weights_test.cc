@@ -114,13 +114,11 @@ TEST(ModelSpecTest, RejectsElementCountThatOverflows) {
   // product wraps to 0 in int64 arithmetic.
   ModelSpec spec;
   spec.tensors.push_back({"overflow", DType::kFloat32, {int64_t{1} << 32, int64_t{1} << 32}});
-  // BUG: ModelSpec::Validate (common/weights.cc) multiplies `n *= d` before comparing with
-  // kMaxTotalElements; 2^32 * 2^32 overflows int64 (undefined behaviour, wraps to 0 in practice)
-  // so the spec is accepted and total_numel() reports 0 elements. Same with {2^33, 2^33}.
+  // Validate must compare before multiplying: n *= d would overflow int64 here.
   ExpectInvalid(spec, "overflow");
   ModelSpec spec2;
   spec2.tensors.push_back({"overflow2", DType::kFloat32, {int64_t{1} << 33, int64_t{1} << 33}});
-  ExpectInvalid(spec2, "overflow2");  // BUG: same as above.
+  ExpectInvalid(spec2, "overflow2");
 }
 
 TEST(ModelSpecTest, DiffNamesFirstDifferingTensor) {

@@ -148,11 +148,16 @@ TEST_F(FederationTest, IncompatibleSiloIsRefusedAtHelloWithAClearError) {
 
 TEST_F(FederationTest, WorkerRetriesWithBackoffWhenCoordinatorIsAbsent) {
   Partition(1, 200);
-  // Nothing listens on this endpoint: bind and close a socket to get a free port.
-  auto worker = StartWorker("lonely", "tcp://127.0.0.1:9", dir_ + "/silos/silo-1");
+  // Nothing listens on port 9 (discard) on loopback here.
+  auto worker = std::make_unique<Process>(
+      std::vector<std::string>{BinDir() + "/shoal-worker", "--name", "lonely", "--coordinator",
+                               "tcp://127.0.0.1:9", "--data", dir_ + "/silos/silo-1", "--set",
+                               "retry.initial_ms=100", "--set", "retry.hello_timeout_ms=300"},
+      dir_ + "/lonely.log");
   std::this_thread::sleep_for(3s);
   EXPECT_FALSE(worker->Wait(0ms).has_value()) << "worker must keep retrying, not exit";
   worker->Kill(SIGTERM);
+  EXPECT_EQ(worker->Wait(0ms), 0) << "SIGTERM is a clean stop";
   const std::string log = worker->Log();
   // Back-off doubles: the retry delays logged grow.
   EXPECT_NE(log.find("retrying in 100 ms"), std::string::npos) << log;

@@ -731,7 +731,7 @@ TEST(ChunkTest, EncodeChunksOfNothingIsEmpty) {
   float unused = 0;
   EXPECT_TRUE(EncodeChunks(1, &unused, 0, 4096).empty());
   ChunkAssembler a;
-  a.Start(1, 0, 4096);
+  ASSERT_TRUE(a.Start(1, 0, 4096).ok());
   EXPECT_TRUE(a.complete());
   EXPECT_TRUE(a.Take().empty());
 }
@@ -766,7 +766,7 @@ TEST(ChunkTest, ChunksReassembleExactly) {
   ASSERT_EQ(frames.size(), ChunkCount(bytes, 4096));
 
   ChunkAssembler a;
-  a.Start(9, bytes, 4096);
+  ASSERT_TRUE(a.Start(9, bytes, 4096).ok());
   EXPECT_TRUE(a.active());
   EXPECT_EQ(a.round(), 9u);
   for (size_t i = 0; i < frames.size(); ++i) {
@@ -787,7 +787,7 @@ TEST(ChunkTest, ExactMultipleReassembles) {
   const auto frames = EncodeChunks(1, data.data(), bytes, 4096);
   ASSERT_EQ(frames.size(), 3u);
   ChunkAssembler a;
-  a.Start(1, bytes, 4096);
+  ASSERT_TRUE(a.Start(1, bytes, 4096).ok());
   for (const auto& f : frames) ASSERT_TRUE(Feed(a, f).ok());
   ASSERT_TRUE(a.complete());
   EXPECT_EQ(a.Take(), data);
@@ -798,7 +798,7 @@ class ChunkRejectTest : public ::testing::Test {
   void SetUp() override {
     data_ = RandomFloats(10001, 3);
     bytes_ = data_.size() * sizeof(float);
-    a_.Start(5, bytes_, 4096);
+    ASSERT_TRUE(a_.Start(5, bytes_, 4096).ok());
   }
   // A chunk as EncodeChunks would build it.
   WeightsChunk Chunk(uint32_t i) const {
@@ -877,7 +877,7 @@ TEST(ChunkTest, ExtraChunkAfterCompletionOnExactMultipleIsRejected) {
   const std::vector<float> data = RandomFloats(2 * 1024, 4);
   const uint64_t bytes = data.size() * sizeof(float);
   ChunkAssembler a;
-  a.Start(1, bytes, 4096);
+  ASSERT_TRUE(a.Start(1, bytes, 4096).ok());
   for (const auto& f : EncodeChunks(1, data.data(), bytes, 4096)) ASSERT_TRUE(Feed(a, f).ok());
   ASSERT_TRUE(a.complete());
   // A chunk claiming index == count (2/2), at offset == total_bytes, with an empty payload.
@@ -886,10 +886,8 @@ TEST(ChunkTest, ExtraChunkAfterCompletionOnExactMultipleIsRejected) {
   extra.index = 2;
   extra.count = 2;
   extra.offset = bytes;
-  // BUG: ChunkAssembler::Add (protocols/codec.cc) only checks c.index == next_index_ and
-  // c.count == count_, so once the transfer is complete (next_index_ == count_) a chunk with
-  // index == count passes; expected = min(chunk_bytes, total_bytes - offset) is 0 here (and
-  // wraps to chunk_bytes when total_bytes is not a multiple, allowing a heap overflow).
+  // Once complete, index == count must not pass (total_bytes - offset would underflow when the
+  // total is not a multiple of the chunk size: a heap overflow).
   const char* end = reinterpret_cast<const char*>(data.data()) + bytes;
   ExpectProtocolError(a.Add(extra, std::string_view(end, 0)));
   EXPECT_TRUE(a.complete()) << "an extra chunk must not un-complete a finished transfer";
@@ -910,11 +908,11 @@ TEST(ChunkTest, ChunkAfterTakeOrResetIsRejected) {
   const auto frames = EncodeChunks(2, data.data(), bytes, 4096);
   ASSERT_EQ(frames.size(), 1u);
   ChunkAssembler a;
-  a.Start(2, bytes, 4096);
+  ASSERT_TRUE(a.Start(2, bytes, 4096).ok());
   ASSERT_TRUE(Feed(a, frames[0]).ok());
   EXPECT_EQ(a.Take(), data);
   ExpectProtocolError(Feed(a, frames[0]));
-  a.Start(2, bytes, 4096);
+  ASSERT_TRUE(a.Start(2, bytes, 4096).ok());
   a.Reset();
   EXPECT_FALSE(a.active());
   ExpectProtocolError(Feed(a, frames[0]));
@@ -926,11 +924,39 @@ TEST(ChunkTest, StartRestartsATransfer) {
   const auto frames = EncodeChunks(3, data.data(), bytes, 4096);
   ASSERT_EQ(frames.size(), 3u);
   ChunkAssembler a;
-  a.Start(3, bytes, 4096);
+  ASSERT_TRUE(a.Start(3, bytes, 4096).ok());
   ASSERT_TRUE(Feed(a, frames[0]).ok());
-  a.Start(3, bytes, 4096);  // e.g. a newer task superseding the transfer
+  ASSERT_TRUE(a.Start(3, bytes, 4096).ok());  // e.g. a newer task superseding the transfer
   ExpectProtocolError(Feed(a, frames[1]));
   for (const auto& f : frames) ASSERT_TRUE(Feed(a, f).ok());
+  EXPECT_EQ(a.Take(), data);
+}
+
+TEST(ChunkTest, StartRejectsSizesThatAreNotWholeFloatsOrEmptyChunks) {
+  ChunkAssembler a;
+  EXPECT_FALSE(a.Start(1, 4096, 0).ok());
+  EXPECT_FALSE(a.Start(1, 4098, 4096).ok());
+  EXPECT_FALSE(a.Start(1, 4096, 4098).ok());
+  EXPECT_FALSE(a.active());
+  EXPECT_EQ(ChunkCount(100, 0), 0u);
+}
+
+TEST(ChunkTest, ExtraFullChunkPastTheEndOfAnUnevenTransferIsRejected) {
+  // 40004 bytes in 4096-byte chunks: 10 chunks, the last one short. A chunk 10/10 at offset
+  // 40960 with a full payload must be refused, not written past the buffer.
+  std::vector<float> data(10001, 1.5f);
+  const uint64_t bytes = data.size() * sizeof(float);
+  ChunkAssembler a;
+  ASSERT_TRUE(a.Start(1, bytes, 4096).ok());
+  for (const auto& f : EncodeChunks(1, data.data(), bytes, 4096)) ASSERT_TRUE(Feed(a, f).ok());
+  ASSERT_TRUE(a.complete());
+  WeightsChunk extra;
+  extra.round = 1;
+  extra.index = 10;
+  extra.count = 10;
+  extra.offset = 40960;
+  std::string payload(4096, 'x');
+  ExpectProtocolError(a.Add(extra, payload));
   EXPECT_EQ(a.Take(), data);
 }
 
