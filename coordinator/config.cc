@@ -37,6 +37,8 @@ Status CoordinatorConfig::Validate() const {
   }
   if (eval_limit < 0) return bad("eval.limit", "must not be negative");
   if (!(eval_timeout_s > 0)) return bad("eval.timeout_s", "must be positive");
+  if (http_port < 0 || http_port > 65535) return bad("http.port", "must be in 0..65535");
+  if (http_linger_s < 0 && http_linger_s != -1) return bad("http.linger_s", "must be >= 0 or -1");
   if (threads < 1) return bad("runtime.threads", "must be at least 1");
   return Status::Ok();
 }
@@ -74,6 +76,12 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("eval.limit", c.eval_limit);
   r.Read("eval.federated", c.federated_eval);
   r.Read("eval.timeout_s", c.eval_timeout_s);
+  r.Read("http.enabled", c.http_enabled);
+  r.Read("http.address", c.http_address);
+  r.Read("http.port", c.http_port);
+  r.Read("http.port_file", c.http_port_file);
+  r.Read("http.token", c.http_token);
+  r.Read("http.linger_s", c.http_linger_s);
   r.Read("runtime.threads", c.threads);
   r.Read("runtime.log_level", c.log_level);
   SHOAL_RETURN_IF_ERROR(r.Finish());

@@ -52,6 +52,14 @@ struct CoordinatorConfig {
   bool federated_eval = true;       // eval.federated: workers evaluate each new version locally
   double eval_timeout_s = 120;      // eval.timeout_s: wait for federated results at most this long
 
+  // [http]
+  bool http_enabled = true;             // http.enabled: serve the dashboard, API and /metrics
+  std::string http_address = "127.0.0.1";  // http.address: non-loopback requires http.token
+  int http_port = 8080;                 // http.port: 0 = any free port
+  std::string http_port_file;           // http.port_file: write the bound port here
+  std::string http_token;               // http.token: bearer token required by every request
+  double http_linger_s = 0;             // http.linger_s: keep serving after the run ends (-1 = until stopped)
+
   // [runtime]
   int threads = 1;                  // runtime.threads: LibTorch intra-op threads (evaluation)
   std::string log_level = "info";   // runtime.log_level

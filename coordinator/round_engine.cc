@@ -8,6 +8,8 @@
 #include <functional>
 #include <future>
 #include <map>
+#include <optional>
+#include <thread>
 #include <random>
 #include <set>
 
@@ -18,8 +20,10 @@
 #include "common/nn/runtime.h"
 #include "common/sha256.h"
 #include "coordinator/fed_avg.h"
+#include "coordinator/http_server.h"
 #include "coordinator/model_ops.h"
 #include "coordinator/model_store.h"
+#include "coordinator/status_board.h"
 #include "protocols/codec.h"
 #include "protocols/transport.h"
 
@@ -36,6 +40,20 @@ double SecondsSince(Clock::time_point t) {
 
 Clock::time_point After(double seconds) {
   return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
+}
+
+const char* ReasonName(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kBadMessage: return "bad_message";
+    case ErrorCode::kVersionMismatch: return "version_mismatch";
+    case ErrorCode::kNotAdmitted: return "not_admitted";
+    case ErrorCode::kUnknownPeer: return "unknown_peer";
+    case ErrorCode::kStale: return "stale";
+    case ErrorCode::kBadUpdate: return "bad_update";
+    case ErrorCode::kDuplicate: return "duplicate";
+    case ErrorCode::kRunFinished: return "run_finished";
+  }
+  return "other";
 }
 
 std::string NewRunId(uint64_t seed) {
@@ -89,6 +107,20 @@ class Coordinator::Impl {
     int rounds_participated = 0;
   };
 
+  // What the dashboard and /api/workers show per worker name; kept after a worker is lost.
+  struct WorkerStats {
+    std::string state = "connected";
+    std::string first_seen;
+    std::string last_seen;
+    std::vector<uint64_t> rounds;
+    int64_t samples = 0;
+    int64_t val_samples = 0;
+    std::optional<double> last_train_loss;
+    uint64_t bytes_in = 0;
+    uint64_t bytes_out = 0;
+    uint64_t rejected = 0;
+  };
+
   struct RoundState {
     uint64_t round = 0;
     uint64_t base_version = 0;
@@ -134,6 +166,8 @@ class Coordinator::Impl {
   // One round.
   Status RunRound(uint64_t round, int attempt, bool* committed);
   std::vector<std::string> SelectWorkers(uint64_t round, int attempt);
+  void Publish();
+  WorkerStats* StatsFor(const std::string& routing_id);
   void PrintHeader();
   void PrintRow(const nlohmann::json& rec);
 
@@ -151,6 +185,12 @@ class Coordinator::Impl {
   RoundState rs_;
   FedAvg fedavg_;
   Clock::time_point last_housekeeping_ = Clock::now();
+
+  StatusBoard board_;
+  std::unique_ptr<HttpServer> http_;
+  std::string state_ = "starting";
+  std::map<std::string, WorkerStats> stats_;  // by worker name
+  std::string started_at_ = UtcNow();
 };
 
 Coordinator::Coordinator(CoordinatorConfig config)
@@ -170,6 +210,26 @@ Status Coordinator::Impl::Prepare() {
     spdlog::info("central evaluation on {} samples from {}", evaluator_->size(), cfg_.eval_path);
   }
   SHOAL_RETURN_IF_ERROR(Resume());
+  if (auto versions = ListVersions(cfg_.run_dir); versions.ok()) {
+    for (const auto& v : *versions) board_.AddVersion(v.ToJson());
+  }
+  if (auto recs = ReadMetricsLog(cfg_.run_dir); recs.ok()) {
+    for (const auto& r : *recs) board_.AddRound(r);
+  }
+  if (cfg_.http_enabled) {
+    HttpOptions ho;
+    ho.address = cfg_.http_address;
+    ho.port = cfg_.http_port;
+    ho.token = cfg_.http_token;
+    http_ = std::make_unique<HttpServer>(board_, ho);
+    SHOAL_ASSIGN_OR_RETURN(int port, http_->Start());
+    spdlog::info("dashboard and API at http://{}:{}/ (metrics at /metrics)", cfg_.http_address, port);
+    if (!cfg_.http_port_file.empty()) {
+      SHOAL_RETURN_IF_ERROR(WriteFileAtomic(cfg_.http_port_file, std::to_string(port) + "\n"));
+    }
+  }
+  state_ = "waiting";
+  Publish();
 
   proto::SocketOptions so;
   so.max_frame_bytes = static_cast<int64_t>(limits_.max_frame_bytes());
@@ -274,6 +334,15 @@ Status Coordinator::Impl::Run() {
                 VersionWeightsPath(cfg_.run_dir, version_).c_str());
     std::fflush(stdout);
   }
+  state_ = result.ok() ? "finished" : (stop_ ? "stopped" : "failed");
+  Publish();
+  if (http_ && cfg_.http_linger_s != 0 && !stop_) {
+    spdlog::info("run over; dashboard stays up {}", cfg_.http_linger_s < 0
+                                                        ? std::string("until stopped")
+                                                        : "for " + std::to_string(cfg_.http_linger_s) + " s");
+    const auto until = cfg_.http_linger_s < 0 ? Clock::time_point::max() : After(cfg_.http_linger_s);
+    while (!stop_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   return result;
 }
 
@@ -298,6 +367,7 @@ bool Coordinator::Impl::PumpUntil(Clock::time_point deadline, const std::functio
 
 void Coordinator::Impl::Housekeeping() {
   last_housekeeping_ = Clock::now();
+  Publish();
   std::vector<std::string> lost;
   for (const auto& [id, p] : peers_) {
     if (Clock::now() - p.last_seen > std::chrono::milliseconds(cfg_.peer_timeout_ms)) lost.push_back(id);
@@ -312,10 +382,53 @@ void Coordinator::Impl::SendTo(const std::string& id, const std::string& frame) 
     return;
   }
   rs_.bytes_out += frame.size();
+  board_.AddBytes(0, frame.size());
+  if (WorkerStats* ws = StatsFor(id)) ws->bytes_out += frame.size();
+}
+
+Coordinator::Impl::WorkerStats* Coordinator::Impl::StatsFor(const std::string& routing_id) {
+  auto it = peers_.find(routing_id);
+  if (it == peers_.end()) return nullptr;
+  return &stats_[it->second.name];
+}
+
+void Coordinator::Impl::Publish() {
+  nlohmann::json workers = nlohmann::json::array();
+  int connected = 0;
+  for (const auto& [name, w] : stats_) {
+    connected += w.state == "connected";
+    workers.push_back({{"name", name},
+                       {"state", w.state},
+                       {"first_seen", w.first_seen},
+                       {"last_seen", w.last_seen},
+                       {"rounds", w.rounds},
+                       {"samples", w.samples},
+                       {"val_samples", w.val_samples},
+                       {"last_train_loss", w.last_train_loss ? nlohmann::json(*w.last_train_loss)
+                                                             : nlohmann::json(nullptr)},
+                       {"bytes_in", w.bytes_in},
+                       {"bytes_out", w.bytes_out},
+                       {"rejected", w.rejected}});
+  }
+  board_.SetWorkers(std::move(workers));
+  board_.SetStatus({{"run_id", run_id_},
+                    {"state", state_},
+                    {"model", cfg_.model},
+                    {"round", rs_.round},
+                    {"rounds_total", cfg_.rounds},
+                    {"version", version_},
+                    {"connected_workers", connected},
+                    {"selected_workers", rs_.selected},
+                    {"updates_received", rs_.accepted.size()},
+                    {"min_workers", cfg_.min_workers},
+                    {"started_at", started_at_},
+                    {"updated_at", UtcNow()}});
 }
 
 void Coordinator::Impl::SendError(const std::string& id, ErrorCode code, uint64_t round,
                                   const std::string& msg) {
+  board_.CountRejection(ReasonName(code));
+  if (WorkerStats* ws = StatsFor(id)) ++ws->rejected;
   proto::Error e;
   e.code = code;
   e.round = round;
@@ -334,6 +447,7 @@ void Coordinator::Impl::DropPeer(const std::string& id, const std::string& why) 
   auto it = peers_.find(id);
   if (it == peers_.end()) return;
   spdlog::warn("worker={} lost: {}", it->second.name, why);
+  stats_[it->second.name].state = "lost";
   if (it->second.upload == Upload::kUploading) --rs_.uploading;
   rs_.grant_queue.erase(std::remove(rs_.grant_queue.begin(), rs_.grant_queue.end(), id),
                         rs_.grant_queue.end());
@@ -343,6 +457,11 @@ void Coordinator::Impl::DropPeer(const std::string& id, const std::string& why) 
 
 void Coordinator::Impl::Dispatch(const proto::Incoming& in) {
   rs_.bytes_in += in.frame.size() + in.peer.size();
+  board_.AddBytes(in.frame.size(), 0);
+  if (WorkerStats* ws = StatsFor(in.peer)) {
+    ws->bytes_in += in.frame.size();
+    ws->last_seen = UtcNow();
+  }
   auto frame = proto::ParseFrame(in.frame, limits_);
   auto it = peers_.find(in.peer);
   const std::string who = it != peers_.end() ? it->second.name : "(unadmitted)";
@@ -427,6 +546,12 @@ void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f
   p.upload = Upload::kNone;
   p.assembler.Reset();
 
+  WorkerStats& ws = stats_[p.name];
+  ws.state = "connected";
+  if (ws.first_seen.empty()) ws.first_seen = UtcNow();
+  ws.last_seen = UtcNow();
+  ws.samples = p.num_train;
+  ws.val_samples = p.num_val;
   proto::Welcome w;
   w.run_id = run_id_;
   w.worker_name = p.name;
@@ -554,6 +679,8 @@ void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
   rs_.loss_weighted_sum += p.ready.train_loss * static_cast<double>(p.ready.num_samples);
   rs_.train_seconds_max = std::max(rs_.train_seconds_max, p.ready.train_seconds);
   ++p.rounds_participated;
+  stats_[p.name].rounds.push_back(rs_.round);
+  stats_[p.name].last_train_loss = p.ready.train_loss;
   proto::Ack ack;
   ack.round = rs_.round;
   ack.sha256 = p.ready.sha256;
@@ -634,6 +761,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
     rs_.train_frames.push_back(std::move(c));
   }
   rs_.phase = Phase::kCollect;
+  state_ = "training";
   for (const auto& name : selected) SendTrainTask(*PeerByName(name));
   const double broadcast_s = SecondsSince(t_broadcast);
   spdlog::info("round={} started: version=v{} selected={} of {} connected", round, version_,
@@ -670,6 +798,8 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
 
   // EVALUATE: federated (workers, concurrently) and central (here).
   const auto t_eval = Clock::now();
+  state_ = "evaluating";
+  Publish();
   const uint64_t new_version = version_ + 1;
   rs_.eval_version = new_version;
   if (cfg_.federated_eval) {
@@ -768,6 +898,10 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
       {"bytes_out", rs_.bytes_out},
       {"time", meta.created_at}};
   SHOAL_RETURN_IF_ERROR(store_->AppendMetrics(rec));
+  board_.AddVersion(meta.ToJson());
+  board_.AddRound(rec);
+  state_ = "waiting";
+  Publish();
   PrintRow(rec);
   *committed = true;
   return Status::Ok();

@@ -14,7 +14,7 @@ ALPHA=${ALPHA:-0.5}
 RUN_DIR=${RUN_DIR:-runs/demo}
 DATA=/usr/share/datasets/fashion-mnist
 
-scripts/install-deps.sh
+SHOAL_RUNTIME_ONLY=1 scripts/install-deps.sh
 scripts/build.sh
 BIN=build/bin
 

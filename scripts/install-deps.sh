@@ -8,9 +8,15 @@ PKGS=(
   libtorch-dev libopenblas0-pthread
   libzmq3-dev cppzmq-dev libcereal-dev libssl-dev zlib1g-dev
   libspdlog-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev
+  libcpp-httplib-dev
   libgtest-dev libgmock-dev
   dataset-fashion-mnist
 )
+# Test-only tools: promtool lints /metrics, headless Chromium renders the dashboard, Debian's
+# python3-torch loads exported models. Skipped with SHOAL_RUNTIME_ONLY=1.
+if [ "${SHOAL_RUNTIME_ONLY:-0}" != "1" ]; then
+  PKGS+=(prometheus chromium python3-torch python3-numpy)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,11 +1,11 @@
-// shoalctl subcommands that read a run directory offline: `rounds` and `models`.
+// shoalctl subcommands that inspect a run: `status`, `rounds`, `workers`, `models`.
+// Each reads either a running coordinator's HTTP API (--url, --token) or a run directory offline.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 namespace shoal::ctl {
 
-void AddRoundsCommand(CLI::App& app);
-void AddModelsCommand(CLI::App& app);
+void AddRunCommands(CLI::App& app);
 
 }  // namespace shoal::ctl

@@ -8,8 +8,7 @@ int main(int argc, char** argv) {
   CLI::App app{"shoalctl: administer Shoal federations and inspect runs"};
   app.require_subcommand(1);
   shoal::AddPartitionCommand(app);
-  shoal::ctl::AddRoundsCommand(app);
-  shoal::ctl::AddModelsCommand(app);
+  shoal::ctl::AddRunCommands(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }
