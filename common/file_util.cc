@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -26,6 +27,17 @@ Status WriteAll(int fd, const char* p, size_t n, const std::string& path) {
     n -= static_cast<size_t>(w);
   }
   return Status::Ok();
+}
+
+// Fault injection for crash tests (as LevelDB's fault-injection Env): with
+// SHOAL_FAULT_CRASH_BEFORE_RENAME=<substring>, the process dies (exit 70, no clean-up) after a
+// temporary file whose target path contains <substring> is written and synced, before the
+// rename: the state a power cut or kill -9 at that instant leaves behind.
+void MaybeCrashBeforeRename(const std::string& path) {
+  const char* pattern = std::getenv("SHOAL_FAULT_CRASH_BEFORE_RENAME");
+  if (pattern != nullptr && *pattern != '\0' && path.find(pattern) != std::string::npos) {
+    ::_exit(70);
+  }
 }
 
 Status FsyncDir(const std::string& dir) {
@@ -50,6 +62,7 @@ Status WriteFileAtomic(const std::string& path, const std::vector<std::string_vi
   }
   if (st.ok() && ::fsync(fd) != 0) st = Errno("fsync", tmp);
   if (::close(fd) != 0 && st.ok()) st = Errno("close", tmp);
+  MaybeCrashBeforeRename(path);
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = Errno("rename to " + path, tmp);
   if (!st.ok()) {
     ::unlink(tmp.c_str());

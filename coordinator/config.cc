@@ -51,6 +51,7 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("run.id", c.run_id);
   r.Read("run.rounds", c.rounds);
   r.Read("run.seed", c.seed);
+  r.Read("run.deterministic", c.deterministic);
   r.Read("network.bind", c.bind);
   r.Read("network.endpoint_file", c.endpoint_file);
   r.Read("network.heartbeat_ms", c.heartbeat_ms);

@@ -16,6 +16,7 @@ struct CoordinatorConfig {
   std::string run_id;                    // run.id: "" = generated once and kept in run.json
   int rounds = 5;                        // run.rounds: rounds to train (total, including resumed)
   uint64_t seed = 42;                    // run.seed: model init, worker selection, training seeds
+  bool deterministic = false;            // run.deterministic: order-independent (bit-exact) aggregation
 
   // [network]
   std::string bind = "tcp://127.0.0.1:5555";  // network.bind: ZeroMQ ROUTER endpoint (port 0 or * = any)

@@ -4,17 +4,30 @@
 
 namespace shoal {
 
-void FedAvg::Begin(const ModelSpec& spec) {
+namespace {
+constexpr double kFixedScale = 4294967296.0;  // 2^32
+constexpr double kFixedLimit = 1073741824.0;  // 2^30: |value| * 2^32 stays far inside int64
+}  // namespace
+
+void FedAvg::Begin(const ModelSpec& spec, bool exact) {
   spec_ = spec;
-  acc_.assign(static_cast<size_t>(spec.total_numel()), 0.0f);
+  exact_ = exact;
+  size_ = static_cast<size_t>(spec.total_numel());
+  if (exact) {
+    acc_ = {};
+    fixed_acc_.assign(size_, 0);
+  } else {
+    fixed_acc_ = {};
+    acc_.assign(size_, 0.0f);
+  }
   total_samples_ = 0;
   updates_ = 0;
 }
 
 Status FedAvg::Fold(const float* delta, size_t count, int64_t num_samples) {
-  if (count != acc_.size()) {
+  if (count != size_) {
     return InvalidArgument("update has " + std::to_string(count) + " values, model has " +
-                           std::to_string(acc_.size()));
+                           std::to_string(size_));
   }
   if (num_samples <= 0) {
     return InvalidArgument("update sample count " + std::to_string(num_samples) + " is not positive");
@@ -33,8 +46,21 @@ Status FedAvg::Fold(const float* delta, size_t count, int64_t num_samples) {
     }
   }
   const float w = static_cast<float>(num_samples);
-  float* __restrict acc = acc_.data();
-  for (size_t i = 0; i < count; ++i) acc[i] += w * delta[i];
+  if (exact_) {
+    for (size_t i = 0; i < count; ++i) {
+      if (std::fabs(static_cast<double>(w * delta[i])) >= kFixedLimit) {
+        return Rejected("update value " + std::to_string(delta[i]) + " at element " +
+                        std::to_string(i) + " is too large for deterministic aggregation");
+      }
+    }
+    int64_t* __restrict acc = fixed_acc_.data();
+    for (size_t i = 0; i < count; ++i) {
+      acc[i] += std::llround(static_cast<double>(w * delta[i]) * kFixedScale);
+    }
+  } else {
+    float* __restrict acc = acc_.data();
+    for (size_t i = 0; i < count; ++i) acc[i] += w * delta[i];
+  }
   total_samples_ += num_samples;
   ++updates_;
   return Status::Ok();
@@ -42,15 +68,22 @@ Status FedAvg::Fold(const float* delta, size_t count, int64_t num_samples) {
 
 Result<Weights> FedAvg::Finish(const Weights& global) const {
   if (updates_ == 0 || total_samples_ <= 0) return InvalidArgument("no update to aggregate");
-  if (global.data.size() != acc_.size()) {
+  if (global.data.size() != size_) {
     return InvalidArgument("global model size does not match the accumulator");
   }
   Weights out;
   out.spec = global.spec;
-  out.data.resize(acc_.size());
+  out.data.resize(size_);
   const double inv = 1.0 / static_cast<double>(total_samples_);
-  for (size_t i = 0; i < acc_.size(); ++i) {
-    out.data[i] = static_cast<float>(global.data[i] + acc_[i] * inv);
+  if (exact_) {
+    const double inv_fixed = inv / kFixedScale;
+    for (size_t i = 0; i < size_; ++i) {
+      out.data[i] = static_cast<float>(global.data[i] + static_cast<double>(fixed_acc_[i]) * inv_fixed);
+    }
+  } else {
+    for (size_t i = 0; i < size_; ++i) {
+      out.data[i] = static_cast<float>(global.data[i] + acc_[i] * inv);
+    }
   }
   return out;
 }

@@ -5,6 +5,13 @@
 // accumulator plus the global model whatever the number of workers. The accumulator is reused
 // across rounds (no per-round reallocation once sized).
 //
+// Deterministic mode (`exact`): float addition is not associative, so a float running sum
+// depends on the order updates arrive in. In exact mode each weighted value n_k * delta_k (a
+// float product, the same whatever the order) is rounded to fixed point with 2^-32 resolution
+// and summed in int64, which is associative: the aggregate is bit-identical for any arrival
+// order. It costs 8 bytes per parameter instead of 4 and values are bounded by
+// |n_k * delta_k| < 2^30 (checked; an update beyond it is rejected).
+//
 // Not thread-safe: owned by the round engine's thread.
 #pragma once
 
@@ -19,7 +26,7 @@ namespace shoal {
 class FedAvg {
  public:
   // Starts a round for models of `spec`: zeroes the accumulator.
-  void Begin(const ModelSpec& spec);
+  void Begin(const ModelSpec& spec, bool exact = false);
   // Checks the update (size, sample count, every value finite) and only then folds it.
   // InvalidArgument / Rejected naming the problem; the accumulator is untouched on error.
   Status Fold(const float* delta, size_t count, int64_t num_samples);
@@ -31,7 +38,10 @@ class FedAvg {
 
  private:
   ModelSpec spec_;
-  std::vector<float> acc_;
+  bool exact_ = false;
+  size_t size_ = 0;
+  std::vector<float> acc_;          // float mode
+  std::vector<int64_t> fixed_acc_;  // exact mode
   int64_t total_samples_ = 0;
   int updates_ = 0;
 };

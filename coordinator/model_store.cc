@@ -117,6 +117,13 @@ Result<std::vector<nlohmann::json>> ReadMetricsLog(const std::string& run_dir) {
 
 Result<ModelStore> ModelStore::Open(const std::string& run_dir) {
   SHOAL_RETURN_IF_ERROR(MakeDirs(run_dir + "/versions"));
+  // Temporary files left by a crash before their rename are never part of a version.
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(run_dir + "/versions", ec)) {
+    if (entry.path().filename().string().find(".tmp.") != std::string::npos) {
+      std::filesystem::remove(entry.path(), ec);
+    }
+  }
   return ModelStore(run_dir);
 }
 

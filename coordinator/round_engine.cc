@@ -742,7 +742,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   rs_.base_version = version_;
   const auto selected = SelectWorkers(round, attempt);
   rs_.selected.insert(selected.begin(), selected.end());
-  fedavg_.Begin(global_.spec);
+  fedavg_.Begin(global_.spec, cfg_.deterministic);
   const auto t_broadcast = Clock::now();
   proto::TrainTask task;
   task.run_id = run_id_;

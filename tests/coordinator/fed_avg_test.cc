@@ -59,9 +59,9 @@ Round MakeRound(uint32_t seed) {
   return r;
 }
 
-Result<Weights> Aggregate(const Round& r, const std::vector<size_t>& order) {
+Result<Weights> Aggregate(const Round& r, const std::vector<size_t>& order, bool exact = false) {
   FedAvg agg;
-  agg.Begin(r.global.spec);
+  agg.Begin(r.global.spec, exact);
   for (size_t k : order) {
     Status st = agg.Fold(r.deltas[k].data(), r.deltas[k].size(), r.samples[k]);
     if (!st.ok()) return st;
@@ -300,6 +300,35 @@ TEST(FedAvgTest, BeginResizesForANewSpec) {
   Result<Weights> out = agg.Finish(global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->data, three);
+}
+
+TEST(FedAvgExactTest, EveryArrivalOrderGivesBitIdenticalWeights) {
+  const Round r = MakeRound(11);
+  std::vector<size_t> order = {0, 1, 2, 3, 4};
+  auto first = Aggregate(r, order, /*exact=*/true);
+  ASSERT_TRUE(first.ok());
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 6; ++trial) {
+    std::shuffle(order.begin(), order.end(), rng);
+    auto again = Aggregate(r, order, /*exact=*/true);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->Hash(), first->Hash()) << "order changed the exact aggregate";
+  }
+}
+
+TEST(FedAvgExactTest, MatchesTheReferenceWeightedMean) {
+  const Round r = MakeRound(12);
+  auto got = Aggregate(r, {4, 2, 0, 3, 1}, /*exact=*/true);
+  ASSERT_TRUE(got.ok());
+  ExpectClose(got->data, ReferenceFedAvg(r.global.data, r.deltas, r.samples));
+}
+
+TEST(FedAvgExactTest, RejectsValuesBeyondTheFixedPointRange) {
+  FedAvg agg;
+  agg.Begin(TinySpec(2), /*exact=*/true);
+  const std::vector<float> huge = {1.0f, 1e6f};
+  EXPECT_EQ(agg.Fold(huge.data(), huge.size(), 20000).code(), Code::kRejected);
+  EXPECT_EQ(agg.updates(), 0);
 }
 
 }  // namespace

@@ -47,6 +47,7 @@ class FederationTest : public ::testing::Test {
                                      "--model", "mlp",
                                      "--eval-limit", "2000",
                                      "--set", "network.heartbeat_ms=200",
+                                     "--set", "http.port=0",
                                      "--set", "network.peer_timeout_ms=5000"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(argv, dir_ + "/coordinator.log");

@@ -31,9 +31,13 @@ inline std::string ReadText(const std::string& path) {
 
 class Process {
  public:
-  Process(const std::vector<std::string>& argv, const std::string& log_path) : log_(log_path) {
+  // `env` entries ("NAME=value") are added to the child's environment.
+  Process(const std::vector<std::string>& argv, const std::string& log_path,
+          const std::vector<std::string>& env = {})
+      : log_(log_path) {
     pid_ = ::fork();
     if (pid_ == 0) {
+      for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
       int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (fd >= 0) {
         ::dup2(fd, 1);

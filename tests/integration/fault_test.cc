@@ -1,0 +1,354 @@
+// Faults with real processes and real signals: killed workers, resent updates, stragglers,
+// silos joining mid-run, a killed coordinator, a crash between write and rename, a full disk.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+
+#include <filesystem>
+#include <random>
+
+#include "common/file_util.h"
+#include "coordinator/model_store.h"
+#include "tests/integration/process.h"
+#include "tests/integration/scripted_worker.h"
+
+namespace shoal {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::BinDir;
+using testing::Process;
+using testing::ScriptedWorker;
+
+const char* kFashion = "/usr/share/datasets/fashion-mnist";
+
+std::vector<float> RandomDelta(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-0.01f, 0.01f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!PathExists(std::string(kFashion) + "/t10k-images-idx3-ubyte.gz")) {
+      GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+    }
+    char tmpl[] = "/tmp/shoal-fault-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+  }
+  void TearDown() override {
+    if (!dir_.empty() && !HasFailure()) std::filesystem::remove_all(dir_);
+    if (HasFailure()) std::fprintf(stderr, "test files kept in %s\n", dir_.c_str());
+  }
+
+  std::vector<std::string> CoordinatorArgs(const std::string& run, const std::string& bind,
+                                           std::vector<std::string> extra) {
+    std::vector<std::string> argv = {BinDir() + "/shoal-coordinator", "--run-dir", run,
+                                     "--bind", bind, "--endpoint-file", dir_ + "/endpoint",
+                                     "--model", "mlp", "--eval-limit", "200",
+                                     "--set", "http.enabled=false",
+                                     "--set", "network.heartbeat_ms=200",
+                                     "--set", "network.peer_timeout_ms=5000"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+
+  std::unique_ptr<Process> StartCoordinator(std::vector<std::string> extra,
+                                            const std::vector<std::string>& env = {},
+                                            const std::string& run = "",
+                                            const std::string& bind = "tcp://127.0.0.1:*",
+                                            const std::string& log = "coordinator.log") {
+    ::unlink((dir_ + "/endpoint").c_str());
+    auto p = std::make_unique<Process>(CoordinatorArgs(run.empty() ? dir_ + "/run" : run, bind, extra),
+                                       dir_ + "/" + log, env);
+    endpoint_ = testing::WaitForFile(dir_ + "/endpoint", 60s);
+    EXPECT_FALSE(endpoint_.empty()) << p->Log();
+    return p;
+  }
+
+  void Partition(int workers, int limit) {
+    Process p({BinDir() + "/shoalctl", "partition", "--source", kFashion, "--workers",
+               std::to_string(workers), "--scheme", "iid", "--seed", "9", "--out", dir_ + "/silos",
+               "--limit", std::to_string(limit)},
+              dir_ + "/partition.log");
+    ASSERT_EQ(p.Wait(60s), 0) << p.Log();
+  }
+
+  std::unique_ptr<Process> StartWorker(const std::string& name, int silo,
+                                       std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {BinDir() + "/shoal-worker", "--name", name, "--coordinator",
+                                     endpoint_, "--data", dir_ + "/silos/silo-" + std::to_string(silo),
+                                     "--set", "retry.initial_ms=100", "--set", "retry.max_ms=500",
+                                     "--set", "retry.hello_timeout_ms=1000"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv, dir_ + "/" + name + ".log");
+  }
+
+  std::vector<VersionMeta> Versions(const std::string& run = "") {
+    auto v = ListVersions(run.empty() ? dir_ + "/run" : run);
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    return v.ok() ? *v : std::vector<VersionMeta>{};
+  }
+  Weights Load(const VersionMeta& m, const std::string& run = "") {
+    auto w = LoadVersion(run.empty() ? dir_ + "/run" : run, m);
+    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    return w.ok() ? *w : Weights{};
+  }
+
+  // Expects next == base + sum(n_k d_k) / sum(n_k), elementwise within float rounding.
+  static void ExpectWeightedMean(const Weights& base, const Weights& next,
+                                 const std::vector<std::vector<float>>& deltas,
+                                 const std::vector<int64_t>& n) {
+    ASSERT_EQ(base.data.size(), next.data.size());
+    double total = 0;
+    for (auto k : n) total += static_cast<double>(k);
+    size_t bad = 0;
+    for (size_t i = 0; i < base.data.size(); ++i) {
+      double want = base.data[i];
+      double s = 0;
+      for (size_t k = 0; k < deltas.size(); ++k) s += static_cast<double>(n[k]) * deltas[k][i];
+      want += s / total;
+      if (std::fabs(next.data[i] - want) > 1e-6 * std::max(1.0, std::fabs(want))) ++bad;
+    }
+    EXPECT_EQ(bad, 0u) << "elements differing from the weighted mean of the accepted updates";
+  }
+
+  std::string dir_;
+  std::string endpoint_;
+};
+
+TEST_F(FaultTest, WorkerKilledMidTrainingRoundClosesWithTheSurvivorsWeightedMean) {
+  Partition(1, 20000);
+  auto coord = StartCoordinator({"--rounds", "1", "--min-workers", "3", "--min-fit", "2",
+                                 "--round-timeout", "6", "--epochs", "30", "--set",
+                                 "eval.federated=false"});
+  auto real = StartWorker("real", 1);
+  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 300);
+  ASSERT_TRUE(a.Hello().ok());
+  ASSERT_TRUE(b.Hello().ok());
+  auto ta = a.NextTrainTask();
+  auto tb = b.NextTrainTask();
+  ASSERT_TRUE(ta.ok() && tb.ok()) << coord->Log();
+  // Kill the real worker once it is training (30 epochs take far longer than this).
+  for (int i = 0; i < 200 && real->Log().find("training v0") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_NE(real->Log().find("training v0"), std::string::npos) << real->Log();
+  real->Kill(SIGKILL);
+  const size_t n = ta->global.data.size();
+  const auto da = RandomDelta(n, 1), db = RandomDelta(n, 2);
+  ASSERT_TRUE(a.SendUpdate(ta->task, da, 30).ok());
+  ASSERT_TRUE(b.SendUpdate(tb->task, db, 70).ok());
+  auto code = coord->Wait(60s);
+  ASSERT_TRUE(code.has_value()) << coord->Log();
+  ASSERT_EQ(*code, 0) << coord->Log();
+  EXPECT_NE(coord->Log().find("deadline passed without updates from real"), std::string::npos);
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[1].participants, (std::vector<std::string>{"a", "b"}));
+  ExpectWeightedMean(Load(v[0]), Load(v[1]), {da, db}, {30, 70});
+}
+
+TEST_F(FaultTest, UpdateResentAfterACrashBeforeTheAckIsCountedOnce) {
+  auto coord = StartCoordinator({"--rounds", "1", "--min-workers", "2", "--min-fit", "2",
+                                 "--set", "eval.federated=false"});
+  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 100);
+  ASSERT_TRUE(a.Hello().ok());
+  ASSERT_TRUE(b.Hello().ok());
+  auto ta = a.NextTrainTask();
+  auto tb = b.NextTrainTask();
+  ASSERT_TRUE(ta.ok() && tb.ok());
+  const size_t n = ta->global.data.size();
+  const auto da = RandomDelta(n, 3), db = RandomDelta(n, 4);
+  // a uploads everything, then "dies" before reading the Ack, restarts and offers it again.
+  ASSERT_TRUE(a.SendUpdate(ta->task, da, 40, /*wait_ack=*/false).ok());
+  std::this_thread::sleep_for(300ms);
+  a.Reconnect();
+  ASSERT_TRUE(a.Hello().ok());
+  auto reply = a.Announce(ta->task, da, 40);
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  ASSERT_EQ(reply->type, proto::MessageType::kAck) << "resend must be acknowledged, not re-uploaded";
+  auto ack = proto::Decode<proto::Ack>(*reply);
+  ASSERT_TRUE(ack.ok());
+  const Digest d = Sha256::Of(da.data(), da.size() * 4);
+  EXPECT_EQ(ack->sha256, std::string(d.begin(), d.end()));
+  ASSERT_TRUE(b.SendUpdate(tb->task, db, 60).ok());
+  ASSERT_EQ(coord->Wait(60s), 0) << coord->Log();
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[1].metrics["samples"], 100) << "40 + 60: a counted once";
+  ExpectWeightedMean(Load(v[0]), Load(v[1]), {da, db}, {40, 60});
+}
+
+TEST_F(FaultTest, StragglerUpdateAfterTheDeadlineIsRejectedAsStaleNotFoldedLater) {
+  auto coord = StartCoordinator({"--rounds", "2", "--min-workers", "2", "--min-fit", "1",
+                                 "--round-timeout", "3", "--set", "eval.federated=false"});
+  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 100);
+  ASSERT_TRUE(a.Hello().ok());
+  ASSERT_TRUE(b.Hello().ok());
+  auto ta = a.NextTrainTask();
+  auto tb = b.NextTrainTask();
+  ASSERT_TRUE(ta.ok() && tb.ok());
+  const size_t n = ta->global.data.size();
+  ASSERT_TRUE(a.SendUpdate(ta->task, RandomDelta(n, 5), 50).ok());
+  // b misses round 1's deadline; its round-2 task arrives meanwhile.
+  auto tb2 = b.NextTrainTask(20s);
+  ASSERT_TRUE(tb2.ok()) << coord->Log();
+  ASSERT_EQ(tb2->task.round, 2u);
+  auto late = b.Announce(tb->task, RandomDelta(n, 6), 50);
+  ASSERT_TRUE(late.ok());
+  ASSERT_EQ(late->type, proto::MessageType::kError);
+  EXPECT_EQ(ScriptedWorker::ErrorCodeOf(*late), proto::ErrorCode::kStale);
+
+  auto ta2 = a.NextTrainTask(20s);
+  ASSERT_TRUE(ta2.ok());
+  const auto da2 = RandomDelta(n, 7), db2 = RandomDelta(n, 8);
+  ASSERT_TRUE(a.SendUpdate(ta2->task, da2, 20).ok());
+  ASSERT_TRUE(b.SendUpdate(tb2->task, db2, 80).ok());
+  ASSERT_EQ(coord->Wait(60s), 0) << coord->Log();
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(v[1].participants, std::vector<std::string>{"a"});
+  // Round 2 is exactly the two round-2 updates: the stale one was not folded in.
+  ExpectWeightedMean(Load(v[1]), Load(v[2]), {da2, db2}, {20, 80});
+}
+
+TEST_F(FaultTest, NewSiloJoiningMidRunTakesPartInALaterRound) {
+  auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2",
+                                 "--set", "eval.federated=false"});
+  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 100);
+  ASSERT_TRUE(a.Hello().ok());
+  ASSERT_TRUE(b.Hello().ok());
+  auto ta = a.NextTrainTask();
+  auto tb = b.NextTrainTask();
+  ASSERT_TRUE(ta.ok() && tb.ok());
+  const size_t n = ta->global.data.size();
+  ASSERT_TRUE(a.SendUpdate(ta->task, RandomDelta(n, 9), 10).ok());
+  // c joins while round 1 is still open; it is selected from the next round on.
+  ScriptedWorker c(endpoint_, "c", 100);
+  ASSERT_TRUE(c.Hello().ok());
+  ASSERT_TRUE(b.SendUpdate(tb->task, RandomDelta(n, 10), 10).ok());
+  for (uint64_t round = 2; round <= 3; ++round) {
+    for (ScriptedWorker* w : {&a, &b, &c}) {
+      auto t = w->NextTrainTask(20s);
+      ASSERT_TRUE(t.ok()) << w->name() << " round " << round << "\n" << coord->Log();
+      EXPECT_EQ(t->task.round, round);
+      ASSERT_TRUE(w->SendUpdate(t->task, RandomDelta(n, 100 + round), 10).ok());
+    }
+  }
+  ASSERT_EQ(coord->Wait(60s), 0) << coord->Log();
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 4u);
+  EXPECT_EQ(v[1].participants, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(v[2].participants, (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(v[3].participants, (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST_F(FaultTest, CoordinatorKilledMidRoundResumesToTheFaultFreeHash) {
+  Partition(3, 30000);
+  const std::vector<std::string> args = {"--rounds", "3", "--min-workers", "3", "--min-fit", "3",
+                                         "--epochs", "2", "--set", "run.deterministic=true",
+                                         "--set", "eval.federated=false"};
+  auto run = [&](const std::string& name, bool kill_mid_round) {
+    const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
+    const std::string run_dir = dir_ + "/" + name;
+    auto coord = StartCoordinator(args, {}, run_dir, bind, name + "-coordinator.log");
+    std::vector<std::unique_ptr<Process>> workers;
+    for (int i = 1; i <= 3; ++i) workers.push_back(StartWorker(name + "-w" + std::to_string(i), i));
+    if (kill_mid_round) {
+      // v1 committed means round 2 is under way: kill -9 there, then restart on the same port.
+      const std::string v1 = VersionMetaPath(run_dir, 1);
+      for (int i = 0; i < 1200 && !PathExists(v1); ++i) std::this_thread::sleep_for(20ms);
+      EXPECT_TRUE(PathExists(v1)) << coord->Log();
+      coord->Kill(SIGKILL);
+      EXPECT_FALSE(PathExists(VersionMetaPath(run_dir, 3))) << "killed too late to test a resume";
+      coord = StartCoordinator(args, {}, run_dir, bind, name + "-coordinator2.log");
+    }
+    auto code = coord->Wait(180s);
+    EXPECT_TRUE(code.has_value() && *code == 0) << coord->Log();
+    for (auto& w : workers) EXPECT_EQ(w->Wait(30s), 0) << w->Log();
+    if (kill_mid_round) EXPECT_NE(coord->Log().find("resuming run="), std::string::npos);
+    return Versions(run_dir);
+  };
+  // Training seeds derive from worker names, so both runs use the same names and run dir path
+  // (the clean run's directory is moved aside first).
+  auto clean = run("run-x", false);
+  ASSERT_EQ(clean.size(), 4u);
+  std::filesystem::rename(dir_ + "/run-x", dir_ + "/run-x-clean");
+  auto faulty = run("run-x", true);
+  ASSERT_EQ(faulty.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(faulty[i].sha256, clean[i].sha256) << "version " << i;
+  }
+}
+
+TEST_F(FaultTest, CrashBetweenWriteAndRenameKeepsThePreviousVersionAndResumes) {
+  Partition(2, 2000);
+  const std::vector<std::string> args = {"--rounds", "2", "--min-workers", "2", "--min-fit", "2"};
+  const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
+  auto coord = StartCoordinator(args, {"SHOAL_FAULT_CRASH_BEFORE_RENAME=v000002.shw"}, "", bind);
+  auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
+  auto code = coord->Wait(120s);
+  ASSERT_TRUE(code.has_value());
+  ASSERT_EQ(*code, 70) << "the injected crash did not happen\n" << coord->Log();
+  EXPECT_FALSE(PathExists(VersionWeightsPath(dir_ + "/run", 2)));
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 2u) << "v2 must not be visible";
+  for (const auto& m : v) Load(m);  // both verify
+
+  coord = StartCoordinator(args, {}, "", bind, "coordinator2.log");
+  ASSERT_EQ(coord->Wait(120s), 0) << coord->Log();
+  v = Versions();
+  ASSERT_EQ(v.size(), 3u);
+  Load(v[2]);
+  for (const auto& e : std::filesystem::directory_iterator(dir_ + "/run/versions")) {
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
+  }
+}
+
+TEST_F(FaultTest, FullDiskGivesAClearErrorAndLeavesThePreviousVersionIntact) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs (CI runs as root)";
+  const std::string mnt = dir_ + "/small";
+  std::filesystem::create_directories(mnt);
+  // MLP versions are ~0.8 MB: v0 and v1 fit in 1.9 MB, v2 does not.
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=1900k") != 0) {
+    GTEST_SKIP() << "cannot mount tmpfs here: " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  Partition(2, 2000);
+  auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2"}, {},
+                                mnt + "/run");
+  auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
+  auto code = coord->Wait(120s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 1) << coord->Log();
+  const std::string log = coord->Log();
+  EXPECT_NE(log.find("No space left on device"), std::string::npos) << log;
+  EXPECT_NE(log.find("commit of v"), std::string::npos) << log;
+  auto v = Versions(mnt + "/run");
+  ASSERT_GE(v.size(), 1u);
+  for (const auto& m : v) Load(m, mnt + "/run");  // every visible version verifies
+}
+
+}  // namespace
+}  // namespace shoal
