@@ -29,6 +29,7 @@ Status CoordinatorConfig::Validate() const {
   if (!(wait_timeout_s > 0)) return bad("selection.wait_timeout_s", "must be positive");
   if (!(round_timeout_s > 0)) return bad("selection.round_timeout_s", "must be positive");
   if (max_round_retries < 0) return bad("selection.max_round_retries", "must not be negative");
+  if (!(deadline_slack >= 1)) return bad("selection.deadline_slack", "must be at least 1");
   if (epochs < 1) return bad("train.epochs", "must be at least 1");
   if (batch_size < 1) return bad("train.batch_size", "must be at least 1");
   if (!(lr > 0)) return bad("train.lr", "must be positive");
@@ -67,6 +68,8 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("selection.wait_timeout_s", c.wait_timeout_s);
   r.Read("selection.round_timeout_s", c.round_timeout_s);
   r.Read("selection.max_round_retries", c.max_round_retries);
+  r.Read("selection.adaptive_deadline", c.adaptive_deadline);
+  r.Read("selection.deadline_slack", c.deadline_slack);
   r.Read("train.epochs", c.epochs);
   r.Read("train.batch_size", c.batch_size);
   r.Read("train.lr", c.lr);

@@ -38,6 +38,8 @@ struct CoordinatorConfig {
   double wait_timeout_s = 600;  // selection.wait_timeout_s: give up waiting for min_workers
   double round_timeout_s = 900; // selection.round_timeout_s: deadline for updates in a round
   int max_round_retries = 3;    // selection.max_round_retries: retries of a round short of min_fit
+  bool adaptive_deadline = false;  // selection.adaptive_deadline: deadline from observed worker speed
+  double deadline_slack = 2.0;  // selection.deadline_slack: adaptive deadline = slack x slowest expected + 5 s
 
   // [train]
   int epochs = 1;          // train.epochs: local epochs per round

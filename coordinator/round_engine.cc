@@ -119,6 +119,7 @@ class Coordinator::Impl {
     uint64_t bytes_in = 0;
     uint64_t bytes_out = 0;
     uint64_t rejected = 0;
+    std::optional<double> ewma_round_s;  // observed time from task sent to update accepted
   };
 
   struct RoundState {
@@ -137,6 +138,7 @@ class Coordinator::Impl {
     std::map<std::string, proto::EvalResult> eval_results;
     uint64_t bytes_in = 0;
     uint64_t bytes_out = 0;
+    Clock::time_point started;
   };
 
   // Setup.
@@ -167,6 +169,7 @@ class Coordinator::Impl {
   Status RunRound(uint64_t round, int attempt, bool* committed);
   std::vector<std::string> SelectWorkers(uint64_t round, int attempt);
   void Publish();
+  double RoundDeadlineSeconds();
   WorkerStats* StatsFor(const std::string& routing_id);
   void PrintHeader();
   void PrintRow(const nlohmann::json& rec);
@@ -390,6 +393,23 @@ Coordinator::Impl::WorkerStats* Coordinator::Impl::StatsFor(const std::string& r
   auto it = peers_.find(routing_id);
   if (it == peers_.end()) return nullptr;
   return &stats_[it->second.name];
+}
+
+// With selection.adaptive_deadline, a round waits slack x the slowest selected worker's
+// observed round time (an exponential moving average over its past rounds) + 5 s, never more
+// than round_timeout_s; until every selected worker has a history, round_timeout_s applies.
+double Coordinator::Impl::RoundDeadlineSeconds() {
+  if (!cfg_.adaptive_deadline) return cfg_.round_timeout_s;
+  double slowest = 0;
+  for (const auto& name : rs_.selected) {
+    const auto& ewma = stats_[name].ewma_round_s;
+    if (!ewma) return cfg_.round_timeout_s;
+    slowest = std::max(slowest, *ewma);
+  }
+  const double deadline = std::min(cfg_.round_timeout_s, cfg_.deadline_slack * slowest + 5.0);
+  spdlog::info("round={} adaptive deadline {:.1f} s (slowest selected worker {:.1f} s)", rs_.round,
+               deadline, slowest);
+  return deadline;
 }
 
 void Coordinator::Impl::Publish() {
@@ -679,8 +699,11 @@ void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
   rs_.loss_weighted_sum += p.ready.train_loss * static_cast<double>(p.ready.num_samples);
   rs_.train_seconds_max = std::max(rs_.train_seconds_max, p.ready.train_seconds);
   ++p.rounds_participated;
-  stats_[p.name].rounds.push_back(rs_.round);
-  stats_[p.name].last_train_loss = p.ready.train_loss;
+  WorkerStats& ws = stats_[p.name];
+  ws.rounds.push_back(rs_.round);
+  ws.last_train_loss = p.ready.train_loss;
+  const double took = SecondsSince(rs_.started);
+  ws.ewma_round_s = ws.ewma_round_s ? 0.5 * *ws.ewma_round_s + 0.5 * took : took;
   proto::Ack ack;
   ack.round = rs_.round;
   ack.sha256 = p.ready.sha256;
@@ -740,6 +763,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   rs_ = RoundState();
   rs_.round = round;
   rs_.base_version = version_;
+  rs_.started = Clock::now();
   const auto selected = SelectWorkers(round, attempt);
   rs_.selected.insert(selected.begin(), selected.end());
   fedavg_.Begin(global_.spec, cfg_.deterministic);
@@ -769,7 +793,8 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
 
   // COLLECT
   const auto t_collect = Clock::now();
-  PumpUntil(After(cfg_.round_timeout_s), [&] { return rs_.accepted.size() == rs_.selected.size(); });
+  PumpUntil(After(RoundDeadlineSeconds()),
+            [&] { return rs_.accepted.size() == rs_.selected.size(); });
   const double collect_s = SecondsSince(t_collect);
   rs_.phase = Phase::kIdle;
   rs_.train_frames.clear();

@@ -350,5 +350,31 @@ TEST_F(FaultTest, FullDiskGivesAClearErrorAndLeavesThePreviousVersionIntact) {
   for (const auto& m : v) Load(m, mnt + "/run");  // every visible version verifies
 }
 
+TEST_F(FaultTest, AdaptiveDeadlineClosesARoundLongBeforeTheConfiguredTimeout) {
+  auto coord = StartCoordinator({"--rounds", "2", "--min-workers", "2", "--min-fit", "1",
+                                 "--round-timeout", "300", "--set", "selection.adaptive_deadline=true",
+                                 "--set", "eval.federated=false"});
+  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 100);
+  ASSERT_TRUE(a.Hello().ok());
+  ASSERT_TRUE(b.Hello().ok());
+  auto ta = a.NextTrainTask();
+  auto tb = b.NextTrainTask();
+  ASSERT_TRUE(ta.ok() && tb.ok());
+  const size_t n = ta->global.data.size();
+  ASSERT_TRUE(a.SendUpdate(ta->task, RandomDelta(n, 11), 10).ok());
+  ASSERT_TRUE(b.SendUpdate(tb->task, RandomDelta(n, 12), 10).ok());
+  // Round 2: b goes quiet. Both were fast in round 1, so the deadline is about 5 s, not 300 s.
+  auto ta2 = a.NextTrainTask(20s);
+  ASSERT_TRUE(ta2.ok());
+  ASSERT_TRUE(a.SendUpdate(ta2->task, RandomDelta(n, 13), 10).ok());
+  auto code = coord->Wait(60s);
+  ASSERT_TRUE(code.has_value()) << "round 2 did not close at the adaptive deadline\n" << coord->Log();
+  EXPECT_EQ(*code, 0);
+  EXPECT_NE(coord->Log().find("round=2 adaptive deadline"), std::string::npos) << coord->Log();
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(v[2].participants, std::vector<std::string>{"a"});
+}
+
 }  // namespace
 }  // namespace shoal
