@@ -32,6 +32,7 @@ echo "== coordinator: model=$MODEL rounds=$ROUNDS workers=$WORKERS (logs in $RUN
 "$BIN/shoal-coordinator" --config configs/coordinator.toml --run-dir "$RUN_DIR/run" \
   --rounds "$ROUNDS" --model "$MODEL" --min-workers "$WORKERS" --min-fit 1 \
   --bind 'tcp://127.0.0.1:*' --endpoint-file "$RUN_DIR/endpoint" \
+  --set http.port="${HTTP_PORT:-0}" --set http.port_file="$RUN_DIR/http_port" \
   2> "$RUN_DIR/logs/coordinator.log" &
 coord=$!
 for _ in $(seq 1 600); do [ -s "$RUN_DIR/endpoint" ] && break; kill -0 $coord 2>/dev/null || break; sleep 0.1; done
@@ -45,6 +46,7 @@ for i in $(seq 1 "$WORKERS"); do
   pids+=($!)
 done
 grep -h "runtime blas" "$RUN_DIR/logs/coordinator.log" 2>/dev/null | head -1 | sed 's/^.*runtime /== runtime: /' || true
+[ -s "$RUN_DIR/http_port" ] && echo "== dashboard: http://127.0.0.1:$(cat "$RUN_DIR/http_port")/  (shoalctl rounds $RUN_DIR/run)"
 status=0
 wait $coord || status=$?
 if [ $status -ne 0 ]; then
