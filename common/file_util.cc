@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -51,9 +52,18 @@ Status FsyncDir(const std::string& dir) {
 
 }  // namespace
 
-Status WriteFileAtomic(const std::string& path, const std::vector<std::string_view>& parts) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+Status WriteFileAtomic(const std::string& path, const std::vector<std::string_view>& parts,
+                       mode_t mode) {
+  // pid + thread-unique counter: concurrent writers of one path never share a temporary file.
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd >= 0 && ::fchmod(fd, mode) != 0) {  // O_CREAT's mode is filtered by the umask
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return Errno("chmod", tmp);
+  }
   if (fd < 0) return Errno("create", tmp);
   Status st;
   for (auto part : parts) {

@@ -5,6 +5,8 @@
 // Errors are IoError values naming the path and the failing call (ENOSPC included).
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -14,10 +16,12 @@
 
 namespace shoal {
 
-// Writes the concatenation of `parts` atomically.
-Status WriteFileAtomic(const std::string& path, const std::vector<std::string_view>& parts);
-inline Status WriteFileAtomic(const std::string& path, std::string_view data) {
-  return WriteFileAtomic(path, std::vector<std::string_view>{data});
+// Writes the concatenation of `parts` atomically; the file is created with `mode` (0600 for
+// private keys, so they are never readable by others, not even for an instant).
+Status WriteFileAtomic(const std::string& path, const std::vector<std::string_view>& parts,
+                       mode_t mode = 0644);
+inline Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0644) {
+  return WriteFileAtomic(path, std::vector<std::string_view>{data}, mode);
 }
 
 // Reads a whole file; NotFound when missing, InvalidArgument when larger than max_bytes.

@@ -2,8 +2,7 @@
 #include <csignal>
 #include <cstdio>
 
-#include <CLI/CLI.hpp>
-
+#include "common/cli_flags.h"
 #include "common/log.h"
 #include "coordinator/config.h"
 #include "coordinator/round_engine.h"
@@ -17,13 +16,7 @@ void OnSignal(int) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Shoal coordinator: schedules federated rounds, aggregates with FedAvg, stores versions"};
-  std::string config_path;
-  std::vector<std::string> overrides;
-  app.add_option("-c,--config", config_path, "TOML config file (see docs/config.md)");
-  app.add_option("--set", overrides, "Override a config key: section.key=value (repeatable)");
-  // Shorthands for the keys most often changed on the command line.
-  struct Flag { const char* flag; const char* key; const char* help; };
-  const Flag kFlags[] = {
+  shoal::ConfigFlags flags(app, {
       {"--run-dir", "run.dir", "Run directory (run.dir)"},
       {"--rounds", "run.rounds", "Rounds to train (run.rounds)"},
       {"--seed", "run.seed", "Seed (run.seed)"},
@@ -38,18 +31,12 @@ int main(int argc, char** argv) {
       {"--batch-size", "train.batch_size", "Local batch size"},
       {"--lr", "train.lr", "SGD learning rate"},
       {"--eval-limit", "eval.limit", "Central evaluation on the first N samples only"},
+      {"--http-port", "http.port", "Dashboard/API port (0 = any free port)"},
       {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},
-  };
-  std::vector<std::string> flag_values(std::size(kFlags));
-  for (size_t i = 0; i < std::size(kFlags); ++i) {
-    app.add_option(kFlags[i].flag, flag_values[i], kFlags[i].help);
-  }
+  });
   CLI11_PARSE(app, argc, argv);
-  for (size_t i = 0; i < std::size(kFlags); ++i) {
-    if (!flag_values[i].empty()) overrides.push_back(std::string(kFlags[i].key) + "=" + flag_values[i]);
-  }
 
-  auto config = shoal::LoadCoordinatorConfig(config_path, overrides);
+  auto config = shoal::LoadCoordinatorConfig(flags.config_path(), flags.Overrides());
   if (!config.ok()) {
     std::fprintf(stderr, "shoal-coordinator: %s\n", config.status().ToString().c_str());
     return 2;

@@ -19,6 +19,7 @@
 #include "common/file_util.h"
 #include "common/nn/runtime.h"
 #include "common/sha256.h"
+#include "common/signing.h"
 #include "coordinator/fed_avg.h"
 #include "coordinator/http_server.h"
 #include "coordinator/model_ops.h"
@@ -205,6 +206,8 @@ Status Coordinator::Impl::Prepare() {
   spdlog::info("runtime {}", nn::ConfigureTorchRuntime(cfg_.threads));
   SHOAL_ASSIGN_OR_RETURN(ModelStore store, ModelStore::Open(cfg_.run_dir));
   store_ = std::make_unique<ModelStore>(std::move(store));
+  // The key that signs exported models (shoalctl export / verify).
+  SHOAL_RETURN_IF_ERROR(EnsureCoordinatorKey(cfg_.run_dir));
   if (cfg_.eval_format != "none") {
     SHOAL_ASSIGN_OR_RETURN(evaluator_, CentralEvaluator::Create(
                                            cfg_.model, cfg_.input_shape, cfg_.num_classes,

@@ -2,8 +2,7 @@
 #include <csignal>
 #include <cstdio>
 
-#include <CLI/CLI.hpp>
-
+#include "common/cli_flags.h"
 #include "common/log.h"
 #include "worker/client.h"
 #include "worker/config.h"
@@ -17,12 +16,7 @@ void OnSignal(int) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Shoal worker: trains locally on a private data silo, sends weight deltas"};
-  std::string config_path;
-  std::vector<std::string> overrides;
-  app.add_option("-c,--config", config_path, "TOML config file (see docs/config.md)");
-  app.add_option("--set", overrides, "Override a config key: section.key=value (repeatable)");
-  struct Flag { const char* flag; const char* key; const char* help; };
-  const Flag kFlags[] = {
+  shoal::ConfigFlags flags(app, {
       {"--name", "worker.name", "Worker name, unique in the federation (worker.name)"},
       {"--coordinator", "worker.coordinator", "Coordinator endpoint (worker.coordinator)"},
       {"--data", "data.path", "Silo: IDX directory or CSV file (data.path)"},
@@ -30,16 +24,9 @@ int main(int argc, char** argv) {
       {"--limit", "data.limit", "Use only the first N samples (data.limit)"},
       {"--threads", "runtime.threads", "LibTorch intra-op threads (runtime.threads)"},
       {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},
-  };
-  std::vector<std::string> flag_values(std::size(kFlags));
-  for (size_t i = 0; i < std::size(kFlags); ++i) {
-    app.add_option(kFlags[i].flag, flag_values[i], kFlags[i].help);
-  }
+  });
   CLI11_PARSE(app, argc, argv);
-  for (size_t i = 0; i < std::size(kFlags); ++i) {
-    if (!flag_values[i].empty()) overrides.push_back(std::string(kFlags[i].key) + "=" + flag_values[i]);
-  }
-  auto config = shoal::LoadWorkerConfig(config_path, overrides);
+  auto config = shoal::LoadWorkerConfig(flags.config_path(), flags.Overrides());
   if (!config.ok()) {
     std::fprintf(stderr, "shoal-worker: %s\n", config.status().ToString().c_str());
     return 2;

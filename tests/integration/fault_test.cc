@@ -284,7 +284,9 @@ TEST_F(FaultTest, CoordinatorKilledMidRoundResumesToTheFaultFreeHash) {
     auto code = coord->Wait(180s);
     EXPECT_TRUE(code.has_value() && *code == 0) << coord->Log();
     for (auto& w : workers) EXPECT_EQ(w->Wait(30s), 0) << w->Log();
-    if (kill_mid_round) EXPECT_NE(coord->Log().find("resuming run="), std::string::npos);
+    if (kill_mid_round) {
+      EXPECT_NE(coord->Log().find("resuming run="), std::string::npos);
+    }
     return Versions(run_dir);
   };
   // Training seeds derive from worker names, so both runs use the same names and run dir path

@@ -1,6 +1,7 @@
 // shoalctl: the Shoal admin tool.
 #include <CLI/CLI.hpp>
 
+#include "tools/ctl/export_cmd.h"
 #include "tools/ctl/partition_cmd.h"
 #include "tools/ctl/run_cmds.h"
 
@@ -9,6 +10,13 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   shoal::AddPartitionCommand(app);
   shoal::ctl::AddRunCommands(app);
-  CLI11_PARSE(app, argc, argv);
+  shoal::ctl::AddExportCommand(app);
+  shoal::ctl::AddVerifyCommand(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every usage or command error exits 2 (docs/errors.md).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   return 0;
 }

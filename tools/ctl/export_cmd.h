@@ -1,0 +1,53 @@
+// shoalctl `export` (one stored version as a signed TorchScript file for serving) and `verify`
+// (check such a file against its metadata and the coordinator's public key).
+//
+// export writes OUT (model.pt, a TorchScript archive checked against the C++ model before it is
+// written) and OUT with the extension .json (model.json): version, round, the version's weights
+// SHA-256, model.pt's SHA-256, metrics, lineage back to v0, model name, input shape, class names,
+// preprocessing, run id, export time, the coordinator's public key and an Ed25519 signature over
+// the canonical JSON (nlohmann dump() without indentation) of model.json without "signature".
+// Both files are written to a temporary name and renamed into place.
+//
+// Exit codes: 0 success; 2 bad arguments or a file that cannot be read or written (run
+// directory, version, key); 3 a verification that failed (model.pt or model.json modified,
+// signature by another key).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace shoal::ctl {
+
+struct ExportRequest {
+  std::string run_dir;
+  std::string version = "latest";        // N, vN, latest or best (highest metrics.central.accuracy)
+  std::string out;                       // model.pt path; model.json goes beside it
+  std::vector<std::string> class_names;  // overrides run.json and the defaults when not empty
+};
+
+// Exports and returns the model.json that was written.
+Result<nlohmann::json> ExportVersion(const ExportRequest& request);
+
+struct VerifyOutcome {
+  std::vector<std::string> failures;  // one line per failed check; empty when all passed
+  std::string summary;                // what was verified (version, fingerprint)
+  std::string warning;                // set when no trusted key was given
+};
+
+// Checks model.pt against model.json and model.json's signature against the public key in
+// `pubkey_path`, else `run_dir`'s coordinator key, else (with a warning) the key embedded in
+// model.json. An error Status when the checks cannot run (missing file, unreadable key).
+Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::string& pubkey_path,
+                                   const std::string& run_dir);
+
+// model.pt -> model.json (the extension replaced; appended when there is none).
+std::string MetadataPathFor(const std::string& model_path);
+
+void AddExportCommand(CLI::App& app);
+void AddVerifyCommand(CLI::App& app);
+
+}  // namespace shoal::ctl

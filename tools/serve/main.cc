@@ -1,0 +1,113 @@
+// shoal-serve: serves predictions from a model exported by `shoalctl export` over HTTP.
+//
+//   shoal-serve --model model.pt [--host 127.0.0.1] [--port 8080] [--port-file F]
+//
+// Exit codes: 0 stopped by SIGINT/SIGTERM; 1 the server failed (bind, listener); 2 bad command
+// line, or a model / model.json that cannot be loaded.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/nn/runtime.h"
+#include "tools/serve/server.h"
+
+namespace {
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+void OnStopSignal(int sig) { g_stop_signal = sig; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"shoal-serve: HTTP predictions from a model exported by shoalctl export"};
+  std::string model_path;
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::string port_file;
+  int64_t max_batch = shoal::serve::kDefaultMaxBatch;
+  std::string log_level = "info";
+  app.add_option("--model", model_path, "Exported TorchScript file (model.json beside it)")
+      ->required();
+  app.add_option("--host", host, "Address to listen on")->capture_default_str();
+  app.add_option("--port", port, "TCP port (0 = any free port)")->capture_default_str();
+  app.add_option("--port-file", port_file, "Write the bound port to this file");
+  app.add_option("--max-batch", max_batch, "Most inputs per /predict request")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace | debug | info | warn | error")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (auto st = shoal::InitLogging("serve", log_level); !st.ok()) {
+    std::fprintf(stderr, "shoal-serve: %s\n", st.ToString().c_str());
+    return 2;
+  }
+
+  // The handler only records the signal; a watcher thread turns it into Stop(). (sigwait in
+  // one thread is not enough: OpenBLAS starts threads before main() that would take the signal.)
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  spdlog::info("runtime {}", shoal::nn::ConfigureTorchRuntime(1));
+  auto server = shoal::serve::ModelServer::Load(model_path, max_batch);
+  if (!server.ok()) {
+    spdlog::error("cannot serve {}: {}", model_path, server.status().ToString());
+    return 2;
+  }
+  const auto& meta = (*server)->metadata();
+  auto port_or = (*server)->Bind(host, port);
+  if (!port_or.ok()) {
+    spdlog::error("{}", port_or.status().ToString());
+    return 1;
+  }
+  std::printf("listening on http://%s:%d\n", host.c_str(), *port_or);
+  std::fflush(stdout);
+  spdlog::info("serving {} v{} of run {} ({} classes)", meta.value("model", "?"),
+               meta.value("version", 0ull), meta.value("run_id", "?"),
+               meta.value("num_classes", 0ll));
+  if (!port_file.empty()) {
+    if (auto st = shoal::WriteFileAtomic(port_file, std::to_string(*port_or) + "\n"); !st.ok()) {
+      spdlog::error("{}", st.ToString());
+      return 1;
+    }
+  }
+
+  std::atomic<bool> serving_done{false};
+  std::thread watcher([&] {
+    while (!serving_done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (const int sig = g_stop_signal; sig != 0) {
+        spdlog::info("signal {}: stopping", sig);
+        // Repeated until Serve returns: a Stop() that lands just before the listener starts
+        // would otherwise be lost.
+        while (!serving_done) {
+          (*server)->Stop();
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+    }
+  });
+  shoal::Status st = (*server)->Serve();
+  serving_done = true;
+  watcher.join();
+  if (!st.ok()) {
+    spdlog::error("{}", st.ToString());
+    return 1;
+  }
+  spdlog::info("stopped");
+  return 0;
+}
