@@ -62,7 +62,15 @@ std::string VersionMetaPath(const std::string& run_dir, uint64_t v) {
 std::string MetricsLogPath(const std::string& run_dir) { return run_dir + "/metrics.jsonl"; }
 std::string RunInfoPath(const std::string& run_dir) { return run_dir + "/run.json"; }
 
-Result<std::vector<VersionMeta>> ListVersions(const std::string& run_dir) {
+static Result<VersionMeta> ReadVersionMeta(const std::string& path) {
+  SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(path, 1 << 24));
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) return Corrupt("not valid JSON");
+  return VersionMeta::FromJson(j);
+}
+
+Result<std::vector<VersionMeta>> ListVersions(const std::string& run_dir,
+                                              std::vector<std::string>* problems) {
   const std::string dir = run_dir + "/versions";
   if (!PathExists(dir)) return NotFound(run_dir + " is not a Shoal run directory (no versions/)");
   std::vector<VersionMeta> out;
@@ -70,11 +78,13 @@ Result<std::vector<VersionMeta>> ListVersions(const std::string& run_dir) {
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const auto& p = entry.path();
     if (p.extension() != ".json" || p.filename().string().rfind('v', 0) != 0) continue;
-    SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(p.string(), 1 << 24));
-    auto j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded()) return Corrupt(p.string() + ": not valid JSON");
-    auto meta = VersionMeta::FromJson(j);
-    if (!meta.ok()) return meta.status().Annotate(p.string());
+    auto meta = ReadVersionMeta(p.string());
+    if (!meta.ok()) {
+      Status st = meta.status().Annotate(p.string());
+      if (problems == nullptr) return st;
+      problems->push_back(st.ToString());
+      continue;
+    }
     out.push_back(std::move(meta).value());
   }
   if (ec) return IoError("list " + dir + ": " + ec.message());

@@ -40,8 +40,11 @@ std::string VersionMetaPath(const std::string& run_dir, uint64_t version);
 std::string MetricsLogPath(const std::string& run_dir);
 std::string RunInfoPath(const std::string& run_dir);
 
-// Lists committed versions (those whose meta exists), oldest first.
-Result<std::vector<VersionMeta>> ListVersions(const std::string& run_dir);
+// Lists committed versions (those whose meta exists), oldest first. A meta file that cannot be
+// read or parsed is Corrupt; with `problems` given, it is skipped and described there instead
+// (the coordinator then resumes from the newest good version).
+Result<std::vector<VersionMeta>> ListVersions(const std::string& run_dir,
+                                              std::vector<std::string>* problems = nullptr);
 // Loads a version's weights and checks them against its recorded SHA-256.
 Result<Weights> LoadVersion(const std::string& run_dir, const VersionMeta& meta);
 // Reads metrics.jsonl; a torn last line (no trailing newline: crash mid-append) is skipped, any

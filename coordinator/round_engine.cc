@@ -273,7 +273,9 @@ Status Coordinator::Impl::Resume() {
     SHOAL_RETURN_IF_ERROR(WriteFileAtomic(info_path, info.dump(2) + "\n"));
   }
 
-  SHOAL_ASSIGN_OR_RETURN(auto versions, ListVersions(cfg_.run_dir));
+  std::vector<std::string> problems;
+  SHOAL_ASSIGN_OR_RETURN(auto versions, ListVersions(cfg_.run_dir, &problems));
+  for (const auto& p : problems) spdlog::error("skipping unreadable version: {}", p);
   for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
     auto w = LoadVersion(cfg_.run_dir, *it);
     if (!w.ok()) {

@@ -378,5 +378,39 @@ TEST_F(FaultTest, AdaptiveDeadlineClosesARoundLongBeforeTheConfiguredTimeout) {
   EXPECT_EQ(v[2].participants, std::vector<std::string>{"a"});
 }
 
+TEST_F(FaultTest, CorruptLatestVersionIsReportedAndTheRunResumesFromThePreviousOne) {
+  Partition(2, 2000);
+  const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
+  auto coord = StartCoordinator({"--rounds", "2", "--min-workers", "2", "--min-fit", "2"}, {}, "", bind);
+  auto w1 = StartWorker("w1", 1, {"--set", "retry.max_ms=300"});
+  auto w2 = StartWorker("w2", 2, {"--set", "retry.max_ms=300"});
+  ASSERT_EQ(coord->Wait(120s), 0) << coord->Log();
+  w1->Wait(30s);
+  w2->Wait(30s);
+  // Damage v2: one flipped byte in its weights, and a torn meta for a would-be v3.
+  const std::string run = dir_ + "/run";
+  auto bytes = ReadFile(VersionWeightsPath(run, 2));
+  ASSERT_TRUE(bytes.ok());
+  std::string damaged = *bytes;
+  damaged[damaged.size() / 2] ^= 0x40;
+  ASSERT_TRUE(WriteFileAtomic(VersionWeightsPath(run, 2), damaged).ok());
+  ASSERT_TRUE(WriteFileAtomic(VersionMetaPath(run, 3), "{\"version\": 3, \"sha").ok());
+
+  // Asked for 3 rounds, the restarted coordinator reports both, resumes from v1 and redoes round 2.
+  coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2"}, {}, "", bind,
+                           "coordinator2.log");
+  auto w3 = StartWorker("w1", 1);
+  auto w4 = StartWorker("w2", 2);
+  ASSERT_EQ(coord->Wait(120s), 0) << coord->Log();
+  const std::string log = coord->Log();
+  EXPECT_NE(log.find("skipping unreadable version"), std::string::npos) << log;
+  EXPECT_NE(log.find("version v2 is unusable"), std::string::npos) << log;
+  EXPECT_NE(log.find("resuming run="), std::string::npos);
+  EXPECT_NE(log.find("from version v1"), std::string::npos) << log;
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 4u);
+  for (const auto& m : v) Load(m);  // every version verifies again
+}
+
 }  // namespace
 }  // namespace shoal

@@ -1,0 +1,94 @@
+// Micro-benchmarks of the coordinator's hot path, each next to the machine's own limit:
+// FedAvg folding vs memcpy of the same bytes (memory bandwidth), and message encode/decode of
+// weight chunks. Run: build/bin/core_bench --benchmark_repetitions=5
+// --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "coordinator/fed_avg.h"
+#include "protocols/codec.h"
+
+namespace shoal {
+namespace {
+
+ModelSpec FlatSpec(int64_t n) {
+  ModelSpec s;
+  s.tensors.push_back({"w", DType::kFloat32, {n}});
+  return s;
+}
+
+std::vector<float> RandomFloats(int64_t n) {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> d(-0.01f, 0.01f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// One update folded into the running weighted sum (validation scan + multiply-add).
+void BM_FedAvgFold(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const bool exact = state.range(1) != 0;
+  const auto delta = RandomFloats(n);
+  FedAvg agg;
+  agg.Begin(FlatSpec(n), exact);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(agg.Fold(delta.data(), delta.size(), 600));
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+  state.SetLabel(exact ? "deterministic int64" : "float");
+}
+BENCHMARK(BM_FedAvgFold)->Args({1663370, 0})->Args({25000000, 0})->Args({1663370, 1})
+    ->Args({25000000, 1})->Unit(benchmark::kMillisecond);
+
+// The bandwidth ceiling: copying the same number of bytes.
+void BM_Memcpy(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const auto src = RandomFloats(n);
+  std::vector<float> dst(src.size());
+  for (auto _ : state) {
+    std::memcpy(dst.data(), src.data(), src.size() * 4);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+BENCHMARK(BM_Memcpy)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillisecond);
+
+// A model's weights into WeightsChunk frames (4 MiB chunks), and back.
+void BM_EncodeChunks(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const auto w = RandomFloats(n);
+  for (auto _ : state) {
+    auto frames = proto::EncodeChunks(1, w.data(), w.size() * 4, proto::kDefaultChunkBytes);
+    benchmark::DoNotOptimize(frames.data());
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+BENCHMARK(BM_EncodeChunks)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillisecond);
+
+void BM_DecodeChunks(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const auto w = RandomFloats(n);
+  const auto frames = proto::EncodeChunks(1, w.data(), w.size() * 4, proto::kDefaultChunkBytes);
+  proto::Limits limits;
+  for (auto _ : state) {
+    proto::ChunkAssembler a;
+    if (!a.Start(1, w.size() * 4, proto::kDefaultChunkBytes).ok()) state.SkipWithError("start");
+    for (const auto& f : frames) {
+      auto view = proto::ParseFrame(f, limits);
+      auto c = proto::Decode<proto::WeightsChunk>(*view);
+      if (!a.Add(*c, view->payload).ok()) state.SkipWithError("add");
+    }
+    benchmark::DoNotOptimize(a.Take().data());
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+BENCHMARK(BM_DecodeChunks)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace shoal
+
+BENCHMARK_MAIN();

@@ -1,0 +1,522 @@
+#include "protocols/secure_channel.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+namespace shoal::proto {
+namespace {
+
+// TLS record layout (RFC 8446 section 5): type(1) legacy_version(2) length(2), then the body.
+constexpr size_t kRecordHeaderBytes = 5;
+// Largest TLSCiphertext body allowed by RFC 8446: 2^14 + 256.
+constexpr size_t kMaxRecordBody = 16384 + 256;
+// Plaintext per record and the bytes a TLS 1.3 AES-GCM record adds around it.
+constexpr size_t kRecordPlain = 16384;
+constexpr size_t kRecordOverhead = kRecordHeaderBytes + 1 /* inner content type */ + 16 /* tag */;
+// Plaintext handed to SSL_write at once when sealing a large message.
+constexpr size_t kWriteChunk = 64 * kRecordPlain;  // 1 MiB
+
+struct BioDeleter {
+  void operator()(BIO* b) const { BIO_free_all(b); }
+};
+struct X509Deleter {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyDeleter {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+using X509Ptr = std::unique_ptr<X509, X509Deleter>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
+
+// Drains OpenSSL's (thread-local) error queue into one readable string.
+std::string TakeOpenSslErrors() {
+  std::string text;
+  char buf[256];
+  while (unsigned long e = ERR_get_error()) {
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!text.empty()) text += "; ";
+    text += buf;
+  }
+  ERR_clear_error();
+  return text.empty() ? "no OpenSSL error detail" : text;
+}
+
+BioPtr ReadOnlyBio(const std::string& pem) {
+  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+}
+
+// Every certificate in a PEM string, in order.
+Result<std::vector<X509Ptr>> ParseCertificates(const std::string& pem, const char* what) {
+  if (pem.empty()) return InvalidArgument(std::string(what) + " is empty");
+  if (pem.size() > (64u << 20)) return InvalidArgument(std::string(what) + " is too large");
+  BioPtr bio = ReadOnlyBio(pem);
+  if (!bio) return Internal("BIO_new_mem_buf failed");
+  std::vector<X509Ptr> certs;
+  while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.emplace_back(x);
+  // Reading stops with "no start line" at the end of the input; anything else is a bad PEM.
+  unsigned long last = ERR_peek_last_error();
+  if (certs.empty() || (last != 0 && ERR_GET_REASON(last) != PEM_R_NO_START_LINE)) {
+    return InvalidArgument(std::string(what) + ": not a PEM certificate (" + TakeOpenSslErrors() +
+                           ")");
+  }
+  ERR_clear_error();
+  return certs;
+}
+
+std::string SubjectCommonName(X509* cert) {
+  X509_NAME* name = X509_get_subject_name(cert);
+  int index = name ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+  if (index < 0) return "";
+  ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
+  unsigned char* utf8 = nullptr;
+  int len = ASN1_STRING_to_UTF8(&utf8, data);
+  if (len < 0) return "";
+  std::string cn(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
+  OPENSSL_free(utf8);
+  return cn;
+}
+
+std::string Sha256Hex(X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(cert, EVP_sha256(), md, &len) != 1) return "";
+  static const char kHex[] = "0123456789abcdef";
+  std::string hex(2 * len, '0');
+  for (unsigned int i = 0; i < len; ++i) {
+    hex[2 * i] = kHex[md[i] >> 4];
+    hex[2 * i + 1] = kHex[md[i] & 15];
+  }
+  return hex;
+}
+
+// A read-only memory BIO that reports "retry" (not EOF) once empty, so OpenSSL waits for the
+// next frame instead of treating the end of this one as a closed connection.
+BIO* EmptyInputBio() {
+  BIO* bio = BIO_new(BIO_s_mem());
+  if (bio) BIO_set_mem_eof_return(bio, -1);
+  return bio;
+}
+
+// The output BIO: a write-only memory sink that appends TLS's records straight onto the frame
+// being built (a std::string owned by the session). BIO_s_mem would grow its BUF_MEM with
+// BUF_MEM_grow_clean, which copies and wipes the whole buffer on every growth, and then need a
+// further copy to drain it: three extra passes over every sealed byte.
+int SinkWrite(BIO* bio, const char* data, size_t len, size_t* written) {
+  auto* frame = static_cast<std::string*>(BIO_get_data(bio));
+  if (frame == nullptr) return 0;
+  try {
+    frame->append(data, len);
+  } catch (const std::bad_alloc&) {
+    return 0;
+  }
+  *written = len;
+  return 1;
+}
+
+long SinkCtrl(BIO* bio, int cmd, long num, void* ptr) {
+  switch (cmd) {
+    case BIO_CTRL_FLUSH:
+      return 1;
+    case BIO_CTRL_PENDING:
+    case BIO_CTRL_WPENDING:
+      return 0;  // nothing is ever held back: bytes land in the frame at once
+    default:
+      return 0;
+  }
+}
+
+int SinkCreate(BIO* bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+const BIO_METHOD* SinkMethod() {
+  static const BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "shoal frame sink");
+    if (m == nullptr || BIO_meth_set_write_ex(m, SinkWrite) != 1 ||
+        BIO_meth_set_ctrl(m, SinkCtrl) != 1 || BIO_meth_set_create(m, SinkCreate) != 1) {
+      std::abort();  // OpenSSL cannot allocate a few bytes: a broken invariant
+    }
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// TlsContext
+
+void TlsContext::CtxDeleter::operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
+
+TlsContext::TlsContext(std::unique_ptr<SSL_CTX, CtxDeleter> ctx, bool server, std::string expected)
+    : ctx_(std::move(ctx)), server_(server), expected_peer_name_(std::move(expected)) {}
+
+TlsContext::~TlsContext() = default;
+
+Result<std::shared_ptr<TlsContext>> TlsContext::Server(const TlsConfig& config) {
+  return Make(config, /*server=*/true);
+}
+
+Result<std::shared_ptr<TlsContext>> TlsContext::Client(const TlsConfig& config) {
+  return Make(config, /*server=*/false);
+}
+
+Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bool server) {
+  const std::string side = server ? "TLS server config" : "TLS client config";
+  ERR_clear_error();
+  std::unique_ptr<SSL_CTX, CtxDeleter> ctx(
+      SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
+  if (!ctx) return Internal(side + ": SSL_CTX_new failed: " + TakeOpenSslErrors());
+  SSL_CTX* c = ctx.get();
+
+  // Protocol and algorithms: TLS 1.3 with AES-GCM only, no resumption state to protect.
+  if (SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_ciphersuites(c, "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256") != 1 ||
+      SSL_CTX_set1_groups_list(c, "X25519:P-256") != 1) {
+    return Internal(side + ": cannot restrict protocol/suites: " + TakeOpenSslErrors());
+  }
+  SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  if (server) SSL_CTX_set_num_tickets(c, 0);
+  // Keep the record buffers allocated between messages (no per-record malloc/free).
+  SSL_CTX_clear_mode(c, SSL_MODE_RELEASE_BUFFERS);
+
+  // Own identity.
+  if (config.key_pem.empty()) return InvalidArgument(side + ": key_pem is empty");
+  SHOAL_ASSIGN_OR_RETURN(std::vector<X509Ptr> chain,
+                         ParseCertificates(config.cert_pem, (side + ": cert_pem").c_str()));
+  if (SSL_CTX_use_certificate(c, chain[0].get()) != 1) {
+    return InvalidArgument(side + ": certificate refused: " + TakeOpenSslErrors());
+  }
+  for (size_t i = 1; i < chain.size(); ++i) {
+    if (SSL_CTX_add1_chain_cert(c, chain[i].get()) != 1) {
+      return InvalidArgument(side + ": chain certificate refused: " + TakeOpenSslErrors());
+    }
+  }
+  {
+    BioPtr bio = ReadOnlyBio(config.key_pem);
+    PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+    if (!key)
+      return InvalidArgument(side + ": key_pem: not a PEM private key (" + TakeOpenSslErrors() +
+                             ")");
+    if (SSL_CTX_use_PrivateKey(c, key.get()) != 1 || SSL_CTX_check_private_key(c) != 1) {
+      return InvalidArgument(side + ": key_pem does not match cert_pem: " + TakeOpenSslErrors());
+    }
+  }
+
+  // Trust: exactly the configured CA(s); the system store is never loaded.
+  SHOAL_ASSIGN_OR_RETURN(std::vector<X509Ptr> cas,
+                         ParseCertificates(config.ca_pem, (side + ": ca_pem").c_str()));
+  X509_STORE* store = SSL_CTX_get_cert_store(c);
+  for (const X509Ptr& ca : cas) {
+    if (X509_STORE_add_cert(store, ca.get()) != 1) {
+      return InvalidArgument(side + ": ca_pem refused: " + TakeOpenSslErrors());
+    }
+  }
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_verify_depth(c, 4);
+  ERR_clear_error();
+
+  return std::shared_ptr<TlsContext>(
+      new TlsContext(std::move(ctx), server, config.expected_peer_name));
+}
+
+// ---------------------------------------------------------------------------------------------
+// SecureSession
+
+void SecureSession::SslDeleter::operator()(SSL* ssl) const { SSL_free(ssl); }
+
+SecureSession::SecureSession(std::shared_ptr<const TlsContext> context, size_t max_message_bytes)
+    : context_(std::move(context)),
+      max_message_bytes_(std::min(max_message_bytes, kMaxMessageCap)) {
+  ERR_clear_error();
+  ssl_.reset(SSL_new(context_->native()));
+  BIO* rbio = EmptyInputBio();
+  BIO* wbio = BIO_new(SinkMethod());
+  if (!ssl_ || !rbio || !wbio) {
+    BIO_free(rbio);
+    BIO_free(wbio);
+    failure_ = Internal("cannot create TLS session: " + TakeOpenSslErrors());
+    return;
+  }
+  BIO_set_data(wbio, &pending_out_);
+  SSL_set_bio(ssl_.get(), rbio, wbio);  // ssl_ owns both from here
+  if (context_->is_server()) {
+    SSL_set_accept_state(ssl_.get());
+  } else {
+    SSL_set_connect_state(ssl_.get());
+    const std::string& name = context_->expected_peer_name();
+    if (!name.empty() && SSL_set1_host(ssl_.get(), name.c_str()) != 1) {
+      failure_ =
+          InvalidArgument("expected_peer_name '" + name + "' refused: " + TakeOpenSslErrors());
+    }
+  }
+}
+
+SecureSession::~SecureSession() = default;
+
+Status SecureSession::Fail(Status status) {
+  if (failure_.ok()) failure_ = std::move(status);
+  return failure_;
+}
+
+Status SecureSession::FailFromOpenSsl(int ssl_error, const std::string& what) {
+  std::string detail;
+  bool certificate_problem = false;
+  long verify = SSL_get_verify_result(ssl_.get());
+  if (verify != X509_V_OK) {
+    detail = std::string("peer certificate: ") + X509_verify_cert_error_string(verify) + "; ";
+    certificate_problem = true;
+  }
+  unsigned long first = ERR_peek_error();
+  if (first != 0) {
+    int reason = ERR_GET_REASON(first);
+    if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ||
+        reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+      certificate_problem = true;
+    }
+  }
+  if (ssl_error == SSL_ERROR_ZERO_RETURN) {
+    detail += "peer closed the TLS session";
+    ERR_clear_error();
+  } else if (ssl_error == SSL_ERROR_SYSCALL && first == 0) {
+    detail += "unexpected end of the TLS stream";
+  } else {
+    detail += TakeOpenSslErrors();
+  }
+  std::string message = what + ": " + detail;
+  return Fail(certificate_problem ? Rejected(std::move(message))
+                                  : ProtocolError(std::move(message)));
+}
+
+Status SecureSession::CheckFrame(std::string_view frame) const {
+  if (frame.empty()) return ProtocolError("empty TLS frame");
+  size_t pos = 0;
+  while (pos < frame.size()) {
+    if (frame.size() - pos < kRecordHeaderBytes) {
+      return ProtocolError("TLS frame of " + std::to_string(frame.size()) +
+                           " bytes ends inside a record header at offset " + std::to_string(pos));
+    }
+    const auto* h = reinterpret_cast<const unsigned char*>(frame.data() + pos);
+    size_t body = (size_t{h[3]} << 8) | h[4];
+    if (body > kMaxRecordBody) {
+      return ProtocolError("TLS record at offset " + std::to_string(pos) + " claims " +
+                           std::to_string(body) + " bytes (limit " +
+                           std::to_string(kMaxRecordBody) + ")");
+    }
+    if (frame.size() - pos - kRecordHeaderBytes < body) {
+      return ProtocolError("TLS frame of " + std::to_string(frame.size()) +
+                           " bytes ends inside the record at offset " + std::to_string(pos));
+    }
+    pos += kRecordHeaderBytes + body;
+  }
+  return Status::Ok();
+}
+
+Status SecureSession::DrainOutput(std::vector<std::string>* out) {
+  if (pending_out_.empty()) return Status::Ok();
+  out->push_back(std::move(pending_out_));
+  pending_out_ = std::string();
+  return Status::Ok();
+}
+
+void SecureSession::SetInput(std::string_view frame) {
+  // Zero-copy: OpenSSL reads the caller's bytes in place. Replaced by an empty BIO before
+  // OnWire returns, so no pointer into the caller's frame outlives the call.
+  BIO* bio = frame.empty() ? EmptyInputBio()
+                           : BIO_new_mem_buf(frame.data(), static_cast<int>(frame.size()));
+  if (bio) BIO_set_mem_eof_return(bio, -1);
+  SSL_set0_rbio(ssl_.get(), bio);
+}
+
+Status SecureSession::Start(std::vector<std::string>* out) {
+  if (!failure_.ok()) return failure_;
+  if (started_) return Fail(Internal("SecureSession::Start called twice"));
+  started_ = true;
+  if (context_->is_server()) return Status::Ok();
+  return AdvanceHandshake(out);
+}
+
+Status SecureSession::AdvanceHandshake(std::vector<std::string>* out) {
+  ERR_clear_error();
+  int rc = SSL_do_handshake(ssl_.get());
+  if (rc == 1) {
+    SHOAL_RETURN_IF_ERROR(DrainOutput(out));
+    return OnHandshakeDone();
+  }
+  int err = SSL_get_error(ssl_.get(), rc);
+  if (err == SSL_ERROR_WANT_READ) return DrainOutput(out);
+  // Send the alert (if any) so the peer learns why, then fail for good.
+  (void)DrainOutput(out);
+  return FailFromOpenSsl(err, "TLS handshake failed");
+}
+
+Status SecureSession::OnHandshakeDone() {
+  X509* peer = SSL_get0_peer_certificate(ssl_.get());
+  if (peer == nullptr || SSL_get_verify_result(ssl_.get()) != X509_V_OK) {
+    // Unreachable with SSL_VERIFY_FAIL_IF_NO_PEER_CERT; checked so a policy slip fails closed.
+    return Fail(Rejected("TLS handshake completed without a verified peer certificate"));
+  }
+  if (SSL_version(ssl_.get()) != TLS1_3_VERSION) {
+    return Fail(Internal("TLS handshake negotiated something other than TLS 1.3"));
+  }
+  peer_name_ = SubjectCommonName(peer);
+  peer_fingerprint_ = Sha256Hex(peer);
+  established_ = true;
+  return Status::Ok();
+}
+
+Status SecureSession::OnWire(std::string_view frame, std::vector<std::string>* out,
+                             std::vector<std::string>* messages) {
+  if (!failure_.ok()) return failure_;
+  if (!started_) return Fail(Internal("SecureSession::OnWire called before Start"));
+  if (frame.size() > static_cast<size_t>(INT32_MAX)) {
+    return Fail(
+        ProtocolError("TLS frame of " + std::to_string(frame.size()) + " bytes is too large"));
+  }
+  if (Status s = CheckFrame(frame); !s.ok()) return Fail(std::move(s));
+
+  SetInput(frame);
+  const size_t delivered_before = messages->size();
+  Status status = Status::Ok();
+  if (!established_) status = AdvanceHandshake(out);
+  // The rest of the frame (if any) is application data.
+  if (status.ok() && established_) status = ReadApplicationData(out, messages);
+  if (status.ok() && BIO_ctrl_pending(SSL_get_rbio(ssl_.get())) != 0) {
+    status = Fail(Internal("TLS left part of a frame unread"));
+  }
+  SetInput({});                                // drop the pointer into the caller's frame
+  if (status.ok()) status = DrainOutput(out);  // e.g. a KeyUpdate response
+  // A failed frame delivers nothing, not even messages from its authentic leading records.
+  if (!status.ok()) messages->resize(delivered_before);
+  return status;
+}
+
+Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
+                                          std::vector<std::string>* messages) {
+  ERR_clear_error();
+  for (;;) {
+    // Decrypt straight into the length prefix or the message being reassembled.
+    unsigned char* dst;
+    size_t want;
+    if (!in_body_) {
+      dst = length_bytes_ + length_have_;
+      want = 4 - length_have_;
+    } else {
+      dst = reinterpret_cast<unsigned char*>(partial_.data()) + partial_have_;
+      want = partial_.size() - partial_have_;
+    }
+    size_t got = 0;
+    if (want > 0) {
+      int rc = SSL_read_ex(ssl_.get(), dst, want, &got);
+      if (rc != 1) {
+        int err = SSL_get_error(ssl_.get(), rc);
+        if (err == SSL_ERROR_WANT_READ) return Status::Ok();  // the frame is used up
+        (void)DrainOutput(out);                               // the alert, if TLS produced one
+        return FailFromOpenSsl(err, "TLS record rejected");
+      }
+    }
+    if (!in_body_) {
+      length_have_ += got;
+      if (length_have_ < 4) continue;
+      uint32_t length = uint32_t{length_bytes_[0]} | (uint32_t{length_bytes_[1]} << 8) |
+                        (uint32_t{length_bytes_[2]} << 16) | (uint32_t{length_bytes_[3]} << 24);
+      if (length > max_message_bytes_) {
+        return Fail(ProtocolError("message length prefix " + std::to_string(length) +
+                                  " exceeds the limit of " + std::to_string(max_message_bytes_) +
+                                  " bytes"));
+      }
+      partial_.resize(length);  // checked against the cap just above
+      partial_have_ = 0;
+      length_have_ = 0;
+      in_body_ = true;
+    } else {
+      partial_have_ += got;
+    }
+    if (in_body_ && partial_have_ == partial_.size()) {
+      messages->push_back(std::move(partial_));
+      partial_ = std::string();
+      partial_have_ = 0;
+      in_body_ = false;
+    }
+  }
+}
+
+Status SecureSession::WritePlain(std::string_view data, std::vector<std::string>* out) {
+  ERR_clear_error();
+  size_t written = 0;
+  int rc = SSL_write_ex(ssl_.get(), data.data(), data.size(), &written);
+  if (rc != 1 || written != data.size()) {
+    int err = SSL_get_error(ssl_.get(), rc);
+    (void)DrainOutput(out);
+    return FailFromOpenSsl(err, "TLS encryption failed");
+  }
+  return Status::Ok();
+}
+
+Status SecureSession::Seal(std::string_view message, std::vector<std::string>* out) {
+  if (!failure_.ok()) return failure_;
+  if (!established_) {
+    // Refused without failing the session: nothing reached the wire.
+    return Internal("Seal before the TLS handshake completed");
+  }
+  if (message.size() > kMaxMessageCap) {
+    return InvalidArgument("message of " + std::to_string(message.size()) +
+                           " bytes exceeds the 32-bit length prefix");
+  }
+  // First record: the length prefix and the head of the message together.
+  unsigned char first[kRecordPlain];
+  const uint32_t n = static_cast<uint32_t>(message.size());
+  first[0] = static_cast<unsigned char>(n);
+  first[1] = static_cast<unsigned char>(n >> 8);
+  first[2] = static_cast<unsigned char>(n >> 16);
+  first[3] = static_cast<unsigned char>(n >> 24);
+  size_t head = std::min(message.size(), kRecordPlain - 4);
+  if (head > 0) std::memcpy(first + 4, message.data(), head);
+  SHOAL_RETURN_IF_ERROR(
+      WritePlain(std::string_view(reinterpret_cast<const char*>(first), head + 4), out));
+
+  // The rest in large writes; a frame is closed before it would pass kMaxWireFrameBytes.
+  // Each frame's buffer is reserved once for what it will hold, so records are written into
+  // it without reallocation.
+  auto wire_bytes = [](size_t plain) {
+    return (plain + kRecordPlain - 1) / kRecordPlain * (kRecordPlain + kRecordOverhead);
+  };
+  size_t pos = head;
+  while (pos < message.size()) {
+    size_t chunk = std::min(message.size() - pos, kWriteChunk);
+    if (pending_out_.size() + wire_bytes(chunk) > kMaxWireFrameBytes) {
+      SHOAL_RETURN_IF_ERROR(DrainOutput(out));
+    }
+    if (pending_out_.capacity() < kMaxWireFrameBytes) {
+      pending_out_.reserve(
+          std::min(pending_out_.size() + wire_bytes(message.size() - pos), kMaxWireFrameBytes));
+    }
+    SHOAL_RETURN_IF_ERROR(WritePlain(message.substr(pos, chunk), out));
+    pos += chunk;
+  }
+  return DrainOutput(out);
+}
+
+Status SecureSession::SealRawForTesting(std::string_view plaintext, std::vector<std::string>* out) {
+  if (!failure_.ok()) return failure_;
+  if (!established_) return Internal("Seal before the TLS handshake completed");
+  if (!plaintext.empty()) SHOAL_RETURN_IF_ERROR(WritePlain(plaintext, out));
+  return DrainOutput(out);
+}
+
+}  // namespace shoal::proto

@@ -1,0 +1,169 @@
+// A mutually authenticated, encrypted channel: TLS 1.3 carried in ZeroMQ frames.
+//
+// Why TLS through memory BIOs. ZeroMQ owns the TCP connections (reconnects, heartbeats, one
+// ROUTER socket for every worker), so TLS cannot own a socket. Each SecureSession drives an
+// OpenSSL SSL object whose input and output are memory BIOs: a received ZeroMQ frame is handed
+// to TLS as a read-only memory BIO (BIO_s_mem) over the caller's bytes (no copy), and whatever
+// TLS produces (handshake flights, alerts, encrypted records) goes through a write-only memory
+// sink BIO straight into the frame the caller will send (BIO_s_mem's growth would copy and wipe
+// its buffer repeatedly and need one more copy to drain). The session does no I/O itself; the
+// coordinator keeps one session per ROUTER routing id, a worker keeps one for its DEALER.
+//
+// Policy (TlsContext). TLS 1.3 only, AES-GCM suites only, no session tickets or resumption.
+// Both sides present a certificate and both verify the peer's chain against `ca_pem` alone (the
+// system trust store is never loaded). A client given `expected_peer_name` also requires the
+// server certificate to carry that name (DNS SAN, or CN when the certificate has no DNS SAN).
+// The identity of a peer is the verified certificate (peer_name(), peer_fingerprint()), never
+// the ZeroMQ routing id.
+//
+// Wire framing. Every frame a session emits holds whole TLS records, and a received frame must
+// hold whole records too (the record headers are walked before anything reaches OpenSSL), so a
+// truncated, padded or length-tampered frame is refused at once instead of being buffered.
+// Seal() splits a large message into several frames of at most kMaxWireFrameBytes each.
+//
+// Message framing. Inside the TLS stream every application message is a 4-byte little-endian
+// length followed by that many bytes. The length is checked against the session's cap before
+// any memory is reserved for it, so the reassembly buffer never exceeds cap + 4 bytes.
+// Decrypted bytes are read straight into the message being reassembled.
+//
+// Failure. Any error (handshake failure, certificate from another CA, wrong or missing peer
+// certificate, a record that fails authentication because of flipped bits, a replayed or
+// foreign record, a malformed frame, a length over the cap, the peer closing the session) makes
+// the session failed for good: every later call returns the same Status, whose message names
+// the reason (OpenSSL's error queue and certificate verification result are included). A record
+// that fails authentication never yields plaintext, and a failed OnWire appends no message at
+// all (not even one completed by authentic records earlier in the same frame). After a failure
+// the caller drops the session (and its peer); a TLS alert describing the failure may have been
+// appended to `out` and is worth sending.
+//
+// Threads: a TlsContext may be shared by sessions on any threads; a SecureSession belongs to
+// one thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+// OpenSSL types, declared here so that this header does not include OpenSSL.
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
+typedef struct bio_st BIO;
+
+namespace shoal::proto {
+
+// Largest application message a session accepts by default.
+inline constexpr size_t kDefaultMaxMessageBytes = size_t{80} << 20;  // 80 MiB
+// Largest frame a session emits; larger messages are sealed into several frames.
+inline constexpr size_t kMaxWireFrameBytes = size_t{8} << 20;  // 8 MiB
+// The length prefix is 32-bit, so no cap can exceed this.
+inline constexpr size_t kMaxMessageCap = 0xFFFFFFFFu;
+
+struct TlsConfig {
+  std::string cert_pem;  // this side's certificate (PEM), optionally followed by its chain
+  std::string key_pem;   // its private key (PEM; e.g. ECDSA P-256)
+  std::string ca_pem;    // the only trusted CA certificate(s) (PEM)
+  // Name the peer certificate must carry (DNS SAN, or CN without DNS SANs). Empty = any
+  // certificate issued by the CA. Used by clients to pin the coordinator's name.
+  std::string expected_peer_name;
+};
+
+// An immutable SSL_CTX configured with the policy above. Shared by all sessions of one side.
+class TlsContext {
+ public:
+  static Result<std::shared_ptr<TlsContext>> Server(const TlsConfig& config);
+  static Result<std::shared_ptr<TlsContext>> Client(const TlsConfig& config);
+
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  bool is_server() const { return server_; }
+  const std::string& expected_peer_name() const { return expected_peer_name_; }
+  SSL_CTX* native() const { return ctx_.get(); }
+
+ private:
+  struct CtxDeleter {
+    void operator()(SSL_CTX* ctx) const;
+  };
+  TlsContext(std::unique_ptr<SSL_CTX, CtxDeleter> ctx, bool server, std::string expected);
+  static Result<std::shared_ptr<TlsContext>> Make(const TlsConfig& config, bool server);
+
+  std::unique_ptr<SSL_CTX, CtxDeleter> ctx_;
+  bool server_;
+  std::string expected_peer_name_;
+};
+
+// One TLS session with one peer.
+class SecureSession {
+ public:
+  // `max_message_bytes` caps each received application message (<= kMaxMessageCap).
+  explicit SecureSession(std::shared_ptr<const TlsContext> context,
+                         size_t max_message_bytes = kDefaultMaxMessageBytes);
+  ~SecureSession();
+  SecureSession(const SecureSession&) = delete;
+  SecureSession& operator=(const SecureSession&) = delete;
+
+  // Begins the handshake. A client appends its ClientHello frame to `out`; a server appends
+  // nothing (it waits for the ClientHello). Call once, before OnWire.
+  Status Start(std::vector<std::string>* out);
+
+  // Feeds one received frame of raw TLS bytes: advances the handshake or decrypts. Frames to
+  // send back are appended to `out`, complete application messages to `messages`.
+  Status OnWire(std::string_view frame, std::vector<std::string>* out,
+                std::vector<std::string>* messages);
+
+  // Encrypts one application message (at most kMaxMessageCap bytes; the receiver enforces its
+  // own cap) into one or more frames appended to `out`. Fails before the handshake completes.
+  Status Seal(std::string_view message, std::vector<std::string>* out);
+
+  bool established() const { return established_; }
+  bool failed() const { return !failure_.ok(); }
+  const Status& failure() const { return failure_; }
+  // Subject CN of the verified peer certificate; empty before the handshake completes.
+  std::string peer_name() const { return peer_name_; }
+  // Lower-case hex SHA-256 of the peer certificate's DER encoding; empty before completion.
+  std::string peer_fingerprint() const { return peer_fingerprint_; }
+
+  // Test hook: encrypts `plaintext` into the TLS stream as is, without a length prefix, so
+  // tests can forge the inner framing (e.g. a lying length) inside authentic records.
+  Status SealRawForTesting(std::string_view plaintext, std::vector<std::string>* out);
+
+ private:
+  struct SslDeleter {
+    void operator()(SSL* ssl) const;
+  };
+
+  Status Fail(Status status);
+  Status FailFromOpenSsl(int ssl_error, const std::string& what);
+  Status CheckFrame(std::string_view frame) const;
+  Status DrainOutput(std::vector<std::string>* out);
+  Status AdvanceHandshake(std::vector<std::string>* out);
+  Status OnHandshakeDone();
+  Status ReadApplicationData(std::vector<std::string>* out, std::vector<std::string>* messages);
+  Status WritePlain(std::string_view data, std::vector<std::string>* out);
+  void SetInput(std::string_view frame);
+
+  std::shared_ptr<const TlsContext> context_;
+  std::unique_ptr<SSL, SslDeleter> ssl_;
+  std::string pending_out_;  // the frame TLS is writing into (through the output BIO)
+  size_t max_message_bytes_;
+  bool started_ = false;
+  bool established_ = false;
+  Status failure_;
+  std::string peer_name_;
+  std::string peer_fingerprint_;
+
+  // Reassembly of the next incoming message.
+  unsigned char length_bytes_[4] = {0, 0, 0, 0};
+  size_t length_have_ = 0;  // bytes of the length prefix received so far
+  bool in_body_ = false;    // the prefix is complete, `partial_` is being filled
+  std::string partial_;
+  size_t partial_have_ = 0;
+};
+
+}  // namespace shoal::proto
