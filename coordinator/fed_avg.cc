@@ -1,6 +1,7 @@
 #include "coordinator/fed_avg.h"
 
 #include <cmath>
+#include <cstring>
 
 namespace shoal {
 
@@ -32,8 +33,15 @@ Status FedAvg::Fold(const float* delta, size_t count, int64_t num_samples) {
   if (num_samples <= 0) {
     return InvalidArgument("update sample count " + std::to_string(num_samples) + " is not positive");
   }
-  // Validate fully before touching the accumulator, naming the offending tensor.
+  // Validate fully before touching the accumulator. A float is NaN or Inf exactly when its 8
+  // exponent bits are all ones; this branch-free scan vectorizes, unlike std::isfinite.
+  uint32_t any_bad = 0;
   for (size_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, delta + i, sizeof(bits));
+    any_bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  for (size_t i = 0; any_bad != 0 && i < count; ++i) {  // slow path: name the tensor
     if (!std::isfinite(delta[i])) {
       int64_t off = 0;
       for (const auto& t : spec_.tensors) {

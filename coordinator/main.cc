@@ -4,6 +4,7 @@
 
 #include "common/cli_flags.h"
 #include "common/log.h"
+#include "common/malloc_tuning.h"
 #include "coordinator/config.h"
 #include "coordinator/round_engine.h"
 
@@ -15,6 +16,7 @@ void OnSignal(int) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  shoal::TuneMallocForLargeBuffers();
   CLI::App app{"Shoal coordinator: schedules federated rounds, aggregates with FedAvg, stores versions"};
   shoal::ConfigFlags flags(app, {
       {"--run-dir", "run.dir", "Run directory (run.dir)"},

@@ -4,6 +4,7 @@
 
 #include "common/cli_flags.h"
 #include "common/log.h"
+#include "common/malloc_tuning.h"
 #include "worker/client.h"
 #include "worker/config.h"
 
@@ -15,6 +16,7 @@ void OnSignal(int) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  shoal::TuneMallocForLargeBuffers();
   CLI::App app{"Shoal worker: trains locally on a private data silo, sends weight deltas"};
   shoal::ConfigFlags flags(app, {
       {"--name", "worker.name", "Worker name, unique in the federation (worker.name)"},
