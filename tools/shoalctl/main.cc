@@ -3,6 +3,7 @@
 
 #include "tools/ctl/export_cmd.h"
 #include "tools/ctl/partition_cmd.h"
+#include "tools/ctl/pki_cmds.h"
 #include "tools/ctl/run_cmds.h"
 
 int main(int argc, char** argv) {
@@ -12,6 +13,7 @@ int main(int argc, char** argv) {
   shoal::ctl::AddRunCommands(app);
   shoal::ctl::AddExportCommand(app);
   shoal::ctl::AddVerifyCommand(app);
+  shoal::ctl::AddPkiCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
