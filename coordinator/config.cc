@@ -17,6 +17,16 @@ Status CoordinatorConfig::Validate() const {
     return bad("network.chunk_bytes", "must be a multiple of 4 between 4096 and 67108864");
   }
   if (max_concurrent_uploads < 1) return bad("network.max_concurrent_uploads", "must be at least 1");
+  if (model != "mlp" && model != "cnn" && model != "logreg" && model != "torchscript") {
+    return bad("model.name", "must be mlp, cnn, logreg or torchscript, got '" + model + "'");
+  }
+  if (model == "torchscript" && model_path.empty()) {
+    return bad("model.path", "required when model.name is torchscript (a file written by "
+                             "torch.jit.save(torch.jit.script(model), path))");
+  }
+  if (model != "torchscript" && !model_path.empty()) {
+    return bad("model.path", "is only used with model.name = torchscript, not '" + model + "'");
+  }
   if (input_shape.empty()) return bad("model.input_shape", "must not be empty");
   for (int64_t d : input_shape) {
     if (d <= 0) return bad("model.input_shape", "dimensions must be positive");
@@ -60,6 +70,7 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("network.chunk_bytes", c.chunk_bytes);
   r.Read("network.max_concurrent_uploads", c.max_concurrent_uploads);
   r.Read("model.name", c.model);
+  r.Read("model.path", c.model_path);
   r.Read("model.input_shape", c.input_shape);
   r.Read("model.num_classes", c.num_classes);
   r.Read("selection.min_workers", c.min_workers);

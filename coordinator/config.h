@@ -27,7 +27,8 @@ struct CoordinatorConfig {
   int max_concurrent_uploads = 2;        // network.max_concurrent_uploads: updates in flight at once
 
   // [model]
-  std::string model = "cnn";                    // model.name: mlp | cnn | logreg
+  std::string model = "cnn";                    // model.name: mlp | cnn | logreg | torchscript
+  std::string model_path;                       // model.path: TorchScript file (model.name = torchscript)
   std::vector<int64_t> input_shape = {1, 28, 28};  // model.input_shape: one sample's shape
   int64_t num_classes = 10;                     // model.num_classes
 

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
       {"--seed", "run.seed", "Seed (run.seed)"},
       {"--bind", "network.bind", "ZeroMQ endpoint to bind (network.bind)"},
       {"--endpoint-file", "network.endpoint_file", "Write the bound endpoint to this file"},
-      {"--model", "model.name", "mlp | cnn | logreg (model.name)"},
+      {"--model", "model.name", "mlp | cnn | logreg | torchscript (model.name; torchscript needs model.path)"},
       {"--min-workers", "selection.min_workers", "Workers needed to start a round"},
       {"--min-fit", "selection.min_fit", "Updates needed to commit a round"},
       {"--fraction", "selection.fraction", "Share of workers selected per round"},

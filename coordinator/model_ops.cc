@@ -1,14 +1,36 @@
 #include "coordinator/model_ops.h"
 
 #include "common/dataset.h"
+#include "common/file_util.h"
 #include "common/nn/models.h"
+#include "common/sha256.h"
 
 namespace shoal {
 
-Result<Weights> InitialWeights(const std::string& model, const std::vector<int64_t>& input_shape,
-                               int64_t num_classes, uint64_t seed) {
+Result<Weights> InitialWeights(const nn::ModelSource& model,
+                               const std::vector<int64_t>& input_shape, int64_t num_classes,
+                               uint64_t seed) {
   SHOAL_ASSIGN_OR_RETURN(auto net, nn::MakeModel(model, input_shape, num_classes, seed));
   return nn::GetWeights(*net);
+}
+
+std::string ScriptModelPath(const std::string& run_dir) { return run_dir + "/model/script.pt"; }
+
+Result<std::string> ReadRunScriptModel(const std::string& run_dir, const std::string& sha256_hex) {
+  const std::string path = ScriptModelPath(run_dir);
+  auto bytes = ReadFile(path, nn::kMaxScriptModelBytes);
+  if (!bytes.ok()) {
+    if (bytes.status().code() == Code::kNotFound) {
+      return NotFound(run_dir + " is a TorchScript run but its model copy " + path + " is missing");
+    }
+    return bytes.status();
+  }
+  const std::string have = ToHex(Sha256::Of(bytes->data(), bytes->size()));
+  if (have != sha256_hex) {
+    return Corrupt(path + " has SHA-256 " + have + ", run.json records " + sha256_hex +
+                   " (the run's model copy was modified or replaced)");
+  }
+  return bytes;
 }
 
 namespace {
@@ -23,6 +45,8 @@ class TorchEvaluator : public CentralEvaluator {
       return nn::Evaluate(*net_, data_);
     } catch (const c10::Error& e) {
       return Internal(std::string("evaluation failed: ") + e.what_without_backtrace());
+    } catch (const std::exception& e) {  // TorchScript raises (torch::jit::JITException)
+      return Internal(std::string("evaluation failed: ") + e.what());
     }
   }
   int64_t size() const override { return data_.size(); }
@@ -35,7 +59,7 @@ class TorchEvaluator : public CentralEvaluator {
 }  // namespace
 
 Result<std::unique_ptr<CentralEvaluator>> CentralEvaluator::Create(
-    const std::string& model, const std::vector<int64_t>& input_shape, int64_t num_classes,
+    const nn::ModelSource& model, const std::vector<int64_t>& input_shape, int64_t num_classes,
     const std::string& format, const std::string& path, const std::string& split,
     const std::string& label_column, int64_t limit) {
   Result<Dataset> data = format == "csv" ? LoadCsvDataset(path, label_column, limit)

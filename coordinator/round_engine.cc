@@ -144,6 +144,7 @@ class Coordinator::Impl {
 
   // Setup.
   Status Prepare();
+  Status LoadModel();
   Status Resume();
 
   // The message pump.
@@ -182,6 +183,10 @@ class Coordinator::Impl {
   std::string run_id_;
   std::unique_ptr<ModelStore> store_;
   std::unique_ptr<CentralEvaluator> evaluator_;
+  nn::ModelSource model_;               // script_bytes released once model_frames_ are built
+  std::string model_sha256_;            // hex, torchscript runs only
+  uint64_t model_bytes_ = 0;            // size of the TorchScript file, 0 for built-ins
+  std::vector<std::string> model_frames_;  // ModelFile frames sent after every Welcome
   Weights global_;
   uint64_t version_ = 0;
   uint64_t next_round_ = 1;
@@ -208,14 +213,20 @@ Status Coordinator::Impl::Prepare() {
   store_ = std::make_unique<ModelStore>(std::move(store));
   // The key that signs exported models (shoalctl export / verify).
   SHOAL_RETURN_IF_ERROR(EnsureCoordinatorKey(cfg_.run_dir));
+  SHOAL_RETURN_IF_ERROR(LoadModel());
   if (cfg_.eval_format != "none") {
     SHOAL_ASSIGN_OR_RETURN(evaluator_, CentralEvaluator::Create(
-                                           cfg_.model, cfg_.input_shape, cfg_.num_classes,
+                                           model_, cfg_.input_shape, cfg_.num_classes,
                                            cfg_.eval_format, cfg_.eval_path, cfg_.eval_split,
                                            cfg_.eval_label_column, cfg_.eval_limit));
     spdlog::info("central evaluation on {} samples from {}", evaluator_->size(), cfg_.eval_path);
   }
   SHOAL_RETURN_IF_ERROR(Resume());
+  if (model_.is_script()) {
+    // Encoded once; the bytes themselves are no longer needed (the evaluator holds its module).
+    model_frames_ = proto::EncodeModelFile(model_.script_bytes, cfg_.chunk_bytes);
+    model_.script_bytes = {};
+  }
   if (auto versions = ListVersions(cfg_.run_dir); versions.ok()) {
     for (const auto& v : *versions) board_.AddVersion(v.ToJson());
   }
@@ -249,6 +260,53 @@ Status Coordinator::Impl::Prepare() {
   return Status::Ok();
 }
 
+// A new torchscript run reads model.path (its size checked before reading), checks that the
+// model loads and fits model.input_shape / num_classes, then keeps a copy in the run directory
+// (written before run.json, which records its SHA-256). A resumed run uses that copy.
+Status Coordinator::Impl::LoadModel() {
+  model_.name = cfg_.model;
+  if (!model_.is_script()) return Status::Ok();
+  const std::string info_path = RunInfoPath(cfg_.run_dir);
+  if (PathExists(info_path)) {
+    SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(info_path, 1 << 20));
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+      return Corrupt(info_path + ": not a valid run description");
+    }
+    const std::string run_model =
+        j.contains("model") && j["model"].is_string() ? j["model"].get<std::string>() : "";
+    if (run_model != nn::kTorchScriptModel) {
+      return InvalidArgument(cfg_.run_dir + " holds a run of model '" + run_model +
+                             "', the config asks for 'torchscript'");
+    }
+    if (!j.contains("model_sha256") || !j["model_sha256"].is_string()) {
+      return Corrupt(info_path + ": a torchscript run without model_sha256");
+    }
+    model_sha256_ = j["model_sha256"].get<std::string>();
+    SHOAL_ASSIGN_OR_RETURN(model_.script_bytes, ReadRunScriptModel(cfg_.run_dir, model_sha256_));
+    if (auto now = ReadFile(cfg_.model_path, nn::kMaxScriptModelBytes);
+        now.ok() && ToHex(Sha256::Of(now->data(), now->size())) != model_sha256_) {
+      spdlog::warn("model.path {} is not the file this run started with; the resumed run keeps "
+                   "training its copy {}",
+                   cfg_.model_path, ScriptModelPath(cfg_.run_dir));
+    }
+  } else {
+    auto bytes = ReadFile(cfg_.model_path, nn::kMaxScriptModelBytes);
+    if (!bytes.ok()) return bytes.status().Annotate("model.path");
+    model_.script_bytes = std::move(bytes).value();
+    model_sha256_ = ToHex(Sha256::Of(model_.script_bytes.data(), model_.script_bytes.size()));
+    // Checked before anything is written, so a bad file leaves no half-made run behind.
+    auto initial = InitialWeights(model_, cfg_.input_shape, cfg_.num_classes, cfg_.seed);
+    if (!initial.ok()) return initial.status().Annotate("model.path " + cfg_.model_path);
+    SHOAL_RETURN_IF_ERROR(MakeDirs(cfg_.run_dir + "/model"));
+    SHOAL_RETURN_IF_ERROR(WriteFileAtomic(ScriptModelPath(cfg_.run_dir), model_.script_bytes));
+  }
+  model_bytes_ = model_.script_bytes.size();
+  spdlog::info("torchscript model {} ({} bytes, sha256={}) from {}", ScriptModelPath(cfg_.run_dir),
+               model_bytes_, model_sha256_, cfg_.model_path);
+  return Status::Ok();
+}
+
 Status Coordinator::Impl::Resume() {
   const std::string info_path = RunInfoPath(cfg_.run_dir);
   if (PathExists(info_path)) {
@@ -270,6 +328,11 @@ Status Coordinator::Impl::Resume() {
                            {"num_classes", cfg_.num_classes},
                            {"seed", cfg_.seed},
                            {"created_at", UtcNow()}};
+    if (model_.is_script()) {
+      info["model_path"] = cfg_.model_path;
+      info["model_sha256"] = model_sha256_;
+      info["model_bytes"] = model_bytes_;
+    }
     SHOAL_RETURN_IF_ERROR(WriteFileAtomic(info_path, info.dump(2) + "\n"));
   }
 
@@ -290,7 +353,7 @@ Status Coordinator::Impl::Resume() {
                  it->round, it->sha256);
     return Status::Ok();
   }
-  SHOAL_ASSIGN_OR_RETURN(global_, InitialWeights(cfg_.model, cfg_.input_shape, cfg_.num_classes,
+  SHOAL_ASSIGN_OR_RETURN(global_, InitialWeights(model_, cfg_.input_shape, cfg_.num_classes,
                                                  cfg_.seed));
   VersionMeta meta;
   meta.version = 0;
@@ -585,7 +648,10 @@ void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f
   w.heartbeat_ms = cfg_.heartbeat_ms;
   w.peer_timeout_ms = cfg_.peer_timeout_ms;
   w.chunk_bytes = cfg_.chunk_bytes;
+  w.model_bytes = model_bytes_;
   SendMsg(id, w);
+  // The TorchScript model follows the Welcome, before any task, on the same ordered connection.
+  for (const auto& frame : model_frames_) SendTo(id, frame);
   spdlog::info("worker={} admitted ({}): train={} val={} connected={}", p.name,
                fresh ? "new" : "again", p.num_train, p.num_val, peers_.size());
   if (rs_.phase == Phase::kCollect && rs_.selected.count(p.name) && !rs_.accepted.count(p.name)) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/sha256.h"
+
 namespace shoal::proto {
 namespace {
 
@@ -32,6 +34,7 @@ const char* MessageTypeName(MessageType t) {
     case MessageType::kHeartbeat: return "Heartbeat";
     case MessageType::kError: return "Error";
     case MessageType::kShutdown: return "Shutdown";
+    case MessageType::kModelFile: return "ModelFile";
   }
   return "Unknown";
 }
@@ -171,6 +174,94 @@ void ChunkAssembler::Reset() {
   active_ = false;
   data_ = {};
   next_index_ = count_ = 0;
+}
+
+std::vector<std::string> EncodeModelFile(std::string_view bytes, uint32_t chunk_bytes) {
+  const uint32_t count = ChunkCount(bytes.size(), chunk_bytes);
+  const Digest d = Sha256::Of(bytes.data(), bytes.size());
+  std::vector<std::string> frames;
+  frames.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    ModelFile m;
+    m.index = i;
+    m.count = count;
+    m.total_bytes = bytes.size();
+    m.sha256.assign(d.begin(), d.end());
+    const uint64_t offset = uint64_t{i} * chunk_bytes;
+    frames.push_back(Encode(m, bytes.substr(offset, std::min<uint64_t>(chunk_bytes,
+                                                                     bytes.size() - offset))));
+  }
+  return frames;
+}
+
+Status ModelFileAssembler::Start(uint64_t expected_bytes, uint32_t chunk_bytes,
+                                 uint64_t max_bytes) {
+  Reset();
+  if (expected_bytes == 0 || expected_bytes > max_bytes) {
+    return InvalidArgument("model file of " + std::to_string(expected_bytes) +
+                           " bytes announced; accepted are 1.." + std::to_string(max_bytes));
+  }
+  if (chunk_bytes == 0) return InvalidArgument("model file transfer with empty chunks");
+  active_ = true;
+  expected_bytes_ = expected_bytes;
+  chunk_bytes_ = chunk_bytes;
+  count_ = ChunkCount(expected_bytes, chunk_bytes);
+  return Status::Ok();
+}
+
+Status ModelFileAssembler::Add(const ModelFile& m, std::string_view payload) {
+  auto fail = [this](const std::string& why) {
+    Reset();
+    return ProtocolError(why);
+  };
+  if (!active_) return ProtocolError("ModelFile without a model transfer in progress");
+  if (next_index_ >= count_) return fail("ModelFile after the model file was complete");
+  if (m.total_bytes != expected_bytes_) {
+    return fail("ModelFile announces " + std::to_string(m.total_bytes) + " bytes, Welcome " +
+                std::to_string(expected_bytes_));
+  }
+  if (m.count != count_ || m.index != next_index_) {
+    return fail("ModelFile " + std::to_string(m.index) + "/" + std::to_string(m.count) +
+                " out of order (expected " + std::to_string(next_index_) + "/" +
+                std::to_string(count_) + ")");
+  }
+  if (m.sha256.size() != 32) return fail("ModelFile digest must be 32 bytes");
+  if (next_index_ == 0) {
+    sha256_ = m.sha256;
+    data_.assign(expected_bytes_, '\0');  // sizes checked against the cap in Start
+  } else if (m.sha256 != sha256_) {
+    return fail("ModelFile " + std::to_string(m.index) + " announces another digest");
+  }
+  const uint64_t offset = uint64_t{m.index} * chunk_bytes_;
+  const uint64_t expected = std::min<uint64_t>(chunk_bytes_, expected_bytes_ - offset);
+  if (payload.size() != expected) {
+    return fail("ModelFile " + std::to_string(m.index) + " has " + std::to_string(payload.size()) +
+                " bytes, expected " + std::to_string(expected));
+  }
+  std::memcpy(data_.data() + offset, payload.data(), payload.size());
+  ++next_index_;
+  if (next_index_ == count_) {
+    const Digest d = Sha256::Of(data_.data(), data_.size());
+    if (std::string(d.begin(), d.end()) != sha256_) {
+      return fail("model file SHA-256 " + ToHex(d) + " is not the announced one");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string ModelFileAssembler::Take() {
+  std::string out = std::move(data_);
+  Reset();
+  return out;
+}
+
+void ModelFileAssembler::Reset() {
+  active_ = false;
+  expected_bytes_ = 0;
+  chunk_bytes_ = 0;
+  count_ = next_index_ = 0;
+  sha256_.clear();
+  data_ = {};
 }
 
 }  // namespace shoal::proto

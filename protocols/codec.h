@@ -126,4 +126,39 @@ class ChunkAssembler {
   std::vector<float> data_;
 };
 
+// Splitting a model file (the user's TorchScript archive) into ModelFile frames of at most
+// `chunk_bytes` payload each, and putting it back together.
+std::vector<std::string> EncodeModelFile(std::string_view bytes, uint32_t chunk_bytes);
+
+// Receives the ModelFile frames of one file in order. The buffer is allocated once, when the
+// first piece's total_bytes has been checked against the size announced in Welcome (itself
+// checked against the receiver's cap in Start); the SHA-256 of the complete file is checked
+// against the digest every piece carries.
+class ModelFileAssembler {
+ public:
+  // Prepares for a file of `expected_bytes` (Welcome.model_bytes). InvalidArgument, and the
+  // assembler stays inactive, when expected_bytes is 0 or above `max_bytes`, or chunk_bytes is 0.
+  Status Start(uint64_t expected_bytes, uint32_t chunk_bytes, uint64_t max_bytes);
+  // ProtocolError naming the problem (no transfer, piece out of order, size, count or digest
+  // differing from the announced ones, wrong payload size, SHA-256 of the complete file not the
+  // announced one); the assembler is reset then.
+  Status Add(const ModelFile& piece, std::string_view payload);
+  bool active() const { return active_; }
+  bool complete() const { return active_ && count_ > 0 && next_index_ == count_; }
+  // Raw 32-byte SHA-256 announced by the pieces ("" before the first one).
+  const std::string& sha256() const { return sha256_; }
+  // Moves the complete file out and resets the assembler.
+  std::string Take();
+  void Reset();
+
+ private:
+  bool active_ = false;
+  uint64_t expected_bytes_ = 0;
+  uint32_t chunk_bytes_ = 0;
+  uint32_t count_ = 0;
+  uint32_t next_index_ = 0;
+  std::string sha256_;
+  std::string data_;
+};
+
 }  // namespace shoal::proto

@@ -8,6 +8,8 @@
 //
 // Conversation (worker = DEALER, coordinator = ROUTER):
 //   worker -> Hello                      coordinator -> Welcome | Error
+//   coordinator -> ModelFile x n  (right after Welcome, only when Welcome.model_bytes > 0: the
+//                                  user's TorchScript model, which the worker loads and trains)
 //   coordinator -> TrainTask + WeightsChunk x n   (global model of `version`)
 //   worker -> UpdateReady                coordinator -> UploadGrant (when an upload slot is free)
 //   worker -> WeightsChunk x n  (local - global delta)   coordinator -> Ack | Error
@@ -26,7 +28,8 @@
 namespace shoal::proto {
 
 // Bumped on any incompatible change to a message below or to the frame layout.
-inline constexpr uint16_t kProtocolVersion = 1;
+// 2: Welcome.model_bytes and ModelFile (user-supplied TorchScript models).
+inline constexpr uint16_t kProtocolVersion = 2;
 
 enum class MessageType : uint16_t {
   kHello = 1,
@@ -41,8 +44,9 @@ enum class MessageType : uint16_t {
   kHeartbeat = 10,
   kError = 11,
   kShutdown = 12,
+  kModelFile = 13,
 };
-inline constexpr uint16_t kMaxMessageType = 12;
+inline constexpr uint16_t kMaxMessageType = 13;
 
 const char* MessageTypeName(MessageType t);
 
@@ -134,16 +138,31 @@ struct Welcome {
   static constexpr MessageType kType = MessageType::kWelcome;
   std::string run_id;
   std::string worker_name;    // the name the coordinator admitted
-  std::string model;          // built-in model name (mlp, cnn, logreg)
+  std::string model;          // model name: mlp, cnn, logreg or torchscript
   int64_t num_classes = 0;    // the federation's class count (the model's output size)
   uint32_t heartbeat_ms = 0;  // how often to send heartbeats
   uint32_t peer_timeout_ms = 0;  // silence after which each side considers the other gone
-  uint32_t chunk_bytes = 0;   // largest WeightsChunk payload the coordinator accepts
+  uint32_t chunk_bytes = 0;   // largest WeightsChunk / ModelFile payload
+  uint64_t model_bytes = 0;   // size of the TorchScript file sent as ModelFile; 0 = built-in
   template <class A> void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     internal::BoundedString(ar, worker_name);
     internal::BoundedString(ar, model);
-    ar(num_classes, heartbeat_ms, peer_timeout_ms, chunk_bytes);
+    ar(num_classes, heartbeat_ms, peer_timeout_ms, chunk_bytes, model_bytes);
+  }
+};
+
+// One piece of the user's TorchScript model file, sent after Welcome: the payload holds bytes
+// [index * Welcome.chunk_bytes, ...) of the file, every piece chunk_bytes long but the last.
+struct ModelFile {
+  static constexpr MessageType kType = MessageType::kModelFile;
+  uint32_t index = 0;
+  uint32_t count = 0;
+  uint64_t total_bytes = 0;  // the whole file
+  std::string sha256;        // raw 32 bytes of the whole file's SHA-256
+  template <class A> void serialize(A& ar) {
+    ar(index, count, total_bytes);
+    internal::BoundedString(ar, sha256, 32);
   }
 };
 

@@ -11,6 +11,7 @@
 #include "common/dataset.h"
 #include "common/nn/runtime.h"
 #include "common/sha256.h"
+#include "common/signing.h"
 #include "protocols/codec.h"
 #include "protocols/transport.h"
 #include "worker/trainer.h"
@@ -41,6 +42,8 @@ class WorkerClient::Impl {
   Status LoadSilo();
   Result<SessionEnd> Session();
   Result<SessionEnd> Handle(const proto::FrameView& f);
+  Result<SessionEnd> OnModelFile(const proto::FrameView& f);
+  Status EnsureTrainers(const nn::ModelSource& source, const std::string& key);
   void StartTraining();
   void FinishTraining();
   void Evaluate();
@@ -59,6 +62,9 @@ class WorkerClient::Impl {
   proto::Welcome welcome_;
   std::unique_ptr<LocalTrainer> trainer_;       // used by the training thread only while it runs
   std::unique_ptr<LocalTrainer> eval_trainer_;  // used by this thread
+  std::string model_key_;    // which model the trainers hold (name, classes, file digest)
+  bool model_ready_ = false;  // this session's model is loaded (a TorchScript file has arrived)
+  proto::ModelFileAssembler model_assembler_;  // the TorchScript file being received
 
   // Incoming transfer (TrainTask or EvalTask weights).
   enum class Pending { kNone, kTrain, kEval } pending_ = Pending::kNone;
@@ -179,11 +185,28 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   }
   spdlog::info("worker={} admitted to run={} model={} at {}", cfg_.name, welcome_.run_id,
                welcome_.model, cfg_.coordinator);
-  if (!trainer_) {
-    SHOAL_ASSIGN_OR_RETURN(trainer_, LocalTrainer::Create(welcome_.model, train_.sample_shape,
-                                                          welcome_.num_classes));
-    SHOAL_ASSIGN_OR_RETURN(eval_trainer_, LocalTrainer::Create(welcome_.model, train_.sample_shape,
-                                                               welcome_.num_classes));
+  model_ready_ = false;
+  model_assembler_.Reset();
+  if (welcome_.model == nn::kTorchScriptModel) {
+    // The file follows as ModelFile pieces; the trainers are made when it is complete.
+    if (welcome_.model_bytes == 0) {
+      return ProtocolError("Welcome for a torchscript model without its size");
+    }
+    if (Status st = model_assembler_.Start(welcome_.model_bytes, welcome_.chunk_bytes,
+                                           nn::kMaxScriptModelBytes);
+        !st.ok()) {
+      return Rejected("coordinator's TorchScript model cannot be accepted: " + st.message());
+    }
+    spdlog::info("worker={} receiving the TorchScript model ({} bytes)", cfg_.name,
+                 welcome_.model_bytes);
+  } else {
+    if (welcome_.model_bytes != 0) {
+      return ProtocolError("Welcome announces a model file for built-in model '" +
+                           welcome_.model + "'");
+    }
+    SHOAL_RETURN_IF_ERROR(
+        EnsureTrainers(nn::ModelSource{welcome_.model, ""},
+                       welcome_.model + "/" + std::to_string(welcome_.num_classes)));
   }
 
   proto::Limits limits;
@@ -240,7 +263,14 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       spdlog::info("worker={} coordinator says shutdown: {}", cfg_.name, m.ok() ? m->reason : "");
       return SessionEnd::kShutdown;
     }
+    case proto::MessageType::kModelFile:
+      return OnModelFile(f);
     case proto::MessageType::kTrainTask: {
+      if (!model_ready_) {  // the model file precedes every task; a piece must have been lost
+        spdlog::warn("worker={} TrainTask before the model file was complete; reconnecting",
+                     cfg_.name);
+        return SessionEnd::kReconnectNow;
+      }
       auto m = proto::Decode<proto::TrainTask>(f);
       if (!m.ok() || m->spec.Validate().ok() == false || m->epochs == 0 || m->batch_size == 0 ||
           !(m->lr > 0)) {
@@ -263,6 +293,11 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       return kContinue;
     }
     case proto::MessageType::kEvalTask: {
+      if (!model_ready_) {
+        spdlog::warn("worker={} EvalTask before the model file was complete; reconnecting",
+                     cfg_.name);
+        return SessionEnd::kReconnectNow;
+      }
       auto m = proto::Decode<proto::EvalTask>(f);
       if (!m.ok() || !m->spec.Validate().ok()) {
         spdlog::warn("worker={} invalid EvalTask ignored", cfg_.name);
@@ -348,6 +383,65 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       spdlog::warn("worker={} unexpected {} ignored", cfg_.name, proto::MessageTypeName(f.type));
       return kContinue;
   }
+}
+
+// One piece of the TorchScript model. When the file is complete (its SHA-256 checked by the
+// assembler) the trainers load it. A failed transfer reconnects (after retry.initial_ms) for a
+// new copy; a file that does not load here is fatal.
+Result<SessionEnd> WorkerClient::Impl::OnModelFile(const proto::FrameView& f) {
+  constexpr SessionEnd kContinue = SessionEnd::kReconnect;
+  if (!model_assembler_.active()) {
+    spdlog::warn("worker={} ModelFile without a model transfer ignored", cfg_.name);
+    return kContinue;
+  }
+  auto m = proto::Decode<proto::ModelFile>(f);
+  Status st = m.ok() ? model_assembler_.Add(*m, f.payload) : m.status();
+  if (!st.ok()) {
+    spdlog::warn("worker={} model file transfer failed: {}; reconnecting for a new copy", cfg_.name,
+                 st.message());
+    model_assembler_.Reset();
+    SleepInterruptible(cfg_.retry_initial_ms);
+    return SessionEnd::kReconnectNow;
+  }
+  if (!model_assembler_.complete()) return kContinue;
+  const std::string sha256 = HexEncode(model_assembler_.sha256());
+  nn::ModelSource source{nn::kTorchScriptModel, model_assembler_.Take()};
+  spdlog::info("worker={} TorchScript model received: {} bytes sha256={}", cfg_.name,
+               source.script_bytes.size(), sha256);
+  st = EnsureTrainers(source, std::string(nn::kTorchScriptModel) + "/" +
+                                  std::to_string(welcome_.num_classes) + "/" + sha256);
+  if (!st.ok()) {
+    return Rejected("the coordinator's TorchScript model cannot be used: " + st.message());
+  }
+  return kContinue;
+}
+
+// Makes the trainers for `source` unless they already hold the model `key` names (a reconnect
+// to the same run). Training of a previous, different model is cancelled first.
+Status WorkerClient::Impl::EnsureTrainers(const nn::ModelSource& source, const std::string& key) {
+  if (trainer_ && key == model_key_) {
+    model_ready_ = true;
+    return Status::Ok();
+  }
+  if (training_.valid()) {
+    cancel_ = true;
+    training_.wait();
+    training_ = {};
+    update_.reset();
+    delta_ = {};
+  }
+  trainer_.reset();
+  eval_trainer_.reset();
+  model_key_.clear();
+  SHOAL_ASSIGN_OR_RETURN(auto trainer, LocalTrainer::Create(source, train_.sample_shape,
+                                                           welcome_.num_classes));
+  SHOAL_ASSIGN_OR_RETURN(auto eval_trainer, LocalTrainer::Create(source, train_.sample_shape,
+                                                                welcome_.num_classes));
+  trainer_ = std::move(trainer);
+  eval_trainer_ = std::move(eval_trainer);
+  model_key_ = key;
+  model_ready_ = true;
+  return Status::Ok();
 }
 
 void WorkerClient::Impl::StartTraining() {

@@ -21,7 +21,9 @@ class TorchTrainer : public LocalTrainer {
     out.samples = data.size();
     try {
       torch::manual_seed(s.seed);
-      torch::optim::SGD opt(net_->parameters(), torch::optim::SGDOptions(s.lr));
+      std::vector<torch::Tensor> params;
+      for (auto& p : net_->NamedParameters()) params.push_back(p.second);
+      torch::optim::SGD opt(params, torch::optim::SGDOptions(s.lr));
       net_->train();
       torch::Tensor x = nn::FeaturesTensor(data);
       torch::Tensor y = nn::LabelsTensor(data);
@@ -59,6 +61,8 @@ class TorchTrainer : public LocalTrainer {
       out.mean_loss = loss_sum / static_cast<double>(std::max<int64_t>(batches, 1));
     } catch (const c10::Error& e) {
       return Internal(std::string("training failed: ") + e.what_without_backtrace());
+    } catch (const std::exception& e) {  // TorchScript raises (torch::jit::JITException)
+      return Internal(std::string("training failed: ") + e.what());
     }
     Weights local = nn::GetWeights(*net_);
     out.delta.resize(local.data.size());
@@ -73,6 +77,8 @@ class TorchTrainer : public LocalTrainer {
       return nn::Evaluate(*net_, data);
     } catch (const c10::Error& e) {
       return Internal(std::string("evaluation failed: ") + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      return Internal(std::string("evaluation failed: ") + e.what());
     }
   }
 
@@ -82,7 +88,7 @@ class TorchTrainer : public LocalTrainer {
 
 }  // namespace
 
-Result<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const std::string& model,
+Result<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const nn::ModelSource& model,
                                                            const std::vector<int64_t>& input_shape,
                                                            int64_t num_classes) {
   SHOAL_ASSIGN_OR_RETURN(auto net, nn::MakeModel(model, input_shape, num_classes, 0));

@@ -13,6 +13,7 @@
 
 #include "common/dataset.h"
 #include "common/eval_metrics.h"
+#include "common/nn/model_source.h"
 #include "common/status.h"
 #include "common/weights.h"
 
@@ -42,7 +43,9 @@ struct TrainOutcome {
 
 class LocalTrainer {
  public:
-  static Result<std::unique_ptr<LocalTrainer>> Create(const std::string& model,
+  // A built-in model, or a TorchScript model loaded from model.script_bytes (InvalidArgument
+  // naming the problem when it does not load or fit input_shape / num_classes).
+  static Result<std::unique_ptr<LocalTrainer>> Create(const nn::ModelSource& model,
                                                       const std::vector<int64_t>& input_shape,
                                                       int64_t num_classes);
   virtual ~LocalTrainer() = default;

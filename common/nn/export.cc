@@ -229,4 +229,31 @@ Result<ExportedModel> ExportTorchScript(const std::string& name,
   return out;
 }
 
+Result<ExportedModel> ExportScriptModel(const std::string& script_bytes,
+                                        const std::vector<int64_t>& input_shape,
+                                        int64_t num_classes, const Weights& weights) {
+  SHOAL_ASSIGN_OR_RETURN(auto net, LoadScriptModel(script_bytes, input_shape, num_classes));
+  if (int64_t bad = weights.FirstNonFinite(); bad >= 0) {
+    return InvalidArgument("weights hold a non-finite value at element " + std::to_string(bad));
+  }
+  SHOAL_RETURN_IF_ERROR(SetWeights(*net, weights));
+  net->eval();
+  torch::jit::Module& module = static_cast<ScriptNet&>(*net).module();
+  ExportedModel out;
+  try {
+    std::ostringstream archive;
+    module.save(archive);
+    out.bytes = archive.str();
+    std::istringstream in(out.bytes);
+    torch::jit::Module loaded = torch::jit::load(in);
+    loaded.eval();
+    out.check_samples = 16;
+    SHOAL_ASSIGN_OR_RETURN(out.max_abs_diff, VerifyScriptModule(loaded, *net, input_shape,
+                                                                /*seed=*/1234, out.check_samples));
+  } catch (const std::exception& e) {
+    return Internal("serializing the TorchScript model failed: " + TorchMessage(e));
+  }
+  return out;
+}
+
 }  // namespace shoal::nn

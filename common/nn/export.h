@@ -1,4 +1,5 @@
-// TorchScript export of the built-in models (mlp, cnn, logreg) from stored Weights.
+// TorchScript export of the built-in models (mlp, cnn, logreg) and of user-supplied TorchScript
+// models (ExportScriptModel) from stored Weights.
 //
 // The exported module mirrors the C++ module of common/nn/models.cc: one submodule per layer,
 // named like the C++ one (conv1, fc1, ...), each holding parameters `weight` and `bias` copied
@@ -57,6 +58,15 @@ struct ExportedModel {
 // Builds the module, serializes it, loads the bytes back and verifies that loaded module
 // against the C++ model holding the same weights. Only a verified archive is returned.
 Result<ExportedModel> ExportTorchScript(const std::string& name,
+                                        const std::vector<int64_t>& input_shape,
+                                        int64_t num_classes, const Weights& weights);
+
+// The user's TorchScript archive `script_bytes` (the run's model/script.pt) with `weights` set
+// into its parameters, in eval mode: same architecture, the federated numbers. The saved bytes
+// are loaded back and verified against the in-memory module holding the same weights.
+// InvalidArgument when the archive does not load (LoadScriptModel's errors) or the weights do
+// not fit its parameters or are not finite.
+Result<ExportedModel> ExportScriptModel(const std::string& script_bytes,
                                         const std::vector<int64_t>& input_shape,
                                         int64_t num_classes, const Weights& weights);
 

@@ -5,9 +5,24 @@
 #include <dlfcn.h>
 
 #include <fstream>
+#include <sstream>
 
 namespace shoal::nn {
 namespace {
+
+// The message of a LibTorch exception without the C++ backtrace c10::Error appends.
+std::string TorchMessage(const std::exception& e) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {
+    return c10_error->what_without_backtrace();
+  }
+  return e.what();
+}
+
+// The first line of `text` (TorchScript errors are long; the first line names the problem).
+std::string FirstLine(const std::string& text) {
+  const auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
 
 int64_t Product(const std::vector<int64_t>& v) {
   int64_t n = 1;
@@ -83,15 +98,136 @@ Result<std::shared_ptr<Net>> MakeModel(const std::string& name,
     return std::shared_ptr<Net>(
         std::make_shared<Cnn>(input_shape[0], input_shape[1], input_shape[2], num_classes));
   }
+  if (name == kTorchScriptModel) {
+    return InvalidArgument("model 'torchscript' is loaded from its file (model.path), not built");
+  }
   return InvalidArgument("unknown model '" + name + "' (built-in models: mlp, cnn, logreg)");
+}
+
+Result<std::shared_ptr<Net>> MakeModel(const ModelSource& source,
+                                       const std::vector<int64_t>& input_shape,
+                                       int64_t num_classes, uint64_t seed) {
+  if (source.is_script()) return LoadScriptModel(source.script_bytes, input_shape, num_classes);
+  return MakeModel(source.name, input_shape, num_classes, seed);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Net::NamedParameters() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : named_parameters(/*recurse=*/true)) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+torch::Tensor ScriptNet::forward(torch::Tensor x) { return module_.forward({x}).toTensor(); }
+
+void ScriptNet::train(bool on) {
+  module_.train(on);
+  Net::train(on);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> ScriptNet::NamedParameters() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : module_.named_parameters(/*recurse=*/true)) {
+    out.emplace_back(p.name, p.value);
+  }
+  return out;
+}
+
+Result<std::shared_ptr<Net>> LoadScriptModel(const std::string& bytes,
+                                             const std::vector<int64_t>& input_shape,
+                                             int64_t num_classes) {
+  if (input_shape.empty() || Product(input_shape) <= 0) {
+    return InvalidArgument("model input shape " + ShapeString(input_shape) + " is empty");
+  }
+  if (num_classes < 2) return InvalidArgument("model needs at least 2 classes");
+  if (bytes.empty()) return InvalidArgument("TorchScript model file is empty");
+  torch::jit::Module module;
+  try {
+    std::istringstream in(bytes);
+    module = torch::jit::load(in, torch::kCPU);
+  } catch (const std::exception& e) {
+    return InvalidArgument("not a loadable TorchScript archive (save it with "
+                           "torch.jit.save(torch.jit.script(model), path)): " +
+                           FirstLine(TorchMessage(e)));
+  }
+  if (!module.find_method("forward")) {
+    return InvalidArgument("TorchScript model has no forward method");
+  }
+  std::string buffers;
+  int64_t buffer_count = 0;
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) {
+    if (buffer_count++ < 3) buffers += (buffers.empty() ? "" : ", ") + b.name;
+  }
+  if (buffer_count > 0) {
+    return InvalidArgument("TorchScript model has " + std::to_string(buffer_count) +
+                           " buffer(s) (" + buffers + (buffer_count > 3 ? ", ..." : "") +
+                           "); only parameters are federated, so models with buffers (e.g. "
+                           "BatchNorm running statistics) are not supported");
+  }
+  auto net = std::make_shared<ScriptNet>(std::move(module));
+  const auto params = net->NamedParameters();
+  if (params.empty()) return InvalidArgument("TorchScript model has no parameters to train");
+  for (const auto& [name, t] : params) {
+    if (t.scalar_type() != torch::kFloat32) {
+      return InvalidArgument("TorchScript model parameter '" + name + "' is " +
+                             std::string(c10::toString(t.scalar_type())) +
+                             "; only float32 parameters are supported (call model.float() "
+                             "before scripting)");
+    }
+    if (!t.device().is_cpu() || t.layout() != torch::kStrided) {
+      return InvalidArgument("TorchScript model parameter '" + name +
+                             "' is not a dense CPU tensor (move the model to the CPU before "
+                             "saving)");
+    }
+    if (!torch::isfinite(t).all().item<bool>()) {
+      return InvalidArgument("TorchScript model parameter '" + name + "' holds a non-finite value");
+    }
+  }
+  if (Status st = SpecOf(*net).Validate(); !st.ok()) {
+    return InvalidArgument("TorchScript model parameters: " + st.message());
+  }
+
+  // One forward pass on zeros shows the module takes the federation's samples and returns one
+  // logit per class.
+  std::vector<int64_t> sizes = {2};
+  sizes.insert(sizes.end(), input_shape.begin(), input_shape.end());
+  const std::string batch = ShapeString(sizes);
+  try {
+    torch::NoGradGuard no_grad;
+    net->eval();
+    const torch::IValue out = net->module().forward({torch::zeros(sizes)});
+    if (!out.isTensor()) {
+      return InvalidArgument("TorchScript model's forward returns " + out.tagKind() +
+                             " on a batch of shape " + batch + ", expected a Tensor of logits");
+    }
+    const torch::Tensor logits = out.toTensor();
+    const std::vector<int64_t> want = {2, num_classes};
+    if (logits.sizes().vec() != want) {
+      return InvalidArgument("TorchScript model's forward returns shape " +
+                             ShapeString(logits.sizes().vec()) + " on a batch of shape " + batch +
+                             ", expected " + ShapeString(want) +
+                             " (batch, model.num_classes)");
+    }
+    if (logits.scalar_type() != torch::kFloat32) {
+      return InvalidArgument("TorchScript model's forward returns " +
+                             std::string(c10::toString(logits.scalar_type())) +
+                             " logits, expected float32");
+    }
+  } catch (const std::exception& e) {
+    return InvalidArgument("TorchScript model's forward fails on a batch of shape " + batch +
+                           " (model.input_shape " + ShapeString(input_shape) +
+                           "): " + FirstLine(TorchMessage(e)));
+  }
+  for (auto& [name, t] : net->NamedParameters()) t.set_requires_grad(true);
+  net->train();
+  return std::shared_ptr<Net>(std::move(net));
 }
 
 ModelSpec SpecOf(Net& net) {
   ModelSpec spec;
-  for (const auto& p : net.named_parameters(/*recurse=*/true)) {
+  for (const auto& [name, value] : net.NamedParameters()) {
     TensorSpec t;
-    t.name = p.key();
-    t.shape = p.value().sizes().vec();
+    t.name = name;
+    t.shape = value.sizes().vec();
     spec.tensors.push_back(std::move(t));
   }
   return spec;
@@ -103,8 +239,8 @@ Weights GetWeights(Net& net) {
   w.data.resize(w.spec.total_numel());
   int64_t off = 0;
   torch::NoGradGuard no_grad;
-  for (const auto& p : net.named_parameters(true)) {
-    torch::Tensor t = p.value().detach().to(torch::kFloat32).contiguous();
+  for (const auto& p : net.NamedParameters()) {
+    torch::Tensor t = p.second.detach().to(torch::kFloat32).contiguous();
     std::memcpy(w.data.data() + off, t.data_ptr<float>(), t.numel() * sizeof(float));
     off += t.numel();
   }
@@ -122,8 +258,8 @@ Status SetWeights(Net& net, const Weights& w) {
   }
   int64_t off = 0;
   torch::NoGradGuard no_grad;
-  for (auto& p : net.named_parameters(true)) {
-    torch::Tensor t = p.value();
+  for (auto& p : net.NamedParameters()) {
+    torch::Tensor t = p.second;
     auto src = torch::from_blob(const_cast<float*>(w.data.data() + off), t.sizes(), torch::kFloat32);
     t.copy_(src);
     off += t.numel();
@@ -187,8 +323,9 @@ std::string ActiveBlas() {
     const auto pos = line.find('/');
     if (pos == std::string::npos) continue;
     const std::string path = line.substr(pos);
+    // Debian's alternatives map libblas.so.3 to .../openblas-pthread/libblas.so.3.
     if (path.find("libopenblas") != std::string::npos ||
-        path.find("openblas") != std::string::npos && path.find("libblas") != std::string::npos) {
+        (path.find("openblas") != std::string::npos && path.find("libblas") != std::string::npos)) {
       return "openblas (" + path + ")";
     }
     if (path.find("libblis") != std::string::npos) return "blis (" + path + ")";

@@ -5,17 +5,24 @@
 // stored in every version, and match the attribute names of the TorchScript module that export
 // builds, so an exported file holds exactly the trained numbers.
 //
+// A user-supplied TorchScript model (model.name = "torchscript") is a ScriptNet: the loaded
+// torch::jit::Module runs forward, and its parameters, in the module's own order and names, are
+// the ModelSpec.
+//
 // Includes LibTorch: include this header only from the few translation units that need it.
 #pragma once
 
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/dataset.h"
 #include "common/eval_metrics.h"
+#include "common/nn/model_source.h"
 #include "common/status.h"
 #include "common/weights.h"
 
@@ -28,12 +35,44 @@ class Net : public torch::nn::Module {
  public:
   // x: [batch, *input_shape] float32; returns logits [batch, num_classes].
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+  // The trained tensors with their names, in ModelSpec order (what SpecOf, GetWeights,
+  // SetWeights and the trainer's optimizer use). Built-in models: named_parameters().
+  virtual std::vector<std::pair<std::string, torch::Tensor>> NamedParameters();
 };
+
+// A TorchScript module as a Net. forward and train/eval go to the module; its parameters
+// (module.named_parameters(/*recurse=*/true)) are the weights. Made by LoadScriptModel.
+class ScriptNet : public Net {
+ public:
+  explicit ScriptNet(torch::jit::Module module) : module_(std::move(module)) {}
+  torch::Tensor forward(torch::Tensor x) override;
+  void train(bool on = true) override;
+  std::vector<std::pair<std::string, torch::Tensor>> NamedParameters() override;
+  torch::jit::Module& module() { return module_; }
+
+ private:
+  torch::jit::Module module_;
+};
+
+// Loads a TorchScript archive (the bytes torch.jit.save writes) as a ScriptNet in training mode,
+// keeping the archive's parameter values. InvalidArgument naming the problem when the bytes are
+// not a TorchScript archive, the module has no forward, has buffers (only parameters are
+// federated: e.g. BatchNorm's running statistics are not supported), has no parameters, has a
+// parameter that is not a finite float32 CPU tensor, or when forward on a batch of 2 zero
+// samples of `input_shape` fails or does not return a float32 tensor [2, num_classes].
+Result<std::shared_ptr<Net>> LoadScriptModel(const std::string& bytes,
+                                             const std::vector<int64_t>& input_shape,
+                                             int64_t num_classes);
 
 // Builds `name` (mlp, cnn, logreg) for samples of `input_shape` and `num_classes` classes, with
 // parameters initialized from `seed`. InvalidArgument for an unknown name or an input shape the
 // architecture cannot take (the cnn needs [C,H,W] with H and W divisible by 4).
 Result<std::shared_ptr<Net>> MakeModel(const std::string& name,
+                                       const std::vector<int64_t>& input_shape,
+                                       int64_t num_classes, uint64_t seed);
+
+// MakeModel for a built-in source; LoadScriptModel (seed unused) for a TorchScript source.
+Result<std::shared_ptr<Net>> MakeModel(const ModelSource& source,
                                        const std::vector<int64_t>& input_shape,
                                        int64_t num_classes, uint64_t seed);
 

@@ -65,7 +65,7 @@ class FaultTest : public ::testing::Test {
                                      "--model", "mlp", "--eval-limit", "200",
                                      "--set", "http.enabled=false",
                                      "--set", "network.heartbeat_ms=200",
-                                     "--set", "network.peer_timeout_ms=5000"};
+                                     "--set", "network.peer_timeout_ms=15000"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
   }

@@ -203,6 +203,7 @@ TEST(CodecTest, WelcomeRoundTrip) {
   in.heartbeat_ms = 1500;
   in.peer_timeout_ms = 30000;
   in.chunk_bytes = 1u << 20;
+  in.model_bytes = (uint64_t{1} << 32) + 7;  // above 4 GiB survives
   const Welcome out = RoundTrip(in);
   EXPECT_EQ(out.run_id, in.run_id);
   EXPECT_EQ(out.worker_name, in.worker_name);
@@ -211,6 +212,27 @@ TEST(CodecTest, WelcomeRoundTrip) {
   EXPECT_EQ(out.heartbeat_ms, in.heartbeat_ms);
   EXPECT_EQ(out.peer_timeout_ms, in.peer_timeout_ms);
   EXPECT_EQ(out.chunk_bytes, in.chunk_bytes);
+  EXPECT_EQ(out.model_bytes, in.model_bytes);
+}
+
+TEST(CodecTest, ModelFileRoundTripPreservesPayloadBytes) {
+  ModelFile in;
+  in.index = 2;
+  in.count = 3;
+  in.total_bytes = 2 * 4096 + 17;
+  const Digest d = Sha256::Of("model", 5);
+  in.sha256.assign(d.begin(), d.end());
+  std::string payload(17, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(250 + i);
+  std::string got;
+  const ModelFile out = RoundTrip(in, payload, &got);
+  EXPECT_EQ(out.index, in.index);
+  EXPECT_EQ(out.count, in.count);
+  EXPECT_EQ(out.total_bytes, in.total_bytes);
+  EXPECT_EQ(out.sha256, in.sha256);
+  EXPECT_EQ(got, payload);
+  EXPECT_STREQ(MessageTypeName(MessageType::kModelFile), "ModelFile");
+  EXPECT_EQ(static_cast<uint16_t>(MessageType::kModelFile), kMaxMessageType);
 }
 
 TEST(CodecTest, TrainTaskRoundTrip) {
@@ -640,6 +662,7 @@ void CheckAllTypes(const FrameView& view) {
   CheckDecodeIsClean<Heartbeat>(view);
   CheckDecodeIsClean<Error>(view);
   CheckDecodeIsClean<Shutdown>(view);
+  CheckDecodeIsClean<ModelFile>(view);
 }
 
 // Runs a frame through ParseFrame, then (when it parses) through every decoder.
@@ -958,6 +981,135 @@ TEST(ChunkTest, ExtraFullChunkPastTheEndOfAnUnevenTransferIsRejected) {
   std::string payload(4096, 'x');
   ExpectProtocolError(a.Add(extra, payload));
   EXPECT_EQ(a.Take(), data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model file transfer.
+
+Status FeedModel(ModelFileAssembler& a, const std::string& frame) {
+  Limits limits;
+  limits.max_payload_bytes = 4096;
+  Result<FrameView> f = ParseFrame(frame, limits);
+  if (!f.ok()) return f.status();
+  Result<ModelFile> m = Decode<ModelFile>(*f);
+  if (!m.ok()) return m.status();
+  return a.Add(*m, f->payload);
+}
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
+  return s;
+}
+
+TEST(ModelFileTest, UnevenFileReassemblesExactly) {
+  const std::string file = RandomBytes(3 * 4096 + 5, 1);  // not a multiple of 4
+  const auto frames = EncodeModelFile(file, 4096);
+  ASSERT_EQ(frames.size(), 4u);
+  ModelFileAssembler a;
+  ASSERT_TRUE(a.Start(file.size(), 4096, 1 << 20).ok());
+  for (size_t i = 0; i < frames.size(); ++i) {
+    EXPECT_FALSE(a.complete());
+    ASSERT_TRUE(FeedModel(a, frames[i]).ok()) << i;
+  }
+  ASSERT_TRUE(a.complete());
+  const Digest d = Sha256::Of(file.data(), file.size());
+  EXPECT_EQ(a.sha256(), std::string(d.begin(), d.end()));
+  EXPECT_EQ(a.Take(), file);
+  EXPECT_FALSE(a.active());
+}
+
+TEST(ModelFileTest, SizeAboveTheCapIsRefusedBeforeAllocating) {
+  ModelFileAssembler a;
+  AllocationScope scope;
+  Status st = a.Start(uint64_t{1} << 40, 4096, uint64_t{256} << 20);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Contains(st.message(), "1099511627776 bytes")) << st.message();
+  EXPECT_FALSE(a.active());
+  EXPECT_LT(scope.max_allocation(), 4096u);
+  EXPECT_FALSE(a.Start(0, 4096, 1 << 20).ok());
+  EXPECT_FALSE(a.Start(100, 0, 1 << 20).ok());
+}
+
+TEST(ModelFileTest, PieceAnnouncingAnotherSizeIsRejectedWithoutAllocatingIt) {
+  // Welcome announced 5000 bytes; a piece claiming 1 TiB must not make the receiver allocate it.
+  ModelFileAssembler a;
+  ASSERT_TRUE(a.Start(5000, 4096, 1 << 20).ok());
+  ModelFile m;
+  m.index = 0;
+  m.count = 268435456;
+  m.total_bytes = uint64_t{1} << 40;
+  m.sha256 = std::string(32, 'x');
+  const std::string payload(4096, 'a');
+  AllocationScope scope;
+  ExpectProtocolError(a.Add(m, payload), "announces 1099511627776 bytes");
+  EXPECT_LT(scope.max_allocation(), 4096u);
+  EXPECT_FALSE(a.active());
+}
+
+TEST(ModelFileTest, OutOfOrderWrongSizeAndWrongDigestAreRejected) {
+  const std::string file = RandomBytes(2 * 4096 + 100, 2);
+  const auto frames = EncodeModelFile(file, 4096);
+  ASSERT_EQ(frames.size(), 3u);
+  ModelFileAssembler a;
+
+  ASSERT_TRUE(a.Start(file.size(), 4096, 1 << 20).ok());
+  ExpectProtocolError(FeedModel(a, frames[1]), "out of order");
+  EXPECT_FALSE(a.active());
+  ExpectProtocolError(FeedModel(a, frames[0]), "without a model transfer");
+
+  // A piece whose payload is one byte short.
+  ASSERT_TRUE(a.Start(file.size(), 4096, 1 << 20).ok());
+  ASSERT_TRUE(FeedModel(a, frames[0]).ok());
+  ModelFile m;
+  m.index = 1;
+  m.count = 3;
+  m.total_bytes = file.size();
+  const Digest d = Sha256::Of(file.data(), file.size());
+  m.sha256.assign(d.begin(), d.end());
+  ExpectProtocolError(a.Add(m, std::string_view(file).substr(4096, 4095)), "expected 4096");
+
+  // A piece announcing another digest than the first.
+  ASSERT_TRUE(a.Start(file.size(), 4096, 1 << 20).ok());
+  ASSERT_TRUE(FeedModel(a, frames[0]).ok());
+  m.sha256[0] ^= 1;
+  ExpectProtocolError(a.Add(m, std::string_view(file).substr(4096, 4096)), "another digest");
+
+  // Consistent pieces whose bytes do not hash to the announced digest.
+  std::string tampered = file;
+  tampered[5000] ^= 0x40;
+  auto bad = EncodeModelFile(tampered, 4096);
+  ASSERT_TRUE(a.Start(file.size(), 4096, 1 << 20).ok());
+  ASSERT_TRUE(FeedModel(a, frames[0]).ok());
+  // Piece 1 of the tampered file carries the tampered file's digest: different from piece 0's.
+  ExpectProtocolError(FeedModel(a, bad[1]), "another digest");
+  ModelFile forged;
+  forged.index = 1;
+  forged.count = 3;
+  forged.total_bytes = file.size();
+  forged.sha256.assign(d.begin(), d.end());
+  ASSERT_TRUE(a.Start(file.size(), 4096, 1 << 20).ok());
+  ASSERT_TRUE(FeedModel(a, frames[0]).ok());
+  ASSERT_TRUE(a.Add(forged, std::string_view(tampered).substr(4096, 4096)).ok());
+  forged.index = 2;
+  ExpectProtocolError(a.Add(forged, std::string_view(tampered).substr(8192)), "SHA-256");
+  EXPECT_FALSE(a.active());
+
+  // A size different from the one Welcome announced.
+  ASSERT_TRUE(a.Start(file.size() + 1, 4096, 1 << 20).ok());
+  ExpectProtocolError(FeedModel(a, frames[0]), "announces");
+}
+
+TEST(ModelFileTest, PieceAfterCompletionIsRejected) {
+  const std::string file = RandomBytes(4096, 3);
+  const auto frames = EncodeModelFile(file, 4096);
+  ASSERT_EQ(frames.size(), 1u);
+  ModelFileAssembler a;
+  ASSERT_TRUE(a.Start(file.size(), 4096, 1 << 20).ok());
+  ASSERT_TRUE(FeedModel(a, frames[0]).ok());
+  ASSERT_TRUE(a.complete());
+  ExpectProtocolError(FeedModel(a, frames[0]), "complete");
 }
 
 }  // namespace

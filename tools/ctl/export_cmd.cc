@@ -11,6 +11,7 @@
 #include "common/sha256.h"
 #include "common/signing.h"
 #include "common/weights.h"
+#include "coordinator/model_ops.h"
 #include "coordinator/model_store.h"
 
 namespace shoal::ctl {
@@ -32,6 +33,8 @@ struct RunInfo {
   std::vector<int64_t> input_shape;
   int64_t num_classes = 0;
   std::vector<std::string> class_names;  // empty when run.json has none
+  std::string model_path;    // torchscript runs: model.path the run started from
+  std::string model_sha256;  // torchscript runs: SHA-256 (hex) of RUN_DIR/model/script.pt
 };
 
 Result<RunInfo> ReadRunInfo(const std::string& run_dir) {
@@ -53,6 +56,10 @@ Result<RunInfo> ReadRunInfo(const std::string& run_dir) {
     info.num_classes = j.at("num_classes").get<int64_t>();
     if (j.contains("class_names")) {
       info.class_names = j.at("class_names").get<std::vector<std::string>>();
+    }
+    if (info.model == nn::kTorchScriptModel) {
+      info.model_sha256 = j.at("model_sha256").get<std::string>();
+      info.model_path = j.value("model_path", "");
     }
   } catch (const nlohmann::json::exception& e) {
     return Corrupt(path + ": " + e.what());
@@ -219,7 +226,14 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req) {
   SHOAL_RETURN_IF_ERROR(EnsureCoordinatorKey(req.run_dir));
   SHOAL_ASSIGN_OR_RETURN(PrivateKey key, PrivateKey::Load(CoordinatorKeyPath(req.run_dir)));
 
-  auto exported = nn::ExportTorchScript(info.model, info.input_shape, info.num_classes, weights);
+  Result<nn::ExportedModel> exported = Internal("not exported");
+  if (info.model == nn::kTorchScriptModel) {
+    // The user's architecture from the run's own copy, holding the version's weights.
+    SHOAL_ASSIGN_OR_RETURN(std::string script, ReadRunScriptModel(req.run_dir, info.model_sha256));
+    exported = nn::ExportScriptModel(script, info.input_shape, info.num_classes, weights);
+  } else {
+    exported = nn::ExportTorchScript(info.model, info.input_shape, info.num_classes, weights);
+  }
   if (!exported.ok()) {
     return exported.status().Annotate("export of v" + std::to_string(meta.version));
   }
@@ -248,6 +262,9 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req) {
       {"exported_at", UtcNow()},
       {"public_key_pem", key.public_key().pem()},
   };
+  if (info.model == nn::kTorchScriptModel) {
+    j["script_model"] = {{"path", info.model_path}, {"sha256", info.model_sha256}};
+  }
   SHOAL_ASSIGN_OR_RETURN(std::string signed_bytes, SignedBytes(j));
   SHOAL_ASSIGN_OR_RETURN(std::string signature, key.Sign(signed_bytes));
   j["signature"] = {{"algorithm", "ed25519"},
