@@ -222,6 +222,7 @@ Status Coordinator::Impl::Prepare() {
     spdlog::info("central evaluation on {} samples from {}", evaluator_->size(), cfg_.eval_path);
   }
   SHOAL_RETURN_IF_ERROR(Resume());
+  rs_.round = next_round_ - 1;  // what status shows until the next round starts
   if (model_.is_script()) {
     // Encoded once; the bytes themselves are no longer needed (the evaluator holds its module).
     model_frames_ = proto::EncodeModelFile(model_.script_bytes, cfg_.chunk_bytes);
@@ -231,7 +232,15 @@ Status Coordinator::Impl::Prepare() {
     for (const auto& v : *versions) board_.AddVersion(v.ToJson());
   }
   if (auto recs = ReadMetricsLog(cfg_.run_dir); recs.ok()) {
-    for (const auto& r : *recs) board_.AddRound(r);
+    for (const auto& r : *recs) {
+      board_.AddRound(r);
+      // A resumed run's worker table starts from the history: who took part in which round.
+      for (const auto& name : r.value("participants", nlohmann::json::array())) {
+        WorkerStats& ws = stats_[name.get<std::string>()];
+        ws.state = "offline";
+        ws.rounds.push_back(r.value("round", uint64_t{0}));
+      }
+    }
   }
   if (cfg_.http_enabled) {
     HttpOptions ho;
