@@ -13,9 +13,7 @@
 namespace shoal {
 namespace {
 
-Status Errno(const std::string& what, const std::string& path) {
-  return IoError(what + " " + path + ": " + std::strerror(errno));
-}
+Status Errno(const std::string& what, const std::string& path) { return ErrnoStatus(what, path); }
 
 Status WriteAll(int fd, const char* p, size_t n, const std::string& path) {
   while (n > 0) {
@@ -41,7 +39,13 @@ void MaybeCrashBeforeRename(const std::string& path) {
   }
 }
 
-Status FsyncDir(const std::string& dir) {
+}  // namespace
+
+Status ErrnoStatus(const std::string& what, const std::string& path) {
+  return IoError(what + " " + path + ": " + std::strerror(errno));
+}
+
+Status SyncDirectory(const std::string& dir) {
   int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return Errno("open directory", dir);
   int rc = ::fsync(fd);
@@ -50,7 +54,25 @@ Status FsyncDir(const std::string& dir) {
   return Status::Ok();
 }
 
-}  // namespace
+Status CreateFileAtomic(const std::string& path, std::string_view data, mode_t mode) {
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = path + ".new." + std::to_string(::getpid()) + "." +
+                          std::to_string(counter.fetch_add(1));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return Errno("create", tmp);
+  Status st;
+  if (::fchmod(fd, mode) != 0) st = Errno("chmod", tmp);
+  if (st.ok()) st = WriteAll(fd, data.data(), data.size(), tmp);
+  if (st.ok() && ::fsync(fd) != 0) st = Errno("fsync", tmp);
+  if (::close(fd) != 0 && st.ok()) st = Errno("close", tmp);
+  if (st.ok() && ::link(tmp.c_str(), path.c_str()) != 0) {
+    st = errno == EEXIST ? Rejected(path + " already exists; refusing to overwrite it")
+                         : Errno("link to " + path, tmp);
+  }
+  ::unlink(tmp.c_str());
+  SHOAL_RETURN_IF_ERROR(st);
+  return SyncDirectory(std::filesystem::path(path).parent_path().string());
+}
 
 Status WriteFileAtomic(const std::string& path, const std::vector<std::string_view>& parts,
                        mode_t mode) {
@@ -78,7 +100,7 @@ Status WriteFileAtomic(const std::string& path, const std::vector<std::string_vi
     ::unlink(tmp.c_str());
     return st;
   }
-  return FsyncDir(std::filesystem::path(path).parent_path().string());
+  return SyncDirectory(std::filesystem::path(path).parent_path().string());
 }
 
 Result<std::string> ReadFile(const std::string& path, uint64_t max_bytes) {

@@ -24,6 +24,16 @@ inline Status WriteFileAtomic(const std::string& path, std::string_view data, mo
   return WriteFileAtomic(path, std::vector<std::string_view>{data}, mode);
 }
 
+// Atomically creates `path` with `data` (mode `mode` from the first byte), only if it does not
+// exist yet: Rejected otherwise, so an existing file (a private key) is never overwritten.
+Status CreateFileAtomic(const std::string& path, std::string_view data, mode_t mode);
+
+// fsync of a directory, so renames and links in it are durable.
+Status SyncDirectory(const std::string& dir);
+
+// IoError "what path: strerror(errno)".
+Status ErrnoStatus(const std::string& what, const std::string& path);
+
 // Reads a whole file; NotFound when missing, InvalidArgument when larger than max_bytes.
 Result<std::string> ReadFile(const std::string& path, uint64_t max_bytes = 1ull << 34);
 

@@ -29,10 +29,14 @@
 #include <utility>
 
 #include "common/file_util.h"
+#include "common/openssl_util.h"
 #include "common/sha256.h"
 
 namespace shoal::pki {
 namespace {
+
+using internal::NoPassphrase;
+using internal::OpenSslError;
 
 using nlohmann::json;
 
@@ -74,16 +78,7 @@ constexpr const char* kTokenPrefix = "shoal1";
 
 // ---- small helpers ----------------------------------------------------------------------------
 
-std::string OpenSslError() {
-  unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "no OpenSSL error recorded";
-  char buf[256];
-  ERR_error_string_n(code, buf, sizeof(buf));
-  return buf;
-}
 
-int NoPassphrase(char*, int, int, void*) { return 0; }
 
 int64_t NowOr(int64_t now) { return now != 0 ? now : static_cast<int64_t>(std::time(nullptr)); }
 
@@ -189,48 +184,11 @@ Result<std::string> Base64UrlDecode(const std::string& in) {
   return out;
 }
 
-Status Errno(const std::string& what, const std::string& path) {
-  return IoError(what + " " + path + ": " + std::strerror(errno));
-}
+Status Errno(const std::string& what, const std::string& path) { return ErrnoStatus(what, path); }
 
-Status FsyncDir(const std::string& dir) {
-  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("open directory", dir);
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return Errno("fsync directory", dir);
-  return Status::Ok();
-}
-
-// Writes a private key file: created 0600 from the first byte, synced, and linked into place
-// only when `path` does not exist yet (Rejected otherwise), so a key is never overwritten.
+// A private key file: created 0600 from the first byte and never overwriting an existing key.
 Status WriteKeyFile(const std::string& path, const std::string& pem) {
-  SHOAL_ASSIGN_OR_RETURN(std::string suffix, RandomHex(8));
-  const std::string tmp = path + ".tmp." + suffix;
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno("create", tmp);
-  Status st;
-  const char* p = pem.data();
-  size_t n = pem.size();
-  while (st.ok() && n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      st = Errno("write", tmp);
-      break;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  if (st.ok() && ::fsync(fd) != 0) st = Errno("fsync", tmp);
-  if (::close(fd) != 0 && st.ok()) st = Errno("close", tmp);
-  if (st.ok() && ::link(tmp.c_str(), path.c_str()) != 0) {
-    st = errno == EEXIST ? Rejected(path + " already exists; refusing to overwrite a private key")
-                         : Errno("link to " + path, tmp);
-  }
-  ::unlink(tmp.c_str());
-  SHOAL_RETURN_IF_ERROR(st);
-  return FsyncDir(std::filesystem::path(path).parent_path().string());
+  return CreateFileAtomic(path, pem, 0600);
 }
 
 // Creates `dir` mode 0700 when it is missing (it will hold private keys).

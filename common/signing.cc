@@ -14,10 +14,14 @@
 #include <cstring>
 
 #include "common/file_util.h"
+#include "common/openssl_util.h"
 #include "common/sha256.h"
 
 namespace shoal {
 namespace {
+
+using internal::NoPassphrase;
+using internal::OpenSslError;
 
 struct PkeyDeleter {
   void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
@@ -39,18 +43,7 @@ using BioPtr = std::unique_ptr<BIO, BioDeleter>;
 constexpr size_t kMaxPemBytes = 64 * 1024;
 constexpr size_t kSignatureBytes = 64;
 
-// The oldest queued OpenSSL error as text (and clears the queue), for error messages.
-std::string OpenSslError() {
-  unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "no OpenSSL error recorded";
-  char buf[256];
-  ERR_error_string_n(code, buf, sizeof(buf));
-  return buf;
-}
 
-// Refuses to prompt on the terminal for a passphrase: encrypted keys fail to load.
-int NoPassphrase(char*, int, int, void*) { return 0; }
 
 Result<std::string> BioContents(BIO* bio) {
   char* data = nullptr;
