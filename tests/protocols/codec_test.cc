@@ -3,63 +3,24 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <atomic>
-#include <memory>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <new>
+#include <memory>
 #include <random>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "protocols/messages.h"
-
-// Allocation tracking: the whole test binary's operator new records the largest single request
-// made while `g_track_allocations` is set, so tests can check that a hostile length prefix is
-// rejected before anything is allocated from it (a 1 TiB request that merely fails with
-// std::bad_alloc would otherwise look like a clean rejection).
-#if defined(__GNUC__) && !defined(__clang__)
-// operator new below is malloc-based, so free() in operator delete is the matching call.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
-namespace {
-std::atomic<bool> g_track_allocations{false};
-std::atomic<size_t> g_max_allocation{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  if (g_track_allocations.load(std::memory_order_relaxed)) {
-    size_t cur = g_max_allocation.load(std::memory_order_relaxed);
-    while (n > cur && !g_max_allocation.compare_exchange_weak(cur, n)) {
-    }
-  }
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return ::operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "tests/testing/allocation_tracker.h"
 
 namespace shoal::proto {
 namespace {
 
-// Records the largest allocation made during its lifetime.
-class AllocationScope {
- public:
-  AllocationScope() {
-    g_max_allocation.store(0);
-    g_track_allocations.store(true);
-  }
-  ~AllocationScope() { g_track_allocations.store(false); }
-  size_t max_allocation() const { return g_max_allocation.load(); }
-};
+using testing::AllocationScope;
 
 constexpr size_t kHeaderOffset = kFrameHeaderBytes;
 

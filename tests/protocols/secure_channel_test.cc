@@ -25,31 +25,7 @@
 #include <vector>
 
 #include "protocols/transport.h"
-
-// Allocation tracking: records the largest single operator-new request made while enabled, so
-// the lying-length test can check that nothing was allocated from the hostile prefix.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-namespace {
-std::atomic<bool> g_track_allocations{false};
-std::atomic<size_t> g_max_allocation{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  if (g_track_allocations.load(std::memory_order_relaxed)) {
-    size_t cur = g_max_allocation.load(std::memory_order_relaxed);
-    while (n > cur && !g_max_allocation.compare_exchange_weak(cur, n)) {
-    }
-  }
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return ::operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "tests/testing/allocation_tracker.h"
 
 namespace shoal::proto {
 namespace {
@@ -580,16 +556,16 @@ TEST_F(SecureChannelTest, LyingLengthPrefixIsRefusedBeforeAllocation) {
   const std::string prefix("\x00\x00\x00\x80", 4);  // 2^31, little-endian
   ASSERT_TRUE(p.client->SealRawForTesting(prefix + "tail", &frames).ok());
   Status s;
+  size_t max_allocation = 0;
   {
-    g_max_allocation.store(0);
-    g_track_allocations.store(true);
+    testing::AllocationScope scope;
     s = p.server->OnWire(frames[0], &back, &got);
-    g_track_allocations.store(false);
+    max_allocation = scope.max_allocation();
   }
   EXPECT_EQ(s.code(), Code::kProtocol) << s.ToString();
   EXPECT_TRUE(Contains(s.message(), "2147483648")) << s.ToString();
   EXPECT_TRUE(got.empty());
-  EXPECT_LT(g_max_allocation.load(), size_t{1} << 20);
+  EXPECT_LT(max_allocation, size_t{1} << 20);
 }
 
 TEST_F(SecureChannelTest, CapIsEnforcedExactly) {
