@@ -204,6 +204,28 @@ Result<double> VerifyScriptModule(torch::jit::Module& module, Net& net,
   }
 }
 
+// Serializes `module`, loads the bytes back and verifies the loaded copy against `net` (which
+// holds the same weights): what is returned is exactly what was checked.
+static Result<ExportedModel> SaveAndVerify(torch::jit::Module& module, Net& net,
+                                           const std::vector<int64_t>& input_shape,
+                                           const std::string& what) {
+  ExportedModel out;
+  try {
+    std::ostringstream archive;
+    module.save(archive);
+    out.bytes = archive.str();
+    std::istringstream in(out.bytes);
+    torch::jit::Module loaded = torch::jit::load(in);
+    loaded.eval();
+    out.check_samples = 16;
+    SHOAL_ASSIGN_OR_RETURN(out.max_abs_diff, VerifyScriptModule(loaded, net, input_shape,
+                                                                /*seed=*/1234, out.check_samples));
+  } catch (const std::exception& e) {
+    return Internal("serializing the TorchScript " + what + " failed: " + TorchMessage(e));
+  }
+  return out;
+}
+
 Result<ExportedModel> ExportTorchScript(const std::string& name,
                                         const std::vector<int64_t>& input_shape,
                                         int64_t num_classes, const Weights& weights) {
@@ -211,22 +233,7 @@ Result<ExportedModel> ExportTorchScript(const std::string& name,
   SHOAL_RETURN_IF_ERROR(BuildScriptModule(name, input_shape, num_classes, weights, &module));
   SHOAL_ASSIGN_OR_RETURN(auto net, MakeModel(name, input_shape, num_classes, /*seed=*/0));
   SHOAL_RETURN_IF_ERROR(SetWeights(*net, weights));
-  ExportedModel out;
-  try {
-    std::ostringstream archive;
-    module.save(archive);
-    out.bytes = archive.str();
-    // Verify what will be written, not just the in-memory module.
-    std::istringstream in(out.bytes);
-    torch::jit::Module loaded = torch::jit::load(in);
-    out.check_samples = 16;
-    SHOAL_ASSIGN_OR_RETURN(out.max_abs_diff, VerifyScriptModule(loaded, *net, input_shape,
-                                                                /*seed=*/1234, out.check_samples));
-  } catch (const std::exception& e) {
-    return Internal("serializing the TorchScript module of '" + name +
-                    "' failed: " + TorchMessage(e));
-  }
-  return out;
+  return SaveAndVerify(module, *net, input_shape, "module of '" + name + "'");
 }
 
 Result<ExportedModel> ExportScriptModel(const std::string& script_bytes,
@@ -239,21 +246,7 @@ Result<ExportedModel> ExportScriptModel(const std::string& script_bytes,
   SHOAL_RETURN_IF_ERROR(SetWeights(*net, weights));
   net->eval();
   torch::jit::Module& module = static_cast<ScriptNet&>(*net).module();
-  ExportedModel out;
-  try {
-    std::ostringstream archive;
-    module.save(archive);
-    out.bytes = archive.str();
-    std::istringstream in(out.bytes);
-    torch::jit::Module loaded = torch::jit::load(in);
-    loaded.eval();
-    out.check_samples = 16;
-    SHOAL_ASSIGN_OR_RETURN(out.max_abs_diff, VerifyScriptModule(loaded, *net, input_shape,
-                                                                /*seed=*/1234, out.check_samples));
-  } catch (const std::exception& e) {
-    return Internal("serializing the TorchScript model failed: " + TorchMessage(e));
-  }
-  return out;
+  return SaveAndVerify(module, *net, input_shape, "model");
 }
 
 }  // namespace shoal::nn
