@@ -16,6 +16,7 @@
 #include "common/weights.h"
 #include "coordinator/model_ops.h"
 #include "coordinator/model_store.h"
+#include "tests/export/python_fixture.h"
 #include "tests/integration/process.h"
 
 namespace shoal {
@@ -25,12 +26,10 @@ using namespace std::chrono_literals;
 using testing::BinDir;
 using testing::Process;
 
-const char* kFashion = "/usr/share/datasets/fashion-mnist";
-const char* kPython = "/usr/bin/python3";
+using testing::Contains;
+using testing::kFashion;
+using testing::kPython;
 
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
 nlohmann::json ReadJson(const std::string& path) {
   auto j = nlohmann::json::parse(testing::ReadText(path), nullptr, false);
@@ -68,43 +67,8 @@ void WriteExpected(const Weights& w, const std::string& json_path) {
       WriteFileAtomic(json_path, nlohmann::json{{"tensors", tensors}, {"data", bin}}.dump()).ok());
 }
 
-class ByoModelTest : public ::testing::Test {
+class ByoModelTest : public testing::PythonExportTest {
  protected:
-  void SetUp() override {
-    for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
-      if (!PathExists(std::string(kFashion) + "/" + f)) {
-        GTEST_SKIP() << "Fashion-MNIST not installed (" << kFashion << "/" << f
-                     << " missing; apt-get install dataset-fashion-mnist)";
-      }
-    }
-    char tmpl[] = "/tmp/shoal-byo-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    Process probe({kPython, "-c", "import torch, numpy"}, dir_ + "/python-probe.log");
-    auto code = probe.Wait(120s);
-    if (code != 0) {
-      GTEST_SKIP() << kPython << " cannot import torch and numpy (apt-get install python3-torch "
-                   << "python3-numpy): " << probe.Log();
-    }
-  }
-  void TearDown() override {
-    if (dir_.empty()) return;
-    if (HasFailure()) {
-      std::fprintf(stderr, "test files kept in %s\n", dir_.c_str());
-    } else {
-      std::filesystem::remove_all(dir_);
-    }
-  }
-
-  // Runs a command to completion (bounded) and returns its exit code; the output is in *log.
-  int Run(const std::vector<std::string>& argv, const std::string& name, std::string* log,
-          std::chrono::seconds timeout = 120s) {
-    Process p(argv, dir_ + "/" + name + ".log");
-    auto code = p.Wait(timeout);
-    *log = p.Log();
-    return code.value_or(-1000);
-  }
-
   // Scripts model `variant` in Python into dir_/<variant>.pt.
   std::string MakeModel(const std::string& variant) {
     const std::string out = dir_ + "/" + variant + ".pt";
@@ -136,8 +100,6 @@ class ByoModelTest : public ::testing::Test {
             "--set", "network.heartbeat_ms=200",
             "--set", "network.peer_timeout_ms=5000"};
   }
-
-  std::string dir_;
 };
 
 TEST_F(ByoModelTest, FederationTrainsAUserModelAndExportsItWithTheFederatedWeights) {

@@ -17,6 +17,7 @@
 #include "common/nn/models.h"
 #include "common/signing.h"
 #include "coordinator/model_store.h"
+#include "tests/export/python_fixture.h"
 #include "tests/integration/process.h"
 
 namespace shoal {
@@ -26,52 +27,12 @@ using namespace std::chrono_literals;
 using testing::BinDir;
 using testing::Process;
 
-const char* kFashion = "/usr/share/datasets/fashion-mnist";
-const char* kPython = "/usr/bin/python3";
+using testing::Contains;
+using testing::kFashion;
+using testing::kPython;
 
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
-class ExportEndToEndTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
-      if (!PathExists(std::string(kFashion) + "/" + f)) {
-        GTEST_SKIP() << "Fashion-MNIST not installed (" << kFashion << "/" << f
-                     << " missing; apt-get install dataset-fashion-mnist)";
-      }
-    }
-    char tmpl[] = "/tmp/shoal-export-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    Process probe({kPython, "-c", "import torch, numpy"}, dir_ + "/python-probe.log");
-    auto code = probe.Wait(120s);
-    if (code != 0) {
-      GTEST_SKIP() << kPython << " cannot import torch and numpy (apt-get install python3-torch "
-                   << "python3-numpy): " << probe.Log();
-    }
-  }
-  void TearDown() override {
-    if (dir_.empty()) return;
-    if (HasFailure()) {
-      std::fprintf(stderr, "test files kept in %s\n", dir_.c_str());
-    } else {
-      std::filesystem::remove_all(dir_);
-    }
-  }
-
-  // Runs a command to completion (bounded) and returns its exit code; the output is in *log.
-  int Run(const std::vector<std::string>& argv, const std::string& name, std::string* log,
-          std::chrono::seconds timeout = 120s) {
-    Process p(argv, dir_ + "/" + name + ".log");
-    auto code = p.Wait(timeout);
-    *log = p.Log();
-    return code.value_or(-1000);
-  }
-
-  std::string dir_;
-};
+class ExportEndToEndTest : public testing::PythonExportTest {};
 
 nlohmann::json ReadJson(const std::string& path) {
   auto j = nlohmann::json::parse(testing::ReadText(path), nullptr, false);
