@@ -29,16 +29,25 @@ class ConfigFlags {
       app.add_option(aliases_[i].flag, values_[i], aliases_[i].help);
     }
   }
+  // A flag without a value that sets a boolean key to true (e.g. --insecure).
+  void AddSwitch(CLI::App& app, const char* flag, const char* key, const char* help) {
+    switches_.push_back({key, std::make_unique<bool>(false)});
+    app.add_flag(flag, *switches_.back().second, help);
+  }
   const std::string& config_path() const { return config_path_; }
   std::vector<std::string> Overrides() const {
     std::vector<std::string> out = sets_;
     for (size_t i = 0; i < aliases_.size(); ++i) {
       if (!values_[i].empty()) out.push_back(std::string(aliases_[i].key) + "=" + values_[i]);
     }
+    for (const auto& [key, on] : switches_) {
+      if (*on) out.push_back(key + "=true");
+    }
     return out;
   }
 
  private:
+  std::vector<std::pair<std::string, std::unique_ptr<bool>>> switches_;
   std::vector<FlagAlias> aliases_;
   std::vector<std::string> values_;
   std::string config_path_;

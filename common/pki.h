@@ -89,6 +89,24 @@ Status ValidateCoordinatorAddress(const std::string& address);
 Status Enroll(const std::string& ca_dir, const std::string& name, const std::string& out_dir,
               const std::string& coordinator_address = "");
 
+// Writes an enrollment bundle (the layout Enroll makes) from parts: used by a worker that joined
+// with a token. Rejected when out_dir already holds a worker.key.
+Status WriteBundle(const std::string& out_dir, const std::string& name, const std::string& key_pem,
+                   const std::string& cert_pem, const std::string& ca_pem,
+                   const std::string& coordinator_address);
+
+struct Bundle {
+  std::string name;
+  std::string coordinator_address;
+  std::string key_pem;
+  std::string cert_pem;
+  std::string ca_pem;
+  std::string ca_fingerprint;
+};
+// Reads a bundle directory. NotFound without bundle.json, Corrupt when its CA is not the one
+// bundle.json names.
+Result<Bundle> LoadBundle(const std::string& dir);
+
 struct ParsedToken {
   std::string id;                   // 16 lowercase hex
   std::string secret;               // 32 lowercase hex

@@ -50,6 +50,13 @@ Status CoordinatorConfig::Validate() const {
   if (!(eval_timeout_s > 0)) return bad("eval.timeout_s", "must be positive");
   if (http_port < 0 || http_port > 65535) return bad("http.port", "must be in 0..65535");
   if (http_linger_s < 0 && http_linger_s != -1) return bad("http.linger_s", "must be >= 0 or -1");
+  if (!insecure && ca_dir.empty()) {
+    return bad("security.ca_dir",
+               "required: workers connect over mutually authenticated TLS. Create the federation's "
+               "CA with `shoalctl ca init DIR` and pass --ca-dir DIR, or pass --insecure to send "
+               "weights in clear text (debugging only)");
+  }
+  if (handshake_timeout_ms < 100) return bad("security.handshake_timeout_ms", "must be at least 100");
   if (threads < 1) return bad("runtime.threads", "must be at least 1");
   return Status::Ok();
 }
@@ -97,6 +104,9 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("http.port_file", c.http_port_file);
   r.Read("http.token", c.http_token);
   r.Read("http.linger_s", c.http_linger_s);
+  r.Read("security.ca_dir", c.ca_dir);
+  r.Read("security.insecure", c.insecure);
+  r.Read("security.handshake_timeout_ms", c.handshake_timeout_ms);
   r.Read("runtime.threads", c.threads);
   r.Read("runtime.log_level", c.log_level);
   SHOAL_RETURN_IF_ERROR(r.Finish());

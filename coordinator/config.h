@@ -64,6 +64,12 @@ struct CoordinatorConfig {
   std::string http_token;               // http.token: bearer token required by every request
   double http_linger_s = 0;             // http.linger_s: keep serving after the run ends (-1 = until stopped)
 
+  // [security]
+  std::string ca_dir;     // security.ca_dir: the federation's CA (shoalctl ca init); required
+                          // unless security.insecure
+  bool insecure = false;  // security.insecure: plain ZeroMQ, no TLS, anyone may join (debugging only)
+  uint32_t handshake_timeout_ms = 10000;  // security.handshake_timeout_ms: TLS handshake deadline
+
   // [runtime]
   int threads = 1;                  // runtime.threads: LibTorch intra-op threads (evaluation)
   std::string log_level = "info";   // runtime.log_level

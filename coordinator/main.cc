@@ -35,7 +35,10 @@ int main(int argc, char** argv) {
       {"--eval-limit", "eval.limit", "Central evaluation on the first N samples only"},
       {"--http-port", "http.port", "Dashboard/API port (0 = any free port)"},
       {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},
+      {"--ca-dir", "security.ca_dir", "The federation's CA directory (shoalctl ca init)"},
   });
+  flags.AddSwitch(app, "--insecure", "security.insecure",
+                  "DEBUGGING ONLY: no TLS; weights travel in clear text and anyone may join");
   CLI11_PARSE(app, argc, argv);
 
   auto config = shoal::LoadCoordinatorConfig(flags.config_path(), flags.Overrides());

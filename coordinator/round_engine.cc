@@ -13,11 +13,14 @@
 #include <random>
 #include <set>
 
+#include <sys/stat.h>
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "common/file_util.h"
 #include "common/nn/runtime.h"
+#include "common/pki.h"
 #include "common/sha256.h"
 #include "common/signing.h"
 #include "coordinator/fed_avg.h"
@@ -25,8 +28,8 @@
 #include "coordinator/model_ops.h"
 #include "coordinator/model_store.h"
 #include "coordinator/status_board.h"
+#include "protocols/channel.h"
 #include "protocols/codec.h"
-#include "protocols/transport.h"
 
 namespace shoal {
 
@@ -98,7 +101,7 @@ class Coordinator::Impl {
 
   struct Peer {
     std::string id;  // routing id
-    std::string name;
+    std::string name;  // with TLS, the certificate's CN (checked at Hello and on every message)
     int64_t num_train = 0;
     int64_t num_val = 0;
     Clock::time_point last_seen;
@@ -150,8 +153,13 @@ class Coordinator::Impl {
   // The message pump.
   bool PumpUntil(Clock::time_point deadline, const std::function<bool()>& done);
   void Housekeeping();
-  void Dispatch(const proto::Incoming& in);
-  void OnHello(const std::string& id, const proto::FrameView& f);
+  void Dispatch(const proto::ChannelMessage& in);
+  bool Authorize(const proto::ChannelMessage& in);
+  void OnJoinRequest(const proto::ChannelMessage& in, const proto::FrameView& f);
+  Status SetUpChannel();
+  void RefreshEnrollment(bool force);
+  void RecordChannelEvents();
+  void OnHello(const std::string& id, const proto::FrameView& f, const std::string& identity);
   void OnUpdateReady(Peer& p, const proto::FrameView& f);
   void OnChunk(Peer& p, const proto::FrameView& f);
   void OnEvalResult(Peer& p, const proto::FrameView& f);
@@ -179,7 +187,12 @@ class Coordinator::Impl {
   CoordinatorConfig cfg_;
   std::atomic<bool>& stop_;
   proto::Limits limits_;
-  std::unique_ptr<proto::RouterSocket> socket_;
+  std::unique_ptr<proto::ServerChannel> channel_;
+  // Enrolled workers by certificate fingerprint (from the CA's issued.json) and revoked names,
+  // reloaded when those files change (checked every housekeeping pass, 200 ms).
+  std::map<std::string, pki::WorkerRecord> enrolled_;
+  std::set<std::string> revoked_;
+  std::string enrollment_stamp_;
   std::string run_id_;
   std::unique_ptr<ModelStore> store_;
   std::unique_ptr<CentralEvaluator> evaluator_;
@@ -257,16 +270,178 @@ Status Coordinator::Impl::Prepare() {
   state_ = "waiting";
   Publish();
 
-  proto::SocketOptions so;
-  so.max_frame_bytes = static_cast<int64_t>(limits_.max_frame_bytes());
-  so.linger_ms = 2000;  // let Shutdown messages leave before the socket closes
-  socket_ = std::make_unique<proto::RouterSocket>(so);
-  SHOAL_ASSIGN_OR_RETURN(std::string endpoint, socket_->Bind(cfg_.bind));
-  spdlog::info("listening on {} run={} run_dir={}", endpoint, run_id_, cfg_.run_dir);
+  SHOAL_RETURN_IF_ERROR(SetUpChannel());
+  SHOAL_ASSIGN_OR_RETURN(std::string endpoint, channel_->Bind(cfg_.bind));
+  spdlog::info("listening on {} ({}) run={} run_dir={}", endpoint,
+               channel_->secure() ? "TLS 1.3, enrolled workers only" : "INSECURE plain ZeroMQ",
+               run_id_, cfg_.run_dir);
   if (!cfg_.endpoint_file.empty()) {
     SHOAL_RETURN_IF_ERROR(WriteFileAtomic(cfg_.endpoint_file, endpoint + "\n"));
   }
   return Status::Ok();
+}
+
+// TLS with the federation's CA: the coordinator presents coordinator.crt (followed by ca.crt, so
+// a worker joining with a token can check the CA against the fingerprint it was given), trusts
+// only ca.crt, and lets a client without a certificate finish the handshake so it can redeem a
+// join token (such a session may send nothing else).
+Status Coordinator::Impl::SetUpChannel() {
+  proto::ChannelOptions co;
+  co.max_message_bytes = limits_.max_frame_bytes();
+  co.handshake_timeout_ms = static_cast<int>(cfg_.handshake_timeout_ms);
+  co.socket.linger_ms = 2000;  // let Shutdown messages leave before the socket closes
+  if (cfg_.insecure) {
+    for (const char* line :
+         {"INSECURE MODE (--insecure / security.insecure): no TLS. Weights and updates travel in "
+          "clear text, any process that can reach the port can join as any worker name, and "
+          "nothing is authenticated. Use only for debugging on a trusted host."}) {
+      spdlog::warn("!!! {}", line);
+    }
+    channel_ = std::make_unique<proto::ServerChannel>(co);
+    return Status::Ok();
+  }
+  const std::string& dir = cfg_.ca_dir;
+  auto read = [&](const std::string& path) -> Result<std::string> {
+    auto text = ReadFile(path, 1 << 20);
+    if (!text.ok()) {
+      return text.status().Annotate("security.ca_dir " + dir +
+                                    " (made by `shoalctl ca init DIR`)");
+    }
+    return text;
+  };
+  SHOAL_ASSIGN_OR_RETURN(std::string ca, read(pki::CaCertPath(dir)));
+  SHOAL_ASSIGN_OR_RETURN(std::string cert, read(pki::CoordinatorCertPath(dir)));
+  SHOAL_ASSIGN_OR_RETURN(std::string key, read(pki::CoordinatorKeyPath(dir)));
+  proto::TlsConfig tc;
+  tc.cert_pem = cert + ca;
+  tc.key_pem = std::move(key);
+  tc.ca_pem = ca;
+  tc.require_peer_certificate = false;  // join-token enrollment; see Authorize()
+  auto tls = proto::TlsContext::Server(tc);
+  if (!tls.ok()) return tls.status().Annotate("security.ca_dir " + dir);
+  co.tls = std::move(tls).value();
+  channel_ = std::make_unique<proto::ServerChannel>(co);
+  RefreshEnrollment(/*force=*/true);
+  SHOAL_ASSIGN_OR_RETURN(std::string fingerprint, pki::CaFingerprint(ca));
+  spdlog::info("TLS: CA {} fingerprint {}; {} workers enrolled, {} revoked", pki::CaCertPath(dir),
+               fingerprint, enrolled_.size(), revoked_.size());
+  return Status::Ok();
+}
+
+// Reloads issued.json and revoked.json when their size or modification time changed.
+void Coordinator::Impl::RefreshEnrollment(bool force) {
+  if (cfg_.insecure) return;
+  std::string stamp;
+  for (const char* f : {"/issued.json", "/revoked.json"}) {
+    struct stat st {};
+    if (::stat((cfg_.ca_dir + f).c_str(), &st) == 0) {
+      stamp += std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+               std::to_string(st.st_mtim.tv_nsec) + ";";
+    } else {
+      stamp += "-;";
+    }
+  }
+  if (!force && stamp == enrollment_stamp_) return;
+  auto records = pki::ListEnrolled(cfg_.ca_dir);
+  auto revoked = pki::RevokedNames(cfg_.ca_dir);
+  if (!records.ok() || !revoked.ok()) {
+    // Keep the previous tables (fail closed for revocations already known).
+    spdlog::error("cannot read the CA's enrollment files: {}",
+                  (!records.ok() ? records.status() : revoked.status()).ToString());
+    return;
+  }
+  enrollment_stamp_ = stamp;
+  enrolled_.clear();
+  for (auto& r : *records) enrolled_[r.fingerprint] = r;
+  for (const auto& name : *revoked) {
+    if (!revoked_.count(name)) spdlog::warn("worker={} is revoked", name);
+  }
+  revoked_ = std::move(revoked).value();
+  // A revoked worker that is connected is cut off now (within one housekeeping pass).
+  std::vector<std::string> cut;
+  for (const auto& [id, p] : peers_) {
+    if (revoked_.count(p.name)) cut.push_back(id);
+  }
+  for (const auto& id : cut) {
+    board_.CountRejection("revoked");
+    SendError(id, ErrorCode::kNotAdmitted, rs_.round, "certificate revoked");
+    DropPeer(id, "certificate revoked");
+  }
+}
+
+void Coordinator::Impl::RecordChannelEvents() {
+  for (const auto& e : channel_->TakeEvents()) {
+    board_.CountRejection(e.reason);
+    spdlog::warn("channel refused a peer ({}): {}", e.reason, e.detail);
+  }
+}
+
+// With TLS: the peer must have presented an enrolled, unrevoked certificate, and once admitted
+// every message on that connection must come from the same certificate name.
+bool Coordinator::Impl::Authorize(const proto::ChannelMessage& in) {
+  if (!channel_->secure()) return true;
+  auto refuse = [&](const char* reason, const std::string& why) {
+    board_.CountRejection(reason);
+    spdlog::warn("refused a message from {}: {}", in.identity.empty() ? "(no certificate)" : in.identity, why);
+    SendError(in.peer, ErrorCode::kNotAdmitted, rs_.round, why);
+    DropPeer(in.peer, why);
+    channel_->Close(in.peer);
+    return false;
+  };
+  if (!in.authenticated) {
+    return refuse("unauthenticated",
+                  "no client certificate: only a JoinRequest is accepted without one");
+  }
+  auto it = enrolled_.find(in.fingerprint);
+  if (it == enrolled_.end()) {
+    RefreshEnrollment(/*force=*/true);  // maybe enrolled a moment ago
+    it = enrolled_.find(in.fingerprint);
+  }
+  if (it == enrolled_.end()) {
+    return refuse("unenrolled_certificate",
+                  "certificate '" + in.identity + "' (sha256 " + in.fingerprint +
+                      ") was not issued to an enrolled worker by this federation's CA");
+  }
+  if (revoked_.count(in.identity) || it->second.revoked) {
+    return refuse("revoked", "certificate of worker '" + in.identity + "' is revoked");
+  }
+  if (auto p = peers_.find(in.peer); p != peers_.end() && p->second.name != in.identity) {
+    return refuse("identity_mismatch", "connection of worker '" + p->second.name +
+                                           "' used by certificate '" + in.identity + "'");
+  }
+  return true;
+}
+
+// Enrollment: redeem a one-time join token against the worker's CSR and return its certificate.
+void Coordinator::Impl::OnJoinRequest(const proto::ChannelMessage& in, const proto::FrameView& f) {
+  auto fail = [&](const std::string& why) {
+    board_.CountRejection("join_refused");
+    spdlog::warn("join refused: {}", why);
+    SendError(in.peer, ErrorCode::kNotAdmitted, 0, "join refused: " + why);
+    channel_->Close(in.peer);
+  };
+  if (!channel_->secure()) return fail("this coordinator runs --insecure; there is nothing to join");
+  if (in.authenticated) return fail("already holds a certificate; a JoinRequest needs none");
+  auto req = proto::Decode<proto::JoinRequest>(f);
+  if (!req.ok()) return fail(req.status().message());
+  if (req->protocol_version != proto::kProtocolVersion) {
+    return fail("protocol version " + std::to_string(req->protocol_version) + " not supported");
+  }
+  auto cert = pki::RedeemJoinToken(cfg_.ca_dir, req->token_id, req->secret, req->csr_pem);
+  if (!cert.ok()) return fail(cert.status().message());
+  auto ca = ReadFile(pki::CaCertPath(cfg_.ca_dir), 1 << 20);
+  if (!ca.ok()) return fail(ca.status().message());
+  auto info = pki::VerifyPeerCert(*ca, *cert);
+  if (!info.ok()) return fail("issued certificate does not verify: " + info.status().message());
+  proto::JoinResponse resp;
+  resp.worker_name = info->common_name;
+  resp.cert_pem = std::move(cert).value();
+  resp.ca_pem = std::move(ca).value();
+  SendMsg(in.peer, resp);
+  channel_->Close(in.peer);
+  RefreshEnrollment(/*force=*/true);
+  spdlog::info("worker={} enrolled with a join token (certificate sha256 {})", info->common_name,
+               info->fingerprint);
 }
 
 // A new torchscript run reads model.path (its size checked before reading), checks that the
@@ -433,7 +608,7 @@ bool Coordinator::Impl::PumpUntil(Clock::time_point deadline, const std::functio
     if (now >= deadline) return false;
     const int wait_ms = static_cast<int>(std::min<int64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1, 200));
-    auto in = socket_->Recv(wait_ms);
+    auto in = channel_->Recv(wait_ms);
     if (!in.ok()) {
       spdlog::warn("receive: {}", in.status().ToString());
     } else if (in->has_value()) {
@@ -447,6 +622,9 @@ bool Coordinator::Impl::PumpUntil(Clock::time_point deadline, const std::functio
 
 void Coordinator::Impl::Housekeeping() {
   last_housekeeping_ = Clock::now();
+  channel_->ExpireHandshakes();
+  RecordChannelEvents();
+  RefreshEnrollment(/*force=*/false);
   Publish();
   std::vector<std::string> lost;
   for (const auto& [id, p] : peers_) {
@@ -456,7 +634,7 @@ void Coordinator::Impl::Housekeeping() {
 }
 
 void Coordinator::Impl::SendTo(const std::string& id, const std::string& frame) {
-  Status st = socket_->Send(id, frame);
+  Status st = channel_->Send(id, frame);
   if (!st.ok()) {
     spdlog::debug("send to peer failed: {}", st.ToString());
     return;
@@ -492,10 +670,12 @@ double Coordinator::Impl::RoundDeadlineSeconds() {
 void Coordinator::Impl::Publish() {
   nlohmann::json workers = nlohmann::json::array();
   int connected = 0;
+  std::set<std::string> listed;
   for (const auto& [name, w] : stats_) {
     connected += w.state == "connected";
+    listed.insert(name);
     workers.push_back({{"name", name},
-                       {"state", w.state},
+                       {"state", revoked_.count(name) ? std::string("revoked") : w.state},
                        {"first_seen", w.first_seen},
                        {"last_seen", w.last_seen},
                        {"rounds", w.rounds},
@@ -506,6 +686,21 @@ void Coordinator::Impl::Publish() {
                        {"bytes_in", w.bytes_in},
                        {"bytes_out", w.bytes_out},
                        {"rejected", w.rejected}});
+  }
+  // Enrolled workers that never connected to this run (and revoked ones).
+  for (const auto& [fingerprint, r] : enrolled_) {
+    if (!listed.insert(r.name).second) continue;
+    workers.push_back({{"name", r.name},
+                       {"state", revoked_.count(r.name) ? "revoked" : "enrolled"},
+                       {"first_seen", ""},
+                       {"last_seen", ""},
+                       {"rounds", nlohmann::json::array()},
+                       {"samples", 0},
+                       {"val_samples", 0},
+                       {"last_train_loss", nullptr},
+                       {"bytes_in", 0},
+                       {"bytes_out", 0},
+                       {"rejected", 0}});
   }
   board_.SetWorkers(std::move(workers));
   board_.SetStatus({{"run_id", run_id_},
@@ -549,17 +744,23 @@ void Coordinator::Impl::DropPeer(const std::string& id, const std::string& why) 
   rs_.grant_queue.erase(std::remove(rs_.grant_queue.begin(), rs_.grant_queue.end(), id),
                         rs_.grant_queue.end());
   peers_.erase(it);
+  channel_->Close(id);
   MaybeGrant();
 }
 
-void Coordinator::Impl::Dispatch(const proto::Incoming& in) {
-  rs_.bytes_in += in.frame.size() + in.peer.size();
-  board_.AddBytes(in.frame.size(), 0);
+void Coordinator::Impl::Dispatch(const proto::ChannelMessage& in) {
+  rs_.bytes_in += in.message.size() + in.peer.size();
+  board_.AddBytes(in.message.size(), 0);
+  auto frame = proto::ParseFrame(in.message, limits_);
+  if (frame.ok() && frame->type == proto::MessageType::kJoinRequest) {
+    OnJoinRequest(in, *frame);
+    return;
+  }
+  if (!Authorize(in)) return;
   if (WorkerStats* ws = StatsFor(in.peer)) {
-    ws->bytes_in += in.frame.size();
+    ws->bytes_in += in.message.size();
     ws->last_seen = UtcNow();
   }
-  auto frame = proto::ParseFrame(in.frame, limits_);
   auto it = peers_.find(in.peer);
   const std::string who = it != peers_.end() ? it->second.name : "(unadmitted)";
   if (!frame.ok()) {
@@ -568,7 +769,7 @@ void Coordinator::Impl::Dispatch(const proto::Incoming& in) {
     return;
   }
   if (frame->type == proto::MessageType::kHello) {
-    OnHello(in.peer, *frame);
+    OnHello(in.peer, *frame, in.identity);
     return;
   }
   if (it == peers_.end()) {
@@ -601,7 +802,8 @@ void Coordinator::Impl::Dispatch(const proto::Incoming& in) {
   }
 }
 
-void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f) {
+void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f,
+                                const std::string& identity) {
   auto hello = proto::Decode<proto::Hello>(f);
   if (!hello.ok()) {
     spdlog::warn("rejected Hello: {}", hello.status().message());
@@ -618,6 +820,11 @@ void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f
     return;
   }
   if (!ValidWorkerName(hello->name)) return refuse("worker name must be 1-64 of [A-Za-z0-9._-]");
+  if (channel_->secure() && hello->name != identity) {
+    board_.CountRejection("identity_mismatch");
+    return refuse("claimed name '" + hello->name + "' is not the name in its certificate ('" +
+                  identity + "')");
+  }
   if (hello->input_shape != cfg_.input_shape) {
     return refuse("input shape " + ShapeString(hello->input_shape) +
                   " does not match the federation's model input " + ShapeString(cfg_.input_shape));

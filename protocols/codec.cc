@@ -35,6 +35,8 @@ const char* MessageTypeName(MessageType t) {
     case MessageType::kError: return "Error";
     case MessageType::kShutdown: return "Shutdown";
     case MessageType::kModelFile: return "ModelFile";
+    case MessageType::kJoinRequest: return "JoinRequest";
+    case MessageType::kJoinResponse: return "JoinResponse";
   }
   return "Unknown";
 }

@@ -15,6 +15,13 @@
 //   worker -> WeightsChunk x n  (local - global delta)   coordinator -> Ack | Error
 //   coordinator -> EvalTask + WeightsChunk x n    worker -> EvalResult
 //   Heartbeat both ways; Shutdown from the coordinator at the end of a run.
+//
+// Enrollment with a one-time join token (a TLS session in which the worker presented no
+// certificate; the coordinator accepts nothing else in such a session):
+//   worker -> JoinRequest (token id, secret, CSR)   coordinator -> JoinResponse | Error
+//
+// With the secure channel (the default) each of these messages travels inside TLS 1.3
+// (secure_channel.h); the frame layout is the same.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +36,8 @@ namespace shoal::proto {
 
 // Bumped on any incompatible change to a message below or to the frame layout.
 // 2: Welcome.model_bytes and ModelFile (user-supplied TorchScript models).
-inline constexpr uint16_t kProtocolVersion = 2;
+// 3: JoinRequest and JoinResponse (enrollment with a join token).
+inline constexpr uint16_t kProtocolVersion = 3;
 
 enum class MessageType : uint16_t {
   kHello = 1,
@@ -45,8 +53,10 @@ enum class MessageType : uint16_t {
   kError = 11,
   kShutdown = 12,
   kModelFile = 13,
+  kJoinRequest = 14,
+  kJoinResponse = 15,
 };
-inline constexpr uint16_t kMaxMessageType = 13;
+inline constexpr uint16_t kMaxMessageType = 15;
 
 const char* MessageTypeName(MessageType t);
 
@@ -279,6 +289,35 @@ struct Error {
     code = static_cast<ErrorCode>(c);
     ar(round);
     internal::BoundedString(ar, message);
+  }
+};
+
+// Enrollment: the secret half of a join token and a certificate signing request whose CN is
+// the worker's name. Only accepted in a TLS session without a client certificate.
+struct JoinRequest {
+  static constexpr MessageType kType = MessageType::kJoinRequest;
+  uint16_t protocol_version = kProtocolVersion;
+  std::string token_id;
+  std::string secret;
+  std::string csr_pem;
+  template <class A> void serialize(A& ar) {
+    ar(protocol_version);
+    internal::BoundedString(ar, token_id, 64);
+    internal::BoundedString(ar, secret, 64);
+    internal::BoundedString(ar, csr_pem);
+  }
+};
+
+// The worker's signed certificate and the CA certificate to trust from now on.
+struct JoinResponse {
+  static constexpr MessageType kType = MessageType::kJoinResponse;
+  std::string worker_name;
+  std::string cert_pem;
+  std::string ca_pem;
+  template <class A> void serialize(A& ar) {
+    internal::BoundedString(ar, worker_name);
+    internal::BoundedString(ar, cert_pem);
+    internal::BoundedString(ar, ca_pem);
   }
 };
 

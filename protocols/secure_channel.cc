@@ -7,8 +7,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -161,8 +163,12 @@ const BIO_METHOD* SinkMethod() {
 
 void TlsContext::CtxDeleter::operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
 
-TlsContext::TlsContext(std::unique_ptr<SSL_CTX, CtxDeleter> ctx, bool server, std::string expected)
-    : ctx_(std::move(ctx)), server_(server), expected_peer_name_(std::move(expected)) {}
+TlsContext::TlsContext(std::unique_ptr<SSL_CTX, CtxDeleter> ctx, bool server, std::string expected,
+                       std::string ca_fingerprint)
+    : ctx_(std::move(ctx)),
+      server_(server),
+      expected_peer_name_(std::move(expected)),
+      ca_fingerprint_(std::move(ca_fingerprint)) {}
 
 TlsContext::~TlsContext() = default;
 
@@ -195,44 +201,68 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
   // Keep the record buffers allocated between messages (no per-record malloc/free).
   SSL_CTX_clear_mode(c, SSL_MODE_RELEASE_BUFFERS);
 
-  // Own identity.
-  if (config.key_pem.empty()) return InvalidArgument(side + ": key_pem is empty");
-  SHOAL_ASSIGN_OR_RETURN(std::vector<X509Ptr> chain,
-                         ParseCertificates(config.cert_pem, (side + ": cert_pem").c_str()));
-  if (SSL_CTX_use_certificate(c, chain[0].get()) != 1) {
-    return InvalidArgument(side + ": certificate refused: " + TakeOpenSslErrors());
-  }
-  for (size_t i = 1; i < chain.size(); ++i) {
-    if (SSL_CTX_add1_chain_cert(c, chain[i].get()) != 1) {
-      return InvalidArgument(side + ": chain certificate refused: " + TakeOpenSslErrors());
+  // Own identity. Only a fingerprint-pinning client (enrollment) may go without one.
+  const bool pinned = !config.ca_fingerprint.empty();
+  if (pinned && server) return InvalidArgument(side + ": ca_fingerprint is for clients only");
+  if (pinned && config.key_pem.empty() && config.cert_pem.empty()) {
+    // No certificate to present: the join flow.
+  } else {
+    if (config.key_pem.empty()) return InvalidArgument(side + ": key_pem is empty");
+    SHOAL_ASSIGN_OR_RETURN(std::vector<X509Ptr> chain,
+                           ParseCertificates(config.cert_pem, (side + ": cert_pem").c_str()));
+    if (SSL_CTX_use_certificate(c, chain[0].get()) != 1) {
+      return InvalidArgument(side + ": certificate refused: " + TakeOpenSslErrors());
     }
-  }
-  {
-    BioPtr bio = ReadOnlyBio(config.key_pem);
-    PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-    if (!key)
-      return InvalidArgument(side + ": key_pem: not a PEM private key (" + TakeOpenSslErrors() +
-                             ")");
-    if (SSL_CTX_use_PrivateKey(c, key.get()) != 1 || SSL_CTX_check_private_key(c) != 1) {
-      return InvalidArgument(side + ": key_pem does not match cert_pem: " + TakeOpenSslErrors());
+    for (size_t i = 1; i < chain.size(); ++i) {
+      if (SSL_CTX_add1_chain_cert(c, chain[i].get()) != 1) {
+        return InvalidArgument(side + ": chain certificate refused: " + TakeOpenSslErrors());
+      }
+    }
+    {
+      BioPtr bio = ReadOnlyBio(config.key_pem);
+      PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+      if (!key)
+        return InvalidArgument(side + ": key_pem: not a PEM private key (" + TakeOpenSslErrors() +
+                               ")");
+      if (SSL_CTX_use_PrivateKey(c, key.get()) != 1 || SSL_CTX_check_private_key(c) != 1) {
+        return InvalidArgument(side + ": key_pem does not match cert_pem: " + TakeOpenSslErrors());
+      }
     }
   }
 
-  // Trust: exactly the configured CA(s); the system store is never loaded.
-  SHOAL_ASSIGN_OR_RETURN(std::vector<X509Ptr> cas,
-                         ParseCertificates(config.ca_pem, (side + ": ca_pem").c_str()));
-  X509_STORE* store = SSL_CTX_get_cert_store(c);
-  for (const X509Ptr& ca : cas) {
-    if (X509_STORE_add_cert(store, ca.get()) != 1) {
-      return InvalidArgument(side + ": ca_pem refused: " + TakeOpenSslErrors());
+  // Trust: exactly the configured CA(s); the system store is never loaded. A pinning client
+  // accepts whatever chain the server sends during the handshake and checks it against the
+  // fingerprint once the handshake is done (CheckPinnedChain), before anything is sent.
+  std::string fingerprint;
+  if (pinned) {
+    for (char ch : config.ca_fingerprint) {
+      if (!std::isxdigit(static_cast<unsigned char>(ch))) {
+        return InvalidArgument(side + ": ca_fingerprint is not hex");
+      }
+      fingerprint += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     }
+    if (fingerprint.size() != 64) {
+      return InvalidArgument(side + ": ca_fingerprint must be 64 hex characters (SHA-256)");
+    }
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
+  } else {
+    SHOAL_ASSIGN_OR_RETURN(std::vector<X509Ptr> cas,
+                           ParseCertificates(config.ca_pem, (side + ": ca_pem").c_str()));
+    X509_STORE* store = SSL_CTX_get_cert_store(c);
+    for (const X509Ptr& ca : cas) {
+      if (X509_STORE_add_cert(store, ca.get()) != 1) {
+        return InvalidArgument(side + ": ca_pem refused: " + TakeOpenSslErrors());
+      }
+    }
+    int mode = SSL_VERIFY_PEER;
+    if (!server || config.require_peer_certificate) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+    SSL_CTX_set_verify(c, mode, nullptr);
   }
-  SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   SSL_CTX_set_verify_depth(c, 4);
   ERR_clear_error();
 
   return std::shared_ptr<TlsContext>(
-      new TlsContext(std::move(ctx), server, config.expected_peer_name));
+      new TlsContext(std::move(ctx), server, config.expected_peer_name, std::move(fingerprint)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,8 +315,14 @@ Status SecureSession::FailFromOpenSsl(int ssl_error, const std::string& what) {
   unsigned long first = ERR_peek_error();
   if (first != 0) {
     int reason = ERR_GET_REASON(first);
+    // Our own verification failed, or the peer's alert says it refused our certificate.
     if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ||
-        reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+        reason == SSL_R_CERTIFICATE_VERIFY_FAILED || reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA ||
+        reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE ||
+        reason == SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED ||
+        reason == SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED ||
+        reason == SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN ||
+        reason == SSL_R_TLSV1_ALERT_ACCESS_DENIED || reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
       certificate_problem = true;
     }
   }
@@ -366,17 +402,78 @@ Status SecureSession::AdvanceHandshake(std::vector<std::string>* out) {
 }
 
 Status SecureSession::OnHandshakeDone() {
-  X509* peer = SSL_get0_peer_certificate(ssl_.get());
-  if (peer == nullptr || SSL_get_verify_result(ssl_.get()) != X509_V_OK) {
-    // Unreachable with SSL_VERIFY_FAIL_IF_NO_PEER_CERT; checked so a policy slip fails closed.
-    return Fail(Rejected("TLS handshake completed without a verified peer certificate"));
-  }
   if (SSL_version(ssl_.get()) != TLS1_3_VERSION) {
     return Fail(Internal("TLS handshake negotiated something other than TLS 1.3"));
   }
+  X509* peer = SSL_get0_peer_certificate(ssl_.get());
+  if (!context_->ca_fingerprint().empty()) {
+    SHOAL_RETURN_IF_ERROR(CheckPinnedChain());
+  } else if (peer == nullptr) {
+    // Only a server that made the client certificate optional gets here (OpenSSL enforces
+    // SSL_VERIFY_FAIL_IF_NO_PEER_CERT otherwise); checked so a policy slip fails closed.
+    if (!context_->is_server() || SSL_get_verify_mode(ssl_.get()) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
+      return Fail(Rejected("TLS handshake completed without a peer certificate"));
+    }
+    // An unauthenticated client (enrollment) only ever sends one small JoinRequest.
+    max_message_bytes_ = std::min(max_message_bytes_, kUnauthenticatedMaxMessageBytes);
+    established_ = true;
+    return Status::Ok();
+  } else if (SSL_get_verify_result(ssl_.get()) != X509_V_OK) {
+    return Fail(Rejected("TLS handshake completed without a verified peer certificate"));
+  }
   peer_name_ = SubjectCommonName(peer);
   peer_fingerprint_ = Sha256Hex(peer);
+  peer_authenticated_ = true;
   established_ = true;
+  return Status::Ok();
+}
+
+// The join flow's trust decision: the server's chain must contain the CA whose fingerprint the
+// token carries, and the server's certificate must verify against that CA alone (including the
+// expected name). Runs before established_ is set, so nothing is ever sent to an impostor.
+Status SecureSession::CheckPinnedChain() {
+  X509* leaf = SSL_get0_peer_certificate(ssl_.get());
+  STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl_.get());
+  if (leaf == nullptr || chain == nullptr) {
+    return Fail(Rejected("coordinator sent no certificate"));
+  }
+  X509* ca = nullptr;
+  for (int i = 0; i < sk_X509_num(chain); ++i) {
+    X509* candidate = sk_X509_value(chain, i);
+    if (Sha256Hex(candidate) == context_->ca_fingerprint()) ca = candidate;
+  }
+  if (ca == nullptr) {
+    return Fail(Rejected("coordinator's certificate chain does not contain the CA with "
+                         "fingerprint " + context_->ca_fingerprint() +
+                         " (a different federation, or an impostor)"));
+  }
+  if (X509_check_ca(ca) <= 0) {
+    return Fail(Rejected("the certificate with the pinned fingerprint is not a CA"));
+  }
+  std::unique_ptr<X509_STORE, void (*)(X509_STORE*)> store(X509_STORE_new(), X509_STORE_free);
+  std::unique_ptr<X509_STORE_CTX, void (*)(X509_STORE_CTX*)> ctx(X509_STORE_CTX_new(),
+                                                                 X509_STORE_CTX_free);
+  if (!store || !ctx || X509_STORE_add_cert(store.get(), ca) != 1 ||
+      X509_STORE_CTX_init(ctx.get(), store.get(), leaf, chain) != 1) {
+    return Fail(Internal("cannot verify the pinned chain: " + TakeOpenSslErrors()));
+  }
+  X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);
+  const std::string& name = context_->expected_peer_name();
+  if (!name.empty()) {
+    X509_VERIFY_PARAM_set1_host(X509_STORE_CTX_get0_param(ctx.get()), name.c_str(), name.size());
+  }
+  if (X509_verify_cert(ctx.get()) != 1) {
+    return Fail(Rejected(std::string("coordinator certificate does not verify against the "
+                                     "pinned CA: ") +
+                         X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()))));
+  }
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509(bio.get(), ca) != 1) {
+    return Fail(Internal("cannot encode the pinned CA: " + TakeOpenSslErrors()));
+  }
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  pinned_ca_pem_.assign(data, static_cast<size_t>(len));
   return Status::Ok();
 }
 

@@ -60,6 +60,8 @@ namespace shoal::proto {
 inline constexpr size_t kDefaultMaxMessageBytes = size_t{80} << 20;  // 80 MiB
 // Largest frame a session emits; larger messages are sealed into several frames.
 inline constexpr size_t kMaxWireFrameBytes = size_t{8} << 20;  // 8 MiB
+// Cap on messages from a client that presented no certificate (enrollment only).
+inline constexpr size_t kUnauthenticatedMaxMessageBytes = size_t{64} << 10;  // 64 KiB
 // The length prefix is 32-bit, so no cap can exceed this.
 inline constexpr size_t kMaxMessageCap = 0xFFFFFFFFu;
 
@@ -70,6 +72,15 @@ struct TlsConfig {
   // Name the peer certificate must carry (DNS SAN, or CN without DNS SANs). Empty = any
   // certificate issued by the CA. Used by clients to pin the coordinator's name.
   std::string expected_peer_name;
+  // Server only. false lets a client without a certificate finish the handshake (used for
+  // enrollment with a join token): such a session has peer_authenticated() == false and an
+  // empty peer_name(). A client that does present a certificate must still pass verification.
+  bool require_peer_certificate = true;
+  // Client only, instead of ca_pem (the join flow: the worker knows only the CA's SHA-256
+  // fingerprint from its token). cert_pem/key_pem may then be empty. The server must send the
+  // CA certificate in its chain; the handshake succeeds only when a certificate in that chain
+  // has this fingerprint, is a CA, and the server's certificate verifies against it alone.
+  std::string ca_fingerprint;
 };
 
 // An immutable SSL_CTX configured with the policy above. Shared by all sessions of one side.
@@ -84,18 +95,22 @@ class TlsContext {
 
   bool is_server() const { return server_; }
   const std::string& expected_peer_name() const { return expected_peer_name_; }
+  // Lower-case; non-empty for a client that pins the CA by fingerprint.
+  const std::string& ca_fingerprint() const { return ca_fingerprint_; }
   SSL_CTX* native() const { return ctx_.get(); }
 
  private:
   struct CtxDeleter {
     void operator()(SSL_CTX* ctx) const;
   };
-  TlsContext(std::unique_ptr<SSL_CTX, CtxDeleter> ctx, bool server, std::string expected);
+  TlsContext(std::unique_ptr<SSL_CTX, CtxDeleter> ctx, bool server, std::string expected,
+             std::string ca_fingerprint);
   static Result<std::shared_ptr<TlsContext>> Make(const TlsConfig& config, bool server);
 
   std::unique_ptr<SSL_CTX, CtxDeleter> ctx_;
   bool server_;
   std::string expected_peer_name_;
+  std::string ca_fingerprint_;
 };
 
 // One TLS session with one peer.
@@ -124,8 +139,13 @@ class SecureSession {
   bool established() const { return established_; }
   bool failed() const { return !failure_.ok(); }
   const Status& failure() const { return failure_; }
+  // True once the peer presented a certificate that verified (always, except for a server
+  // with require_peer_certificate = false whose client sent none).
+  bool peer_authenticated() const { return peer_authenticated_; }
   // Subject CN of the verified peer certificate; empty before the handshake completes.
   std::string peer_name() const { return peer_name_; }
+  // PEM of the CA certificate a fingerprint-pinning client verified the server against.
+  const std::string& pinned_ca_pem() const { return pinned_ca_pem_; }
   // Lower-case hex SHA-256 of the peer certificate's DER encoding; empty before completion.
   std::string peer_fingerprint() const { return peer_fingerprint_; }
 
@@ -144,6 +164,7 @@ class SecureSession {
   Status DrainOutput(std::vector<std::string>* out);
   Status AdvanceHandshake(std::vector<std::string>* out);
   Status OnHandshakeDone();
+  Status CheckPinnedChain();
   Status ReadApplicationData(std::vector<std::string>* out, std::vector<std::string>* messages);
   Status WritePlain(std::string_view data, std::vector<std::string>* out);
   void SetInput(std::string_view frame);
@@ -154,7 +175,9 @@ class SecureSession {
   size_t max_message_bytes_;
   bool started_ = false;
   bool established_ = false;
+  bool peer_authenticated_ = false;
   Status failure_;
+  std::string pinned_ca_pem_;
   std::string peer_name_;
   std::string peer_fingerprint_;
 

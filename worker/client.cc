@@ -12,8 +12,10 @@
 #include "common/nn/runtime.h"
 #include "common/sha256.h"
 #include "common/signing.h"
+#include "common/file_util.h"
+#include "common/pki.h"
+#include "protocols/channel.h"
 #include "protocols/codec.h"
-#include "protocols/transport.h"
 #include "worker/trainer.h"
 
 namespace shoal {
@@ -40,6 +42,8 @@ class WorkerClient::Impl {
 
  private:
   Status LoadSilo();
+  Status SetUpSecurity();
+  Status Join(const std::string& token_text);
   Result<SessionEnd> Session();
   Result<SessionEnd> Handle(const proto::FrameView& f);
   Result<SessionEnd> OnModelFile(const proto::FrameView& f);
@@ -49,7 +53,7 @@ class WorkerClient::Impl {
   void Evaluate();
   template <class M>
   void Send(const M& m, std::string_view payload = {}) {
-    Status st = socket_->Send(proto::Encode(m, payload));
+    Status st = channel_->Send(proto::Encode(m, payload));
     if (!st.ok()) spdlog::warn("send {}: {}", proto::MessageTypeName(M::kType), st.ToString());
   }
   void SleepInterruptible(uint32_t ms);
@@ -58,7 +62,8 @@ class WorkerClient::Impl {
   std::atomic<bool>& stop_;
   Dataset train_;
   Dataset val_;
-  std::unique_ptr<proto::DealerSocket> socket_;
+  std::unique_ptr<proto::ClientChannel> channel_;
+  std::shared_ptr<const proto::TlsContext> tls_;  // null with --insecure
   proto::Welcome welcome_;
   std::unique_ptr<LocalTrainer> trainer_;       // used by the training thread only while it runs
   std::unique_ptr<LocalTrainer> eval_trainer_;  // used by this thread
@@ -108,9 +113,114 @@ void WorkerClient::Impl::SleepInterruptible(uint32_t ms) {
   while (!stop_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
 }
 
+// Resolves the credentials: --insecure (plain, with a loud warning), a bundle with a
+// certificate, or a join token that is redeemed first and leaves a bundle behind.
+Status WorkerClient::Impl::SetUpSecurity() {
+  if (cfg_.insecure) {
+    spdlog::warn("!!! INSECURE MODE (--insecure): no TLS. This worker's weight updates travel in "
+                 "clear text and the coordinator is not authenticated. Debugging only.");
+    if (cfg_.coordinator.empty()) cfg_.coordinator = pki::kDefaultCoordinatorAddress;
+    return Status::Ok();
+  }
+  if (!PathExists(pki::BundleCertPath(cfg_.bundle))) {
+    if (cfg_.join_token.empty()) {
+      return NotFound("security.bundle " + cfg_.bundle + " holds no certificate (" +
+                      pki::BundleCertPath(cfg_.bundle) +
+                      "); enroll with `shoalctl enroll` or pass --join TOKEN");
+    }
+    std::string token = cfg_.join_token;
+    if (!token.empty() && token[0] == '@') {
+      SHOAL_ASSIGN_OR_RETURN(token, ReadFile(token.substr(1), 4096));
+    }
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+    SHOAL_RETURN_IF_ERROR(Join(token));
+  } else if (!cfg_.join_token.empty()) {
+    spdlog::info("worker={} already enrolled ({}); the join token is not used", cfg_.name,
+                 cfg_.bundle);
+  }
+  SHOAL_ASSIGN_OR_RETURN(pki::Bundle b, pki::LoadBundle(cfg_.bundle));
+  if (b.name != cfg_.name) {
+    return InvalidArgument("bundle " + cfg_.bundle + " was issued to '" + b.name +
+                           "', not to worker.name '" + cfg_.name + "'");
+  }
+  if (cfg_.coordinator.empty()) cfg_.coordinator = b.coordinator_address;
+  proto::TlsConfig tc;
+  tc.cert_pem = b.cert_pem;
+  tc.key_pem = b.key_pem;
+  tc.ca_pem = b.ca_pem;
+  tc.expected_peer_name = cfg_.server_name;
+  auto tls = proto::TlsContext::Client(tc);
+  if (!tls.ok()) return tls.status().Annotate("security.bundle " + cfg_.bundle);
+  tls_ = std::move(tls).value();
+  spdlog::info("worker={} TLS with certificate {} (CA fingerprint {})", cfg_.name,
+               pki::BundleCertPath(cfg_.bundle), b.ca_fingerprint);
+  return Status::Ok();
+}
+
+// Redeems a one-time join token: a TLS session without a client certificate whose server must
+// prove a certificate chaining to the CA fingerprint in the token (as kubeadm's
+// discovery-token-ca-cert-hash); then a CSR for a fresh key goes out with the token's secret,
+// and the signed certificate comes back. Nothing is sent before the coordinator is verified.
+Status WorkerClient::Impl::Join(const std::string& token_text) {
+  SHOAL_ASSIGN_OR_RETURN(pki::ParsedToken token, pki::ParseJoinToken(token_text));
+  const std::string address = cfg_.coordinator.empty() ? token.coordinator_address : cfg_.coordinator;
+  proto::TlsConfig tc;
+  tc.ca_fingerprint = token.ca_fingerprint;
+  tc.expected_peer_name = cfg_.server_name;
+  SHOAL_ASSIGN_OR_RETURN(auto tls, proto::TlsContext::Client(tc));
+  SHOAL_ASSIGN_OR_RETURN(pki::KeyAndCsr kc, pki::MakeKeyAndCsr(cfg_.name));
+  spdlog::info("worker={} joining the federation at {} with token {} (CA fingerprint {})",
+               cfg_.name, address, token.id, token.ca_fingerprint);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<uint32_t>(
+                                           cfg_.hello_timeout_ms * 4, 20000));
+  proto::ChannelOptions co;
+  co.tls = tls;
+  co.max_message_bytes = 1 << 20;
+  proto::ClientChannel channel(co);
+  SHOAL_RETURN_IF_ERROR(channel.Connect(address));
+  proto::JoinRequest req;
+  req.token_id = token.id;
+  req.secret = token.secret;
+  req.csr_pem = kc.csr_pem;
+  SHOAL_RETURN_IF_ERROR(channel.Send(proto::Encode(req)));
+  while (!stop_ && Clock::now() < deadline) {
+    auto in = channel.Recv(100);
+    if (!in.ok()) return in.status().Annotate("join " + address);
+    if (!in->has_value()) continue;
+    proto::Limits limits;
+    SHOAL_ASSIGN_OR_RETURN(proto::FrameView f, proto::ParseFrame(**in, limits));
+    if (f.type == proto::MessageType::kError) {
+      auto e = proto::Decode<proto::Error>(f);
+      return Rejected("coordinator refused the join: " + (e.ok() ? e->message : e.status().message()));
+    }
+    if (f.type != proto::MessageType::kJoinResponse) continue;
+    SHOAL_ASSIGN_OR_RETURN(proto::JoinResponse resp, proto::Decode<proto::JoinResponse>(f));
+    // The CA handed back must be the one the token pins, and the certificate must be ours.
+    SHOAL_RETURN_IF_ERROR(pki::CheckCertMatchesFingerprint(resp.ca_pem, token.ca_fingerprint)
+                              .Annotate("JoinResponse CA"));
+    SHOAL_ASSIGN_OR_RETURN(pki::CertInfo info, pki::VerifyPeerCert(resp.ca_pem, resp.cert_pem));
+    if (info.common_name != cfg_.name || !info.client_auth) {
+      return Rejected("coordinator returned a certificate for '" + info.common_name + "'");
+    }
+    proto::TlsConfig check;  // fails when the certificate is not for our key
+    check.cert_pem = resp.cert_pem;
+    check.key_pem = kc.key_pem;
+    check.ca_pem = resp.ca_pem;
+    SHOAL_RETURN_IF_ERROR(proto::TlsContext::Client(check).status().Annotate("JoinResponse"));
+    SHOAL_RETURN_IF_ERROR(pki::WriteBundle(cfg_.bundle, cfg_.name, kc.key_pem, resp.cert_pem,
+                                           resp.ca_pem, address));
+    spdlog::info("worker={} enrolled: certificate sha256 {} written to {}", cfg_.name,
+                 info.fingerprint, cfg_.bundle);
+    return Status::Ok();
+  }
+  if (stop_) return Unavailable("stopped while joining");
+  return Timeout("no answer to the join request from " + address);
+}
+
 Status WorkerClient::Impl::Run() {
   spdlog::info("worker={} runtime {}", cfg_.name, nn::ConfigureTorchRuntime(cfg_.threads));
   SHOAL_RETURN_IF_ERROR(LoadSilo());
+  SHOAL_RETURN_IF_ERROR(SetUpSecurity());
   uint32_t backoff = cfg_.retry_initial_ms;
   while (!stop_) {
     auto end = Session();
@@ -136,10 +246,12 @@ Status WorkerClient::Impl::Run() {
 }
 
 Result<SessionEnd> WorkerClient::Impl::Session() {
-  proto::SocketOptions so;
-  so.linger_ms = 0;
-  socket_ = std::make_unique<proto::DealerSocket>(so);
-  SHOAL_RETURN_IF_ERROR(socket_->Connect(cfg_.coordinator));
+  proto::ChannelOptions co;
+  co.tls = tls_;
+  co.socket.linger_ms = 0;
+  co.max_message_bytes = proto::kMaxChunkBytes + (1 << 20);  // a chunk plus its headers
+  channel_ = std::make_unique<proto::ClientChannel>(co);
+  SHOAL_RETURN_IF_ERROR(channel_->Connect(cfg_.coordinator));
   proto::Hello hello;
   hello.name = cfg_.name;
   hello.num_train = train_.size();
@@ -153,8 +265,17 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   const auto hello_deadline = Clock::now() + std::chrono::milliseconds(cfg_.hello_timeout_ms);
   bool admitted = false;
   while (!stop_ && !admitted && Clock::now() < hello_deadline) {
-    auto in = socket_->Recv(100);
-    if (!in.ok() || !in->has_value()) continue;
+    auto in = channel_->Recv(100);
+    if (!in.ok()) {
+      if (in.status().code() == Code::kRejected) {
+        // The coordinator's certificate is not the federation's (or ours was refused).
+        return in.status().Annotate("TLS with " + cfg_.coordinator);
+      }
+      spdlog::warn("worker={} connection to {}: {}", cfg_.name, cfg_.coordinator,
+                   in.status().ToString());
+      return SessionEnd::kReconnect;
+    }
+    if (!in->has_value()) continue;
     auto f = proto::ParseFrame(**in, hello_limits);
     if (!f.ok()) {
       spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, f.status().message());
@@ -233,9 +354,10 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
         training_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
       FinishTraining();
     }
-    auto in = socket_->Recv(50);
+    auto in = channel_->Recv(50);
     if (!in.ok()) {
       spdlog::warn("worker={} receive: {}", cfg_.name, in.status().ToString());
+      if (channel_->secure()) return SessionEnd::kReconnect;  // the TLS session is gone
       continue;
     }
     if (!in->has_value()) continue;
@@ -340,7 +462,7 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       for (const auto& frame : proto::EncodeChunks(update_->round, delta_.data(),
                                                    delta_.size() * sizeof(float),
                                                    welcome_.chunk_bytes)) {
-        if (Status st = socket_->Send(frame); !st.ok()) {
+        if (Status st = channel_->Send(frame); !st.ok()) {
           spdlog::warn("worker={} upload: {}", cfg_.name, st.ToString());
           break;
         }

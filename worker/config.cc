@@ -9,7 +9,14 @@ Status WorkerConfig::Validate() const {
     return InvalidArgument("config key '" + key + "': " + why);
   };
   if (name.empty()) return bad("worker.name", "must be set");
-  if (coordinator.empty()) return bad("worker.coordinator", "must be set");
+  if (!insecure && bundle.empty()) {
+    return bad("security.bundle",
+               "required: the worker connects over mutually authenticated TLS. Pass --bundle DIR "
+               "from `shoalctl enroll NAME --ca CA_DIR --out DIR`, or --join TOKEN --bundle DIR "
+               "to enroll with a one-time token, or --insecure (debugging only)");
+  }
+  if (insecure && !join_token.empty()) return bad("security.join_token", "cannot be used with --insecure");
+  if (server_name.empty()) return bad("security.server_name", "must not be empty");
   if (data_format != "idx" && data_format != "csv") return bad("data.format", "must be idx or csv");
   if (data_path.empty()) return bad("data.path", "must be set");
   if (limit < 0) return bad("data.limit", "must not be negative");
@@ -38,6 +45,10 @@ Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
   r.Read("retry.initial_ms", c.retry_initial_ms);
   r.Read("retry.max_ms", c.retry_max_ms);
   r.Read("retry.hello_timeout_ms", c.hello_timeout_ms);
+  r.Read("security.bundle", c.bundle);
+  r.Read("security.join_token", c.join_token);
+  r.Read("security.server_name", c.server_name);
+  r.Read("security.insecure", c.insecure);
   r.Read("runtime.threads", c.threads);
   r.Read("runtime.log_level", c.log_level);
   r.Read("runtime.progress_interval_s", c.progress_interval_s);

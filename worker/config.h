@@ -13,7 +13,8 @@ namespace shoal {
 struct WorkerConfig {
   // [worker]
   std::string name;                                   // worker.name: unique in the federation
-  std::string coordinator = "tcp://127.0.0.1:5555";   // worker.coordinator: ZeroMQ endpoint
+  std::string coordinator;  // worker.coordinator: ZeroMQ endpoint; "" = the bundle's or join
+                            // token's address (tcp://127.0.0.1:5555 with --insecure)
 
   // [data] — the private silo; it never leaves this process.
   std::string data_format = "idx";   // data.format: idx | csv
@@ -28,6 +29,15 @@ struct WorkerConfig {
   uint32_t retry_initial_ms = 500;    // retry.initial_ms: first reconnect delay
   uint32_t retry_max_ms = 10000;      // retry.max_ms: reconnect delay ceiling (doubles each try)
   uint32_t hello_timeout_ms = 5000;   // retry.hello_timeout_ms: wait this long for Welcome
+
+  // [security]
+  std::string bundle;      // security.bundle: enrollment bundle dir (shoalctl enroll); with
+                           // join_token, where the worker writes its new credentials
+  std::string join_token;  // security.join_token: one-time token (shoalctl token create), or
+                           // "@FILE" to read it from FILE; used when the bundle has no certificate
+  std::string server_name = "coordinator";  // security.server_name: name the coordinator's
+                                            // certificate must carry
+  bool insecure = false;   // security.insecure: plain ZeroMQ, no TLS (debugging only)
 
   // [runtime]
   int threads = 1;                  // runtime.threads: LibTorch intra-op threads

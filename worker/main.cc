@@ -26,7 +26,12 @@ int main(int argc, char** argv) {
       {"--limit", "data.limit", "Use only the first N samples (data.limit)"},
       {"--threads", "runtime.threads", "LibTorch intra-op threads (runtime.threads)"},
       {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},
+      {"--bundle", "security.bundle", "Enrollment bundle directory (security.bundle)"},
+      {"--join", "security.join_token", "Enroll with a one-time join token (or @FILE holding it); "
+                                        "credentials are written to --bundle"},
   });
+  flags.AddSwitch(app, "--insecure", "security.insecure",
+                  "DEBUGGING ONLY: no TLS; weights travel in clear text");
   CLI11_PARSE(app, argc, argv);
   auto config = shoal::LoadWorkerConfig(flags.config_path(), flags.Overrides());
   if (!config.ok()) {

@@ -61,6 +61,9 @@ limit = 100
 federated = false
 timeout_s = 10
 
+[security]
+ca_dir = "ca"
+
 [runtime]
 threads = 2
 log_level = "debug"
@@ -98,10 +101,28 @@ class ConfigTest : public ::testing::Test {
   std::string dir_;
 };
 
-TEST_F(ConfigTest, DefaultsWhenPathEmpty) {
+TEST_F(ConfigTest, SecureByDefault) {
+  // No CA and no --insecure: refused, with a message that says what to do.
   Result<CoordinatorConfig> c = LoadCoordinatorConfig("", {});
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Contains(c.status().message(), "security.ca_dir")) << c.status().message();
+  EXPECT_TRUE(Contains(c.status().message(), "shoalctl ca init")) << c.status().message();
+  EXPECT_TRUE(Contains(c.status().message(), "--insecure")) << c.status().message();
+  EXPECT_FALSE(CoordinatorConfig().insecure);
+  auto with_ca = LoadCoordinatorConfig("", {"security.ca_dir=/etc/shoal/ca"});
+  ASSERT_TRUE(with_ca.ok()) << with_ca.status().ToString();
+  EXPECT_EQ(with_ca->ca_dir, "/etc/shoal/ca");
+  auto insecure = LoadCoordinatorConfig("", {"security.insecure=true"});
+  ASSERT_TRUE(insecure.ok()) << insecure.status().ToString();
+  EXPECT_TRUE(insecure->insecure);
+}
+
+TEST_F(ConfigTest, DefaultsWhenPathEmpty) {
+  Result<CoordinatorConfig> c = LoadCoordinatorConfig("", {"security.ca_dir=ca"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  const CoordinatorConfig d;
+  CoordinatorConfig d;
+  d.ca_dir = "ca";
   EXPECT_EQ(c->run_dir, d.run_dir);
   EXPECT_EQ(c->run_id, d.run_id);
   EXPECT_EQ(c->rounds, 5);
@@ -186,14 +207,16 @@ TEST_F(ConfigTest, OverridesWinOverTheFile) {
 }
 
 TEST_F(ConfigTest, OverridesApplyWithoutAFile) {
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig("", {"run.rounds=2", "train.lr=0.5"});
+  Result<CoordinatorConfig> c =
+      LoadCoordinatorConfig("", {"run.rounds=2", "train.lr=0.5", "security.insecure=true"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->rounds, 2);
   EXPECT_EQ(c->lr, 0.5);
 }
 
 TEST_F(ConfigTest, LastOverrideWins) {
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig("", {"run.rounds=2", "run.rounds=4"});
+  Result<CoordinatorConfig> c =
+      LoadCoordinatorConfig("", {"run.rounds=2", "run.rounds=4", "security.ca_dir=ca"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->rounds, 4);
 }

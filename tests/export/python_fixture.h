@@ -14,6 +14,7 @@
 
 #include "common/file_util.h"
 #include "tests/integration/process.h"
+#include "tests/integration/test_pki.h"
 
 namespace shoal::testing {
 
@@ -36,6 +37,7 @@ class PythonExportTest : public ::testing::Test {
     }
     char tmpl[] = "/tmp/shoal-export-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
+    pki_ = std::make_unique<testing::ScopedTestPki>(dir_);  // every process runs over TLS
     Process probe({kPython, "-c", "import torch, numpy"}, dir_ + "/python-probe.log");
     auto code = probe.Wait(std::chrono::seconds(120));
     if (code != 0) {
@@ -62,6 +64,7 @@ class PythonExportTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::unique_ptr<testing::ScopedTestPki> pki_;
 };
 
 }  // namespace shoal::testing

@@ -276,7 +276,8 @@ TEST(ScriptModelTest, ExportHoldsTheNewWeightsInTheUsersArchitecture) {
 }
 
 TEST(ScriptModelTest, ConfigRequiresModelPathExactlyForTorchScript) {
-  auto ok = LoadCoordinatorConfig("", {"model.name=torchscript", "model.path=/m/script.pt"});
+  auto ok = LoadCoordinatorConfig(
+      "", {"model.name=torchscript", "model.path=/m/script.pt", "security.insecure=true"});
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->model_path, "/m/script.pt");
   auto missing = LoadCoordinatorConfig("", {"model.name=torchscript"});

@@ -11,6 +11,7 @@
 #include "common/file_util.h"
 #include "coordinator/model_store.h"
 #include "tests/integration/process.h"
+#include "tests/integration/test_pki.h"
 #include "tests/integration/scripted_worker.h"
 
 namespace shoal {
@@ -52,6 +53,7 @@ class FaultTest : public ::testing::Test {
     }
     char tmpl[] = "/tmp/shoal-fault-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
+    pki_ = std::make_unique<testing::ScopedTestPki>(dir_);  // every process runs over TLS
   }
   void TearDown() override {
     if (!dir_.empty() && !HasFailure()) std::filesystem::remove_all(dir_);
@@ -101,6 +103,10 @@ class FaultTest : public ::testing::Test {
     return std::make_unique<Process>(argv, dir_ + "/" + name + ".log");
   }
 
+  std::shared_ptr<const proto::TlsContext> Tls(const std::string& name) {
+    return pki_->pki().ClientTls(name);
+  }
+
   std::vector<VersionMeta> Versions(const std::string& run = "") {
     auto v = ListVersions(run.empty() ? dir_ + "/run" : run);
     EXPECT_TRUE(v.ok()) << v.status().ToString();
@@ -131,6 +137,7 @@ class FaultTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::unique_ptr<testing::ScopedTestPki> pki_;
   std::string endpoint_;
 };
 
@@ -140,7 +147,7 @@ TEST_F(FaultTest, WorkerKilledMidTrainingRoundClosesWithTheSurvivorsWeightedMean
                                  "--round-timeout", "6", "--epochs", "30", "--set",
                                  "eval.federated=false"});
   auto real = StartWorker("real", 1);
-  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 300);
+  ScriptedWorker a(endpoint_, "a", Tls("a"), 100), b(endpoint_, "b", Tls("b"), 300);
   ASSERT_TRUE(a.Hello().ok());
   ASSERT_TRUE(b.Hello().ok());
   auto ta = a.NextTrainTask();
@@ -169,7 +176,7 @@ TEST_F(FaultTest, WorkerKilledMidTrainingRoundClosesWithTheSurvivorsWeightedMean
 TEST_F(FaultTest, UpdateResentAfterACrashBeforeTheAckIsCountedOnce) {
   auto coord = StartCoordinator({"--rounds", "1", "--min-workers", "2", "--min-fit", "2",
                                  "--set", "eval.federated=false"});
-  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 100);
+  ScriptedWorker a(endpoint_, "a", Tls("a"), 100), b(endpoint_, "b", Tls("b"), 100);
   ASSERT_TRUE(a.Hello().ok());
   ASSERT_TRUE(b.Hello().ok());
   auto ta = a.NextTrainTask();
@@ -200,7 +207,7 @@ TEST_F(FaultTest, UpdateResentAfterACrashBeforeTheAckIsCountedOnce) {
 TEST_F(FaultTest, StragglerUpdateAfterTheDeadlineIsRejectedAsStaleNotFoldedLater) {
   auto coord = StartCoordinator({"--rounds", "2", "--min-workers", "2", "--min-fit", "1",
                                  "--round-timeout", "3", "--set", "eval.federated=false"});
-  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 100);
+  ScriptedWorker a(endpoint_, "a", Tls("a"), 100), b(endpoint_, "b", Tls("b"), 100);
   ASSERT_TRUE(a.Hello().ok());
   ASSERT_TRUE(b.Hello().ok());
   auto ta = a.NextTrainTask();
@@ -233,7 +240,7 @@ TEST_F(FaultTest, StragglerUpdateAfterTheDeadlineIsRejectedAsStaleNotFoldedLater
 TEST_F(FaultTest, NewSiloJoiningMidRunTakesPartInALaterRound) {
   auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2",
                                  "--set", "eval.federated=false"});
-  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 100);
+  ScriptedWorker a(endpoint_, "a", Tls("a"), 100), b(endpoint_, "b", Tls("b"), 100);
   ASSERT_TRUE(a.Hello().ok());
   ASSERT_TRUE(b.Hello().ok());
   auto ta = a.NextTrainTask();
@@ -242,7 +249,7 @@ TEST_F(FaultTest, NewSiloJoiningMidRunTakesPartInALaterRound) {
   const size_t n = ta->global.data.size();
   ASSERT_TRUE(a.SendUpdate(ta->task, RandomDelta(n, 9), 10).ok());
   // c joins while round 1 is still open; it is selected from the next round on.
-  ScriptedWorker c(endpoint_, "c", 100);
+  ScriptedWorker c(endpoint_, "c", Tls("c"), 100);
   ASSERT_TRUE(c.Hello().ok());
   ASSERT_TRUE(b.SendUpdate(tb->task, RandomDelta(n, 10), 10).ok());
   for (uint64_t round = 2; round <= 3; ++round) {
@@ -356,7 +363,7 @@ TEST_F(FaultTest, AdaptiveDeadlineClosesARoundLongBeforeTheConfiguredTimeout) {
   auto coord = StartCoordinator({"--rounds", "2", "--min-workers", "2", "--min-fit", "1",
                                  "--round-timeout", "300", "--set", "selection.adaptive_deadline=true",
                                  "--set", "eval.federated=false"});
-  ScriptedWorker a(endpoint_, "a", 100), b(endpoint_, "b", 100);
+  ScriptedWorker a(endpoint_, "a", Tls("a"), 100), b(endpoint_, "b", Tls("b"), 100);
   ASSERT_TRUE(a.Hello().ok());
   ASSERT_TRUE(b.Hello().ok());
   auto ta = a.NextTrainTask();

@@ -7,6 +7,7 @@
 #include "common/file_util.h"
 #include "coordinator/model_store.h"
 #include "tests/integration/process.h"
+#include "tests/integration/test_pki.h"
 
 namespace shoal {
 namespace {
@@ -25,6 +26,7 @@ class FederationTest : public ::testing::Test {
     }
     char tmpl[] = "/tmp/shoal-fed-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
+    pki_ = std::make_unique<testing::ScopedTestPki>(dir_);  // every process runs over TLS
   }
   void TearDown() override {
     if (!dir_.empty() && !HasFailure()) std::filesystem::remove_all(dir_);
@@ -62,6 +64,7 @@ class FederationTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::unique_ptr<testing::ScopedTestPki> pki_;
 };
 
 TEST_F(FederationTest, ThreeWorkersTrainThreeRoundsAndCommitVersions) {
@@ -155,7 +158,10 @@ TEST_F(FederationTest, WorkerRetriesWithBackoffWhenCoordinatorIsAbsent) {
                                "tcp://127.0.0.1:9", "--data", dir_ + "/silos/silo-1", "--set",
                                "retry.initial_ms=100", "--set", "retry.hello_timeout_ms=300"},
       dir_ + "/lonely.log");
-  std::this_thread::sleep_for(3s);
+  // Start-up (loading LibTorch) takes seconds on a loaded machine: wait for the third retry.
+  for (int i = 0; i < 1200 && worker->Log().find("retrying in 400 ms") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
   EXPECT_FALSE(worker->Wait(0ms).has_value()) << "worker must keep retrying, not exit";
   worker->Kill(SIGTERM);
   EXPECT_EQ(worker->Wait(0ms), 0) << "SIGTERM is a clean stop";

@@ -9,6 +9,7 @@
 
 #include "common/file_util.h"
 #include "tests/integration/process.h"
+#include "tests/integration/test_pki.h"
 
 namespace shoal {
 namespace {
@@ -39,6 +40,7 @@ class HttpApiTest : public ::testing::Test {
     }
     char tmpl[] = "/tmp/shoal-http-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
+    pki_ = std::make_unique<testing::ScopedTestPki>(dir_);  // every process runs over TLS
     artifacts_ = BinDir() + "/../artifacts";
     std::filesystem::create_directories(artifacts_);
   }
@@ -124,6 +126,7 @@ class HttpApiTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::unique_ptr<testing::ScopedTestPki> pki_;
   std::string artifacts_;
   int port_ = 0;
   std::unique_ptr<Process> coord_;

@@ -8,6 +8,7 @@
 #include "common/file_util.h"
 #include "coordinator/model_store.h"
 #include "tests/integration/process.h"
+#include "tests/integration/test_pki.h"
 
 namespace shoal {
 namespace {
@@ -51,6 +52,7 @@ class PartitionTest : public ::testing::Test {
     }
     char tmpl[] = "/tmp/shoal-part-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
+    pki_ = std::make_unique<testing::ScopedTestPki>(dir_);  // every process runs over TLS
   }
   void TearDown() override {
     Cleanup();
@@ -62,6 +64,7 @@ class PartitionTest : public ::testing::Test {
   }
 
   std::string ns_, host_if_, ns_if_, host_ip_, ns_ip_, dir_;
+  std::unique_ptr<testing::ScopedTestPki> pki_;
 };
 
 TEST_F(PartitionTest, PartitionedWorkerIsDroppedAtTheDeadlineAndRejoinsAfterTheLinkReturns) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -29,12 +30,20 @@ inline std::string ReadText(const std::string& path) {
   return ss.str();
 }
 
+// A test-wide rewrite applied to every command line before it runs (e.g. adding the
+// credentials of a test federation; see test_pki.h). Empty = none.
+inline std::function<std::vector<std::string>(std::vector<std::string>)>& ArgvHook() {
+  static std::function<std::vector<std::string>(std::vector<std::string>)> hook;
+  return hook;
+}
+
 class Process {
  public:
   // `env` entries ("NAME=value") are added to the child's environment.
-  Process(const std::vector<std::string>& argv, const std::string& log_path,
+  Process(const std::vector<std::string>& command, const std::string& log_path,
           const std::vector<std::string>& env = {})
       : log_(log_path) {
+    const std::vector<std::string> argv = ArgvHook() ? ArgvHook()(command) : command;
     pid_ = ::fork();
     if (pid_ == 0) {
       for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));

@@ -1,5 +1,5 @@
 // Test helper: a worker whose every message is chosen by the test, speaking the real protocol
-// over a real DEALER socket. Used to send exactly known updates, misbehave on purpose, and
+// over a real DEALER socket, through TLS when given a client context (as real workers do). Used to send exactly known updates, misbehave on purpose, and
 // check the coordinator's replies.
 #pragma once
 
@@ -13,22 +13,25 @@
 #include "common/sha256.h"
 #include "common/weights.h"
 #include "protocols/codec.h"
-#include "protocols/transport.h"
+#include "protocols/channel.h"
 
 namespace shoal::testing {
 
 class ScriptedWorker {
  public:
-  ScriptedWorker(std::string endpoint, std::string name, int64_t num_train = 100,
+  ScriptedWorker(std::string endpoint, std::string name,
+                 std::shared_ptr<const proto::TlsContext> tls, int64_t num_train = 100,
                  int64_t num_val = 10, std::vector<int64_t> input_shape = {1, 28, 28})
-      : endpoint_(std::move(endpoint)), name_(std::move(name)), num_train_(num_train),
-        num_val_(num_val), input_shape_(std::move(input_shape)) {
+      : endpoint_(std::move(endpoint)), name_(std::move(name)), tls_(std::move(tls)),
+        num_train_(num_train), num_val_(num_val), input_shape_(std::move(input_shape)) {
     Reconnect();
   }
 
-  // A fresh socket (new routing id), as after a crash and restart.
+  // A fresh socket (new routing id) and TLS session, as after a crash and restart.
   void Reconnect() {
-    socket_ = std::make_unique<proto::DealerSocket>();
+    proto::ChannelOptions co;
+    co.tls = tls_;
+    socket_ = std::make_unique<proto::ClientChannel>(co);
     (void)socket_->Connect(endpoint_);
   }
 
@@ -188,10 +191,11 @@ class ScriptedWorker {
 
   std::string endpoint_;
   std::string name_;
+  std::shared_ptr<const proto::TlsContext> tls_;
   int64_t num_train_;
   int64_t num_val_;
   std::vector<int64_t> input_shape_;
-  std::unique_ptr<proto::DealerSocket> socket_;
+  std::unique_ptr<proto::ClientChannel> socket_;
   proto::Welcome welcome_;
   std::string last_;  // backing store of the FrameView returned last
   std::chrono::steady_clock::time_point last_hb_{};

@@ -193,7 +193,8 @@ TEST(CodecTest, ModelFileRoundTripPreservesPayloadBytes) {
   EXPECT_EQ(out.sha256, in.sha256);
   EXPECT_EQ(got, payload);
   EXPECT_STREQ(MessageTypeName(MessageType::kModelFile), "ModelFile");
-  EXPECT_EQ(static_cast<uint16_t>(MessageType::kModelFile), kMaxMessageType);
+  EXPECT_STREQ(MessageTypeName(MessageType::kJoinResponse), "JoinResponse");
+  EXPECT_EQ(static_cast<uint16_t>(MessageType::kJoinResponse), kMaxMessageType);
 }
 
 TEST(CodecTest, TrainTaskRoundTrip) {
