@@ -1,5 +1,6 @@
 #include "coordinator/config.h"
 
+#include "common/compression.h"
 #include "common/config.h"
 
 namespace shoal {
@@ -43,6 +44,7 @@ Status CoordinatorConfig::Validate() const {
   if (epochs < 1) return bad("train.epochs", "must be at least 1");
   if (batch_size < 1) return bad("train.batch_size", "must be at least 1");
   if (!(lr > 0)) return bad("train.lr", "must be positive");
+  if (!ParseEncoding(compression).ok()) return bad("train.compression", "must be none, fp16 or int8");
   if (eval_format != "idx" && eval_format != "csv" && eval_format != "none") {
     return bad("eval.format", "must be idx, csv or none");
   }
@@ -91,6 +93,7 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("train.epochs", c.epochs);
   r.Read("train.batch_size", c.batch_size);
   r.Read("train.lr", c.lr);
+  r.Read("train.compression", c.compression);
   r.Read("eval.format", c.eval_format);
   r.Read("eval.path", c.eval_path);
   r.Read("eval.split", c.eval_split);

@@ -46,6 +46,7 @@ struct CoordinatorConfig {
   int epochs = 1;          // train.epochs: local epochs per round
   int batch_size = 32;     // train.batch_size
   double lr = 0.05;        // train.lr: SGD learning rate
+  std::string compression = "none";  // train.compression: none | fp16 | int8 (updates on the wire)
 
   // [eval]
   std::string eval_format = "idx";  // eval.format: idx | csv | none (no central evaluation)

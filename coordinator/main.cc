@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
       {"--epochs", "train.epochs", "Local epochs per round"},
       {"--batch-size", "train.batch_size", "Local batch size"},
       {"--lr", "train.lr", "SGD learning rate"},
+      {"--compression", "train.compression", "Updates on the wire: none | fp16 | int8 (error feedback)"},
       {"--eval-limit", "eval.limit", "Central evaluation on the first N samples only"},
       {"--http-port", "http.port", "Dashboard/API port (0 = any free port)"},
       {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/compression.h"
 #include "common/file_util.h"
 #include "common/nn/runtime.h"
 #include "common/pki.h"
@@ -206,6 +207,8 @@ class Coordinator::Impl {
   std::map<std::string, Peer> peers_;  // by routing id
   RoundState rs_;
   FedAvg fedavg_;
+  Encoding encoding_ = Encoding::kF32;  // train.compression
+  std::vector<float> decoded_;          // a compressed update decoded for folding
   Clock::time_point last_housekeeping_ = Clock::now();
 
   StatusBoard board_;
@@ -270,6 +273,10 @@ Status Coordinator::Impl::Prepare() {
   state_ = "waiting";
   Publish();
 
+  encoding_ = *ParseEncoding(cfg_.compression);  // validated with the config
+  if (encoding_ != Encoding::kF32) {
+    spdlog::info("updates travel as {} with error feedback on the workers", EncodingName(encoding_));
+  }
   SHOAL_RETURN_IF_ERROR(SetUpChannel());
   SHOAL_ASSIGN_OR_RETURN(std::string endpoint, channel_->Bind(cfg_.bind));
   spdlog::info("listening on {} ({}) run={} run_dir={}", endpoint,
@@ -914,10 +921,17 @@ void Coordinator::Impl::OnUpdateReady(Peer& p, const proto::FrameView& f) {
                   "num_samples " + std::to_string(m->num_samples) + " outside 1.." +
                       std::to_string(p.num_train) + " (training samples declared at Hello)");
   }
-  if (m->total_bytes != static_cast<uint64_t>(global_.spec.total_bytes())) {
+  if (m->encoding != static_cast<uint8_t>(encoding_)) {
+    return reject(ErrorCode::kBadUpdate, "encoding " + std::to_string(m->encoding) +
+                                             " is not this run's train.compression (" +
+                                             EncodingName(encoding_) + ")");
+  }
+  const uint64_t expected = EncodedBytes(encoding_, global_.data.size());
+  if (m->total_bytes != expected) {
     return reject(ErrorCode::kBadUpdate, "total_bytes " + std::to_string(m->total_bytes) +
                                              " does not match the model's " +
-                                             std::to_string(global_.spec.total_bytes()));
+                                             std::to_string(expected) + " (" +
+                                             EncodingName(encoding_) + ")");
   }
   if (m->sha256.size() != 32) return reject(ErrorCode::kBadUpdate, "sha256 must be 32 bytes");
   if (!std::isfinite(m->train_loss)) return reject(ErrorCode::kBadUpdate, "train_loss is not finite");
@@ -978,6 +992,15 @@ void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
   const Digest d = Sha256::Of(delta.data(), delta.size() * sizeof(float));
   if (std::string(d.begin(), d.end()) != p.ready.sha256) {
     return fail("update bytes do not match the SHA-256 announced in UpdateReady");
+  }
+  if (encoding_ != Encoding::kF32) {  // decoded into a buffer kept across updates
+    decoded_.resize(global_.data.size());
+    const std::string_view bytes(reinterpret_cast<const char*>(delta.data()),
+                                 delta.size() * sizeof(float));
+    if (Status st = DecodeDelta(encoding_, bytes, decoded_.size(), decoded_.data()); !st.ok()) {
+      return fail(st.message());
+    }
+    delta.swap(decoded_);
   }
   if (Status st = fedavg_.Fold(delta.data(), delta.size(), p.ready.num_samples); !st.ok()) {
     return fail(st.message());
@@ -1062,6 +1085,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   task.epochs = static_cast<uint32_t>(cfg_.epochs);
   task.batch_size = static_cast<uint32_t>(cfg_.batch_size);
   task.lr = cfg_.lr;
+  task.compression = static_cast<uint8_t>(encoding_);
   task.seed = MixSeed(cfg_.seed, round, 0);
   task.deadline_ms = static_cast<uint32_t>(cfg_.round_timeout_s * 1000);
   task.spec = global_.spec;

@@ -36,7 +36,8 @@ namespace shoal::proto {
 
 // Bumped on any incompatible change to a message below or to the frame layout.
 // 2: Welcome.model_bytes and ModelFile (user-supplied TorchScript models).
-// 3: JoinRequest and JoinResponse (enrollment with a join token).
+// 3: JoinRequest and JoinResponse (enrollment with a join token); TrainTask.compression and
+//    UpdateReady.encoding (fp16 / int8 updates).
 inline constexpr uint16_t kProtocolVersion = 3;
 
 enum class MessageType : uint16_t {
@@ -189,11 +190,12 @@ struct TrainTask {
   uint32_t deadline_ms = 0;  // time left in the round when sent
   ModelSpec spec;
   uint32_t chunk_count = 0;
+  uint8_t compression = 0;  // how to encode the update (common/compression.h Encoding)
   template <class A> void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, version, epochs, batch_size, lr, seed, deadline_ms);
     internal::SpecField(ar, spec);
-    ar(chunk_count);
+    ar(chunk_count, compression);
   }
 };
 
@@ -232,12 +234,14 @@ struct UpdateReady {
   int64_t num_samples = 0;
   double train_loss = 0;
   double train_seconds = 0;
-  uint64_t total_bytes = 0;
-  std::string sha256;  // raw 32 bytes of the delta's flat buffer
+  uint64_t total_bytes = 0;  // encoded size (EncodedBytes(encoding, parameter count))
+  std::string sha256;  // raw 32 bytes of the encoded delta
+  uint8_t encoding = 0;  // common/compression.h Encoding; must be the TrainTask's compression
   template <class A> void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, base_version, num_samples, train_loss, train_seconds, total_bytes);
     internal::BoundedString(ar, sha256, 32);
+    ar(encoding);
   }
 };
 

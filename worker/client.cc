@@ -2,12 +2,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <future>
 #include <optional>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "common/compression.h"
 #include "common/dataset.h"
 #include "common/nn/runtime.h"
 #include "common/sha256.h"
@@ -85,7 +87,8 @@ class WorkerClient::Impl {
 
   // Finished update waiting for its grant / ack.
   std::optional<proto::UpdateReady> update_;
-  std::vector<float> delta_;
+  std::vector<float> delta_;     // the update as sent (encoded bytes when compressed)
+  std::vector<float> residual_;  // error feedback: what compression dropped so far
 };
 
 WorkerClient::WorkerClient(WorkerConfig config)
@@ -603,8 +606,22 @@ void WorkerClient::Impl::FinishTraining() {
   TrainOutcome& o = *result;
   spdlog::info("round={} worker={} trained: epochs={} samples={} loss={:.4f} seconds={:.1f}", t.round,
                cfg_.name, t.epochs, o.samples, o.mean_loss, o.seconds);
-  delta_ = std::move(o.delta);
   train_global_.data = {};
+  auto encoding = EncodingFromWire(t.compression);
+  if (!encoding.ok()) {
+    spdlog::warn("round={} worker={} {}; update dropped", t.round, cfg_.name,
+                 encoding.status().message());
+    return;
+  }
+  if (*encoding == Encoding::kF32 && residual_.empty()) {
+    delta_ = std::move(o.delta);
+  } else {
+    // Quantized with error feedback: what this round's encoding drops is carried into the next.
+    std::string bytes;
+    EncodeDelta(*encoding, o.delta.data(), o.delta.size(), &residual_, &bytes);
+    delta_.assign(bytes.size() / sizeof(float), 0.0f);
+    std::memcpy(delta_.data(), bytes.data(), bytes.size());
+  }
   proto::UpdateReady u;
   u.run_id = t.run_id;
   u.round = t.round;
@@ -613,6 +630,7 @@ void WorkerClient::Impl::FinishTraining() {
   u.train_loss = o.mean_loss;
   u.train_seconds = o.seconds;
   u.total_bytes = delta_.size() * sizeof(float);
+  u.encoding = t.compression;
   const Digest d = Sha256::Of(delta_.data(), u.total_bytes);
   u.sha256.assign(d.begin(), d.end());
   update_ = u;

@@ -150,6 +150,40 @@ TEST_F(FederationTest, IncompatibleSiloIsRefusedAtHelloWithAClearError) {
       << worker.Log();
 }
 
+// Opt-in update compression: int8 with error feedback trains as well, and the updates the
+// coordinator receives shrink to about a quarter of the float32 bytes.
+TEST_F(FederationTest, Int8CompressedUpdatesTrainAndShrinkTheUploads) {
+  Partition(2, 2000);
+  auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2",
+                                 "--round-timeout", "120", "--set", "train.compression=int8",
+                                 "--set", "eval.federated=false"});
+  const std::string endpoint = testing::WaitForFile(dir_ + "/endpoint", 60s);
+  ASSERT_FALSE(endpoint.empty()) << coord->Log();
+  std::vector<std::unique_ptr<Process>> workers;
+  for (int i = 1; i <= 2; ++i) {
+    workers.push_back(StartWorker("silo-" + std::to_string(i), endpoint,
+                                  dir_ + "/silos/silo-" + std::to_string(i)));
+  }
+  ASSERT_EQ(coord->Wait(240s), 0) << coord->Log();
+  auto versions = ListVersions(dir_ + "/run");
+  ASSERT_TRUE(versions.ok() && versions->size() == 4u);
+  auto v0 = LoadVersion(dir_ + "/run", (*versions)[0]);
+  ASSERT_TRUE(v0.ok());
+  const double float_update_bytes = 4.0 * static_cast<double>(v0->data.size());
+  auto recs = ReadMetricsLog(dir_ + "/run");
+  ASSERT_TRUE(recs.ok() && recs->size() == 3u);
+  for (const auto& r : *recs) {
+    // Two updates per round plus small messages (heartbeats, UpdateReady).
+    const double in = r["bytes_in"].get<double>();
+    EXPECT_LT(in, 2 * 0.30 * float_update_bytes) << r.dump();
+    EXPECT_GT(in, 2 * 0.25 * float_update_bytes) << r.dump();
+  }
+  const double first = (*recs)[0]["central"]["accuracy"].get<double>();
+  const double last = (*recs)[2]["central"]["accuracy"].get<double>();
+  EXPECT_GT(first, 0.2);
+  EXPECT_GT(last, first + 0.03) << first << " -> " << last;
+}
+
 TEST_F(FederationTest, WorkerRetriesWithBackoffWhenCoordinatorIsAbsent) {
   Partition(1, 200);
   // Nothing listens on port 9 (discard) on loopback here.
