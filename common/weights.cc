@@ -120,7 +120,14 @@ Result<ModelSpec> ModelSpec::FromJson(const nlohmann::json& j) {
       if (!shape.is_array() || shape.size() > SpecLimits::kMaxRank) {
         return Corrupt("model spec: tensor '" + ts.name + "' has a bad shape");
       }
-      ts.shape = shape.get<std::vector<int64_t>>();
+      for (const auto& d : shape) {
+        // Only JSON integers: a float such as 1e300 would be cast to int64 (undefined
+        // behaviour; found by fuzz/weights_fuzz) and 2.5 silently truncated.
+        if (!d.is_number_integer()) {
+          return Corrupt("model spec: tensor '" + ts.name + "' has a non-integer dimension");
+        }
+        ts.shape.push_back(d.get<int64_t>());
+      }
       spec.tensors.push_back(std::move(ts));
     }
   } catch (const nlohmann::json::exception& e) {

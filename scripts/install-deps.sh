@@ -9,13 +9,16 @@ PKGS=(
   libzmq3-dev cppzmq-dev libcereal-dev libssl-dev zlib1g-dev
   libspdlog-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev
   libcpp-httplib-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
 )
 # Test-only tools: promtool lints /metrics, headless Chromium renders the dashboard, Debian's
-# python3-torch loads exported models. Skipped with SHOAL_RUNTIME_ONLY=1.
+# python3-torch loads exported models, clang's libFuzzer + sanitizers run the fuzz targets
+# (llvm-14 for llvm-symbolizer), matplotlib draws the benchmark plots. Skipped with
+# SHOAL_RUNTIME_ONLY=1.
 if [ "${SHOAL_RUNTIME_ONLY:-0}" != "1" ]; then
-  PKGS+=(prometheus chromium python3-torch python3-numpy)
+  PKGS+=(prometheus chromium python3-torch python3-numpy python3-matplotlib
+         clang-14 libclang-rt-14-dev llvm-14)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -179,6 +179,11 @@ TEST(ModelSpecTest, FromJsonRejectsBadInputWithoutThrowing) {
       R"({"tensors": [{"name": "w", "dtype": "float32", "shape": [2]},
                       {"name": "w", "dtype": "float32", "shape": [2]}]})",
       R"({"tensors": ["w"]})",
+      // Non-integer dimensions (1e300 used to reach an undefined float-to-int64 cast; found by
+      // fuzz/weights_fuzz) and fractions that used to be truncated.
+      R"({"tensors": [{"name": "w", "dtype": "float32", "shape": [1e300]}]})",
+      R"({"tensors": [{"name": "w", "dtype": "float32", "shape": [-1e19]}]})",
+      R"({"tensors": [{"name": "w", "dtype": "float32", "shape": [2.5]}]})",
   };
   for (const auto& text : bad) {
     SCOPED_TRACE(text);

@@ -1,0 +1,377 @@
+// Writes the seed corpora of the fuzz targets: valid inputs built with Shoal's own encoders, so
+// the fuzzers start from inputs that reach deep into the decoders.
+//
+//   fuzz_seed_gen OUT_DIR      writes OUT_DIR/{frame_fuzz,secure_session_fuzz,weights_fuzz}/*
+//
+// The committed fuzz/corpus/ was made with it (`scripts/fuzz.sh --write-seeds`). Seeds that
+// carry TLS records come from a fresh PKI and fresh keys on every run, so they differ from run
+// to run; the others are deterministic.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/sha256.h"
+#include "common/weights.h"
+#include "fuzz/frame_format.h"
+#include "fuzz/secure_format.h"
+#include "fuzz/test_pki.h"
+#include "protocols/codec.h"
+#include "protocols/messages.h"
+#include "protocols/secure_channel.h"
+
+namespace fs = std::filesystem;
+using namespace shoal;
+using namespace shoal::proto;
+using Frames = std::vector<std::string>;
+
+namespace {
+
+fs::path g_out;
+int g_written = 0;
+
+void Write(const std::string& target, const std::string& name, const std::string& bytes) {
+  const fs::path dir = g_out / target;
+  fs::create_directories(dir);
+  std::ofstream(dir / name, std::ios::binary) << bytes;
+  ++g_written;
+}
+
+std::string Floats(std::vector<float> v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+}
+
+ModelSpec SmallSpec() {
+  ModelSpec spec;
+  spec.tensors.push_back({"fc.weight", DType::kFloat32, {2, 3}});
+  spec.tensors.push_back({"fc.bias", DType::kFloat32, {2}});
+  return spec;
+}
+
+// ---------------------------------------------------------------------------------------------
+// frame_fuzz
+
+void FrameSeeds() {
+  const std::string t = "frame_fuzz";
+  Hello hello;
+  hello.name = "silo-3";
+  hello.num_train = 20000;
+  hello.num_val = 2222;
+  hello.input_shape = {1, 28, 28};
+  hello.num_classes = 10;
+  Write(t, "hello", Encode(hello));
+
+  Welcome welcome;
+  welcome.run_id = "run-1";
+  welcome.worker_name = "silo-3";
+  welcome.model = "torchscript";
+  welcome.num_classes = 10;
+  welcome.heartbeat_ms = 1000;
+  welcome.peer_timeout_ms = 10000;
+  welcome.chunk_bytes = 8;
+  welcome.model_bytes = 20;
+  Write(t, "welcome", Encode(welcome));
+
+  const std::string model_file = "torchscript-archive!";  // 20 bytes
+  const Frames pieces = EncodeModelFile(model_file, 8);
+  Write(t, "model_file", pieces[0]);
+
+  TrainTask train;
+  train.run_id = "run-1";
+  train.round = 4;
+  train.version = 3;
+  train.epochs = 2;
+  train.batch_size = 16;
+  train.lr = 0.05;
+  train.seed = 42;
+  train.deadline_ms = 60000;
+  train.spec = SmallSpec();
+  train.chunk_count = 4;
+  Write(t, "train_task", Encode(train));
+
+  EvalTask eval;
+  eval.run_id = "run-1";
+  eval.round = 4;
+  eval.version = 4;
+  eval.spec = SmallSpec();
+  eval.chunk_count = 4;
+  Write(t, "eval_task", Encode(eval));
+
+  const std::string weights = Floats({1, 2, 3, 4, 5, 6, 7, 8});  // 32 bytes = SmallSpec
+  const Frames chunks = EncodeChunks(4, weights.data(), weights.size(), 8);
+  Write(t, "weights_chunk", chunks[1]);
+
+  UpdateReady ready;
+  ready.run_id = "run-1";
+  ready.round = 4;
+  ready.base_version = 3;
+  ready.num_samples = 1000;
+  ready.train_loss = 0.25;
+  ready.train_seconds = 1.5;
+  ready.total_bytes = 32;
+  const Digest d = Sha256::Of(weights.data(), weights.size());
+  ready.sha256.assign(d.begin(), d.end());
+  Write(t, "update_ready", Encode(ready));
+
+  UploadGrant grant;
+  grant.round = 4;
+  Write(t, "upload_grant", Encode(grant));
+
+  Ack ack;
+  ack.round = 4;
+  ack.sha256 = ready.sha256;
+  Write(t, "ack", Encode(ack));
+
+  EvalResult result;
+  result.run_id = "run-1";
+  result.round = 4;
+  result.version = 4;
+  result.count = 500;
+  result.loss = 0.3;
+  result.accuracy = 0.91;
+  Write(t, "eval_result", Encode(result));
+
+  Heartbeat hb;
+  hb.unix_ms = 1700000000000ull;
+  hb.busy = 1;
+  Write(t, "heartbeat", Encode(hb));
+
+  Error error;
+  error.code = ErrorCode::kStale;
+  error.round = 3;
+  error.message = "round 3 is closed";
+  Write(t, "error", Encode(error));
+
+  JoinRequest join;
+  join.token_id = "0123456789abcdef";
+  join.secret = "0123456789abcdef0123456789abcdef";
+  join.csr_pem = "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n";
+  Write(t, "join_request", Encode(join));
+
+  JoinResponse joined;
+  joined.worker_name = "silo-3";
+  joined.cert_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  joined.ca_pem = joined.cert_pem;
+  Write(t, "join_response", Encode(joined));
+
+  Shutdown shutdown;
+  shutdown.reason = "run finished";
+  Write(t, "shutdown", Encode(shutdown));
+
+  // Transfer scripts (frame_format.h).
+  using fuzz::frame_format::AppendFrame;
+  using fuzz::frame_format::ScriptHeader;
+  {
+    // A weights transfer started from the header: 32 bytes in chunks of 8.
+    std::string s = ScriptHeader(4, 32, 8, 0);
+    for (const std::string& c : chunks) AppendFrame(s, c);
+    Write(t, "script_weights", s);
+  }
+  {
+    // A model file started from the header: 20 bytes in pieces of 8.
+    std::string s = ScriptHeader(0, 0, 8, 20);
+    for (const std::string& p : pieces) AppendFrame(s, p);
+    Write(t, "script_model", s);
+  }
+  {
+    // As the worker sees it: Welcome, the model file, a TrainTask and its chunks, then an
+    // EvalTask whose transfer is interrupted by a chunk of another round.
+    std::string s = ScriptHeader(0, 0, 0, 0);
+    AppendFrame(s, Encode(welcome));
+    for (const std::string& p : pieces) AppendFrame(s, p);
+    AppendFrame(s, Encode(train));
+    for (const std::string& c : chunks) AppendFrame(s, c);
+    AppendFrame(s, Encode(eval));
+    AppendFrame(s, chunks[0]);
+    AppendFrame(s, EncodeChunks(9, weights.data(), weights.size(), 8)[1]);
+    Write(t, "script_session", s);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// secure_session_fuzz
+
+struct SessionPair {
+  SecureSession client;
+  SecureSession server;
+  Frames client_flights;  // every frame the client sent during the handshake
+  SessionPair(std::shared_ptr<const TlsContext> client_ctx,
+              std::shared_ptr<const TlsContext> server_ctx, size_t cap)
+      : client(std::move(client_ctx)), server(std::move(server_ctx), cap) {}
+};
+
+void Die(const std::string& what, const Status& st) {
+  std::fprintf(stderr, "seed generator: %s: %s\n", what.c_str(), st.ToString().c_str());
+  std::exit(1);
+}
+
+void Handshake(SessionPair& p) {
+  Frames to_server, to_client, delivered;
+  if (Status st = p.client.Start(&to_server); !st.ok()) Die("client Start", st);
+  if (Status st = p.server.Start(&to_client); !st.ok()) Die("server Start", st);
+  for (int step = 0; step < 8 && (!to_server.empty() || !to_client.empty()); ++step) {
+    Frames next_to_server, next_to_client;
+    for (const std::string& f : to_server) {
+      p.client_flights.push_back(f);
+      if (Status st = p.server.OnWire(f, &next_to_client, &delivered); !st.ok()) Die("server", st);
+    }
+    for (const std::string& f : to_client) {
+      if (Status st = p.client.OnWire(f, &next_to_server, &delivered); !st.ok()) Die("client", st);
+    }
+    to_server = std::move(next_to_server);
+    to_client = std::move(next_to_client);
+  }
+  if (!p.client.established() || !p.server.established()) {
+    Die("handshake", Internal("did not complete"));
+  }
+}
+
+void SecureSeeds() {
+  using namespace fuzz::secure_format;
+  const std::string t = "secure_session_fuzz";
+  const fuzz::TestContexts contexts = fuzz::MakeTestContexts(fuzz::MakeTestPki());
+  struct PairInfo {
+    Pair pair;
+    const char* name;
+    std::shared_ptr<const TlsContext> client, server;
+    size_t constructed_cap, effective_cap;
+  };
+  const PairInfo pairs[] = {
+      {kMutual, "mutual", contexts.client, contexts.server, kMutualCap, kMutualCap},
+      {kJoin, "join", contexts.join_client, contexts.enroll_server, kEnrollCap,
+       std::min(kEnrollCap, kUnauthenticatedMaxMessageBytes)},
+      {kOptional, "optional", contexts.client, contexts.enroll_server, kEnrollCap, kEnrollCap},
+  };
+  for (const PairInfo& info : pairs) {
+    const std::string n = info.name;
+    SessionPair p(info.client, info.server, info.constructed_cap);
+    Handshake(p);
+    {
+      // The client's ClientHello alone, then with its second flight (from another handshake,
+      // so a fresh server refuses it at the first encrypted record).
+      std::string s(1, ModeByte(kHandshake, info.pair));
+      AppendFrame(s, p.client_flights[0]);
+      Write(t, n + "_handshake_client_hello", s);
+      if (info.pair == kMutual) {
+        for (size_t i = 1; i < p.client_flights.size(); ++i) AppendFrame(s, p.client_flights[i]);
+        Write(t, n + "_handshake_replayed_flights", s);
+      }
+    }
+    if (info.pair == kMutual) {
+      // Authentic records of another session, replayed after a fresh handshake; and cut short.
+      Frames sealed;
+      if (Status st = p.client.Seal("replayed message", &sealed); !st.ok()) Die("Seal", st);
+      std::string s(1, ModeByte(kForged, info.pair));
+      AppendFrame(s, sealed[0]);
+      Write(t, n + "_forged_replayed_record", s);
+      std::string truncated(1, ModeByte(kForged, info.pair));
+      AppendFrame(truncated, sealed[0].substr(0, sealed[0].size() - 3));
+      Write(t, n + "_forged_truncated_record", truncated);
+    }
+
+    const char sealed_mode = ModeByte(kSealed, info.pair);
+    {
+      // Two proper messages; for the join pair a JoinRequest, as a joining worker sends.
+      std::string s(1, sealed_mode);
+      AppendPiece(s, kWithPrefix, "hello");
+      if (info.pair == kJoin) {
+        JoinRequest join;
+        join.token_id = "0123456789abcdef";
+        join.secret = "0123456789abcdef0123456789abcdef";
+        join.csr_pem = "-----BEGIN CERTIFICATE REQUEST-----\n...\n";
+        AppendPiece(s, kWithPrefix, Encode(join));
+      } else {
+        Heartbeat hb;
+        hb.unix_ms = 1700000000000ull;
+        AppendPiece(s, kWithPrefix, Encode(hb));
+      }
+      Write(t, n + "_sealed_messages", s);
+    }
+    {
+      // A length prefix just above the effective cap (must be refused), and one exactly at it
+      // whose body never arrives (accepted, buffered).
+      std::string over(1, sealed_mode);
+      AppendPiece(over, 0, Prefix(static_cast<uint32_t>(info.effective_cap) + 1));
+      Write(t, n + "_sealed_over_cap", over);
+      std::string at(1, sealed_mode);
+      AppendPiece(at, 0, Prefix(static_cast<uint32_t>(info.effective_cap)) + "partial body");
+      Write(t, n + "_sealed_at_cap", at);
+    }
+    if (info.pair != kMutual) continue;
+    {
+      // Inner framing forged piece by piece: a prefix split over records, a body spread over
+      // several pieces held into one frame, an empty message.
+      std::string s(1, sealed_mode);
+      const std::string prefix = Prefix(10);
+      AppendPiece(s, 0, prefix.substr(0, 1));
+      AppendPiece(s, 0, prefix.substr(1));
+      AppendPiece(s, kHold, "0123");
+      AppendPiece(s, kHold, "456");
+      AppendPiece(s, 0, "789");
+      AppendPiece(s, 0, Prefix(0));
+      AppendPiece(s, kWithPrefix | kHold, "");
+      AppendPiece(s, kWithPrefix, "after empty");
+      Write(t, n + "_sealed_raw_framing", s);
+    }
+    {
+      std::string huge(1, sealed_mode);
+      AppendPiece(huge, 0, Prefix(0xFFFFFFFFu));
+      Write(t, n + "_sealed_prefix_max", huge);
+    }
+    {
+      // A message whose frame has a flipped bit.
+      std::string s(1, sealed_mode);
+      AppendPiece(s, kWithPrefix, "first");
+      AppendPiece(s, kWithPrefix | kCorrupt, "second", 9, 0x40);
+      Write(t, n + "_sealed_corrupt", s);
+    }
+    {
+      // A message larger than one TLS record.
+      std::string s(1, sealed_mode);
+      AppendPiece(s, kWithPrefix, std::string(20000, 'x'));
+      Write(t, n + "_sealed_multi_record", s);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// weights_fuzz
+
+void WeightsSeeds() {
+  const std::string t = "weights_fuzz";
+  Weights w;
+  w.spec = SmallSpec();
+  w.data = {0.5f, -1.f, 2.f, 3.25f, 4.f, 5.f, 6.f, 7.f};
+  Write(t, "small", EncodeWeightsFile(w));
+
+  Weights scalar;  // rank 0 tensor: one element
+  scalar.spec.tensors.push_back({"scale", DType::kFloat32, {}});
+  scalar.data = {1.f};
+  Write(t, "scalar", EncodeWeightsFile(scalar));
+
+  Weights deep;
+  deep.spec.tensors.push_back({"conv.weight", DType::kFloat32, {1, 1, 2, 1, 1, 1, 1, 2}});
+  deep.spec.tensors.push_back({"conv.bias", DType::kFloat32, {1}});
+  deep.data = {1, 2, 3, 4, 5};
+  Write(t, "rank8", EncodeWeightsFile(deep));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
+    return 2;
+  }
+  g_out = argv[1];
+  FrameSeeds();
+  SecureSeeds();
+  WeightsSeeds();
+  std::printf("wrote %d seed files under %s\n", g_written, g_out.c_str());
+  return 0;
+}
