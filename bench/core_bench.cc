@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "common/malloc_tuning.h"
 #include "coordinator/fed_avg.h"
 #include "protocols/codec.h"
 
@@ -91,4 +92,13 @@ BENCHMARK(BM_DecodeChunks)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillis
 }  // namespace
 }  // namespace shoal
 
-BENCHMARK_MAIN();
+// As the executables do (common/malloc_tuning.h): keep multi-megabyte buffers mapped between
+// iterations instead of page-faulting them in again every time.
+int main(int argc, char** argv) {
+  shoal::TuneMallocForLargeBuffers();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/malloc_tuning.h"
 #include "protocols/secure_channel.h"
 #include "protocols/transport.h"
 
@@ -180,4 +181,13 @@ BENCHMARK(BM_PlainZmq)->SHOAL_SIZES;
 }  // namespace
 }  // namespace shoal::proto
 
-BENCHMARK_MAIN();
+// As the executables do (common/malloc_tuning.h): keep multi-megabyte buffers mapped between
+// iterations instead of page-faulting them in again every time.
+int main(int argc, char** argv) {
+  shoal::TuneMallocForLargeBuffers();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
