@@ -1,0 +1,791 @@
+#include "bench/loadgen/fleet.h"
+
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <cmath>
+#include <thread>
+
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+#include "common/compression.h"
+
+namespace shoal::loadgen {
+namespace {
+
+uint64_t Fnv1a(const std::string& s) {  // as worker/client.cc derives per-worker seeds
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+inline uint64_t Mix(uint64_t z) {  // splitmix64 finalizer
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The wire form of a synthetic delta, one 32-bit word at a time (every offset on the wire is a
+// multiple of 4). Word j is a function of (key, j) only, so any range can be generated on its
+// own. Values are uniform in [-scale, scale) and finite in every encoding:
+//   f32   word j = value j
+//   f16   word j = halves of values 2j and 2j + 1 (zero past the last value: padding)
+//   int8  the block scales (all scale / 127), then 4 int8 values in [-127, 127] per word
+struct DeltaLayout {
+  Encoding encoding = Encoding::kF32;
+  uint64_t count = 0;        // values
+  uint64_t scale_bytes = 0;  // int8: 4 bytes per block of kInt8Block values
+  float scale = 1e-3f;
+};
+
+void FillWords(const DeltaLayout& l, uint64_t key, uint64_t first, size_t n, uint32_t* out) {
+  const float k = l.scale / 8388608.0f;  // 2^23
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t j = first + i;
+    const uint64_t z = Mix(key + (j + 1) * 0x9e3779b97f4a7c15ULL);
+    switch (l.encoding) {
+      case Encoding::kF32: {
+        const float v = static_cast<float>(static_cast<int32_t>(z >> 40) - (1 << 23)) * k;
+        std::memcpy(&out[i], &v, 4);
+        break;
+      }
+      case Encoding::kF16: {
+        const float a = static_cast<float>(static_cast<int32_t>(z >> 40) - (1 << 23)) * k;
+        const float b = static_cast<float>(static_cast<int32_t>((z >> 8) & 0xffffff) - (1 << 23)) * k;
+        const uint32_t lo = 2 * j < l.count ? FloatToHalf(a) : 0;
+        const uint32_t hi = 2 * j + 1 < l.count ? FloatToHalf(b) : 0;
+        out[i] = lo | (hi << 16);
+        break;
+      }
+      case Encoding::kInt8: {
+        const uint64_t byte = 4 * j;
+        if (byte < l.scale_bytes) {
+          const float s = l.scale / 127.0f;
+          std::memcpy(&out[i], &s, 4);
+          break;
+        }
+        uint32_t word = 0;
+        for (int b = 0; b < 4; ++b) {
+          const uint64_t e = byte - l.scale_bytes + static_cast<uint64_t>(b);
+          const int q = e < l.count ? static_cast<int>((z >> (8 * b)) & 0xff) % 255 - 127 : 0;
+          word |= static_cast<uint32_t>(static_cast<uint8_t>(static_cast<int8_t>(q))) << (8 * b);
+        }
+        out[i] = word;
+        break;
+      }
+    }
+  }
+}
+
+const char* ErrorName(proto::ErrorCode c) {
+  switch (c) {
+    case proto::ErrorCode::kBadMessage: return "bad_message";
+    case proto::ErrorCode::kVersionMismatch: return "version_mismatch";
+    case proto::ErrorCode::kNotAdmitted: return "not_admitted";
+    case proto::ErrorCode::kUnknownPeer: return "unknown_peer";
+    case proto::ErrorCode::kStale: return "stale";
+    case proto::ErrorCode::kBadUpdate: return "bad_update";
+    case proto::ErrorCode::kDuplicate: return "duplicate";
+    case proto::ErrorCode::kRunFinished: return "run_finished";
+  }
+  return "other";
+}
+
+uint64_t UnixMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+struct MdCtxDeleter {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
+
+MdCtx NewSha256() {
+  MdCtx c(EVP_MD_CTX_new());
+  if (!c || EVP_DigestInit_ex(c.get(), EVP_sha256(), nullptr) != 1) std::abort();
+  return c;
+}
+
+}  // namespace
+
+// SHA-256 state after the shared prefix of one round's deltas.
+struct Fleet::PrefixHash {
+  uint64_t shared_key = 0;
+  uint64_t prefix_bytes = 0;
+  Encoding encoding = Encoding::kF32;
+  uint64_t count = 0;
+  MdCtx ctx;
+};
+
+struct Fleet::Worker {
+  enum class State { kNotStarted, kHello, kAdmitted, kFinished, kGaveUp, kVanished };
+  enum class Xfer { kNone, kTrain, kEval };
+
+  int index = 0;
+  std::string name;
+  uint64_t name_hash = 0;
+  std::unique_ptr<Link> link;
+  int fd = -1;                 // the link's ZMQ_FD, registered with epoll
+  State state = State::kNotStarted;
+  bool reconnect_now = false;  // decided while handling a message; done after the receive loop
+  bool check_pending = false;  // in Fleet::to_check_
+  Clock::time_point start_at;
+  Clock::time_point hello_sent;
+  Clock::time_point last_heard;
+  Clock::time_point last_hb;
+  proto::Welcome welcome;
+  uint32_t model_pieces_expected = 0;
+  uint32_t model_pieces = 0;
+
+  // Incoming weights (TrainTask or EvalTask), checked chunk by chunk and dropped.
+  Xfer xfer = Xfer::kNone;
+  uint64_t xfer_round = 0;
+  uint64_t xfer_total = 0;
+  uint32_t xfer_count = 0;
+  uint32_t xfer_next = 0;
+  std::string task_run_id;
+  uint64_t task_round = 0;
+  uint64_t task_version = 0;
+  uint64_t task_seed = 0;
+  uint64_t task_total = 0;  // bytes of the global model (float32)
+  uint64_t task_count = 0;  // its values
+  Encoding task_encoding = Encoding::kF32;  // how the update must travel (TrainTask.compression)
+  std::string eval_run_id;
+  uint64_t eval_round = 0;
+  uint64_t eval_version = 0;
+
+  // "Training": done at train_done_at; then queued for hashing.
+  bool training = false;
+  bool queued_for_hash = false;
+  Clock::time_point train_done_at;
+  Clock::time_point task_received_at;
+
+  // The update offered and not yet acknowledged.
+  bool has_update = false;
+  proto::UpdateReady ready;
+  uint64_t delta_key = 0;     // this worker's values
+  uint64_t shared_key = 0;    // the round's shared prefix
+  uint64_t prefix_bytes = 0;  // bytes [0, prefix_bytes) use shared_key
+  DeltaLayout layout;         // of the announced update
+  uint64_t update_bytes = 0;  // its size on the wire
+};
+
+nlohmann::json RoundStats::ToJson() const {
+  return {{"round", round},
+          {"tasks", tasks},
+          {"updates_announced", updates_announced},
+          {"grants", grants},
+          {"acks", acks},
+          {"rejected", rejected},
+          {"evals", evals},
+          {"first_task_s", first_task_s},
+          {"last_download_s", last_download_s},
+          {"first_ack_s", first_ack_s},
+          {"last_ack_s", last_ack_s},
+          {"update_bytes_acked", update_bytes_acked}};
+}
+
+Fleet::Fleet(FleetOptions options) : opt_(std::move(options)) {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) {
+    spdlog::critical("epoll_create1: {}", std::strerror(errno));
+    std::abort();
+  }
+  // Before the first socket: one ZeroMQ socket per worker plus the context's own.
+  context_.set(zmq::ctxopt::max_sockets, opt_.workers + 64);
+  context_.set(zmq::ctxopt::io_threads, std::max(1, opt_.io_threads));
+  workers_.reserve(static_cast<size_t>(opt_.workers));
+  const int digits = std::max<int>(4, static_cast<int>(std::to_string(opt_.workers).size()));
+  for (int i = 0; i < opt_.workers; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->index = i;
+    std::string num = std::to_string(i + 1);
+    w->name = opt_.name_prefix + "-" + std::string(digits - num.size(), '0') + num;
+    w->name_hash = Fnv1a(w->name);
+    workers_.push_back(std::move(w));
+  }
+}
+
+Fleet::~Fleet() {
+  for (auto& w : workers_) Close(*w);  // sockets before the context
+  close(epoll_fd_);
+}
+
+double Fleet::Elapsed() const { return Seconds(Clock::now() - started_); }
+
+RoundStats& Fleet::StatsFor(uint64_t round) {
+  RoundStats& s = rounds_[round];
+  s.round = round;
+  return s;
+}
+
+void Fleet::Send(Worker& w, std::string_view message) {
+  if (!w.link) return;
+  Status st = w.link->Send(message);
+  MarkForCheck(w);  // a send may consume the descriptor's notification of incoming messages
+  if (!st.ok()) {
+    spdlog::warn("worker={} send: {}", w.name, st.ToString());
+    return;
+  }
+  ++messages_out_;
+}
+
+void Fleet::MarkForCheck(Worker& w) {
+  if (w.check_pending || !w.link) return;
+  w.check_pending = true;
+  to_check_.push_back(&w);
+}
+
+void Fleet::Close(Worker& w) {
+  if (!w.link) return;
+  bytes_in_closed_ += w.link->bytes_received();
+  bytes_out_closed_ += w.link->bytes_sent();
+  if (w.fd >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w.fd, nullptr);
+  w.fd = -1;
+  w.link.reset();
+  --open_links_;
+}
+
+// (Re)connects with a new socket (a new routing id, as a restarted worker) and says Hello.
+void Fleet::Start(Worker& w) {
+  if (w.link) {
+    Close(w);
+    ++reconnects_;
+  }
+  auto link = Link::Create(context_, opt_.zmtp_heartbeat_ms);
+  if (!link.ok()) {
+    spdlog::error("worker={} {} ({} sockets open)", w.name, link.status().ToString(), open_links_);
+    w.state = Worker::State::kGaveUp;
+    ++gave_up_;
+    return;
+  }
+  w.link = std::move(link).value();
+  ++open_links_;
+  w.fd = w.link->fd();
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = &w;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, w.fd, &ev) != 0) {
+    spdlog::error("worker={} epoll_ctl: {}", w.name, std::strerror(errno));
+  }
+  if (Status st = w.link->Connect(opt_.endpoint); !st.ok()) {
+    spdlog::error("worker={} {}", w.name, st.ToString());
+    w.state = Worker::State::kGaveUp;
+    ++gave_up_;
+    return;
+  }
+  if (w.state == Worker::State::kAdmitted) --admitted_;
+  w.state = Worker::State::kHello;
+  w.xfer = Worker::Xfer::kNone;
+  w.model_pieces = w.model_pieces_expected = 0;
+  proto::Hello h;
+  h.name = w.name;
+  h.num_train = opt_.num_train;
+  h.num_val = opt_.num_val;
+  h.input_shape = opt_.input_shape;
+  h.num_classes = opt_.num_classes;
+  SendMsg(w, h);
+  w.hello_sent = w.last_heard = Clock::now();
+}
+
+// Hands the socket's messages to Handle, at most 256 per visit (fairness); a socket left with
+// messages is looked at again in the next loop iteration. Readable() is called after the last
+// Receive, which re-arms the socket's descriptor.
+void Fleet::Pump(Worker& w) {
+  int budget = 256;
+  while (w.link && budget > 0 && !w.reconnect_now && w.link->Readable()) {
+    auto n = w.link->Receive(static_cast<size_t>(budget), [&](std::string_view m) { Handle(w, m); });
+    if (!n.ok()) {
+      spdlog::warn("worker={} {}", w.name, n.status().ToString());
+      break;
+    }
+    if (*n == 0) break;
+    budget -= static_cast<int>(*n);
+  }
+  if (!w.reconnect_now) {
+    if (w.link && budget <= 0) MarkForCheck(w);
+    return;
+  }
+  w.reconnect_now = false;
+  if (w.state == Worker::State::kVanished) {
+    Close(w);
+  } else if (w.state != Worker::State::kGaveUp && w.state != Worker::State::kFinished) {
+    Start(w);
+  }
+}
+
+void Fleet::Handle(Worker& w, std::string_view message) {
+  ++messages_in_;
+  w.last_heard = Clock::now();
+  proto::Limits limits;
+  limits.max_payload_bytes = proto::kMaxChunkBytes;
+  auto f = proto::ParseFrame(message, limits);
+  if (!f.ok()) {
+    ++bad_frames_;
+    spdlog::warn("worker={} bad frame: {}", w.name, f.status().message());
+    return;
+  }
+  if (w.state == Worker::State::kFinished || w.state == Worker::State::kGaveUp ||
+      w.state == Worker::State::kVanished) {
+    return;
+  }
+  switch (f->type) {
+    case proto::MessageType::kHeartbeat:
+      ++heartbeats_in_;
+      return;
+    case proto::MessageType::kWelcome: {
+      if (w.state != Worker::State::kHello) return;
+      auto m = proto::Decode<proto::Welcome>(*f);
+      if (!m.ok() || m->chunk_bytes == 0 || m->chunk_bytes > proto::kMaxChunkBytes ||
+          m->chunk_bytes % 4 != 0 || m->heartbeat_ms == 0 || m->peer_timeout_ms == 0) {
+        spdlog::error("worker={} invalid Welcome", w.name);
+        w.state = Worker::State::kGaveUp;
+        ++gave_up_;
+        return;
+      }
+      w.welcome = std::move(m).value();
+      w.state = Worker::State::kAdmitted;
+      // Heartbeats at a per-worker phase, as independent processes would send them (a fleet
+      // heartbeating in lockstep leaves the coordinator idle between bursts).
+      w.last_hb = Clock::now() - std::chrono::microseconds(
+                                     Mix(w.name_hash) % (uint64_t{w.welcome.heartbeat_ms} * 1000));
+      w.model_pieces_expected = proto::ChunkCount(w.welcome.model_bytes, w.welcome.chunk_bytes);
+      if (++admitted_ == opt_.workers && all_admitted_s < 0) {
+        all_admitted_s = Elapsed();
+        spdlog::info("all {} workers admitted after {:.2f} s (run={} model={} chunk_bytes={})",
+                     opt_.workers, all_admitted_s, w.welcome.run_id, w.welcome.model,
+                     w.welcome.chunk_bytes);
+      }
+      if (w.has_update) SendMsg(w, w.ready);  // not acknowledged before a reconnect: offer again
+      if (w.index >= opt_.workers - opt_.vanish) {
+        w.state = Worker::State::kVanished;
+        ++vanished_;
+        w.reconnect_now = true;  // closes the socket after the receive loop (see Pump)
+      }
+      return;
+    }
+    case proto::MessageType::kModelFile: {
+      auto m = proto::Decode<proto::ModelFile>(*f);
+      if (!m.ok() || m->index != w.model_pieces || m->count != w.model_pieces_expected) {
+        spdlog::warn("worker={} unexpected ModelFile piece; reconnecting", w.name);
+        w.reconnect_now = true;
+        return;
+      }
+      ++w.model_pieces;
+      ++model_files_;
+      return;
+    }
+    case proto::MessageType::kTrainTask: {
+      auto m = proto::Decode<proto::TrainTask>(*f);
+      if (!m.ok() || !m->spec.Validate().ok() || m->epochs == 0 || m->batch_size == 0 ||
+          !(m->lr > 0)) {
+        spdlog::warn("worker={} invalid TrainTask ignored", w.name);
+        return;
+      }
+      if (w.model_pieces != w.model_pieces_expected) {
+        spdlog::warn("worker={} TrainTask before the model file was complete; reconnecting", w.name);
+        w.reconnect_now = true;
+        return;
+      }
+      const uint64_t total = static_cast<uint64_t>(m->spec.total_bytes());
+      const uint32_t count = proto::ChunkCount(total, w.welcome.chunk_bytes);
+      if (count != m->chunk_count) {
+        spdlog::warn("worker={} TrainTask announces {} chunks, expected {}", w.name, m->chunk_count,
+                     count);
+        return;
+      }
+      auto encoding = EncodingFromWire(m->compression);
+      if (!encoding.ok()) {
+        spdlog::warn("worker={} TrainTask ignored: {}", w.name, encoding.status().message());
+        return;
+      }
+      w.training = false;  // a newer task supersedes the one in progress
+      w.xfer = Worker::Xfer::kTrain;
+      w.xfer_round = m->round;
+      w.xfer_total = total;
+      w.xfer_count = count;
+      w.xfer_next = 0;
+      w.task_run_id = m->run_id;
+      w.task_round = m->round;
+      w.task_version = m->version;
+      w.task_seed = m->seed;
+      w.task_total = total;
+      w.task_count = static_cast<uint64_t>(m->spec.total_numel());
+      w.task_encoding = *encoding;
+      return;
+    }
+    case proto::MessageType::kEvalTask: {
+      auto m = proto::Decode<proto::EvalTask>(*f);
+      if (!m.ok() || !m->spec.Validate().ok()) {
+        spdlog::warn("worker={} invalid EvalTask ignored", w.name);
+        return;
+      }
+      const uint64_t total = static_cast<uint64_t>(m->spec.total_bytes());
+      w.xfer = Worker::Xfer::kEval;
+      w.xfer_round = m->round;
+      w.xfer_total = total;
+      w.xfer_count = proto::ChunkCount(total, w.welcome.chunk_bytes);
+      w.xfer_next = 0;
+      w.eval_run_id = m->run_id;
+      w.eval_round = m->round;
+      w.eval_version = m->version;
+      return;
+    }
+    case proto::MessageType::kWeightsChunk:
+      OnChunk(w, *f);
+      return;
+    case proto::MessageType::kUploadGrant: {
+      auto g = proto::Decode<proto::UploadGrant>(*f);
+      if (!g.ok() || !w.has_update || g->round != w.ready.round || w.queued_for_hash) return;
+      ++StatsFor(g->round).grants;
+      Upload(w);
+      return;
+    }
+    case proto::MessageType::kAck: {
+      auto a = proto::Decode<proto::Ack>(*f);
+      if (!a.ok() || !w.has_update || a->round != w.ready.round || a->sha256 != w.ready.sha256) {
+        return;
+      }
+      RoundStats& s = StatsFor(a->round);
+      ++s.acks;
+      s.update_bytes_acked += w.ready.total_bytes;
+      const double t = Elapsed();
+      if (s.first_ack_s < 0) s.first_ack_s = t;
+      s.last_ack_s = t;
+      w.has_update = false;
+      return;
+    }
+    case proto::MessageType::kError: {
+      auto e = proto::Decode<proto::Error>(*f);
+      if (!e.ok()) return;
+      ++errors_[ErrorName(e->code)];
+      spdlog::debug("round={} worker={} coordinator error {}: {}", e->round, w.name,
+                    ErrorName(e->code), e->message);
+      switch (e->code) {
+        case proto::ErrorCode::kUnknownPeer:
+          // The coordinator does not know this connection: it dropped the worker, or ZeroMQ
+          // reconnected underneath (a new TCP connection gets a new routing id).
+          spdlog::info("worker={} unknown to the coordinator; Hello again on a new connection",
+                       w.name);
+          w.reconnect_now = true;
+          return;
+        case proto::ErrorCode::kNotAdmitted:
+        case proto::ErrorCode::kVersionMismatch:
+          spdlog::error("worker={} refused by the coordinator: {}", w.name, e->message);
+          w.state = Worker::State::kGaveUp;
+          ++gave_up_;
+          return;
+        case proto::ErrorCode::kStale:
+        case proto::ErrorCode::kBadUpdate:
+        case proto::ErrorCode::kDuplicate:
+          if (w.has_update && e->round == w.ready.round) {
+            ++StatsFor(e->round).rejected;
+            spdlog::warn("round={} worker={} update rejected ({}): {}", e->round, w.name,
+                         ErrorName(e->code), e->message);
+            w.has_update = false;
+          }
+          return;
+        default:
+          return;
+      }
+    }
+    case proto::MessageType::kShutdown: {
+      auto m = proto::Decode<proto::Shutdown>(*f);
+      if (m.ok()) shutdown_reason_ = m->reason;
+      w.state = Worker::State::kFinished;
+      ++finished_;
+      return;
+    }
+    default:
+      spdlog::warn("worker={} unexpected {} ignored", w.name, proto::MessageTypeName(f->type));
+      return;
+  }
+}
+
+void Fleet::OnChunk(Worker& w, const proto::FrameView& f) {
+  auto c = proto::Decode<proto::WeightsChunk>(f);
+  auto fail = [&](const std::string& why) {
+    spdlog::warn("worker={} weights transfer failed: {}", w.name, why);
+    ++bad_frames_;
+    w.xfer = Worker::Xfer::kNone;
+  };
+  if (!c.ok()) return fail(c.status().message());
+  if (w.xfer == Worker::Xfer::kNone) return fail("WeightsChunk without a task");
+  const uint64_t offset = uint64_t{c->index} * w.welcome.chunk_bytes;
+  if (c->round != w.xfer_round || c->index != w.xfer_next || c->count != w.xfer_count ||
+      c->offset != offset || offset >= w.xfer_total ||
+      f.payload.size() != std::min<uint64_t>(w.welcome.chunk_bytes, w.xfer_total - offset)) {
+    return fail("chunk " + std::to_string(c->index) + "/" + std::to_string(c->count) +
+                " out of order or of the wrong size");
+  }
+  if (++w.xfer_next < w.xfer_count) return;
+  const Worker::Xfer done = w.xfer;
+  w.xfer = Worker::Xfer::kNone;
+  const auto now = Clock::now();
+  if (done == Worker::Xfer::kTrain) {
+    RoundStats& s = StatsFor(w.task_round);
+    ++s.tasks;
+    const double t = Elapsed();
+    if (s.first_task_s < 0) s.first_task_s = t;
+    s.last_download_s = t;
+    w.has_update = false;  // the new task replaces an update not yet acknowledged
+    w.training = true;
+    w.task_received_at = now;
+    double ms = opt_.train_ms;
+    if (opt_.train_jitter_ms > 0) {
+      ms += opt_.train_jitter_ms * static_cast<double>(Mix(w.name_hash ^ w.task_round) % 1000) / 1000.0;
+    }
+    w.train_done_at = now + std::chrono::microseconds(static_cast<int64_t>(ms * 1000));
+  } else {
+    proto::EvalResult r;
+    r.run_id = w.eval_run_id;
+    r.round = w.eval_round;
+    r.version = w.eval_version;
+    r.count = opt_.num_val;
+    r.loss = 1.0 + 0.01 * (w.index % 7);
+    r.accuracy = 0.5 + 0.01 * (w.index % 13);
+    SendMsg(w, r);
+    ++StatsFor(w.eval_round).evals;
+  }
+}
+
+void Fleet::Tick(Worker& w, Clock::time_point now) {
+  switch (w.state) {
+    case Worker::State::kNotStarted:
+      if (now >= w.start_at) Start(w);
+      return;
+    case Worker::State::kHello:
+      if (now - w.hello_sent > std::chrono::milliseconds(opt_.hello_timeout_ms)) {
+        spdlog::warn("worker={} no Welcome within {} ms; new connection", w.name,
+                     opt_.hello_timeout_ms);
+        Start(w);
+      }
+      return;
+    case Worker::State::kAdmitted:
+      break;
+    default:
+      return;
+  }
+  if (now - w.last_hb >= std::chrono::milliseconds(w.welcome.heartbeat_ms)) {
+    proto::Heartbeat hb;
+    hb.unix_ms = UnixMs();
+    hb.busy = w.training ? 1 : 0;
+    SendMsg(w, hb);
+    ++heartbeats_out_;
+    w.last_hb = now;
+  }
+  if (now - w.last_heard > std::chrono::milliseconds(w.welcome.peer_timeout_ms)) {
+    spdlog::warn("worker={} no message from the coordinator for {} ms; reconnecting", w.name,
+                 w.welcome.peer_timeout_ms);
+    Start(w);
+    return;
+  }
+  if (w.training && !w.queued_for_hash && now >= w.train_done_at) {
+    w.queued_for_hash = true;
+    hashing_.push_back(&w);
+  }
+}
+
+// Bytes [offset, offset + len) of w's announced update (offset and len multiples of 4): the
+// round's shared prefix, then w's own words.
+void Fleet::FillBytes(const Worker& w, uint64_t offset, uint64_t len, uint32_t* out) const {
+  const uint64_t first = offset / 4, n = len / 4, prefix = w.prefix_bytes / 4;
+  const uint64_t m = first < prefix ? std::min<uint64_t>(n, prefix - first) : 0;
+  if (m > 0) FillWords(w.layout, w.shared_key, first, m, out);
+  if (m < n) FillWords(w.layout, w.delta_key, first + m, n - m, out + m);
+}
+
+// The SHA-256 state after w's shared prefix, computed once per round (key, length, layout).
+const Fleet::PrefixHash& Fleet::PrefixFor(const Worker& w) {
+  if (prefix_ && prefix_->shared_key == w.shared_key && prefix_->prefix_bytes == w.prefix_bytes &&
+      prefix_->encoding == w.layout.encoding && prefix_->count == w.layout.count) {
+    return *prefix_;
+  }
+  const auto t0 = Clock::now();
+  auto p = std::make_unique<PrefixHash>();
+  p->shared_key = w.shared_key;
+  p->prefix_bytes = w.prefix_bytes;
+  p->encoding = w.layout.encoding;
+  p->count = w.layout.count;
+  p->ctx = NewSha256();
+  const uint32_t chunk = w.welcome.chunk_bytes;
+  scratch_.resize(chunk / 4);
+  for (uint64_t off = 0; off < w.prefix_bytes; off += chunk) {
+    const uint64_t len = std::min<uint64_t>(chunk, w.prefix_bytes - off);
+    FillBytes(w, off, len, scratch_.data());
+    EVP_DigestUpdate(p->ctx.get(), scratch_.data(), len);
+  }
+  prefix_ = std::move(p);
+  prefix_s_ += Seconds(Clock::now() - t0);
+  return *prefix_;
+}
+
+// Training is over: hash the synthetic update (generated chunk by chunk) and announce it.
+void Fleet::FinishTraining(Worker& w) {
+  w.queued_for_hash = false;
+  if (!w.training || w.state != Worker::State::kAdmitted) return;
+  w.training = false;
+  w.layout.encoding = w.task_encoding;
+  w.layout.count = w.task_count;
+  w.layout.scale_bytes = w.task_encoding == Encoding::kInt8
+                             ? 4 * ((w.task_count + kInt8Block - 1) / kInt8Block)
+                             : 0;
+  w.layout.scale = static_cast<float>(opt_.delta_scale);
+  const uint64_t total = EncodedBytes(w.task_encoding, w.task_count);
+  w.update_bytes = total;
+  w.delta_key = Mix(w.task_seed ^ w.name_hash);
+  w.shared_key = Mix(w.task_seed ^ 0x5ca1ab1e0ddba11ULL);
+  w.prefix_bytes = 0;
+  if (opt_.unique_bytes >= 0 && total > static_cast<uint64_t>(opt_.unique_bytes)) {
+    w.prefix_bytes = (total - static_cast<uint64_t>(opt_.unique_bytes)) & ~uint64_t{3};
+  }
+  MdCtx ctx = NewSha256();
+  if (w.prefix_bytes > 0 && EVP_MD_CTX_copy_ex(ctx.get(), PrefixFor(w).ctx.get()) != 1) std::abort();
+  const auto t0 = Clock::now();
+  const uint32_t chunk = w.welcome.chunk_bytes;
+  scratch_.resize(chunk / 4);
+  for (uint64_t off = w.prefix_bytes; off < total; off += chunk) {
+    const uint64_t len = std::min<uint64_t>(chunk, total - off);
+    FillBytes(w, off, len, scratch_.data());
+    EVP_DigestUpdate(ctx.get(), scratch_.data(), len);
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest, &digest_len);
+  proto::UpdateReady u;
+  u.run_id = w.task_run_id;
+  u.round = w.task_round;
+  u.base_version = w.task_version;
+  u.num_samples = opt_.num_train;
+  u.train_loss = 0.5 + 0.001 * (w.index % 100);
+  u.train_seconds = Seconds(Clock::now() - w.task_received_at);
+  u.total_bytes = total;
+  u.sha256.assign(reinterpret_cast<const char*>(digest), digest_len);
+  u.encoding = static_cast<uint8_t>(w.task_encoding);
+  w.ready = u;
+  w.has_update = true;
+  hashing_s_ += Seconds(Clock::now() - t0);
+  SendMsg(w, u);
+  ++StatsFor(u.round).updates_announced;
+}
+
+void Fleet::Upload(Worker& w) {
+  const auto t0 = Clock::now();
+  const uint32_t chunk = w.welcome.chunk_bytes;
+  const uint64_t total = w.ready.total_bytes;
+  const uint32_t count = proto::ChunkCount(total, chunk);
+  scratch_.resize(chunk / 4);
+  for (uint32_t i = 0; i < count; ++i) {
+    proto::WeightsChunk c;
+    c.round = w.ready.round;
+    c.index = i;
+    c.count = count;
+    c.offset = uint64_t{i} * chunk;
+    const uint64_t len = std::min<uint64_t>(chunk, total - c.offset);
+    FillBytes(w, c.offset, len, scratch_.data());
+    Send(w, proto::Encode(c, std::string_view(reinterpret_cast<const char*>(scratch_.data()), len)));
+  }
+  upload_s_ += Seconds(Clock::now() - t0);
+}
+
+Status Fleet::Run(const volatile bool& stop) {
+  started_ = Clock::now();
+  for (auto& w : workers_) {
+    w->start_at = opt_.connect_rate > 0
+                      ? started_ + std::chrono::microseconds(static_cast<int64_t>(
+                                       1e6 * w->index / opt_.connect_rate))
+                      : started_;
+  }
+  auto last_tick = Clock::time_point{};
+  const auto budget = std::chrono::microseconds(static_cast<int64_t>(opt_.work_budget_ms * 1000));
+  std::vector<epoll_event> events(1024);
+  std::vector<Worker*> check;
+  while (!stop) {
+    if (finished_ + gave_up_ + vanished_ >= opt_.workers) break;
+    if (opt_.timeout_s > 0 && Elapsed() > opt_.timeout_s) {
+      return Timeout("load generator timeout after " + std::to_string(opt_.timeout_s) + " s: " +
+                     std::to_string(finished_) + " of " + std::to_string(opt_.workers) +
+                     " workers saw the run finish");
+    }
+    ++wakeups_;
+    // Sockets that may hold messages without their descriptor saying so (after a send, or
+    // left with messages by the previous visit).
+    check.clear();
+    check.swap(to_check_);
+    for (Worker* w : check) {
+      w->check_pending = false;
+      Pump(*w);
+    }
+    const int wait_ms = to_check_.empty() && hashing_.empty() ? 10 : 0;
+    const int n = epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), wait_ms);
+    if (n < 0 && errno != EINTR) return Unavailable(std::string("epoll_wait: ") + std::strerror(errno));
+    for (int i = 0; i < n; ++i) Pump(*static_cast<Worker*>(events[i].data.ptr));
+    const auto now = Clock::now();
+    if (now - last_tick >= std::chrono::milliseconds(10)) {
+      last_tick = now;
+      for (auto& w : workers_) Tick(*w, now);
+    }
+    const auto work_until = Clock::now() + budget;
+    while (!hashing_.empty() && Clock::now() < work_until) {
+      Worker* w = hashing_.front();
+      hashing_.pop_front();
+      FinishTraining(*w);
+    }
+  }
+  return Status::Ok();
+}
+
+int Fleet::ExitCode() const {
+  return finished_ + vanished_ == opt_.workers && gave_up_ == 0 ? 0 : 1;
+}
+
+nlohmann::json Fleet::Summary() const {
+  uint64_t bytes_in = bytes_in_closed_, bytes_out = bytes_out_closed_;
+  for (const auto& w : workers_) {
+    if (!w->link) continue;
+    bytes_in += w->link->bytes_received();
+    bytes_out += w->link->bytes_sent();
+  }
+  nlohmann::json rounds = nlohmann::json::array();
+  for (const auto& [r, s] : rounds_) rounds.push_back(s.ToJson());
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return {{"workers", opt_.workers},
+          {"admitted", admitted_},
+          {"all_admitted_s", all_admitted_s},
+          {"finished", finished_},
+          {"gave_up", gave_up_},
+          {"vanished", vanished_},
+          {"shutdown_reason", shutdown_reason_},
+          {"elapsed_s", Elapsed()},
+          {"reconnects", reconnects_},
+          {"bad_frames", bad_frames_},
+          {"errors", errors_},
+          {"messages_in", messages_in_},
+          {"messages_out", messages_out_},
+          {"bytes_in", bytes_in},
+          {"bytes_out", bytes_out},
+          {"heartbeats_in", heartbeats_in_},
+          {"heartbeats_out", heartbeats_out_},
+          {"model_file_pieces", model_files_},
+          {"hashing_s", hashing_s_},
+          {"upload_s", upload_s_},
+          {"prefix_hash_s", prefix_s_},
+          {"unique_bytes", opt_.unique_bytes},
+          {"loop_iterations", wakeups_},
+          {"rounds", rounds},
+          {"cpu_user_s", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6},
+          {"cpu_sys_s", ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6},
+          {"max_rss_kb", ru.ru_maxrss}};
+}
+
+}  // namespace shoal::loadgen
