@@ -1,4 +1,6 @@
 // shoal-coordinator: runs a federation from a config file. Flags override config keys.
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 
@@ -17,6 +19,11 @@ void OnSignal(int) {
 
 int main(int argc, char** argv) {
   shoal::TuneMallocForLargeBuffers();
+  // One file descriptor per connected worker: use the hard limit, not the 1024 default.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &rl);
+  }
   CLI::App app{"Shoal coordinator: schedules federated rounds, aggregates with FedAvg, stores versions"};
   shoal::ConfigFlags flags(app, {
       {"--run-dir", "run.dir", "Run directory (run.dir)"},

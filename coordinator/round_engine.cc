@@ -620,7 +620,10 @@ bool Coordinator::Impl::PumpUntil(Clock::time_point deadline, const std::functio
       spdlog::warn("receive: {}", in.status().ToString());
     } else if (in->has_value()) {
       Dispatch(**in);
-      continue;  // drain what is queued before judging anyone silent
+      // Drain what is queued before judging anyone silent, but never starve housekeeping (peer
+      // timeouts, revocation, handshake expiry): with many workers the queue is never empty.
+      if (Clock::now() - last_housekeeping_ > std::chrono::seconds(1)) Housekeeping();
+      continue;
     }
     if (Clock::now() - last_housekeeping_ > std::chrono::milliseconds(200)) Housekeeping();
   }

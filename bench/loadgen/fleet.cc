@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstring>
 #include <cmath>
-#include <thread>
 
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
