@@ -15,6 +15,7 @@ void Configure(zmq::socket_t& s, const SocketOptions& o) {
   if (o.max_frame_bytes > 0) s.set(zmq::sockopt::maxmsgsize, o.max_frame_bytes);
   s.set(zmq::sockopt::reconnect_ivl, o.reconnect_ivl_ms);
   s.set(zmq::sockopt::reconnect_ivl_max, o.reconnect_ivl_max_ms);
+  if (!o.routing_id.empty()) s.set(zmq::sockopt::routing_id, o.routing_id);
   // ZMTP-level pings close a dead TCP connection (e.g. a silent network partition) so the
   // DEALER reconnects on its own; application heartbeats decide whether a peer is lost.
   s.set(zmq::sockopt::heartbeat_ivl, 2000);

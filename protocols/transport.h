@@ -25,6 +25,9 @@ struct SocketOptions {
   int linger_ms = 0;
   int reconnect_ivl_ms = 200;
   int reconnect_ivl_max_ms = 5000;  // ZeroMQ's own exponential back-off ceiling
+  // DEALER only: the routing id to announce ("" = ZeroMQ picks one). Never an identity: tests
+  // use it to forge another peer's id.
+  std::string routing_id;
 };
 
 class RouterSocket {

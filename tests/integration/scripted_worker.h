@@ -27,10 +27,12 @@ class ScriptedWorker {
     Reconnect();
   }
 
-  // A fresh socket (new routing id) and TLS session, as after a crash and restart.
-  void Reconnect() {
+  // A fresh socket (new routing id, or `routing_id` when given) and TLS session, as after a
+  // crash and restart.
+  void Reconnect(const std::string& routing_id = "") {
     proto::ChannelOptions co;
     co.tls = tls_;
+    co.socket.routing_id = routing_id;
     socket_ = std::make_unique<proto::ClientChannel>(co);
     (void)socket_->Connect(endpoint_);
   }

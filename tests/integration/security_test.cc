@@ -313,6 +313,24 @@ TEST_F(SecurityTest, ClaimedNameMustMatchTheCertificate) {
   EXPECT_EQ(WaitState("victim", "connected"), "connected");
 }
 
+// The ROUTER routing id is chosen by the client: another enrolled worker announcing the victim's
+// id gets nowhere (ZeroMQ keeps the first connection; TLS sessions are per connection and the
+// identity is the certificate), and the victim keeps working.
+TEST_F(SecurityTest, ForgedRoutingIdGetsNowhere) {
+  StartCoordinator({"--rounds", "1", "--min-workers", "5", "--set", "selection.wait_timeout_s=60"});
+  ScriptedWorker victim(endpoint_, "victim", pki_->ClientTls("victim"));
+  victim.Reconnect("victim-routing-id");
+  ASSERT_TRUE(victim.Hello().ok());
+  ScriptedWorker mallory(endpoint_, "mallory", pki_->ClientTls("mallory"));
+  mallory.Reconnect("victim-routing-id");
+  Status st = mallory.Hello(3s);
+  EXPECT_FALSE(st.ok()) << "a second connection with the victim's routing id was admitted";
+  auto hb = victim.Await({proto::MessageType::kHeartbeat}, 5s);
+  EXPECT_TRUE(hb.ok()) << hb.status().ToString();
+  EXPECT_EQ(WaitState("victim", "connected"), "connected");
+  EXPECT_EQ(WorkerState("mallory"), "enrolled");  // enrolled, never admitted
+}
+
 TEST_F(SecurityTest, WorkerRefusesACoordinatorOfAnotherFederation) {
   Partition(1, 200);
   StartCoordinator({"--rounds", "1", "--min-workers", "1"});
