@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "common/malloc_tuning.h"
+#include "bench/bench_main.h"
 #include "coordinator/fed_avg.h"
 #include "protocols/codec.h"
 
@@ -92,13 +92,4 @@ BENCHMARK(BM_DecodeChunks)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillis
 }  // namespace
 }  // namespace shoal
 
-// As the executables do (common/malloc_tuning.h): keep multi-megabyte buffers mapped between
-// iterations instead of page-faulting them in again every time.
-int main(int argc, char** argv) {
-  shoal::TuneMallocForLargeBuffers();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+SHOAL_BENCHMARK_MAIN();

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "common/malloc_tuning.h"
+#include "bench/bench_main.h"
 #include "protocols/secure_channel.h"
 #include "protocols/transport.h"
 
@@ -181,13 +181,4 @@ BENCHMARK(BM_PlainZmq)->SHOAL_SIZES;
 }  // namespace
 }  // namespace shoal::proto
 
-// As the executables do (common/malloc_tuning.h): keep multi-megabyte buffers mapped between
-// iterations instead of page-faulting them in again every time.
-int main(int argc, char** argv) {
-  shoal::TuneMallocForLargeBuffers();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+SHOAL_BENCHMARK_MAIN();
