@@ -33,6 +33,17 @@ SocketOptions WithFrameCap(SocketOptions socket, bool secure, size_t max_message
 
 }  // namespace
 
+Result<std::shared_ptr<const TlsContext>> WorkerTls(const pki::Bundle& bundle,
+                                                    const std::string& server_name) {
+  TlsConfig tc;
+  tc.cert_pem = bundle.cert_pem;
+  tc.key_pem = bundle.key_pem;
+  tc.ca_pem = bundle.ca_pem;
+  tc.expected_peer_name = server_name;
+  SHOAL_ASSIGN_OR_RETURN(std::shared_ptr<TlsContext> tls, TlsContext::Client(tc));
+  return std::shared_ptr<const TlsContext>(std::move(tls));
+}
+
 // ---------------------------------------------------------------------------------------------
 // ServerChannel
 

@@ -31,6 +31,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/pki.h"
 #include "common/status.h"
 #include "protocols/secure_channel.h"
 #include "protocols/transport.h"
@@ -65,6 +66,11 @@ struct ChannelEvent {
   std::string reason;  // tls_handshake | tls_certificate | tls_record | session_limit | handshake_timeout
   std::string detail;
 };
+
+// A worker's client TLS context from its enrollment bundle: its key and certificate, trusting
+// only the bundle's CA, and requiring the coordinator's certificate to carry `server_name`.
+Result<std::shared_ptr<const TlsContext>> WorkerTls(const pki::Bundle& bundle,
+                                                    const std::string& server_name);
 
 class ServerChannel {
  public:

@@ -147,12 +147,7 @@ Status WorkerClient::Impl::SetUpSecurity() {
                            "', not to worker.name '" + cfg_.name + "'");
   }
   if (cfg_.coordinator.empty()) cfg_.coordinator = b.coordinator_address;
-  proto::TlsConfig tc;
-  tc.cert_pem = b.cert_pem;
-  tc.key_pem = b.key_pem;
-  tc.ca_pem = b.ca_pem;
-  tc.expected_peer_name = cfg_.server_name;
-  auto tls = proto::TlsContext::Client(tc);
+  auto tls = proto::WorkerTls(b, cfg_.server_name);
   if (!tls.ok()) return tls.status().Annotate("security.bundle " + cfg_.bundle);
   tls_ = std::move(tls).value();
   spdlog::info("worker={} TLS with certificate {} (CA fingerprint {})", cfg_.name,

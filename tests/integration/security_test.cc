@@ -234,20 +234,6 @@ class SecurityTest : public ::testing::Test {
   int http_port_ = 0;
 };
 
-// TLS client context from an arbitrary bundle directory.
-std::shared_ptr<const proto::TlsContext> TlsFromBundle(const std::string& dir) {
-  auto b = pki::LoadBundle(dir);
-  EXPECT_TRUE(b.ok()) << b.status().ToString();
-  proto::TlsConfig tc;
-  tc.cert_pem = b->cert_pem;
-  tc.key_pem = b->key_pem;
-  tc.ca_pem = b->ca_pem;
-  tc.expected_peer_name = pki::kCoordinatorCommonName;
-  auto tls = proto::TlsContext::Client(tc);
-  EXPECT_TRUE(tls.ok()) << tls.status().ToString();
-  return *tls;
-}
-
 TEST_F(SecurityTest, OnlyEnrolledCertificatesGetIn) {
   StartCoordinator({"--rounds", "1", "--min-workers", "5", "--set", "selection.wait_timeout_s=60"});
   ScriptedWorker good(endpoint_, "good", pki_->ClientTls("good"));
@@ -255,7 +241,7 @@ TEST_F(SecurityTest, OnlyEnrolledCertificatesGetIn) {
 
   // A certificate from another federation's CA: the handshake fails, nothing is delivered.
   testing::TestPki other(dir_ + "/other");
-  ScriptedWorker stranger(endpoint_, "stranger", TlsFromBundle(other.Bundle("stranger")));
+  ScriptedWorker stranger(endpoint_, "stranger", testing::TestPki::ClientTlsFromBundle(other.Bundle("stranger")));
   Status st = stranger.Hello(5s);
   EXPECT_FALSE(st.ok());
   EXPECT_TRUE(WaitRejections("tls_certificate", 1)) << coord_->Log();
@@ -264,7 +250,7 @@ TEST_F(SecurityTest, OnlyEnrolledCertificatesGetIn) {
   // forged issuance): refused by the enrollment check.
   std::filesystem::copy(pki_->ca_dir(), dir_ + "/ca-copy", std::filesystem::copy_options::recursive);
   ASSERT_TRUE(pki::Enroll(dir_ + "/ca-copy", "ghost", dir_ + "/ghost").ok());
-  ScriptedWorker ghost(endpoint_, "ghost", TlsFromBundle(dir_ + "/ghost"));
+  ScriptedWorker ghost(endpoint_, "ghost", testing::TestPki::ClientTlsFromBundle(dir_ + "/ghost"));
   st = ghost.Hello(5s);
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("not issued to an enrolled worker"), std::string::npos) << st.message();

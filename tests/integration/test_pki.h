@@ -11,7 +11,7 @@
 
 #include "common/file_util.h"
 #include "common/pki.h"
-#include "protocols/secure_channel.h"
+#include "protocols/channel.h"
 #include "tests/integration/process.h"
 
 namespace shoal::testing {
@@ -44,15 +44,15 @@ class TestPki {
 
   // A client TLS context holding `name`'s certificate, for scripted workers.
   std::shared_ptr<const proto::TlsContext> ClientTls(const std::string& name) const {
-    auto b = pki::LoadBundle(Bundle(name));
+    return ClientTlsFromBundle(Bundle(name));
+  }
+
+  // The same from any bundle directory (e.g. one issued by another CA).
+  static std::shared_ptr<const proto::TlsContext> ClientTlsFromBundle(const std::string& dir) {
+    auto b = pki::LoadBundle(dir);
     EXPECT_TRUE(b.ok()) << b.status().ToString();
     if (!b.ok()) return nullptr;
-    proto::TlsConfig tc;
-    tc.cert_pem = b->cert_pem;
-    tc.key_pem = b->key_pem;
-    tc.ca_pem = b->ca_pem;
-    tc.expected_peer_name = pki::kCoordinatorCommonName;
-    auto tls = proto::TlsContext::Client(tc);
+    auto tls = proto::WorkerTls(*b, pki::kCoordinatorCommonName);
     EXPECT_TRUE(tls.ok()) << tls.status().ToString();
     return tls.ok() ? *tls : nullptr;
   }
