@@ -18,6 +18,7 @@ Status CoordinatorConfig::Validate() const {
     return bad("network.chunk_bytes", "must be a multiple of 4 between 4096 and 67108864");
   }
   if (max_concurrent_uploads < 1) return bad("network.max_concurrent_uploads", "must be at least 1");
+  if (max_concurrent_sends < 1) return bad("network.max_concurrent_sends", "must be at least 1");
   if (model != "mlp" && model != "cnn" && model != "logreg" && model != "torchscript") {
     return bad("model.name", "must be mlp, cnn, logreg or torchscript, got '" + model + "'");
   }
@@ -78,6 +79,7 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("network.peer_timeout_ms", c.peer_timeout_ms);
   r.Read("network.chunk_bytes", c.chunk_bytes);
   r.Read("network.max_concurrent_uploads", c.max_concurrent_uploads);
+  r.Read("network.max_concurrent_sends", c.max_concurrent_sends);
   r.Read("model.name", c.model);
   r.Read("model.path", c.model_path);
   r.Read("model.input_shape", c.input_shape);

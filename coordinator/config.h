@@ -25,6 +25,7 @@ struct CoordinatorConfig {
   uint32_t peer_timeout_ms = 20000;      // network.peer_timeout_ms: silence after which a worker is lost
   uint32_t chunk_bytes = 4u << 20;       // network.chunk_bytes: largest weights chunk per message
   int max_concurrent_uploads = 2;        // network.max_concurrent_uploads: updates in flight at once
+  int max_concurrent_sends = 8;          // network.max_concurrent_sends: broadcasts in flight at once
 
   // [model]
   std::string model = "cnn";                    // model.name: mlp | cnn | logreg | torchscript

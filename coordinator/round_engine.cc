@@ -101,7 +101,7 @@ class Coordinator::Impl {
   enum class Upload { kNone, kWaitingGrant, kUploading };
 
   struct Peer {
-    std::string id;  // routing id
+    std::string id;  // connection id
     std::string name;  // with TLS, the certificate's CN (checked at Hello and on every message)
     int64_t num_train = 0;
     int64_t num_val = 0;
@@ -133,8 +133,9 @@ class Coordinator::Impl {
     Phase phase = Phase::kIdle;
     std::set<std::string> selected;               // names
     std::map<std::string, std::string> accepted;  // name -> raw sha256 of the accepted update
-    std::vector<std::string> train_frames;        // TrainTask + chunks, sent to each selected peer
-    std::deque<std::string> grant_queue;          // routing ids waiting for an upload slot
+    // TrainTask + chunks, encoded once and shared by every selected peer's send queue.
+    std::vector<std::shared_ptr<const std::string>> train_frames;
+    std::deque<std::string> grant_queue;          // connection ids waiting for an upload slot
     int uploading = 0;
     double loss_weighted_sum = 0;
     double train_seconds_max = 0;
@@ -164,7 +165,11 @@ class Coordinator::Impl {
   void OnUpdateReady(Peer& p, const proto::FrameView& f);
   void OnChunk(Peer& p, const proto::FrameView& f);
   void OnEvalResult(Peer& p, const proto::FrameView& f);
-  void SendTo(const std::string& id, const std::string& frame);
+  void SendTo(const std::string& id, std::shared_ptr<const std::string> frame,
+              bool may_overtake = false);
+  void SendTo(const std::string& id, std::string frame) {
+    SendTo(id, std::make_shared<const std::string>(std::move(frame)));
+  }
   void SendError(const std::string& id, ErrorCode code, uint64_t round, const std::string& msg);
   template <class M>
   void SendMsg(const std::string& id, const M& m) {
@@ -200,11 +205,11 @@ class Coordinator::Impl {
   nn::ModelSource model_;               // script_bytes released once model_frames_ are built
   std::string model_sha256_;            // hex, torchscript runs only
   uint64_t model_bytes_ = 0;            // size of the TorchScript file, 0 for built-ins
-  std::vector<std::string> model_frames_;  // ModelFile frames sent after every Welcome
+  std::vector<std::shared_ptr<const std::string>> model_frames_;  // ModelFile frames sent after every Welcome
   Weights global_;
   uint64_t version_ = 0;
   uint64_t next_round_ = 1;
-  std::map<std::string, Peer> peers_;  // by routing id
+  std::map<std::string, Peer> peers_;  // by connection id
   RoundState rs_;
   FedAvg fedavg_;
   Encoding encoding_ = Encoding::kF32;  // train.compression
@@ -241,7 +246,9 @@ Status Coordinator::Impl::Prepare() {
   rs_.round = next_round_ - 1;  // what status shows until the next round starts
   if (model_.is_script()) {
     // Encoded once; the bytes themselves are no longer needed (the evaluator holds its module).
-    model_frames_ = proto::EncodeModelFile(model_.script_bytes, cfg_.chunk_bytes);
+    for (auto& f : proto::EncodeModelFile(model_.script_bytes, cfg_.chunk_bytes)) {
+      model_frames_.push_back(std::make_shared<const std::string>(std::move(f)));
+    }
     model_.script_bytes = {};
   }
   if (auto versions = ListVersions(cfg_.run_dir); versions.ok()) {
@@ -280,7 +287,7 @@ Status Coordinator::Impl::Prepare() {
   SHOAL_RETURN_IF_ERROR(SetUpChannel());
   SHOAL_ASSIGN_OR_RETURN(std::string endpoint, channel_->Bind(cfg_.bind));
   spdlog::info("listening on {} ({}) run={} run_dir={}", endpoint,
-               channel_->secure() ? "TLS 1.3, enrolled workers only" : "INSECURE plain ZeroMQ",
+               channel_->secure() ? "TLS 1.3, enrolled workers only" : "INSECURE plain frames",
                run_id_, cfg_.run_dir);
   if (!cfg_.endpoint_file.empty()) {
     SHOAL_RETURN_IF_ERROR(WriteFileAtomic(cfg_.endpoint_file, endpoint + "\n"));
@@ -296,14 +303,13 @@ Status Coordinator::Impl::SetUpChannel() {
   proto::ChannelOptions co;
   co.max_message_bytes = limits_.max_frame_bytes();
   co.handshake_timeout_ms = static_cast<int>(cfg_.handshake_timeout_ms);
+  co.max_concurrent_sends = static_cast<size_t>(cfg_.max_concurrent_sends);
   co.socket.linger_ms = 2000;  // let Shutdown messages leave before the socket closes
   if (cfg_.insecure) {
-    for (const char* line :
-         {"INSECURE MODE (--insecure / security.insecure): no TLS. Weights and updates travel in "
-          "clear text, any process that can reach the port can join as any worker name, and "
-          "nothing is authenticated. Use only for debugging on a trusted host."}) {
-      spdlog::warn("!!! {}", line);
-    }
+    spdlog::warn(
+        "!!! INSECURE MODE (--insecure / security.insecure): no TLS. Weights and updates travel "
+        "in clear text, any process that can reach the port can join as any worker name, and "
+        "nothing is authenticated. Use only for debugging on a trusted host.");
     channel_ = std::make_unique<proto::ServerChannel>(co);
     return Status::Ok();
   }
@@ -591,6 +597,7 @@ Status Coordinator::Impl::Run() {
   proto::Shutdown bye;
   bye.reason = result.ok() ? "run finished" : result.ToString();
   for (const auto& [id, p] : peers_) SendMsg(id, bye);
+  channel_->Flush(2000);
   if (result.ok()) {
     std::printf("final model: v%llu %s\n", static_cast<unsigned long long>(version_),
                 VersionWeightsPath(cfg_.run_dir, version_).c_str());
@@ -634,6 +641,7 @@ void Coordinator::Impl::Housekeeping() {
   last_housekeeping_ = Clock::now();
   channel_->ExpireHandshakes();
   RecordChannelEvents();
+  for (const auto& id : channel_->TakeClosed()) DropPeer(id, "connection closed");
   RefreshEnrollment(/*force=*/false);
   Publish();
   std::vector<std::string> lost;
@@ -643,15 +651,17 @@ void Coordinator::Impl::Housekeeping() {
   for (const auto& id : lost) DropPeer(id, "no message for " + std::to_string(cfg_.peer_timeout_ms) + " ms");
 }
 
-void Coordinator::Impl::SendTo(const std::string& id, const std::string& frame) {
-  Status st = channel_->Send(id, frame);
+void Coordinator::Impl::SendTo(const std::string& id, std::shared_ptr<const std::string> frame,
+                               bool may_overtake) {
+  const size_t n = frame->size();
+  Status st = channel_->Send(id, std::move(frame), may_overtake);
   if (!st.ok()) {
     spdlog::debug("send to peer failed: {}", st.ToString());
     return;
   }
-  rs_.bytes_out += frame.size();
-  board_.AddBytes(0, frame.size());
-  if (WorkerStats* ws = StatsFor(id)) ws->bytes_out += frame.size();
+  rs_.bytes_out += n;
+  board_.AddBytes(0, n);
+  if (WorkerStats* ws = StatsFor(id)) ws->bytes_out += n;
 }
 
 Coordinator::Impl::WorkerStats* Coordinator::Impl::StatsFor(const std::string& routing_id) {
@@ -794,7 +804,7 @@ void Coordinator::Impl::Dispatch(const proto::ChannelMessage& in) {
       hb.unix_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                              std::chrono::system_clock::now().time_since_epoch())
                                              .count());
-      SendMsg(p.id, hb);
+      SendTo(p.id, std::make_shared<const std::string>(proto::Encode(hb)), /*may_overtake=*/true);
       break;
     }
     case proto::MessageType::kUpdateReady: OnUpdateReady(p, *frame); break;
@@ -1093,10 +1103,10 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   task.deadline_ms = static_cast<uint32_t>(cfg_.round_timeout_s * 1000);
   task.spec = global_.spec;
   task.chunk_count = proto::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
-  rs_.train_frames.push_back(proto::Encode(task));
+  rs_.train_frames.push_back(std::make_shared<const std::string>(proto::Encode(task)));
   for (auto& c : proto::EncodeChunks(round, global_.data.data(), global_.spec.total_bytes(),
                                      cfg_.chunk_bytes)) {
-    rs_.train_frames.push_back(std::move(c));
+    rs_.train_frames.push_back(std::make_shared<const std::string>(std::move(c)));
   }
   rs_.phase = Phase::kCollect;
   state_ = "training";
@@ -1148,10 +1158,11 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
     et.version = new_version;
     et.spec = next.spec;
     et.chunk_count = proto::ChunkCount(next.spec.total_bytes(), cfg_.chunk_bytes);
-    std::vector<std::string> frames{proto::Encode(et)};
+    std::vector<std::shared_ptr<const std::string>> frames{
+        std::make_shared<const std::string>(proto::Encode(et))};
     for (auto& c : proto::EncodeChunks(round, next.data.data(), next.spec.total_bytes(),
                                        cfg_.chunk_bytes)) {
-      frames.push_back(std::move(c));
+      frames.push_back(std::make_shared<const std::string>(std::move(c)));
     }
     rs_.phase = Phase::kEval;
     for (const auto& [id, p] : peers_) {

@@ -21,13 +21,24 @@ const char* FailureReason(const SecureSession& s, const Status& status) {
   return s.established() ? "tls_record" : "tls_handshake";
 }
 
-SocketOptions WithFrameCap(SocketOptions socket, bool secure, size_t max_message_bytes) {
-  // Every ZeroMQ frame is one message (plain) or holds whole TLS records of at most
-  // kMaxWireFrameBytes (TLS); anything larger is refused by ZeroMQ before it is buffered.
-  const size_t cap = secure ? kMaxWireFrameBytes : max_message_bytes;
-  if (socket.max_frame_bytes == 0 || static_cast<size_t>(socket.max_frame_bytes) > cap) {
-    socket.max_frame_bytes = static_cast<int64_t>(cap);
-  }
+// Cap on frames from a TLS client before its handshake finished: a ClientHello or the client's
+// second flight (certificate chain, CertificateVerify, Finished) is a few KiB.
+constexpr size_t kHandshakeFrameBytes = size_t{64} << 10;
+// After a handshake without a client certificate (enrollment): one capped message, sealed.
+constexpr size_t kUnauthenticatedFrameBytes = kUnauthenticatedMaxMessageBytes + (size_t{4} << 10);
+
+SocketOptions ForChannel(const ChannelOptions& o, bool server) {
+  // A frame is one message (plain) or whole TLS records of at most kMaxWireFrameBytes (TLS).
+  SocketOptions socket = o.socket;
+  const bool secure = o.tls != nullptr;
+  socket.secure = secure;
+  const size_t cap = secure ? kMaxWireFrameBytes : o.max_message_bytes;
+  if (socket.max_frame_bytes == 0 || socket.max_frame_bytes > cap) socket.max_frame_bytes = cap;
+  if (server && secure) socket.initial_frame_bytes = kHandshakeFrameBytes;
+  // A connection that never starts a handshake is closed like one that never finishes it.
+  if (server) socket.first_frame_timeout_ms = o.handshake_timeout_ms;
+  // Large messages are paced by ServerChannel; ZeroMQ holds a few slices per connection.
+  if (server) socket.send_queue_messages = kSendQueueMessages;
   return socket;
 }
 
@@ -49,7 +60,7 @@ Result<std::shared_ptr<const TlsContext>> WorkerTls(const pki::Bundle& bundle,
 
 ServerChannel::ServerChannel(ChannelOptions options)
     : options_(std::move(options)),
-      socket_(WithFrameCap(options_.socket, options_.tls != nullptr, options_.max_message_bytes)) {}
+      socket_(ForChannel(options_, /*server=*/true)) {}
 
 ServerChannel::~ServerChannel() = default;
 
@@ -67,9 +78,11 @@ void ServerChannel::Fail(const std::string& peer, const Status& status,
   if (it != sessions_.end()) {
     Event(peer, FailureReason(*it->second.tls, status), status.message());
     sessions_.erase(it);
+    DropOutbox(peer);
   }
-  // A TLS alert tells the peer why (e.g. "unknown CA"); best effort.
+  // A TLS alert tells the peer why (e.g. "unknown CA"); it leaves before the connection closes.
   for (const auto& frame : alerts) (void)socket_.Send(peer, frame);
+  socket_.Close(peer);
 }
 
 bool ServerChannel::MakeRoom() {
@@ -81,6 +94,7 @@ bool ServerChannel::MakeRoom() {
   }
   if (oldest == sessions_.end()) return false;
   Event(oldest->first, "session_limit", "unfinished handshake evicted to make room");
+  socket_.Close(oldest->first);
   sessions_.erase(oldest);
   return true;
 }
@@ -97,7 +111,8 @@ void ServerChannel::OnFrame(Incoming in) {
   if (it == sessions_.end()) {
     if (!MakeRoom()) {
       Event(in.peer, "session_limit",
-            "already " + std::to_string(sessions_.size()) + " sessions; frame dropped");
+            "already " + std::to_string(sessions_.size()) + " sessions; connection closed");
+      socket_.Close(in.peer);
       return;
     }
     Session s;
@@ -106,11 +121,13 @@ void ServerChannel::OnFrame(Incoming in) {
     std::vector<std::string> none;
     if (Status st = s.tls->Start(&none); !st.ok()) {
       Event(in.peer, "tls_handshake", st.message());
+      socket_.Close(in.peer);
       return;
     }
     it = sessions_.emplace(in.peer, std::move(s)).first;
   }
   SecureSession& tls = *it->second.tls;
+  const bool was_established = tls.established();
   std::vector<std::string> out;
   std::vector<std::string> messages;
   Status st = tls.OnWire(in.frame, &out, &messages);
@@ -122,8 +139,14 @@ void ServerChannel::OnFrame(Incoming in) {
     if (Status s = socket_.Send(in.peer, frame); !s.ok()) {
       Event(in.peer, "send", s.message());
       sessions_.erase(in.peer);
+      socket_.Close(in.peer);
       return;
     }
+  }
+  if (!was_established && tls.established()) {
+    // Handshake done: an enrolled worker may now send frames of full size.
+    socket_.SetFrameCap(in.peer, tls.peer_authenticated() ? kMaxWireFrameBytes
+                                                          : kUnauthenticatedFrameBytes);
   }
   for (auto& text : messages) {
     ChannelMessage m;
@@ -139,7 +162,11 @@ void ServerChannel::OnFrame(Incoming in) {
 Result<std::optional<ChannelMessage>> ServerChannel::Recv(int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   while (ready_.empty()) {
-    auto in = socket_.Recv(RemainingMs(deadline));
+    if (!outboxes_.empty()) PumpOutput();
+    // Connections do not signal when they can take more: while output waits, look every ms.
+    const int wait = outboxes_.empty() ? RemainingMs(deadline) : std::min(RemainingMs(deadline), 1);
+    auto in = socket_.Recv(wait);
+    OnTransportEvents();
     if (!in.ok()) return in.status();
     if (in->has_value()) {
       OnFrame(std::move(**in));
@@ -153,22 +180,170 @@ Result<std::optional<ChannelMessage>> ServerChannel::Recv(int timeout_ms) {
   return std::optional<ChannelMessage>(std::move(m));
 }
 
-Status ServerChannel::Send(const std::string& peer, std::string_view message) {
-  if (!options_.tls) return socket_.Send(peer, message);
-  auto it = sessions_.find(peer);
-  if (it == sessions_.end() || !it->second.tls->established()) {
-    return Unavailable("no secure session with this peer");
+Status ServerChannel::Send(const std::string& peer, std::string_view message, bool may_overtake) {
+  return Send(peer, std::make_shared<const std::string>(message), may_overtake);
+}
+
+Status ServerChannel::Send(const std::string& peer, std::shared_ptr<const std::string> message,
+                           bool may_overtake) {
+  if (options_.tls) {
+    auto it = sessions_.find(peer);
+    if (it == sessions_.end() || !it->second.tls->established()) {
+      return Unavailable("no secure session with this peer");
+    }
   }
-  std::vector<std::string> frames;
-  if (Status st = it->second.tls->Seal(message, &frames); !st.ok()) {
-    sessions_.erase(it);
-    return st;
+  Outbox& box = outboxes_[peer];
+  if (may_overtake && message->size() <= kSmallMessageBytes) {
+    box.urgent.push_back(Outgoing{std::move(message)});
+  } else {
+    box.queue.push_back(Outgoing{std::move(message)});
   }
-  for (const auto& frame : frames) SHOAL_RETURN_IF_ERROR(socket_.Send(peer, frame));
+  auto sent = PumpPeer(peer, box);
+  if (!sent.ok()) {
+    DropOutbox(peer);
+    return sent.status();
+  }
+  if (*sent) DropOutbox(peer);  // everything left: nothing to keep
   return Status::Ok();
 }
 
+void ServerChannel::ReleaseSlot(Outbox& box) {
+  if (!box.slot) return;
+  box.slot = false;
+  --slots_used_;
+}
+
+void ServerChannel::DropOutbox(const std::string& peer) {
+  auto it = outboxes_.find(peer);
+  if (it == outboxes_.end()) return;
+  ReleaseSlot(it->second);
+  outboxes_.erase(it);
+  slot_waiters_.erase(std::remove(slot_waiters_.begin(), slot_waiters_.end(), peer),
+                      slot_waiters_.end());
+}
+
+// The next piece of the head message: a slice of at most kSendSliceBytes, sealed with TLS
+// (the frame prefix and the records) or, plain, the frame prefix before the first slice.
+Status ServerChannel::MakePiece(const std::string& peer, Outbox& box) {
+  Outgoing& head = box.queue.front();
+  const std::string& m = *head.message;
+  box.prefix.clear();
+  box.sealed.clear();
+  box.view = {};
+  box.owner.reset();
+  if (options_.tls) {
+    auto it = sessions_.find(peer);
+    if (it == sessions_.end()) return Unavailable("no secure session with this peer");
+    std::vector<std::string> frames;
+    SHOAL_RETURN_IF_ERROR(it->second.tls->SealPart(m, &head.offset, kSendSliceBytes, &frames));
+    for (auto& f : frames) {  // one frame, except for slices over kMaxWireFrameBytes
+      if (box.sealed.empty() && box.prefix.empty()) {
+        box.prefix = FrameHeader(f.size());
+        box.sealed = std::move(f);
+      } else {
+        box.sealed += FrameHeader(f.size());
+        box.sealed += f;
+      }
+    }
+  } else {
+    if (!head.started) box.prefix = FrameHeader(m.size());
+    const size_t n = std::min(kSendSliceBytes, m.size() - head.offset);
+    box.view = std::string_view(m).substr(head.offset, n);
+    box.owner = head.message;
+    head.offset += n;
+  }
+  head.started = true;
+  box.has_piece = true;
+  return Status::Ok();
+}
+
+Result<bool> ServerChannel::PumpPeer(const std::string& peer, Outbox& box) {
+  while (true) {
+    if (box.has_piece) {
+      std::string_view bytes = options_.tls ? std::string_view(box.sealed) : box.view;
+      SHOAL_ASSIGN_OR_RETURN(bool taken, socket_.TrySend(peer, box.prefix, bytes));
+      if (!taken) return false;
+      box.has_piece = false;
+      box.prefix.clear();
+      box.sealed.clear();
+      box.owner.reset();
+    }
+    // Drop what is fully handed over; a slot is kept only while large messages follow.
+    while (!box.queue.empty() && box.queue.front().started &&
+           box.queue.front().offset == box.queue.front().message->size()) {
+      box.queue.pop_front();
+    }
+    // Between messages, an urgent one goes first.
+    if (!box.urgent.empty() && (box.queue.empty() || !box.queue.front().started)) {
+      box.queue.push_front(std::move(box.urgent.front()));
+      box.urgent.pop_front();
+    }
+    if (box.queue.empty() || box.queue.front().message->size() <= kSmallMessageBytes) {
+      ReleaseSlot(box);
+    }
+    if (box.queue.empty()) return true;
+    if (box.queue.front().message->size() > kSmallMessageBytes && !box.slot) {
+      const bool first_in_line = slot_waiters_.empty() || slot_waiters_.front() == peer;
+      if (slots_used_ >= options_.max_concurrent_sends || !first_in_line) {
+        if (std::find(slot_waiters_.begin(), slot_waiters_.end(), peer) == slot_waiters_.end()) {
+          slot_waiters_.push_back(peer);
+        }
+        return false;
+      }
+      if (!slot_waiters_.empty()) slot_waiters_.pop_front();
+      box.slot = true;
+      ++slots_used_;
+    }
+    SHOAL_RETURN_IF_ERROR(MakePiece(peer, box));
+  }
+}
+
+void ServerChannel::PumpOutput() {
+  for (auto it = outboxes_.begin(); it != outboxes_.end();) {
+    const std::string peer = it->first;
+    auto sent = PumpPeer(peer, it->second);
+    ++it;
+    if (!sent.ok() || *sent) DropOutbox(peer);
+  }
+}
+
+void ServerChannel::Flush(int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!outboxes_.empty() && Clock::now() < deadline) {
+    PumpOutput();
+    if (outboxes_.empty()) break;
+    (void)socket_.Recv(1);  // lets ZeroMQ move bytes and report closed connections
+    OnTransportEvents();
+  }
+}
+
+size_t ServerChannel::queued_bytes() const {
+  size_t n = 0;
+  for (const auto& [peer, box] : outboxes_) {
+    for (const auto& o : box.queue) n += o.message->size() - o.offset;
+    for (const auto& o : box.urgent) n += o.message->size();
+  }
+  return n;
+}
+
+void ServerChannel::OnTransportEvents() {
+  for (auto& e : socket_.TakeEvents()) {
+    sessions_.erase(e.peer);
+    DropOutbox(e.peer);
+    if (e.reason == "closed") {
+      if (closed_.size() < 100000) closed_.push_back(e.peer);
+    } else {
+      Event(e.peer, std::move(e.reason), std::move(e.detail));
+    }
+  }
+}
+
+std::vector<std::string> ServerChannel::TakeClosed() { return std::exchange(closed_, {}); }
+
 void ServerChannel::Close(const std::string& peer) {
+  PumpOutput();  // what can still leave (e.g. the Error explaining why) does
+  DropOutbox(peer);
+  socket_.Close(peer);
   sessions_.erase(peer);
   ready_.erase(std::remove_if(ready_.begin(), ready_.end(),
                               [&](const ChannelMessage& m) { return m.peer == peer; }),
@@ -181,6 +356,7 @@ void ServerChannel::ExpireHandshakes() {
     if (!it->second.tls->established() && Clock::now() - it->second.created > limit) {
       Event(it->first, "handshake_timeout",
             "no finished handshake after " + std::to_string(options_.handshake_timeout_ms) + " ms");
+      socket_.Close(it->first);
       it = sessions_.erase(it);
     } else {
       ++it;
@@ -193,7 +369,7 @@ void ServerChannel::ExpireHandshakes() {
 
 ClientChannel::ClientChannel(ChannelOptions options)
     : options_(std::move(options)),
-      socket_(WithFrameCap(options_.socket, options_.tls != nullptr, options_.max_message_bytes)) {}
+      socket_(ForChannel(options_, /*server=*/false)) {}
 
 ClientChannel::~ClientChannel() = default;
 

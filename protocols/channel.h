@@ -1,22 +1,24 @@
-// The coordinator's and the worker's message channels: ZeroMQ sockets carrying either TLS 1.3
-// (secure_channel.h; the default) or, only when the user asked for it with --insecure, plain
-// frames. Above this layer both sides see whole application messages (codec.h frames) and,
-// with TLS, the identity the peer proved in the handshake.
+// The coordinator's and the worker's message channels: connections of the framed transport
+// (transport.h) carrying either TLS 1.3 (secure_channel.h; the default) or, only when the user
+// asked for it with --insecure, plain frames. Above this layer both sides see whole
+// application messages (codec.h frames) and, with TLS, the identity the peer proved in the
+// handshake.
 //
-// Server (coordinator, one ROUTER). One SecureSession per routing id, created by the first
-// frame from that id. A session that fails (bad certificate, flipped bits, a replayed or
-// foreign record, a malformed frame) is dropped with an event naming the reason; the next frame
-// from that routing id starts a new handshake, which a replayed or garbage frame cannot pass.
-// Bounded: at most `max_sessions` sessions (the oldest unfinished handshake is evicted to make
-// room), a handshake must finish within `handshake_timeout_ms` (ExpireHandshakes), every
-// message is capped at `max_message_bytes` before any memory is reserved for it, and a
-// session whose client presented no certificate (enrollment) is capped at
-// kUnauthenticatedMaxMessageBytes.
+// Server (coordinator, one listening socket). One SecureSession per connection, created by its
+// first frame. A session that fails (bad certificate, flipped bits, a replayed or foreign
+// record, a malformed frame) is dropped with an event naming the reason and its connection is
+// closed (a TLS alert saying why leaves first). Bounded: at most `max_sessions` sessions (the
+// oldest unfinished handshake is evicted to make room), a connection must send its first frame
+// and finish its handshake within `handshake_timeout_ms` (ExpireHandshakes), frames are capped
+// at 64 KiB until the handshake is done and at kMaxWireFrameBytes after it, every message is
+// capped at `max_message_bytes` before any memory is reserved for it, and a session whose
+// client presented no certificate (enrollment) is capped at kUnauthenticatedMaxMessageBytes.
 //
-// Client (worker, one DEALER per connection). Connect starts the handshake; messages sent
-// before it completes wait in order and leave once it does. A failed session makes every later
-// call return its Status: the worker reconnects with a new channel, or gives up when the
-// failure is Rejected (the coordinator's certificate is not the federation's).
+// Client (worker, one connection per channel). Connect starts the handshake; messages sent
+// before it completes wait in order and leave once it does. A failed session or a lost
+// connection makes every later call return its Status: the worker reconnects with a new
+// channel, or gives up when the failure is Rejected (the coordinator's certificate is not the
+// federation's, or the coordinator's mode, TLS or --insecure, is not the worker's).
 //
 // Each channel belongs to one thread.
 #pragma once
@@ -40,18 +42,22 @@ namespace shoal::proto {
 
 struct ChannelOptions {
   // TLS context (TlsContext::Server for the coordinator, ::Client for a worker). Null = plain
-  // ZeroMQ: nothing is encrypted or authenticated; only for --insecure.
+  // frames: nothing is encrypted or authenticated; only for --insecure.
   std::shared_ptr<const TlsContext> tls;
   // Largest application message accepted from a peer (checked before allocating).
   size_t max_message_bytes = kDefaultMaxMessageBytes;
   // Server only: sessions kept at once, and how long a handshake may take.
   size_t max_sessions = 4096;
   int handshake_timeout_ms = 10000;
+  // Server only: connections that large messages (over kSmallMessageBytes) are sent to at once.
+  // The others wait their turn, so what is in flight is about this many times
+  // kSendSliceBytes x the transport's send queue, whatever the number of workers.
+  size_t max_concurrent_sends = 8;
   SocketOptions socket;
 };
 
 struct ChannelMessage {
-  std::string peer;     // ROUTER routing id (server side); opaque, never an identity
+  std::string peer;     // connection id (server side); opaque, never an identity
   std::string message;  // one application message (a codec frame)
   // TLS only: the peer presented a certificate that verified against the federation's CA,
   // whose subject CN is `identity` and whose SHA-256 is `fingerprint`.
@@ -63,7 +69,9 @@ struct ChannelMessage {
 // Something the channel refused, for logs and rejection counters.
 struct ChannelEvent {
   std::string peer;
-  std::string reason;  // tls_handshake | tls_certificate | tls_record | session_limit | handshake_timeout
+  // tls_handshake | tls_certificate | tls_record | session_limit | handshake_timeout |
+  // bad_greeting | frame_too_large | connection_limit (transport.h)
+  std::string reason;
   std::string detail;
 };
 
@@ -71,6 +79,12 @@ struct ChannelEvent {
 // only the bundle's CA, and requiring the coordinator's certificate to carry `server_name`.
 Result<std::shared_ptr<const TlsContext>> WorkerTls(const pki::Bundle& bundle,
                                                     const std::string& server_name);
+
+// Pacing of the server's sends: a large message is encrypted (and copied) slice by slice, only
+// as fast as its connection takes it.
+inline constexpr size_t kSmallMessageBytes = size_t{64} << 10;
+inline constexpr size_t kSendSliceBytes = size_t{256} << 10;
+inline constexpr int kSendQueueMessages = 8;
 
 class ServerChannel {
  public:
@@ -83,10 +97,27 @@ class ServerChannel {
   Result<std::string> Bind(const std::string& endpoint);
   // The next application message, waiting up to timeout_ms; nullopt when none arrived.
   Result<std::optional<ChannelMessage>> Recv(int timeout_ms);
-  // Encrypts (TLS) and sends one message. Unavailable without an established session.
-  Status Send(const std::string& peer, std::string_view message);
-  // Forgets the peer's session (a revoked or dropped worker): its next frame starts over.
+  // Queues one message for the peer (after what is already queued for it) and sends as much as
+  // its connection takes now; the rest leaves from Recv() and PumpOutput(). Small messages go
+  // at once; large ones wait for one of max_concurrent_sends slots and are encrypted (TLS)
+  // slice by slice as they leave. The shared form lets one broadcast buffer serve every peer
+  // without a copy per peer. Unavailable without an established session.
+  // `may_overtake`: the message (small, order-insensitive: a heartbeat) may leave before
+  // queued messages that have not started yet, so a peer waiting for its turn still hears
+  // from the coordinator.
+  Status Send(const std::string& peer, std::string_view message, bool may_overtake = false);
+  Status Send(const std::string& peer, std::shared_ptr<const std::string> message,
+              bool may_overtake = false);
+  // Sends queued output as far as the connections take it.
+  void PumpOutput();
+  // Keeps sending queued output for up to timeout_ms (before shutting down).
+  void Flush(int timeout_ms);
+  // Bytes of queued messages not yet handed to the transport.
+  size_t queued_bytes() const;
+  // Forgets the peer's session and closes its connection (what was already sent still leaves).
   void Close(const std::string& peer);
+  // Peers whose connection ended (the worker went away) since the last call.
+  std::vector<std::string> TakeClosed();
   // Drops sessions whose handshake did not finish in time.
   void ExpireHandshakes();
   std::vector<ChannelEvent> TakeEvents();
@@ -97,7 +128,31 @@ class ServerChannel {
     std::unique_ptr<SecureSession> tls;
     std::chrono::steady_clock::time_point created;
   };
+  struct Outgoing {
+    std::shared_ptr<const std::string> message;
+    size_t offset = 0;  // bytes of it already sealed / handed over
+    bool started = false;
+  };
+  struct Outbox {
+    std::deque<Outgoing> queue;
+    std::deque<Outgoing> urgent;  // small messages that may overtake queue's unstarted ones
+    // The next piece, made but not yet taken by the transport: `prefix` then `sealed` (TLS) or
+    // `view` into `owner` (plain).
+    std::string prefix;
+    std::string sealed;
+    std::string_view view;
+    std::shared_ptr<const std::string> owner;
+    bool has_piece = false;
+    bool slot = false;  // holds one of max_concurrent_sends
+  };
+  // Sends what the peer's connection takes. Returns false when it is blocked (full transport
+  // queue or waiting for a slot) and the peer's outbox must be kept.
+  Result<bool> PumpPeer(const std::string& peer, Outbox& box);
+  Status MakePiece(const std::string& peer, Outbox& box);
+  void DropOutbox(const std::string& peer);
+  void ReleaseSlot(Outbox& box);
   void OnFrame(Incoming in);
+  void OnTransportEvents();
   void Fail(const std::string& peer, const Status& status, std::vector<std::string>& alerts);
   void Event(const std::string& peer, std::string reason, std::string detail);
   bool MakeRoom();
@@ -107,6 +162,10 @@ class ServerChannel {
   std::map<std::string, Session> sessions_;
   std::deque<ChannelMessage> ready_;
   std::vector<ChannelEvent> events_;
+  std::vector<std::string> closed_;
+  std::map<std::string, Outbox> outboxes_;
+  std::deque<std::string> slot_waiters_;
+  size_t slots_used_ = 0;
 };
 
 class ClientChannel {

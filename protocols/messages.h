@@ -6,7 +6,7 @@
 // structured headers are read through the bounded helpers below, which check each length
 // against a limit before allocating; Cereal never sees an unchecked length.
 //
-// Conversation (worker = DEALER, coordinator = ROUTER):
+// Conversation (worker = client connection, coordinator = server; transport.h):
 //   worker -> Hello                      coordinator -> Welcome | Error
 //   coordinator -> ModelFile x n  (right after Welcome, only when Welcome.model_bytes > 0: the
 //                                  user's TorchScript model, which the worker loads and trains)

@@ -566,6 +566,15 @@ Status SecureSession::WritePlain(std::string_view data, std::vector<std::string>
 }
 
 Status SecureSession::Seal(std::string_view message, std::vector<std::string>* out) {
+  size_t offset = 0;
+  do {
+    SHOAL_RETURN_IF_ERROR(SealPart(message, &offset, message.size(), out));
+  } while (offset < message.size());
+  return Status::Ok();
+}
+
+Status SecureSession::SealPart(std::string_view message, size_t* offset, size_t budget,
+                               std::vector<std::string>* out) {
   if (!failure_.ok()) return failure_;
   if (!established_) {
     // Refused without failing the session: nothing reached the wire.
@@ -575,17 +584,24 @@ Status SecureSession::Seal(std::string_view message, std::vector<std::string>* o
     return InvalidArgument("message of " + std::to_string(message.size()) +
                            " bytes exceeds the 32-bit length prefix");
   }
-  // First record: the length prefix and the head of the message together.
-  unsigned char first[kRecordPlain];
-  const uint32_t n = static_cast<uint32_t>(message.size());
-  first[0] = static_cast<unsigned char>(n);
-  first[1] = static_cast<unsigned char>(n >> 8);
-  first[2] = static_cast<unsigned char>(n >> 16);
-  first[3] = static_cast<unsigned char>(n >> 24);
-  size_t head = std::min(message.size(), kRecordPlain - 4);
-  if (head > 0) std::memcpy(first + 4, message.data(), head);
-  SHOAL_RETURN_IF_ERROR(
-      WritePlain(std::string_view(reinterpret_cast<const char*>(first), head + 4), out));
+  size_t pos = *offset;
+  if (pos > message.size()) return Internal("SealPart offset beyond the message");
+  budget = std::max(budget, kRecordPlain);
+  const size_t end = message.size() - pos > budget ? pos + budget : message.size();
+  if (pos == 0) {
+    // First record: the length prefix and the head of the message together.
+    unsigned char first[kRecordPlain];
+    const uint32_t n = static_cast<uint32_t>(message.size());
+    first[0] = static_cast<unsigned char>(n);
+    first[1] = static_cast<unsigned char>(n >> 8);
+    first[2] = static_cast<unsigned char>(n >> 16);
+    first[3] = static_cast<unsigned char>(n >> 24);
+    const size_t head = std::min(message.size(), kRecordPlain - 4);
+    if (head > 0) std::memcpy(first + 4, message.data(), head);
+    SHOAL_RETURN_IF_ERROR(
+        WritePlain(std::string_view(reinterpret_cast<const char*>(first), head + 4), out));
+    pos = head;
+  }
 
   // The rest in large writes; a frame is closed before it would pass kMaxWireFrameBytes.
   // Each frame's buffer is reserved once for what it will hold, so records are written into
@@ -593,19 +609,19 @@ Status SecureSession::Seal(std::string_view message, std::vector<std::string>* o
   auto wire_bytes = [](size_t plain) {
     return (plain + kRecordPlain - 1) / kRecordPlain * (kRecordPlain + kRecordOverhead);
   };
-  size_t pos = head;
-  while (pos < message.size()) {
-    size_t chunk = std::min(message.size() - pos, kWriteChunk);
+  while (pos < end) {
+    size_t chunk = std::min(end - pos, kWriteChunk);
     if (pending_out_.size() + wire_bytes(chunk) > kMaxWireFrameBytes) {
       SHOAL_RETURN_IF_ERROR(DrainOutput(out));
     }
     if (pending_out_.capacity() < kMaxWireFrameBytes) {
       pending_out_.reserve(
-          std::min(pending_out_.size() + wire_bytes(message.size() - pos), kMaxWireFrameBytes));
+          std::min(pending_out_.size() + wire_bytes(end - pos), kMaxWireFrameBytes));
     }
     SHOAL_RETURN_IF_ERROR(WritePlain(message.substr(pos, chunk), out));
     pos += chunk;
   }
+  *offset = pos;
   return DrainOutput(out);
 }
 

@@ -1,20 +1,20 @@
-// A mutually authenticated, encrypted channel: TLS 1.3 carried in ZeroMQ frames.
+// A mutually authenticated, encrypted channel: TLS 1.3 carried in the transport's frames.
 //
-// Why TLS through memory BIOs. ZeroMQ owns the TCP connections (reconnects, heartbeats, one
-// ROUTER socket for every worker), so TLS cannot own a socket. Each SecureSession drives an
-// OpenSSL SSL object whose input and output are memory BIOs: a received ZeroMQ frame is handed
-// to TLS as a read-only memory BIO (BIO_s_mem) over the caller's bytes (no copy), and whatever
+// Why TLS through memory BIOs. ZeroMQ owns the TCP connections (connects with back-off, one
+// polled socket for every worker; transport.h), so TLS cannot own a socket. Each
+// SecureSession drives an OpenSSL SSL object whose input and output are memory BIOs: a
+// received frame is handed to TLS as a read-only memory BIO (BIO_s_mem) over the caller's bytes (no copy), and whatever
 // TLS produces (handshake flights, alerts, encrypted records) goes through a write-only memory
 // sink BIO straight into the frame the caller will send (BIO_s_mem's growth would copy and wipe
 // its buffer repeatedly and need one more copy to drain). The session does no I/O itself; the
-// coordinator keeps one session per ROUTER routing id, a worker keeps one for its DEALER.
+// coordinator keeps one session per connection, a worker keeps one for its connection.
 //
 // Policy (TlsContext). TLS 1.3 only, AES-GCM suites only, no session tickets or resumption.
 // Both sides present a certificate and both verify the peer's chain against `ca_pem` alone (the
 // system trust store is never loaded). A client given `expected_peer_name` also requires the
 // server certificate to carry that name (DNS SAN, or CN when the certificate has no DNS SAN).
 // The identity of a peer is the verified certificate (peer_name(), peer_fingerprint()), never
-// the ZeroMQ routing id.
+// the connection id.
 //
 // Wire framing. Every frame a session emits holds whole TLS records, and a received frame must
 // hold whole records too (the record headers are walked before anything reaches OpenSSL), so a
@@ -135,6 +135,14 @@ class SecureSession {
   // Encrypts one application message (at most kMaxMessageCap bytes; the receiver enforces its
   // own cap) into one or more frames appended to `out`. Fails before the handshake completes.
   Status Seal(std::string_view message, std::vector<std::string>* out);
+  // Encrypts the next part of `message`, from *offset on and about `budget` bytes of it (whole
+  // records; at least one), and advances *offset. Call first with *offset == 0 (the length
+  // prefix goes out then); the message is sealed once *offset == message.size(). The frames
+  // of consecutive calls concatenate to what Seal() would emit, so a sender can encrypt a
+  // large message only as fast as its connection takes it. No other message may be sealed
+  // before this one is finished.
+  Status SealPart(std::string_view message, size_t* offset, size_t budget,
+                  std::vector<std::string>* out);
 
   bool established() const { return established_; }
   bool failed() const { return !failure_.ok(); }

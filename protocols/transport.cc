@@ -1,9 +1,21 @@
 #include "protocols/transport.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <set>
+
 #include <zmq.hpp>
 
 namespace shoal::proto {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr char kMagic[] = "SHOAL";
+constexpr size_t kMagicBytes = 5;
+constexpr uint8_t kWireVersion = 1;
 
 zmq::context_t& Context() {
   static zmq::context_t ctx(1);
@@ -12,44 +24,307 @@ zmq::context_t& Context() {
 
 void Configure(zmq::socket_t& s, const SocketOptions& o) {
   s.set(zmq::sockopt::linger, o.linger_ms);
-  if (o.max_frame_bytes > 0) s.set(zmq::sockopt::maxmsgsize, o.max_frame_bytes);
   s.set(zmq::sockopt::reconnect_ivl, o.reconnect_ivl_ms);
   s.set(zmq::sockopt::reconnect_ivl_max, o.reconnect_ivl_max_ms);
-  if (!o.routing_id.empty()) s.set(zmq::sockopt::routing_id, o.routing_id);
-  // ZMTP-level pings close a dead TCP connection (e.g. a silent network partition) so the
-  // DEALER reconnects on its own; application heartbeats decide whether a peer is lost.
-  s.set(zmq::sockopt::heartbeat_ivl, 2000);
-  s.set(zmq::sockopt::heartbeat_timeout, 10000);
-  // Queue depth is bounded by the protocol (one transfer per peer at a time), not by HWM drops.
-  s.set(zmq::sockopt::sndhwm, 0);
-  s.set(zmq::sockopt::rcvhwm, 0);
+  // Connect and disconnect notifications (an empty data frame) are how connections are tracked.
+  s.set(zmq::sockopt::stream_notify, 1);
+  // Received bytes wait in pieces of at most 8 KiB; 64 of them per connection at most, then
+  // libzmq stops reading that connection (TCP pushes back on the sender).
+  s.set(zmq::sockopt::rcvhwm, 64);
+  // What waits for a slow connection is bounded by its owner (ServerChannel paces large
+  // messages); a full queue is reported, never dropped (STREAM sockets return EAGAIN).
+  s.set(zmq::sockopt::sndhwm, o.send_queue_messages);
+  // A dead peer behind a silent partition is noticed by the application's heartbeats; TCP
+  // keepalive additionally frees the connection on the side that stopped listening.
+  s.set(zmq::sockopt::tcp_keepalive, 1);
+  s.set(zmq::sockopt::tcp_keepalive_idle, 30);
+  s.set(zmq::sockopt::tcp_keepalive_intvl, 5);
+  s.set(zmq::sockopt::tcp_keepalive_cnt, 3);
 }
 
-// Drops the rest of a multipart message. Returns how many extra frames were dropped.
-int DrainMore(zmq::socket_t& s) {
-  int dropped = 0;
-  while (s.get(zmq::sockopt::rcvmore)) {
-    zmq::message_t extra;
-    if (!s.recv(extra, zmq::recv_flags::dontwait)) break;
-    ++dropped;
-  }
-  return dropped;
-}
+size_t EffectiveCap(size_t cap) { return cap == 0 || cap > kMaxFrameCap ? kMaxFrameCap : cap; }
 
 bool Poll(zmq::socket_t& s, int timeout_ms) {
   zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-  return zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms)) > 0;
+  return zmq::poll(&item, 1, std::chrono::milliseconds(std::max(0, timeout_ms))) > 0;
+}
+
+int RemainingMs(Clock::time_point deadline) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return static_cast<int>(std::max<int64_t>(0, left));
+}
+
+void PutLe32(unsigned char* p, size_t n) {
+  p[0] = static_cast<unsigned char>(n);
+  p[1] = static_cast<unsigned char>(n >> 8);
+  p[2] = static_cast<unsigned char>(n >> 16);
+  p[3] = static_cast<unsigned char>(n >> 24);
+}
+
+zmq::message_t Concat(std::string_view a, std::string_view b) {
+  zmq::message_t msg(a.size() + b.size());
+  auto* p = static_cast<char*>(msg.data());
+  if (!a.empty()) std::memcpy(p, a.data(), a.size());
+  if (!b.empty()) std::memcpy(p + a.size(), b.data(), b.size());
+  return msg;
+}
+
+// One frame on the wire: its length prefix and bytes in one ZeroMQ message.
+zmq::message_t EncodeFrame(std::string_view frame) {
+  unsigned char header[4];
+  PutLe32(header, frame.size());
+  return Concat(std::string_view(reinterpret_cast<const char*>(header), 4), frame);
+}
+
+std::string Hex(std::string_view bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+// What a connection that does not start with Shoal's greeting most likely is.
+std::string Stranger(std::string_view head) {
+  const auto b0 = head.empty() ? 0 : static_cast<unsigned char>(head[0]);
+  if (b0 == 0xFF) return "a ZeroMQ (ZMTP) peer, not a Shoal peer";
+  if (b0 == 0x16) return "a bare TLS handshake without Shoal's greeting (an older Shoal?)";
+  if (b0 >= 'A' && b0 <= 'Z') return "text, not a Shoal peer (an HTTP request to the wrong port?)";
+  return "not a Shoal peer (first bytes " + Hex(head.substr(0, 8)) + ")";
+}
+
+zmq::message_t GreetingMessage(bool secure) {
+  const std::string g = Greeting(secure);
+  return zmq::message_t(g.data(), g.size());
 }
 
 }  // namespace
 
+std::string FrameHeader(size_t n) {
+  std::string h(4, '\0');
+  PutLe32(reinterpret_cast<unsigned char*>(h.data()), n);
+  return h;
+}
+
+std::string Greeting(bool secure) {
+  std::string g(kMagic, kMagicBytes);
+  g.push_back(static_cast<char>(kWireVersion));
+  g.push_back(secure ? 'T' : 'P');
+  g.push_back('\0');
+  return g;
+}
+
+// ---------------------------------------------------------------------------------------------
+// FrameReader
+
+FrameReader::FrameReader(bool secure, bool peer_is_server, size_t cap)
+    : secure_(secure), peer_is_server_(peer_is_server), cap_(EffectiveCap(cap)) {}
+
+void FrameReader::Feed(std::string_view bytes) {
+  if (in_body_ && consumed_ == pending_.size()) {
+    // The common case inside a large frame: straight into the frame being assembled.
+    const size_t take = std::min(need_ - body_.size(), bytes.size());
+    if (body_.capacity() < body_.size() + take) {
+      body_.reserve(std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
+    }
+    body_.append(bytes.data(), take);
+    bytes.remove_prefix(take);
+  }
+  pending_.append(bytes.data(), bytes.size());
+}
+
+Result<std::optional<std::string>> FrameReader::Next() {
+  std::string_view avail(pending_.data() + consumed_, pending_.size() - consumed_);
+  auto compact = [&] {
+    pending_.erase(0, consumed_);
+    consumed_ = 0;
+  };
+  if (!greeted_) {
+    const size_t n = std::min(avail.size(), kMagicBytes);
+    if (avail.substr(0, n) != std::string_view(kMagic, n)) {
+      error_reason_ = "bad_greeting";
+      return ProtocolError(Stranger(avail));
+    }
+    if (avail.size() < kGreetingBytes) return std::optional<std::string>();
+    const auto version = static_cast<uint8_t>(avail[5]);
+    const char mode = avail[6];
+    error_reason_ = "bad_greeting";
+    const char* them = peer_is_server_ ? "the coordinator" : "the worker";
+    if (version != kWireVersion) {
+      return Rejected(std::string(them) + " speaks Shoal wire version " + std::to_string(version) +
+                      ", this side speaks " + std::to_string(kWireVersion));
+    }
+    if (mode != 'T' && mode != 'P') return ProtocolError("greeting with an unknown mode byte");
+    if ((mode == 'T') != secure_) {
+      if (peer_is_server_) {
+        return Rejected(secure_ ? "the coordinator runs --insecure (plain, unauthenticated "
+                                  "ZeroMQ); this worker sends nothing in clear text unless it is "
+                                  "started with --insecure too"
+                                : "the coordinator requires TLS; this worker was started with "
+                                  "--insecure (plain)");
+      }
+      return Rejected(secure_ ? "the worker speaks plain (--insecure) but this coordinator "
+                                "requires TLS"
+                              : "the worker speaks TLS but this coordinator runs --insecure");
+    }
+    error_reason_ = "";
+    greeted_ = true;
+    consumed_ += kGreetingBytes;
+    avail.remove_prefix(kGreetingBytes);
+  }
+  if (!in_body_) {
+    if (avail.size() < 4) {
+      compact();
+      return std::optional<std::string>();
+    }
+    const auto* p = reinterpret_cast<const unsigned char*>(avail.data());
+    const size_t len = size_t{p[0]} | size_t{p[1]} << 8 | size_t{p[2]} << 16 | size_t{p[3]} << 24;
+    if (len > cap_) {
+      error_reason_ = "frame_too_large";
+      return ProtocolError("frame of " + std::to_string(len) + " bytes announced; this connection " +
+                           "accepts at most " + std::to_string(cap_));
+    }
+    consumed_ += 4;
+    avail.remove_prefix(4);
+    in_body_ = true;
+    need_ = len;
+    body_.clear();
+    // Reserve what is known to be coming, at most 1 MiB ahead of the bytes received; beyond
+    // that the buffer grows with what actually arrives.
+    body_.reserve(std::min(len, std::max(avail.size(), size_t{1} << 20)));
+  }
+  const size_t take = std::min(need_ - body_.size(), avail.size());
+  if (body_.capacity() < body_.size() + take) {
+    body_.reserve(std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
+  }
+  body_.append(avail.data(), take);
+  consumed_ += take;
+  compact();
+  if (body_.size() < need_) return std::optional<std::string>();
+  in_body_ = false;
+  return std::optional<std::string>(std::exchange(body_, std::string()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// RouterSocket (server)
+
 struct RouterSocket::Impl {
-  zmq::socket_t socket{Context(), zmq::socket_type::router};
+  struct Conn {
+    FrameReader reader;
+    Clock::time_point opened;
+    bool got_frame = false;
+    bool closing = false;
+    Clock::time_point close_at;
+  };
+
+  explicit Impl(const SocketOptions& o) : options(o) {}
+
+  zmq::socket_t socket{Context(), zmq::socket_type::stream};
+  SocketOptions options;
+  std::map<std::string, Conn> conns;
+  std::deque<std::string> ready;  // connections whose reader may hold a whole frame
+  std::vector<TransportEvent> events;
+  size_t closing = 0;
+  std::set<std::string> cut;  // connections this side ended, until libzmq reports them gone
+  std::deque<std::string> cut_order;
+
+  void Event(const std::string& peer, std::string reason, std::string detail) {
+    if (events.size() < 10000) events.push_back({peer, std::move(reason), std::move(detail)});
+  }
+
+  void SendRaw(const std::string& peer, zmq::message_t&& body) {
+    try {
+      if (socket.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+        (void)socket.send(body, zmq::send_flags::none);
+      }
+    } catch (const zmq::error_t&) {
+      // The connection went away meanwhile; its disconnect notification follows.
+    }
+  }
+  // Ends a connection now. libzmq may still report its disconnect afterwards: that id must
+  // not be taken for a new connection.
+  void Cut(const std::string& peer) {
+    SendRaw(peer, zmq::message_t());
+    cut.insert(peer);
+    cut_order.push_back(peer);
+    if (cut_order.size() > 65536) {
+      cut.erase(cut_order.front());
+      cut_order.pop_front();
+    }
+  }
+
+  // Ends a connection that broke the transport's rules at once: nothing it sends is read, and
+  // nothing is owed to it (the greeting that explains a mode mismatch went out when it
+  // connected).
+  void CutNow(std::map<std::string, Conn>::iterator it) {
+    if (it->second.closing) --closing;
+    Cut(it->first);
+    conns.erase(it);
+  }
+
+  void BeginClose(std::map<std::string, Conn>::iterator it) {
+    if (it->second.closing) return;
+    it->second.closing = true;
+    it->second.close_at = Clock::now() + std::chrono::milliseconds(options.close_grace_ms);
+    it->second.reader = FrameReader(options.secure, false, 0);  // frees its buffers
+    ++closing;
+  }
+
+  // Cuts connections whose grace period ended and those that sent no frame in time.
+  void Reap() {
+    const auto now = Clock::now();
+    for (auto it = conns.begin(); it != conns.end();) {
+      Conn& c = it->second;
+      if (c.closing && now >= c.close_at) {
+        Cut(it->first);
+        --closing;
+        it = conns.erase(it);
+        continue;
+      }
+      if (!c.closing && !c.got_frame && options.first_frame_timeout_ms > 0 &&
+          now - c.opened > std::chrono::milliseconds(options.first_frame_timeout_ms)) {
+        Event(it->first, "handshake_timeout",
+              "connection sent no frame within " + std::to_string(options.first_frame_timeout_ms) +
+                  " ms");
+        BeginClose(it);
+      }
+      ++it;
+    }
+  }
+
+  int NextReapMs() const {
+    if (conns.empty()) return 1 << 30;
+    return closing > 0 ? 20 : 1000;
+  }
+
+  void OnNotification(const std::string& peer) {
+    if (cut.erase(peer) > 0) return;  // the disconnect of a connection already ended
+    auto it = conns.find(peer);
+    if (it != conns.end()) {  // the peer went away
+      if (it->second.closing) --closing;
+      if (!it->second.closing) Event(peer, "closed", "connection closed by the peer");
+      conns.erase(it);
+      return;
+    }
+    if (conns.size() >= options.max_connections) {
+      Event(peer, "connection_limit",
+            "already " + std::to_string(conns.size()) + " connections; new one refused");
+      Cut(peer);
+      return;
+    }
+    const size_t cap =
+        options.initial_frame_bytes != 0 ? options.initial_frame_bytes : options.max_frame_bytes;
+    conns.emplace(peer, Conn{FrameReader(options.secure, false, cap), Clock::now(), false, false,
+                             Clock::time_point{}});
+    SendRaw(peer, GreetingMessage(options.secure));
+  }
 };
 
-RouterSocket::RouterSocket(const SocketOptions& options) : impl_(std::make_unique<Impl>()) {
+RouterSocket::RouterSocket(const SocketOptions& options) : impl_(std::make_unique<Impl>(options)) {
   Configure(impl_->socket, options);
-  impl_->socket.set(zmq::sockopt::router_mandatory, 1);
 }
 RouterSocket::~RouterSocket() = default;
 
@@ -63,52 +338,149 @@ Result<std::string> RouterSocket::Bind(const std::string& endpoint) {
 }
 
 Result<std::optional<Incoming>> RouterSocket::Recv(int timeout_ms) {
+  Impl& m = *impl_;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   try {
-    if (!Poll(impl_->socket, timeout_ms)) return std::optional<Incoming>();
-    zmq::message_t id, body;
-    if (!impl_->socket.recv(id, zmq::recv_flags::dontwait)) return std::optional<Incoming>();
-    Incoming in;
-    in.peer = id.to_string();
-    if (!impl_->socket.get(zmq::sockopt::rcvmore)) {
-      return ProtocolError("empty message from peer");
+    while (true) {
+      if (m.closing > 0) m.Reap();
+      while (!m.ready.empty()) {
+        const std::string peer = m.ready.front();
+        auto it = m.conns.find(peer);
+        if (it == m.conns.end() || it->second.closing) {
+          m.ready.pop_front();
+          continue;
+        }
+        auto next = it->second.reader.Next();
+        if (!next.ok()) {
+          m.Event(peer, it->second.reader.error_reason(), next.status().message());
+          m.ready.pop_front();
+          m.CutNow(it);
+          continue;
+        }
+        if (!next->has_value()) {
+          m.ready.pop_front();
+          continue;
+        }
+        it->second.got_frame = true;
+        // The peer stays at the front: its reader may hold another whole frame.
+        return std::optional<Incoming>(Incoming{peer, std::move(**next)});
+      }
+      const int wait = std::min(RemainingMs(deadline), m.NextReapMs());
+      if (!Poll(m.socket, wait)) {
+        m.Reap();
+        if (Clock::now() >= deadline) return std::optional<Incoming>();
+        continue;
+      }
+      zmq::message_t id, data;
+      if (!m.socket.recv(id, zmq::recv_flags::dontwait)) continue;
+      (void)m.socket.recv(data, zmq::recv_flags::none);
+      const std::string peer = id.to_string();
+      if (data.size() == 0) {
+        m.OnNotification(peer);
+        continue;
+      }
+      auto it = m.conns.find(peer);
+      if (it == m.conns.end() || it->second.closing) continue;  // closing: read nothing more
+      it->second.reader.Feed(std::string_view(static_cast<const char*>(data.data()), data.size()));
+      m.ready.push_back(peer);
     }
-    (void)impl_->socket.recv(body, zmq::recv_flags::none);
-    if (int extra = DrainMore(impl_->socket); extra > 0) {
-      return ProtocolError("multipart message with " + std::to_string(extra + 1) +
-                           " frames dropped (Shoal messages are single frames)");
-    }
-    in.frame.assign(static_cast<const char*>(body.data()), body.size());
-    return std::optional<Incoming>(std::move(in));
   } catch (const zmq::error_t& e) {
-    return Unavailable(std::string("router recv: ") + e.what());
+    return Unavailable(std::string("stream recv: ") + e.what());
   }
 }
 
 Status RouterSocket::Send(const std::string& peer, std::string_view frame) {
+  auto it = impl_->conns.find(peer);
+  if (it == impl_->conns.end()) return Unavailable("peer is not connected");
+  if (it->second.closing) return Unavailable("connection is closing");
+  if (frame.size() > kMaxFrameCap) return InvalidArgument("frame larger than 4 GiB");
   try {
     if (!impl_->socket.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
       return Unavailable("peer send queue full");
     }
-    (void)impl_->socket.send(zmq::buffer(frame.data(), frame.size()), zmq::send_flags::none);
+    (void)impl_->socket.send(EncodeFrame(frame), zmq::send_flags::none);
     return Status::Ok();
   } catch (const zmq::error_t& e) {
     if (e.num() == EHOSTUNREACH) return Unavailable("peer is not connected");
-    return Unavailable(std::string("router send: ") + e.what());
+    return Unavailable(std::string("stream send: ") + e.what());
   }
 }
 
+Result<bool> RouterSocket::TrySend(const std::string& peer, std::string_view prefix,
+                                   std::string_view bytes) {
+  auto it = impl_->conns.find(peer);
+  if (it == impl_->conns.end()) return Unavailable("peer is not connected");
+  if (it->second.closing) return Unavailable("connection is closing");
+  try {
+    if (!impl_->socket.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+      return false;
+    }
+    (void)impl_->socket.send(Concat(prefix, bytes), zmq::send_flags::none);
+    return true;
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return Unavailable("peer is not connected");
+    return Unavailable(std::string("stream send: ") + e.what());
+  }
+}
+
+void RouterSocket::Close(const std::string& peer) {
+  auto it = impl_->conns.find(peer);
+  if (it != impl_->conns.end()) impl_->BeginClose(it);
+}
+
+void RouterSocket::SetFrameCap(const std::string& peer, size_t cap) {
+  auto it = impl_->conns.find(peer);
+  if (it != impl_->conns.end() && !it->second.closing) it->second.reader.set_cap(EffectiveCap(cap));
+}
+
+std::vector<TransportEvent> RouterSocket::TakeEvents() { return std::exchange(impl_->events, {}); }
+
+size_t RouterSocket::connections() const { return impl_->conns.size(); }
+
+// ---------------------------------------------------------------------------------------------
+// DealerSocket (client)
+
 struct DealerSocket::Impl {
-  zmq::socket_t socket{Context(), zmq::socket_type::dealer};
+  explicit Impl(const SocketOptions& o)
+      : options(o), reader(o.secure, /*peer_is_server=*/true, o.max_frame_bytes) {}
+
+  zmq::socket_t socket{Context(), zmq::socket_type::stream};
+  SocketOptions options;
+  FrameReader reader;
+  std::string endpoint;
+  std::string id;  // the connection, once up
+  bool has_bytes = false;
+  std::vector<zmq::message_t> outbox;  // frames sent before the connection was up
+  Status failure;                      // set once the connection is lost or refused
+
+  void SendRaw(zmq::message_t&& body) {
+    if (socket.send(zmq::buffer(id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+      (void)socket.send(body, zmq::send_flags::none);
+    }
+  }
+
+  Status Fail(Status st) {
+    failure = std::move(st);
+    try {
+      if (!id.empty()) SendRaw(zmq::message_t());
+      if (!endpoint.empty()) socket.disconnect(endpoint);  // no reconnect behind our back
+    } catch (const zmq::error_t&) {
+    }
+    return failure;
+  }
 };
 
-DealerSocket::DealerSocket(const SocketOptions& options) : impl_(std::make_unique<Impl>()) {
+DealerSocket::DealerSocket(const SocketOptions& options) : impl_(std::make_unique<Impl>(options)) {
   Configure(impl_->socket, options);
 }
 DealerSocket::~DealerSocket() = default;
 
+bool DealerSocket::connected() const { return !impl_->id.empty() && impl_->failure.ok(); }
+
 Status DealerSocket::Connect(const std::string& endpoint) {
   try {
     impl_->socket.connect(endpoint);
+    impl_->endpoint = endpoint;
     return Status::Ok();
   } catch (const zmq::error_t& e) {
     return InvalidArgument("connect " + endpoint + ": " + e.what());
@@ -116,25 +488,59 @@ Status DealerSocket::Connect(const std::string& endpoint) {
 }
 
 Result<std::optional<std::string>> DealerSocket::Recv(int timeout_ms) {
+  Impl& m = *impl_;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   try {
-    if (!Poll(impl_->socket, timeout_ms)) return std::optional<std::string>();
-    zmq::message_t body;
-    if (!impl_->socket.recv(body, zmq::recv_flags::dontwait)) return std::optional<std::string>();
-    if (int extra = DrainMore(impl_->socket); extra > 0) {
-      return ProtocolError("multipart message from the coordinator dropped");
+    while (m.failure.ok()) {
+      if (m.has_bytes) {
+        auto next = m.reader.Next();
+        if (!next.ok()) {
+          return m.Fail(next.status().Annotate("from " + m.endpoint));
+        }
+        if (next->has_value()) return next;
+        m.has_bytes = false;
+      }
+      if (!Poll(m.socket, RemainingMs(deadline))) {
+        if (Clock::now() >= deadline) return std::optional<std::string>();
+        continue;
+      }
+      zmq::message_t id, data;
+      if (!m.socket.recv(id, zmq::recv_flags::dontwait)) continue;
+      (void)m.socket.recv(data, zmq::recv_flags::none);
+      if (data.size() == 0) {
+        if (m.id.empty()) {  // connected: greeting first, then what waited
+          m.id = id.to_string();
+          m.SendRaw(GreetingMessage(m.options.secure));
+          for (auto& frame : m.outbox) m.SendRaw(std::move(frame));
+          m.outbox.clear();
+        } else if (id.to_string() == m.id) {
+          return m.Fail(Unavailable("connection to " + m.endpoint + " closed"));
+        }
+        continue;
+      }
+      if (id.to_string() != m.id) continue;
+      m.reader.Feed(std::string_view(static_cast<const char*>(data.data()), data.size()));
+      m.has_bytes = true;
     }
-    return std::optional<std::string>(body.to_string());
   } catch (const zmq::error_t& e) {
-    return Unavailable(std::string("dealer recv: ") + e.what());
+    return m.Fail(Unavailable(std::string("stream recv: ") + e.what()));
   }
+  return m.failure;
 }
 
 Status DealerSocket::Send(std::string_view frame) {
+  Impl& m = *impl_;
+  if (!m.failure.ok()) return m.failure;
+  if (frame.size() > kMaxFrameCap) return InvalidArgument("frame larger than 4 GiB");
+  if (m.id.empty()) {
+    m.outbox.push_back(EncodeFrame(frame));
+    return Status::Ok();
+  }
   try {
-    (void)impl_->socket.send(zmq::buffer(frame.data(), frame.size()), zmq::send_flags::none);
+    m.SendRaw(EncodeFrame(frame));
     return Status::Ok();
   } catch (const zmq::error_t& e) {
-    return Unavailable(std::string("dealer send: ") + e.what());
+    return m.Fail(Unavailable(std::string("stream send: ") + e.what()));
   }
 }
 

@@ -355,8 +355,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
     auto in = channel_->Recv(50);
     if (!in.ok()) {
       spdlog::warn("worker={} receive: {}", cfg_.name, in.status().ToString());
-      if (channel_->secure()) return SessionEnd::kReconnect;  // the TLS session is gone
-      continue;
+      return SessionEnd::kReconnect;  // the connection (and its TLS session) is gone
     }
     if (!in->has_value()) continue;
     last_heard = Clock::now();
@@ -402,6 +401,15 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
         training_.wait();
         training_ = {};
       }
+      // The weights that follow are allocated from this spec: it must be our model's, whatever
+      // the (authenticated) coordinator says.
+      if (!(m->spec == trainer_->spec())) {
+        spdlog::warn("worker={} TrainTask ignored: its model spec ({} tensors, {} bytes) is not "
+                     "this worker's model ({} tensors, {} bytes)",
+                     cfg_.name, m->spec.tensors.size(), m->spec.total_bytes(),
+                     trainer_->spec().tensors.size(), trainer_->spec().total_bytes());
+        return kContinue;
+      }
       train_task_ = std::move(m).value();
       pending_ = Pending::kTrain;
       if (Status st = assembler_.Start(train_task_.round, train_task_.spec.total_bytes(),
@@ -421,6 +429,11 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       auto m = proto::Decode<proto::EvalTask>(f);
       if (!m.ok() || !m->spec.Validate().ok()) {
         spdlog::warn("worker={} invalid EvalTask ignored", cfg_.name);
+        return kContinue;
+      }
+      if (!(m->spec == eval_trainer_->spec())) {
+        spdlog::warn("worker={} EvalTask ignored: its model spec is not this worker's model",
+                     cfg_.name);
         return kContinue;
       }
       eval_task_ = std::move(m).value();

@@ -9,7 +9,9 @@ namespace {
 
 class TorchTrainer : public LocalTrainer {
  public:
-  TorchTrainer(std::shared_ptr<nn::Net> net) : net_(std::move(net)) {}
+  TorchTrainer(std::shared_ptr<nn::Net> net) : net_(std::move(net)), spec_(nn::SpecOf(*net_)) {}
+
+  const ModelSpec& spec() const override { return spec_; }
 
   Result<TrainOutcome> Train(const Weights& global, const Dataset& data,
                              const TrainSettings& s, const std::atomic<bool>& cancel,
@@ -84,6 +86,7 @@ class TorchTrainer : public LocalTrainer {
 
  private:
   std::shared_ptr<nn::Net> net_;
+  ModelSpec spec_;
 };
 
 }  // namespace

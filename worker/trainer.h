@@ -53,6 +53,8 @@ class LocalTrainer {
                                      const TrainSettings& settings, const std::atomic<bool>& cancel,
                                      const std::function<void(const TrainProgress&)>& progress) = 0;
   virtual Result<EvalMetrics> Evaluate(const Weights& weights, const Dataset& data) = 0;
+  // The model's tensors (names and shapes, in wire order): what a task's weights must match.
+  virtual const ModelSpec& spec() const = 0;
 };
 
 }  // namespace shoal

@@ -254,13 +254,13 @@ void Fleet::Close(Worker& w) {
   --open_links_;
 }
 
-// (Re)connects with a new socket (a new routing id, as a restarted worker) and says Hello.
+// (Re)connects with a new socket (a new connection, as a restarted worker) and says Hello.
 void Fleet::Start(Worker& w) {
   if (w.link) {
     Close(w);
     ++reconnects_;
   }
-  auto link = Link::Create(context_, opt_.zmtp_heartbeat_ms);
+  auto link = Link::Create(context_);
   if (!link.ok()) {
     spdlog::error("worker={} {} ({} sockets open)", w.name, link.status().ToString(), open_links_);
     w.state = Worker::State::kGaveUp;
@@ -303,8 +303,9 @@ void Fleet::Pump(Worker& w) {
   int budget = 256;
   while (w.link && budget > 0 && !w.reconnect_now && w.link->Readable()) {
     auto n = w.link->Receive(static_cast<size_t>(budget), [&](std::string_view m) { Handle(w, m); });
-    if (!n.ok()) {
+    if (!n.ok()) {  // the connection is gone: reconnect with a new one, as a real worker
       spdlog::warn("worker={} {}", w.name, n.status().ToString());
+      w.reconnect_now = true;
       break;
     }
     if (*n == 0) break;

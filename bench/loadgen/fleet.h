@@ -1,5 +1,5 @@
 // A fleet of synthetic workers in one process, speaking the real Shoal protocol to a real
-// coordinator over one DEALER socket each (Link), all driven by one thread and one epoll set
+// coordinator over one connection each (Link), all driven by one thread and one epoll set
 // (each socket's ZMQ_FD), so a loop iteration costs O(sockets with news), not O(workers).
 //
 // Each synthetic worker does what worker/client.cc does, minus the data and LibTorch:
@@ -60,7 +60,6 @@ struct FleetOptions {
   double timeout_s = 0;        // give up after this long; 0 = never
   double work_budget_ms = 20;  // delta hashing per loop iteration before polling again
   int64_t unique_bytes = 4 << 20;
-  int zmtp_heartbeat_ms = 2000;  // as the real worker's sockets (transport.cc); 0 = off
   int io_threads = 1;            // ZeroMQ I/O threads of the fleet's context  // worker-specific tail of each delta; < 0 = all of it
   int vanish = 0;  // the last `vanish` workers close their connection right after Welcome and
                    // never come back (a crash), to check that the coordinator drops them

@@ -91,9 +91,6 @@ int main(int argc, char** argv) {
   app.add_option("--unique-bytes", o.unique_bytes,
                  "Worker-specific tail of each delta in bytes; the rest is a per-round pattern "
                  "shared by all workers and hashed once per round (-1 = every byte unique)");
-  app.add_option("--zmtp-heartbeat-ms", o.zmtp_heartbeat_ms,
-                 "ZMTP PING interval of each socket, timeout 5x (real worker: 2000); 0 = off")
-      ->check(CLI::NonNegativeNumber);
   app.add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->check(CLI::Range(1, 64));
   app.add_option("--connect-rate", o.connect_rate, "Workers connected per second (0 = all at once)")
       ->check(CLI::NonNegativeNumber);

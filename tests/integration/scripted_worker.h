@@ -1,5 +1,5 @@
 // Test helper: a worker whose every message is chosen by the test, speaking the real protocol
-// over a real DEALER socket, through TLS when given a client context (as real workers do). Used to send exactly known updates, misbehave on purpose, and
+// over a real connection, through TLS when given a client context (as real workers do). Used to send exactly known updates, misbehave on purpose, and
 // check the coordinator's replies.
 #pragma once
 
@@ -27,12 +27,10 @@ class ScriptedWorker {
     Reconnect();
   }
 
-  // A fresh socket (new routing id, or `routing_id` when given) and TLS session, as after a
-  // crash and restart.
-  void Reconnect(const std::string& routing_id = "") {
+  // A fresh connection and TLS session, as after a crash and restart.
+  void Reconnect() {
     proto::ChannelOptions co;
     co.tls = tls_;
-    co.socket.routing_id = routing_id;
     socket_ = std::make_unique<proto::ClientChannel>(co);
     (void)socket_->Connect(endpoint_);
   }
