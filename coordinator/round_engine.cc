@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/malloc_tuning.h"
 #include "common/compression.h"
 #include "common/file_util.h"
 #include "common/nn/runtime.h"
@@ -576,6 +577,7 @@ Status Coordinator::Impl::Run() {
     for (int attempt = 0; attempt <= cfg_.max_round_retries && !committed; ++attempt) {
       if (stop_) break;
       Status st = RunRound(next_round_, attempt, &committed);
+      ReleaseFreeMemory();
       if (!st.ok()) {
         result = st;
         break;

@@ -1,7 +1,7 @@
 // Writes the seed corpora of the fuzz targets: valid inputs built with Shoal's own encoders, so
 // the fuzzers start from inputs that reach deep into the decoders.
 //
-//   fuzz_seed_gen OUT_DIR      writes OUT_DIR/{frame_fuzz,secure_session_fuzz,weights_fuzz}/*
+//   fuzz_seed_gen OUT_DIR      writes OUT_DIR/{frame_fuzz,secure_session_fuzz,weights_fuzz,stream_fuzz}/*
 //
 // The committed fuzz/corpus/ was made with it (`scripts/fuzz.sh --write-seeds`). Seeds that
 // carry TLS records come from a fresh PKI and fresh keys on every run, so they differ from run
@@ -22,6 +22,7 @@
 #include "fuzz/secure_format.h"
 #include "fuzz/test_pki.h"
 #include "protocols/codec.h"
+#include "protocols/framing.h"
 #include "protocols/messages.h"
 #include "protocols/secure_channel.h"
 
@@ -361,6 +362,29 @@ void WeightsSeeds() {
   Write(t, "rank8", EncodeWeightsFile(deep));
 }
 
+// ---------------------------------------------------------------------------------------------
+// stream_fuzz
+
+void StreamSeeds() {
+  const std::string t = "stream_fuzz";
+  // [flags][cap selector][piece selector][cap change][stream]
+  auto seed = [&](const std::string& name, uint8_t flags, uint8_t cap, uint8_t piece,
+                  uint8_t change, const std::string& stream) {
+    std::string s{static_cast<char>(flags), static_cast<char>(cap), static_cast<char>(piece),
+                  static_cast<char>(change)};
+    Write(t, name, s + stream);
+  };
+  const std::string tls = Greeting(true), plain = Greeting(false);
+  seed("tls_two_frames", 1, 16, 0, 20, tls + FrameHeader(5) + "hello" + FrameHeader(0));
+  seed("plain_split", 0, 12, 3, 0, plain + FrameHeader(3000) + std::string(3000, 'x'));
+  seed("over_cap", 1, 8, 10, 0, tls + FrameHeader(100000) + std::string(64, 'y'));
+  seed("raised_cap", 1, 10, 20, 18, tls + FrameHeader(1000) + std::string(1000, 'a') +
+                                        FrameHeader(100000) + std::string(2000, 'b'));
+  seed("mode_mismatch", 1, 16, 0, 0, plain + FrameHeader(1) + "p");
+  seed("from_server", 3, 16, 0, 0, tls + FrameHeader(2) + "ok");
+  seed("zmtp", 1, 16, 0, 0, std::string("\xff\0\0\0\0\0\0\0\x01\x7f\x03\x00NULL", 16));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -372,6 +396,7 @@ int main(int argc, char** argv) {
   FrameSeeds();
   SecureSeeds();
   WeightsSeeds();
+  StreamSeeds();
   std::printf("wrote %d seed files under %s\n", g_written, g_out.c_str());
   return 0;
 }

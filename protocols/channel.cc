@@ -228,27 +228,29 @@ Status ServerChannel::MakePiece(const std::string& peer, Outbox& box) {
   Outgoing& head = box.queue.front();
   const std::string& m = *head.message;
   box.prefix.clear();
-  box.sealed.clear();
-  box.view = {};
+  box.bytes = {};
   box.owner.reset();
   if (options_.tls) {
     auto it = sessions_.find(peer);
     if (it == sessions_.end()) return Unavailable("no secure session with this peer");
     std::vector<std::string> frames;
     SHOAL_RETURN_IF_ERROR(it->second.tls->SealPart(m, &head.offset, kSendSliceBytes, &frames));
+    auto sealed = std::make_shared<std::string>();
     for (auto& f : frames) {  // one frame, except for slices over kMaxWireFrameBytes
-      if (box.sealed.empty() && box.prefix.empty()) {
+      if (box.prefix.empty()) {
         box.prefix = FrameHeader(f.size());
-        box.sealed = std::move(f);
+        *sealed = std::move(f);
       } else {
-        box.sealed += FrameHeader(f.size());
-        box.sealed += f;
+        *sealed += FrameHeader(f.size());
+        *sealed += f;
       }
     }
+    box.bytes = *sealed;
+    box.owner = std::move(sealed);
   } else {
     if (!head.started) box.prefix = FrameHeader(m.size());
     const size_t n = std::min(kSendSliceBytes, m.size() - head.offset);
-    box.view = std::string_view(m).substr(head.offset, n);
+    box.bytes = std::string_view(m).substr(head.offset, n);
     box.owner = head.message;
     head.offset += n;
   }
@@ -260,12 +262,10 @@ Status ServerChannel::MakePiece(const std::string& peer, Outbox& box) {
 Result<bool> ServerChannel::PumpPeer(const std::string& peer, Outbox& box) {
   while (true) {
     if (box.has_piece) {
-      std::string_view bytes = options_.tls ? std::string_view(box.sealed) : box.view;
-      SHOAL_ASSIGN_OR_RETURN(bool taken, socket_.TrySend(peer, box.prefix, bytes));
+      SHOAL_ASSIGN_OR_RETURN(bool taken, socket_.TrySend(peer, &box.prefix, box.bytes, box.owner));
       if (!taken) return false;
       box.has_piece = false;
-      box.prefix.clear();
-      box.sealed.clear();
+      box.bytes = {};
       box.owner.reset();
     }
     // Drop what is fully handed over; a slot is kept only while large messages follow.
@@ -294,6 +294,8 @@ Result<bool> ServerChannel::PumpPeer(const std::string& peer, Outbox& box) {
       box.slot = true;
       ++slots_used_;
     }
+    // Memory bound: no new slice of a large message while ZeroMQ still holds enough bytes.
+    if (box.slot && socket_.in_flight_bytes() >= options_.max_in_flight_bytes) return false;
     SHOAL_RETURN_IF_ERROR(MakePiece(peer, box));
   }
 }

@@ -53,6 +53,9 @@ struct ChannelOptions {
   // The others wait their turn, so what is in flight is about this many times
   // kSendSliceBytes x the transport's send queue, whatever the number of workers.
   size_t max_concurrent_sends = 8;
+  // Server only: bytes handed to ZeroMQ and not yet written to a socket, over all connections,
+  // beyond which no further slice of a large message is made.
+  size_t max_in_flight_bytes = size_t{16} << 20;
   SocketOptions socket;
 };
 
@@ -136,12 +139,11 @@ class ServerChannel {
   struct Outbox {
     std::deque<Outgoing> queue;
     std::deque<Outgoing> urgent;  // small messages that may overtake queue's unstarted ones
-    // The next piece, made but not yet taken by the transport: `prefix` then `sealed` (TLS) or
-    // `view` into `owner` (plain).
+    // The next piece, made but not yet taken by the transport: `prefix`, then `bytes` inside
+    // `owner` (the sealed records with TLS, the shared message itself in plain mode).
     std::string prefix;
-    std::string sealed;
-    std::string_view view;
-    std::shared_ptr<const std::string> owner;
+    std::string_view bytes;
+    std::shared_ptr<const void> owner;
     bool has_piece = false;
     bool slot = false;  // holds one of max_concurrent_sends
   };

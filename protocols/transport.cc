@@ -1,6 +1,7 @@
 #include "protocols/transport.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -12,10 +13,6 @@ namespace shoal::proto {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-constexpr char kMagic[] = "SHOAL";
-constexpr size_t kMagicBytes = 5;
-constexpr uint8_t kWireVersion = 1;
 
 zmq::context_t& Context() {
   static zmq::context_t ctx(1);
@@ -42,8 +39,6 @@ void Configure(zmq::socket_t& s, const SocketOptions& o) {
   s.set(zmq::sockopt::tcp_keepalive_cnt, 3);
 }
 
-size_t EffectiveCap(size_t cap) { return cap == 0 || cap > kMaxFrameCap ? kMaxFrameCap : cap; }
-
 bool Poll(zmq::socket_t& s, int timeout_ms) {
   zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
   return zmq::poll(&item, 1, std::chrono::milliseconds(std::max(0, timeout_ms))) > 0;
@@ -53,13 +48,6 @@ int RemainingMs(Clock::time_point deadline) {
   const auto left =
       std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   return static_cast<int>(std::max<int64_t>(0, left));
-}
-
-void PutLe32(unsigned char* p, size_t n) {
-  p[0] = static_cast<unsigned char>(n);
-  p[1] = static_cast<unsigned char>(n >> 8);
-  p[2] = static_cast<unsigned char>(n >> 16);
-  p[3] = static_cast<unsigned char>(n >> 24);
 }
 
 zmq::message_t Concat(std::string_view a, std::string_view b) {
@@ -72,28 +60,7 @@ zmq::message_t Concat(std::string_view a, std::string_view b) {
 
 // One frame on the wire: its length prefix and bytes in one ZeroMQ message.
 zmq::message_t EncodeFrame(std::string_view frame) {
-  unsigned char header[4];
-  PutLe32(header, frame.size());
-  return Concat(std::string_view(reinterpret_cast<const char*>(header), 4), frame);
-}
-
-std::string Hex(std::string_view bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
-
-// What a connection that does not start with Shoal's greeting most likely is.
-std::string Stranger(std::string_view head) {
-  const auto b0 = head.empty() ? 0 : static_cast<unsigned char>(head[0]);
-  if (b0 == 0xFF) return "a ZeroMQ (ZMTP) peer, not a Shoal peer";
-  if (b0 == 0x16) return "a bare TLS handshake without Shoal's greeting (an older Shoal?)";
-  if (b0 >= 'A' && b0 <= 'Z') return "text, not a Shoal peer (an HTTP request to the wrong port?)";
-  return "not a Shoal peer (first bytes " + Hex(head.substr(0, 8)) + ")";
+  return Concat(FrameHeader(frame.size()), frame);
 }
 
 zmq::message_t GreetingMessage(bool secure) {
@@ -102,111 +69,6 @@ zmq::message_t GreetingMessage(bool secure) {
 }
 
 }  // namespace
-
-std::string FrameHeader(size_t n) {
-  std::string h(4, '\0');
-  PutLe32(reinterpret_cast<unsigned char*>(h.data()), n);
-  return h;
-}
-
-std::string Greeting(bool secure) {
-  std::string g(kMagic, kMagicBytes);
-  g.push_back(static_cast<char>(kWireVersion));
-  g.push_back(secure ? 'T' : 'P');
-  g.push_back('\0');
-  return g;
-}
-
-// ---------------------------------------------------------------------------------------------
-// FrameReader
-
-FrameReader::FrameReader(bool secure, bool peer_is_server, size_t cap)
-    : secure_(secure), peer_is_server_(peer_is_server), cap_(EffectiveCap(cap)) {}
-
-void FrameReader::Feed(std::string_view bytes) {
-  if (in_body_ && consumed_ == pending_.size()) {
-    // The common case inside a large frame: straight into the frame being assembled.
-    const size_t take = std::min(need_ - body_.size(), bytes.size());
-    if (body_.capacity() < body_.size() + take) {
-      body_.reserve(std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
-    }
-    body_.append(bytes.data(), take);
-    bytes.remove_prefix(take);
-  }
-  pending_.append(bytes.data(), bytes.size());
-}
-
-Result<std::optional<std::string>> FrameReader::Next() {
-  std::string_view avail(pending_.data() + consumed_, pending_.size() - consumed_);
-  auto compact = [&] {
-    pending_.erase(0, consumed_);
-    consumed_ = 0;
-  };
-  if (!greeted_) {
-    const size_t n = std::min(avail.size(), kMagicBytes);
-    if (avail.substr(0, n) != std::string_view(kMagic, n)) {
-      error_reason_ = "bad_greeting";
-      return ProtocolError(Stranger(avail));
-    }
-    if (avail.size() < kGreetingBytes) return std::optional<std::string>();
-    const auto version = static_cast<uint8_t>(avail[5]);
-    const char mode = avail[6];
-    error_reason_ = "bad_greeting";
-    const char* them = peer_is_server_ ? "the coordinator" : "the worker";
-    if (version != kWireVersion) {
-      return Rejected(std::string(them) + " speaks Shoal wire version " + std::to_string(version) +
-                      ", this side speaks " + std::to_string(kWireVersion));
-    }
-    if (mode != 'T' && mode != 'P') return ProtocolError("greeting with an unknown mode byte");
-    if ((mode == 'T') != secure_) {
-      if (peer_is_server_) {
-        return Rejected(secure_ ? "the coordinator runs --insecure (plain, unauthenticated "
-                                  "ZeroMQ); this worker sends nothing in clear text unless it is "
-                                  "started with --insecure too"
-                                : "the coordinator requires TLS; this worker was started with "
-                                  "--insecure (plain)");
-      }
-      return Rejected(secure_ ? "the worker speaks plain (--insecure) but this coordinator "
-                                "requires TLS"
-                              : "the worker speaks TLS but this coordinator runs --insecure");
-    }
-    error_reason_ = "";
-    greeted_ = true;
-    consumed_ += kGreetingBytes;
-    avail.remove_prefix(kGreetingBytes);
-  }
-  if (!in_body_) {
-    if (avail.size() < 4) {
-      compact();
-      return std::optional<std::string>();
-    }
-    const auto* p = reinterpret_cast<const unsigned char*>(avail.data());
-    const size_t len = size_t{p[0]} | size_t{p[1]} << 8 | size_t{p[2]} << 16 | size_t{p[3]} << 24;
-    if (len > cap_) {
-      error_reason_ = "frame_too_large";
-      return ProtocolError("frame of " + std::to_string(len) + " bytes announced; this connection " +
-                           "accepts at most " + std::to_string(cap_));
-    }
-    consumed_ += 4;
-    avail.remove_prefix(4);
-    in_body_ = true;
-    need_ = len;
-    body_.clear();
-    // Reserve what is known to be coming, at most 1 MiB ahead of the bytes received; beyond
-    // that the buffer grows with what actually arrives.
-    body_.reserve(std::min(len, std::max(avail.size(), size_t{1} << 20)));
-  }
-  const size_t take = std::min(need_ - body_.size(), avail.size());
-  if (body_.capacity() < body_.size() + take) {
-    body_.reserve(std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
-  }
-  body_.append(avail.data(), take);
-  consumed_ += take;
-  compact();
-  if (body_.size() < need_) return std::optional<std::string>();
-  in_body_ = false;
-  return std::optional<std::string>(std::exchange(body_, std::string()));
-}
 
 // ---------------------------------------------------------------------------------------------
 // RouterSocket (server)
@@ -228,6 +90,7 @@ struct RouterSocket::Impl {
   std::deque<std::string> ready;  // connections whose reader may hold a whole frame
   std::vector<TransportEvent> events;
   size_t closing = 0;
+  std::shared_ptr<std::atomic<size_t>> in_flight = std::make_shared<std::atomic<size_t>>(0);
   std::set<std::string> cut;  // connections this side ended, until libzmq reports them gone
   std::deque<std::string> cut_order;
 
@@ -406,21 +269,53 @@ Status RouterSocket::Send(const std::string& peer, std::string_view frame) {
   }
 }
 
-Result<bool> RouterSocket::TrySend(const std::string& peer, std::string_view prefix,
-                                   std::string_view bytes) {
+namespace {
+
+// Keeps a zero-copy message's bytes alive until ZeroMQ's I/O thread is done with them.
+struct InFlight {
+  std::shared_ptr<const void> owner;
+  size_t size;
+  std::shared_ptr<std::atomic<size_t>> counter;
+};
+
+void ReleaseInFlight(void* /*data*/, void* hint) {
+  auto* f = static_cast<InFlight*>(hint);
+  f->counter->fetch_sub(f->size, std::memory_order_relaxed);
+  delete f;
+}
+
+}  // namespace
+
+Result<bool> RouterSocket::TrySend(const std::string& peer, std::string* prefix,
+                                   std::string_view bytes, std::shared_ptr<const void> owner) {
   auto it = impl_->conns.find(peer);
   if (it == impl_->conns.end()) return Unavailable("peer is not connected");
   if (it->second.closing) return Unavailable("connection is closing");
   try {
-    if (!impl_->socket.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
-      return false;
+    auto head = [&] {
+      return impl_->socket.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait)
+          .has_value();
+    };
+    if (!prefix->empty()) {
+      if (!head()) return false;
+      (void)impl_->socket.send(zmq::buffer(*prefix), zmq::send_flags::none);
+      prefix->clear();
     }
-    (void)impl_->socket.send(Concat(prefix, bytes), zmq::send_flags::none);
+    if (bytes.empty()) return true;
+    if (!head()) return false;
+    auto* hint = new InFlight{std::move(owner), bytes.size(), impl_->in_flight};
+    impl_->in_flight->fetch_add(bytes.size(), std::memory_order_relaxed);
+    zmq::message_t body(const_cast<char*>(bytes.data()), bytes.size(), &ReleaseInFlight, hint);
+    (void)impl_->socket.send(body, zmq::send_flags::none);
     return true;
   } catch (const zmq::error_t& e) {
     if (e.num() == EHOSTUNREACH) return Unavailable("peer is not connected");
     return Unavailable(std::string("stream send: ") + e.what());
   }
+}
+
+size_t RouterSocket::in_flight_bytes() const {
+  return impl_->in_flight->load(std::memory_order_relaxed);
 }
 
 void RouterSocket::Close(const std::string& peer) {
@@ -430,7 +325,7 @@ void RouterSocket::Close(const std::string& peer) {
 
 void RouterSocket::SetFrameCap(const std::string& peer, size_t cap) {
   auto it = impl_->conns.find(peer);
-  if (it != impl_->conns.end() && !it->second.closing) it->second.reader.set_cap(EffectiveCap(cap));
+  if (it != impl_->conns.end() && !it->second.closing) it->second.reader.set_cap(cap);
 }
 
 std::vector<TransportEvent> RouterSocket::TakeEvents() { return std::exchange(impl_->events, {}); }

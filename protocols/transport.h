@@ -11,12 +11,10 @@
 // passes Shoal's checks: the reassembly buffer of a connection never exceeds its frame cap
 // plus one piece.
 //
-// Wire format of a connection. Each side first sends an 8-byte greeting: "SHOAL", the wire
-// version (1), the mode ('T' = TLS 1.3 records follow, 'P' = plain frames, only with
-// --insecure) and a zero byte. A peer whose greeting is not Shoal's, is of another version or
-// of the other mode is disconnected with a reason that says so (a worker started with
-// --insecure against a TLS coordinator learns it from the coordinator's greeting). Then every
-// frame is a 4-byte little-endian length followed by that many bytes; a length above the
+// Wire format (framing.h): a greeting naming the mode (TLS or plain) and version, then
+// length-prefixed frames. A peer whose greeting is not Shoal's, is of another version or of the
+// other mode is disconnected with a reason that says so (a worker started with --insecure
+// against a TLS coordinator learns it from the coordinator's greeting); a length above the
 // connection's cap closes the connection before anything is reserved for it.
 //
 // Connections have no identity at this level: the server names each one with an id that
@@ -34,12 +32,9 @@
 #include <vector>
 
 #include "common/status.h"
+#include "protocols/framing.h"
 
 namespace shoal::proto {
-
-// Largest cap a frame can have (the length prefix is 32-bit).
-inline constexpr size_t kMaxFrameCap = 0xFFFFFFFFu;
-inline constexpr size_t kGreetingBytes = 8;
 
 struct Incoming {
   std::string peer;   // connection id assigned by the server's socket (opaque, never an identity)
@@ -78,41 +73,6 @@ struct TransportEvent {
   std::string detail;
 };
 
-// Reassembles frames from a connection's bytes, one at a time, checking the greeting and every
-// length prefix against the cap in force when that frame begins. Holds at most the frame being
-// assembled plus the bytes fed after it.
-class FrameReader {
- public:
-  FrameReader(bool secure, bool peer_is_server, size_t cap);
-  void set_cap(size_t cap) { cap_ = cap; }
-  size_t cap() const { return cap_; }
-  // Hands over bytes received. Call Next() until it returns nullopt before feeding more.
-  void Feed(std::string_view bytes);
-  // The next whole frame; nullopt when more bytes are needed. After an error the connection
-  // is unusable: kRejected for a Shoal greeting of the other mode or another version,
-  // kProtocol for anything else; error_reason() says which check failed.
-  Result<std::optional<std::string>> Next();
-  // "bad_greeting" or "frame_too_large" after Next() failed.
-  const char* error_reason() const { return error_reason_; }
-  size_t buffered() const { return pending_.size() - consumed_ + body_.size(); }
-
- private:
-  bool secure_;
-  bool peer_is_server_;
-  size_t cap_;
-  bool greeted_ = false;
-  bool in_body_ = false;
-  size_t need_ = 0;
-  std::string body_;
-  std::string pending_;  // bytes not yet parsed (from consumed_ on)
-  size_t consumed_ = 0;
-  const char* error_reason_ = "";
-};
-
-std::string Greeting(bool secure);
-// The 4-byte length prefix of a frame of n bytes.
-std::string FrameHeader(size_t n);
-
 class RouterSocket {
  public:
   explicit RouterSocket(const SocketOptions& options = {});
@@ -127,10 +87,17 @@ class RouterSocket {
   // Sends one frame. Unavailable when the connection is gone or closing, or its send queue
   // is full.
   Status Send(const std::string& peer, std::string_view frame);
-  // Writes `prefix` then `bytes` to the connection as they are (the caller frames them:
-  // FrameHeader()). false when the connection's send queue is full: nothing was written, try
-  // again later. Unavailable when the connection is gone or closing.
-  Result<bool> TrySend(const std::string& peer, std::string_view prefix, std::string_view bytes);
+  // Writes `*prefix` then `bytes` to the connection as they are (the caller frames them:
+  // FrameHeader()), without copying `bytes`: ZeroMQ reads them where they are and `owner` is
+  // kept alive until it has written them to the socket. Returns true when both went; false
+  // when the connection's send queue is full (try again later with what is left: *prefix is
+  // cleared once it went). Unavailable when the connection is gone or closing. The bytes count
+  // in in_flight_bytes() until ZeroMQ is done with them.
+  Result<bool> TrySend(const std::string& peer, std::string* prefix, std::string_view bytes,
+                       std::shared_ptr<const void> owner);
+  // Bytes handed over with TrySend that ZeroMQ has not yet written to a socket, over every
+  // connection: what the sender's pacing keeps bounded.
+  size_t in_flight_bytes() const;
   // Closes a connection: what was already sent to it still leaves within close_grace_ms,
   // nothing more is read from it.
   void Close(const std::string& peer);

@@ -94,6 +94,8 @@ TEST(FrameReaderTest, GreetingsThatAreNotOursAreNamed) {
   std::string zmtp("\xff\0\0\0\0\0\0\0\x01\x7f", 10);
   std::string old_version = Greeting(true);
   old_version[5] = 9;
+  std::string flags = Greeting(true);
+  flags[7] = 1;
   const std::vector<Case> cases = {
       {zmtp, true, false, "ZeroMQ (ZMTP)", Code::kProtocol},
       {"GET / HTTP/1.1\r\n", true, false, "HTTP", Code::kProtocol},
@@ -103,6 +105,7 @@ TEST(FrameReaderTest, GreetingsThatAreNotOursAreNamed) {
       {Greeting(true), false, true, "coordinator requires TLS", Code::kRejected},
       {Greeting(false), true, true, "coordinator runs --insecure", Code::kRejected},
       {old_version, true, false, "wire version 9", Code::kRejected},
+      {flags, true, false, "unknown flags", Code::kProtocol},
   };
   for (const auto& c : cases) {
     FrameReader r(c.secure, c.peer_is_server, 1 << 20);
