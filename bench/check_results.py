@@ -73,6 +73,11 @@ def main():
         need(accs and all(num(a) for a in accs), f"time_to_accuracy {run.get('run')}: accuracies")
         need(all(num(x.get("at_s")) for x in run.get("per_round", [])), f"time_to_accuracy {run.get('run')}: times")
         need(set(run.get("reached", {})) == {"85", "88"}, f"time_to_accuracy {run.get('run')}: targets")
+    comp = tta.get("compression") or []
+    need({x.get("encoding") for x in comp} >= {"none", "int8"}, "time_to_accuracy: compression runs")
+    for x in comp:
+        need(num(x.get("final_acc")) and num(x.get("upload_bytes_per_worker_round")),
+             f"compression {x.get('encoding')}: accuracy and bytes")
 
     b = s.get("bytes_on_wire", {})
     measured = [x for x in b.get("models", []) if x.get("status") != "skipped"]

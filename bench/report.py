@@ -273,7 +273,24 @@ class Report:
             f"85% at round {FLOWER['to_85']['round']}, {FLOWER['to_85']['seconds']} s after launch. "
             "NIID-Bench (10 clients, 10 local epochs, batch 64, momentum 0.9, 50 rounds): best "
             "FedAvg 89.2% IID, 88.1% Dirichlet(0.5).",
-        ])
+        ] + self.compression(t.get("compression")))
+
+    def compression(self, rows):
+        if not rows:
+            return []
+        out = []
+        for x in rows:
+            out.append([x["encoding"], f"{x['workers']} x {x['model']}", x["rounds_done"],
+                        f(x["upload_bytes_per_worker_round"] / 1e6, "{:.3f}"),
+                        f(x.get("upload_vs_float32"), "{:.2f}x"), pct(x["final_acc"]),
+                        f(None if x.get("final_acc_minus_float32") is None
+                          else 100 * x["final_acc_minus_float32"], "{:+.2f} pt"),
+                        f(x["median_round_s"])])
+        return ["", "Update compression (IID, error feedback on the workers; the broadcast stays "
+                "float32):", "",
+                table(["updates", "federation", "rounds", "upload MB / worker / round",
+                       "vs float32", "test acc after last round", "vs float32", "median round (s)"],
+                      out)]
 
     def bytes(self):
         b = self.s.get("bytes_on_wire")

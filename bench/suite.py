@@ -57,6 +57,9 @@ PROFILES = {
         # Section 2: a 3-worker CNN run of its own; the 10-worker CNN run is section 4's IID run.
         "overhead_3w": {"model": "cnn", "workers": 3, "rounds": 5, "limit": 0, "eval_limit": 0},
         "tta": {"model": "cnn", "workers": 10, "rounds": 15, "limit": 0, "eval_limit": 0},
+        # Update compression against float32: 20 rounds each (MLP: the CNN would take 30 min).
+        "compression": {"model": "mlp", "workers": 10, "rounds": 20, "limit": 0, "eval_limit": 0,
+                        "encodings": ["none", "fp16", "int8"]},
         "bytes": {"models": ["logreg", "mlp", "cnn", "wide_mlp"], "workers": 3, "rounds": 3,
                   "limit": 600, "eval_limit": 200},
         "scale_args": [],
@@ -69,6 +72,8 @@ PROFILES = {
         # The CNN as in the full run, on 1,000 samples per worker: rounds of a second or two.
         "overhead_3w": {"model": "cnn", "workers": 3, "rounds": 2, "limit": 3000, "eval_limit": 1000},
         "tta": {"model": "mlp", "workers": 3, "rounds": 3, "limit": 6000, "eval_limit": 2000},
+        "compression": {"model": "mlp", "workers": 3, "rounds": 3, "limit": 2000, "eval_limit": 1000,
+                        "encodings": ["none", "int8"]},
         "bytes": {"models": ["logreg", "mlp", "cnn"], "workers": 3, "rounds": 3,
                   "limit": 300, "eval_limit": 100},
         "scale_args": ["--quick"],
@@ -530,7 +535,38 @@ class Suite:
         three = self.runs.get(self.tag(p3, "iid"))
         if three and p3["workers"] != self.profile["tta"]["workers"]:
             res["runs"].append(self.tta_of(three, "iid"))
+        res["compression"] = self.compression()
         return res
+
+    def compression(self):
+        """The same federation with float32, fp16 and int8 updates (error feedback on the
+        workers): upload bytes and test accuracy after the last round."""
+        c = self.profile["compression"]
+        silos = self.silos(c["workers"], "iid", c["limit"])
+        out = []
+        for enc in c["encodings"]:
+            run = self.federation(f"compression-{enc}-{c['model']}-{c['workers']}w-r{c['rounds']}",
+                                  c["model"], c["workers"], silos, c["rounds"], c["eval_limit"],
+                                  ["--compression", enc])
+            rows = run["rounds"]
+            accs = [r["central_acc"] for r in rows if r["central_acc"] is not None]
+            out.append({
+                "encoding": enc, "model": run["model"], "workers": run["workers"],
+                "rounds_done": run["rounds_done"],
+                "final_acc": accs[-1] if accs else None, "best_acc": max(accs) if accs else None,
+                "upload_bytes_per_worker_round": median([r["bytes_in"] / max(1, r["selected"] or c["workers"])
+                                                         for r in rows]),
+                "model_bytes": run["model_bytes"],
+                "median_round_s": median([r["round_s"] for r in rows if r["round"] > 1]),
+                "per_round_acc": [r["central_acc"] for r in rows],
+            })
+        base = next((x for x in out if x["encoding"] == "none"), None)
+        for x in out:
+            if base and base["upload_bytes_per_worker_round"]:
+                x["upload_vs_float32"] = x["upload_bytes_per_worker_round"] / base["upload_bytes_per_worker_round"]
+            if base and x["final_acc"] is not None and base["final_acc"] is not None:
+                x["final_acc_minus_float32"] = x["final_acc"] - base["final_acc"]
+        return out
 
     # -- section 5 -----------------------------------------------------------------------
 
