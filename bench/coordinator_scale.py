@@ -15,9 +15,11 @@ parameters). Central evaluation is off (eval.format=none): no dataset, no LibTor
 coordinator during rounds. Federated evaluation is on by default (the workers answer EvalTasks
 instantly); --no-federated-eval isolates the training path.
 
-Transport: shoal-loadgen speaks plain ZeroMQ (its Link class is where TLS would go), so when the
-coordinator has the secure channel (its --help lists --insecure) the coordinator is started with
---insecure. selection.min_workers = min_fit = N, so every round waits for all N workers.
+Transport (--transport): tls (default) as real workers: a throwaway CA (shoalctl ca init) in
+the work directory, the coordinator started with --ca-dir, and each synthetic worker with its
+own enrolled certificate (shoal-loadgen --bundles, issued once and reused by every case) and its
+own TLS 1.3 session; plain runs the coordinator with --insecure.
+selection.min_workers = min_fit = N, so every round waits for all N workers.
 
 Columns:
   peak RSS        VmHWM of the coordinator at the end of the run (max of all samples)
@@ -531,6 +533,9 @@ def main():
                     help="extra shoal-loadgen argument (repeatable, e.g. --loadgen-arg=--connect-rate=500)")
     ap.add_argument("--liveness", action="store_true",
                     help="also run the liveness case (200 workers, 50 vanish; ~2 minutes)")
+    ap.add_argument("--transport", choices=["tls", "plain"], default="tls",
+                    help="tls (default): the secure channel with per-worker certificates; "
+                         "plain: the coordinator runs --insecure")
     ap.add_argument("--work-dir", default=None, help="case directories (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep run directories (version files)")
     args = ap.parse_args()
@@ -546,9 +551,20 @@ def main():
     else:
         cases = [(int(n), SMALL, args.rounds) for n in args.workers.split(",") if n.strip()]
         cases += [(int(n), BIG, args.big_rounds) for n in args.big_workers.split(",") if n.strip()]
-    extra = coordinator_extra_flags(bins["coordinator"])
     workdir = args.work_dir or tempfile.mkdtemp(prefix="shoal-scale-")
     os.makedirs(workdir, exist_ok=True)
+    if args.transport == "tls":
+        shoalctl = os.path.join(args.bin_dir, "shoalctl")
+        if not os.access(shoalctl, os.X_OK):
+            sys.exit(f"{shoalctl} not found (needed for --transport tls); build it or pass "
+                     "--transport plain")
+        ca = os.path.join(workdir, "pki", "ca")
+        if not os.path.exists(os.path.join(ca, "ca.crt")):
+            subprocess.run([shoalctl, "ca", "init", ca], check=True, capture_output=True, timeout=120)
+        extra = ["--ca-dir", ca]
+        args.loadgen_arg += ["--bundles", os.path.join(workdir, "pki", "bundles"), "--ca-dir", ca]
+    else:
+        extra = coordinator_extra_flags(bins["coordinator"])
     log(f"case directories in {workdir}" + (f"; coordinator flags {extra}" if extra else ""))
 
     results = []
@@ -587,6 +603,7 @@ def main():
     path = os.path.join(args.out, f"coordinator_scale-{stamp}{'-quick' if args.quick else ''}.json")
     with open(path, "w") as f:
         json.dump({"benchmark": "coordinator_scale", "time": stamp, "quick": args.quick,
+                   "transport": args.transport,
                    "host": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
                    "args": vars(args), "seconds": time.time() - t0, "table": text,
                    "results": results}, f, indent=1)

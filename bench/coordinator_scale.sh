@@ -30,12 +30,13 @@ done
 
 if [ -z "$bin_dir" ]; then
   build="${SHOAL_BUILD_DIR:-$REPO/build}"
-  if [ ! -x "$build/bin/shoal-coordinator" ] || [ ! -x "$build/bin/shoal-loadgen" ]; then
+  if [ ! -x "$build/bin/shoal-coordinator" ] || [ ! -x "$build/bin/shoal-loadgen" ] ||
+     [ ! -x "$build/bin/shoalctl" ]; then
     echo "building shoal-coordinator and shoal-loadgen in $build" >&2
     if [ ! -f "$build/build.ninja" ]; then
       cmake -S "$REPO" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >&2
     fi
-    ninja -C "$build" -j "$(nproc)" shoal-coordinator shoal-loadgen >&2
+    ninja -C "$build" -j "$(nproc)" shoal-coordinator shoal-loadgen shoalctl >&2
   fi
   set -- --bin-dir "$build/bin" "$@"
 fi

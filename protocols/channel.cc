@@ -319,14 +319,6 @@ void ServerChannel::Flush(int timeout_ms) {
   }
 }
 
-size_t ServerChannel::queued_bytes() const {
-  size_t n = 0;
-  for (const auto& [peer, box] : outboxes_) {
-    for (const auto& o : box.queue) n += o.message->size() - o.offset;
-    for (const auto& o : box.urgent) n += o.message->size();
-  }
-  return n;
-}
 
 void ServerChannel::OnTransportEvents() {
   for (auto& e : socket_.TakeEvents()) {

@@ -115,8 +115,6 @@ class ServerChannel {
   void PumpOutput();
   // Keeps sending queued output for up to timeout_ms (before shutting down).
   void Flush(int timeout_ms);
-  // Bytes of queued messages not yet handed to the transport.
-  size_t queued_bytes() const;
   // Forgets the peer's session and closes its connection (what was already sent still leaves).
   void Close(const std::string& peer);
   // Peers whose connection ended (the worker went away) since the last call.

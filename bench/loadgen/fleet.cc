@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <cstring>
 #include <cmath>
 
@@ -13,6 +14,8 @@
 #include <spdlog/spdlog.h>
 
 #include "common/compression.h"
+#include "common/pki.h"
+#include "protocols/channel.h"
 
 namespace shoal::loadgen {
 namespace {
@@ -133,6 +136,7 @@ struct Fleet::Worker {
   std::string name;
   uint64_t name_hash = 0;
   std::unique_ptr<Link> link;
+  std::shared_ptr<const proto::TlsContext> tls;  // its certificate (null: plain)
   int fd = -1;                 // the link's ZMQ_FD, registered with epoll
   State state = State::kNotStarted;
   bool reconnect_now = false;  // decided while handling a message; done after the receive loop
@@ -214,6 +218,25 @@ Fleet::Fleet(FleetOptions options) : opt_(std::move(options)) {
   }
 }
 
+Status Fleet::SetUpTls() {
+  if (opt_.bundles_dir.empty()) return Status::Ok();
+  const auto t0 = Clock::now();
+  int issued = 0;
+  for (auto& w : workers_) {
+    const std::string dir = opt_.bundles_dir + "/" + w->name;
+    if (!std::filesystem::exists(pki::BundleKeyPath(dir))) {
+      if (opt_.ca_dir.empty()) return NotFound("no bundle " + dir + " and no --ca-dir to issue it");
+      SHOAL_RETURN_IF_ERROR(pki::Enroll(opt_.ca_dir, w->name, dir, opt_.endpoint));
+      ++issued;
+    }
+    SHOAL_ASSIGN_OR_RETURN(pki::Bundle bundle, pki::LoadBundle(dir));
+    SHOAL_ASSIGN_OR_RETURN(w->tls, proto::WorkerTls(bundle, opt_.server_name));
+  }
+  spdlog::info("TLS: {} bundles ready under {} ({} issued) in {:.1f} s", workers_.size(),
+               opt_.bundles_dir, issued, Seconds(Clock::now() - t0));
+  return Status::Ok();
+}
+
 Fleet::~Fleet() {
   for (auto& w : workers_) Close(*w);  // sockets before the context
   close(epoll_fd_);
@@ -260,7 +283,7 @@ void Fleet::Start(Worker& w) {
     Close(w);
     ++reconnects_;
   }
-  auto link = Link::Create(context_);
+  auto link = Link::Create(context_, w.tls);
   if (!link.ok()) {
     spdlog::error("worker={} {} ({} sockets open)", w.name, link.status().ToString(), open_links_);
     w.state = Worker::State::kGaveUp;

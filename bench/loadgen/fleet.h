@@ -39,6 +39,7 @@
 #include "bench/loadgen/link.h"
 #include "common/status.h"
 #include "protocols/codec.h"
+#include "protocols/secure_channel.h"
 
 namespace shoal::loadgen {
 
@@ -59,8 +60,13 @@ struct FleetOptions {
   uint32_t hello_timeout_ms = 5000;  // Hello again (new socket) when no Welcome came in time
   double timeout_s = 0;        // give up after this long; 0 = never
   double work_budget_ms = 20;  // delta hashing per loop iteration before polling again
-  int64_t unique_bytes = 4 << 20;
-  int io_threads = 1;            // ZeroMQ I/O threads of the fleet's context  // worker-specific tail of each delta; < 0 = all of it
+  int64_t unique_bytes = 4 << 20;  // worker-specific tail of each delta; < 0 = all of it
+  // TLS, as real workers: each synthetic worker uses the enrollment bundle bundles_dir/NAME,
+  // issued from ca_dir when missing (as `shoalctl enroll` does). Empty = plain (--insecure).
+  std::string bundles_dir;
+  std::string ca_dir;
+  std::string server_name = "coordinator";
+  int io_threads = 1;  // ZeroMQ I/O threads of the fleet's context
   int vanish = 0;  // the last `vanish` workers close their connection right after Welcome and
                    // never come back (a crash), to check that the coordinator drops them
 };
@@ -85,6 +91,8 @@ struct RoundStats {
 class Fleet {
  public:
   explicit Fleet(FleetOptions options);
+  // TLS only: loads (or issues) every worker's bundle and makes its TLS context.
+  Status SetUpTls();
   ~Fleet();
 
   // Runs until every worker got Shutdown or gave up, `stop` is set, or the timeout passes.

@@ -2,13 +2,21 @@
 
 #include <cstring>
 
+
 #include "protocols/codec.h"
 
 namespace shoal::loadgen {
 
-Link::Link(zmq::context_t& context)
+namespace {
+// A chunk plus its headers, as the real worker accepts (worker/client.cc).
+constexpr size_t kMaxMessageBytes = size_t{proto::kMaxChunkBytes} + (size_t{1} << 20);
+}  // namespace
+
+Link::Link(zmq::context_t& context, std::shared_ptr<const proto::TlsContext> tls)
     : socket_(context, zmq::socket_type::stream),
-      reader_(/*secure=*/false, /*peer_is_server=*/true, size_t{proto::kMaxChunkBytes} + (size_t{1} << 20)) {
+      reader_(/*secure=*/tls != nullptr, /*peer_is_server=*/true,
+              tls ? proto::kMaxWireFrameBytes : kMaxMessageBytes),
+      tls_(std::move(tls)) {
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::reconnect_ivl, 200);
   socket_.set(zmq::sockopt::reconnect_ivl_max, 5000);
@@ -18,9 +26,10 @@ Link::Link(zmq::context_t& context)
   fd_ = socket_.get(zmq::sockopt::fd);
 }
 
-Result<std::unique_ptr<Link>> Link::Create(zmq::context_t& context) {
+Result<std::unique_ptr<Link>> Link::Create(zmq::context_t& context,
+                                           std::shared_ptr<const proto::TlsContext> tls) {
   try {
-    return std::unique_ptr<Link>(new Link(context));
+    return std::unique_ptr<Link>(new Link(context, std::move(tls)));
   } catch (const zmq::error_t& e) {
     return Unavailable(std::string("new STREAM socket: ") + e.what());
   }
@@ -29,10 +38,30 @@ Result<std::unique_ptr<Link>> Link::Create(zmq::context_t& context) {
 Status Link::Connect(const std::string& endpoint) {
   try {
     socket_.connect(endpoint);
-    return Status::Ok();
   } catch (const zmq::error_t& e) {
     return InvalidArgument("connect " + endpoint + ": " + e.what());
   }
+  if (!tls_) return Status::Ok();
+  session_ = std::make_unique<proto::SecureSession>(tls_, kMaxMessageBytes);
+  std::vector<std::string> hello;
+  SHOAL_RETURN_IF_ERROR(session_->Start(&hello));
+  for (const auto& f : hello) SHOAL_RETURN_IF_ERROR(SendFrame(f));
+  return Status::Ok();
+}
+
+Status Link::Open() {
+  std::vector<std::string> out, messages;
+  Status st = session_->OnWire(frame_, &out, &messages);
+  for (const auto& f : out) (void)SendFrame(f);  // handshake flight, or the alert explaining a failure
+  if (!st.ok()) return failure_ = st;
+  while (!waiting_.empty() && session_->established()) {
+    std::vector<std::string> sealed;
+    SHOAL_RETURN_IF_ERROR(session_->Seal(waiting_.front(), &sealed));
+    waiting_.pop_front();
+    for (const auto& f : sealed) SHOAL_RETURN_IF_ERROR(SendFrame(f));
+  }
+  for (auto& m : messages) opened_.push_back(std::move(m));
+  return Status::Ok();
 }
 
 void Link::SendRaw(zmq::message_t&& body) {
@@ -43,17 +72,32 @@ void Link::SendRaw(zmq::message_t&& body) {
 
 Status Link::Send(std::string_view message) {
   if (!failure_.ok()) return failure_;
-  std::string frame(4 + message.size(), '\0');
-  const auto n = static_cast<uint32_t>(message.size());
-  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>(n >> (8 * i));
-  std::memcpy(frame.data() + 4, message.data(), message.size());
   bytes_sent_ += message.size();
+  if (!session_) return SendFrame(message);
+  if (!session_->established()) {
+    waiting_.emplace_back(message);
+    return Status::Ok();
+  }
+  std::vector<std::string> sealed;
+  if (Status st = session_->Seal(message, &sealed); !st.ok()) return failure_ = st;
+  for (const auto& f : sealed) SHOAL_RETURN_IF_ERROR(SendFrame(f));
+  return Status::Ok();
+}
+
+Status Link::SendFrame(std::string_view payload) {
+  if (!failure_.ok()) return failure_;
+  const std::string header = proto::FrameHeader(payload.size());
+  zmq::message_t frame(header.size() + payload.size());
+  std::memcpy(frame.data(), header.data(), header.size());
+  if (!payload.empty()) {
+    std::memcpy(static_cast<char*>(frame.data()) + header.size(), payload.data(), payload.size());
+  }
   if (id_.empty()) {
     outbox_.push_back(std::move(frame));
     return Status::Ok();
   }
   try {
-    SendRaw(zmq::message_t(frame.data(), frame.size()));
+    SendRaw(std::move(frame));
     return Status::Ok();
   } catch (const zmq::error_t& e) {
     return failure_ = Unavailable(std::string("stream send: ") + e.what());
@@ -61,7 +105,7 @@ Status Link::Send(std::string_view message) {
 }
 
 bool Link::Readable() {
-  if (has_bytes_) return true;
+  if (has_bytes_ || !opened_.empty()) return true;
   try {
     return (socket_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
   } catch (const zmq::error_t&) {
@@ -88,9 +132,9 @@ Result<bool> Link::Next() {
       if (data.size() == 0) {
         if (id_.empty()) {  // connected: the greeting, then what waited
           id_ = id.to_string();
-          const std::string g = proto::Greeting(false);
+          const std::string g = proto::Greeting(tls_ != nullptr);
           SendRaw(zmq::message_t(g.data(), g.size()));
-          for (auto& frame : outbox_) SendRaw(zmq::message_t(frame.data(), frame.size()));
+          for (auto& frame : outbox_) SendRaw(std::move(frame));
           outbox_.clear();
         } else if (id.to_string() == id_) {
           return failure_ = Unavailable("connection closed by the coordinator");

@@ -1,9 +1,9 @@
 // One synthetic worker's connection to the coordinator: a ZeroMQ STREAM socket speaking
-// Shoal's framed transport (protocols/transport.h: greeting, then length-prefixed frames) in
-// plain mode, behind the smallest interface the load generator needs. Every byte a synthetic
-// worker sends or receives passes through Link::Send and Link::Receive, so the TLS layer
-// (SecureSession::Start in Connect, Seal in Send, OnWire in Receive, with messages queued until
-// the handshake is done) can be added here without touching the protocol logic.
+// Shoal's framed transport (protocols/framing.h: greeting, then length-prefixed frames) and,
+// given a TLS context, TLS 1.3 with the worker's own certificate exactly as a real worker does
+// (protocols/channel.h's ClientChannel: SecureSession::Start in Connect, Seal in Send, OnWire
+// in Receive, messages queued until the handshake is done), behind the smallest interface the
+// load generator needs.
 //
 // Unlike protocols/transport.h (one socket, blocking receive with a timeout), a Link exposes
 // its socket's notification descriptor so one thread can epoll thousands of them, and Receive
@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,14 +20,17 @@
 #include <zmq.hpp>
 
 #include "common/status.h"
-#include "protocols/transport.h"
+#include "protocols/framing.h"
+#include "protocols/secure_channel.h"
 
 namespace shoal::loadgen {
 
 class Link {
  public:
   // A new STREAM socket; Unavailable when ZeroMQ cannot make one (ZMQ_MAX_SOCKETS, EMFILE).
-  static Result<std::unique_ptr<Link>> Create(zmq::context_t& context);
+  // `tls` null = plain (the coordinator must run --insecure).
+  static Result<std::unique_ptr<Link>> Create(zmq::context_t& context,
+                                              std::shared_ptr<const proto::TlsContext> tls);
   Link(const Link&) = delete;
   Link& operator=(const Link&) = delete;
 
@@ -43,8 +47,18 @@ class Link {
   Result<size_t> Receive(size_t max, F&& on_message) {
     size_t n = 0;
     while (n < max) {
+      if (!opened_.empty()) {  // messages decrypted from an earlier frame
+        on_message(std::string_view(opened_.front()));
+        opened_.pop_front();
+        ++n;
+        continue;
+      }
       SHOAL_ASSIGN_OR_RETURN(bool got, Next());
       if (!got) break;
+      if (session_) {
+        SHOAL_RETURN_IF_ERROR(Open());
+        continue;
+      }
       ++n;
       on_message(std::string_view(frame_));
     }
@@ -57,14 +71,19 @@ class Link {
   int fd() const { return fd_; }
   // True when Receive may hand over a message (bytes buffered, or ZMQ_EVENTS has POLLIN).
   bool Readable();
+  bool secure() const { return session_ != nullptr; }
 
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
 
  private:
-  explicit Link(zmq::context_t& context);
+  Link(zmq::context_t& context, std::shared_ptr<const proto::TlsContext> tls);
   // Moves the next whole frame into frame_; false when none is ready yet.
   Result<bool> Next();
+  // TLS: feeds frame_ to the session; answers handshake flights, sends what waited for the
+  // handshake, and appends the messages it completes to opened_.
+  Status Open();
+  Status SendFrame(std::string_view frame);
   void SendRaw(zmq::message_t&& body);
 
   zmq::socket_t socket_;
@@ -72,8 +91,12 @@ class Link {
   proto::FrameReader reader_;
   bool has_bytes_ = false;
   std::string id_;  // the connection, once up
-  std::vector<std::string> outbox_;
+  std::vector<zmq::message_t> outbox_;  // frames sent before the connection was up
   std::string frame_;
+  std::shared_ptr<const proto::TlsContext> tls_;
+  std::unique_ptr<proto::SecureSession> session_;
+  std::deque<std::string> waiting_;  // plaintext messages sent before the handshake completed
+  std::deque<std::string> opened_;   // decrypted messages not yet handed over
   Status failure_;
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;

@@ -101,6 +101,12 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--timeout", o.timeout_s, "Give up after this many seconds (0 = never)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--bundles", o.bundles_dir,
+                 "TLS: enrollment bundles, one per worker (DIR/NAME); default: plain, for a "
+                 "coordinator started with --insecure");
+  app.add_option("--ca-dir", o.ca_dir,
+                 "With --bundles: the federation's CA, to issue the bundles that are missing");
+  app.add_option("--server-name", o.server_name, "Name the coordinator's certificate must carry");
   app.add_option("--summary", summary_path, "Write the JSON summary here (default: stdout)");
   app.add_option("--log-level", log_level, "trace | debug | info | warn | error");
   CLI11_PARSE(app, argc, argv);
@@ -123,6 +129,10 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
 
   shoal::loadgen::Fleet fleet(o);
+  if (auto tls = fleet.SetUpTls(); !tls.ok()) {
+    spdlog::error("{}", tls.ToString());
+    return 2;
+  }
   spdlog::info("{} synthetic workers -> {} (input_shape={} classes={} train={} val={})", o.workers,
                o.endpoint, shape, o.num_classes, o.num_train, o.num_val);
   shoal::Status st = fleet.Run(g_stop);
