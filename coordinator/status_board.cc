@@ -44,9 +44,28 @@ void StatusBoard::SetWorkers(nlohmann::json workers) {
   workers_ = std::move(workers);
 }
 
+namespace {
+
+// The board keeps every round, but the participant lists (one name per worker per round) of
+// the last kRoundsWithParticipants only: a long run with many workers would otherwise grow
+// without bound. Older entries keep participants_count; the full lists stay on disk
+// (metrics.jsonl and each version's .json).
+constexpr size_t kRoundsWithParticipants = 100;
+
+void KeepRecentParticipants(nlohmann::json& list) {
+  if (list.size() <= kRoundsWithParticipants) return;
+  nlohmann::json& old = list[list.size() - 1 - kRoundsWithParticipants];
+  if (!old.is_object() || !old.contains("participants") || !old["participants"].is_array()) return;
+  old["participants_count"] = old["participants"].size();
+  old.erase("participants");
+}
+
+}  // namespace
+
 void StatusBoard::AddRound(const nlohmann::json& record) {
   std::lock_guard<std::mutex> l(mu_);
   rounds_.push_back(record);
+  KeepRecentParticipants(rounds_);
   if (!record.contains("phases_s") || !record["phases_s"].is_object()) return;
   for (const auto& phase : Phases()) {
     const double s = Get(record["phases_s"], phase.c_str());
@@ -64,6 +83,7 @@ void StatusBoard::AddRound(const nlohmann::json& record) {
 void StatusBoard::AddVersion(const nlohmann::json& meta) {
   std::lock_guard<std::mutex> l(mu_);
   models_.push_back(meta);
+  KeepRecentParticipants(models_);
 }
 
 void StatusBoard::CountRejection(const std::string& reason) {

@@ -198,8 +198,9 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
   if (server) SSL_CTX_set_num_tickets(c, 0);
-  // Keep the record buffers allocated between messages (no per-record malloc/free).
-  SSL_CTX_clear_mode(c, SSL_MODE_RELEASE_BUFFERS);
+  // Idle sessions give their record buffers back (about 34 KB each): a coordinator holds one
+  // session per worker, and most are idle most of the time.
+  SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
 
   // Own identity. Only a fingerprint-pinning client (enrollment) may go without one.
   const bool pinned = !config.ca_fingerprint.empty();

@@ -1,0 +1,38 @@
+// The status board behind /api/rounds, /api/models and /metrics.
+#include "coordinator/status_board.h"
+
+#include <gtest/gtest.h>
+
+namespace shoal {
+namespace {
+
+// A long run keeps every round on the board but the participant lists of the last 100 only
+// (the full lists stay in metrics.jsonl and the version files).
+TEST(StatusBoardTest, OldRoundsKeepCountsNotParticipantLists) {
+  StatusBoard board;
+  for (int r = 1; r <= 150; ++r) {
+    nlohmann::json names = nlohmann::json::array({"w1", "w2", "w" + std::to_string(r)});
+    board.AddRound({{"round", r}, {"participants", names}, {"phases_s", {{"collect", 1.0}}}});
+    board.AddVersion({{"version", r}, {"participants", names}});
+  }
+  const nlohmann::json rounds = board.Rounds();
+  const nlohmann::json models = board.Models();
+  ASSERT_EQ(rounds.size(), 150u);
+  ASSERT_EQ(models.size(), 150u);
+  for (const nlohmann::json* list : {&rounds, &models}) {
+    for (size_t i = 0; i < 150; ++i) {
+      const auto& e = (*list)[i];
+      if (i < 50) {
+        EXPECT_FALSE(e.contains("participants")) << i;
+        EXPECT_EQ(e.value("participants_count", 0), 3) << i;
+      } else {
+        ASSERT_TRUE(e.contains("participants")) << i;
+        EXPECT_EQ(e["participants"][2], "w" + std::to_string(i + 1));
+      }
+    }
+  }
+  EXPECT_EQ(rounds[0]["round"], 1);
+}
+
+}  // namespace
+}  // namespace shoal
