@@ -82,15 +82,6 @@ constexpr const char* kTokenPrefix = "shoal1";
 
 int64_t NowOr(int64_t now) { return now != 0 ? now : static_cast<int64_t>(std::time(nullptr)); }
 
-std::string UtcText(int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string LowerHex(const unsigned char* data, size_t size) {
   static const char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -624,6 +615,15 @@ Result<std::string> AddressOrDefault(const Ca& ca, const std::string& address) {
 }
 
 }  // namespace
+
+std::string UtcText(int64_t t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
 
 // ---- public API
 // ----------------------------------------------------------------------------------

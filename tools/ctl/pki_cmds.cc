@@ -51,15 +51,6 @@ Result<int64_t> ParseDuration(const std::string& text) {
   }
 }
 
-std::string UtcDate(int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 void AddCaCommand(CLI::App& app) {
   auto* ca = app.add_subcommand("ca", "The federation's certificate authority");
   ca->require_subcommand(1);
@@ -178,7 +169,7 @@ void AddEnrolledCommand(CLI::App& app) {
     std::printf("%-24s %-32s %-20s %-6s %s\n", "name", "serial", "expires", "how", "revoked");
     for (const auto& r : *records) {
       std::printf("%-24s %-32s %-20s %-6s %s\n", r.name.c_str(), r.serial.c_str(),
-                  UtcDate(r.not_after).c_str(), r.how.c_str(), r.revoked ? "yes" : "no");
+                  pki::UtcText(r.not_after).c_str(), r.how.c_str(), r.revoked ? "yes" : "no");
     }
   });
 }
