@@ -114,10 +114,13 @@ Result<Dataset> LoadCsvDataset(const std::string& path, const std::string& label
   return ds;
 }
 
-std::pair<Dataset, Dataset> SplitValidation(const Dataset& all, double fraction, uint64_t seed) {
+namespace {
+
+// Sorted sample indices of the training and validation halves.
+std::pair<std::vector<int64_t>, std::vector<int64_t>> SplitIndices(int64_t n, double fraction,
+                                                                   uint64_t seed) {
   if (!(fraction > 0)) fraction = 0;  // also catches NaN
   if (fraction > 1) fraction = 1;
-  const int64_t n = all.size();
   const int64_t k = std::min<int64_t>(n, std::llround(fraction * static_cast<double>(n)));
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
@@ -127,7 +130,35 @@ std::pair<Dataset, Dataset> SplitValidation(const Dataset& all, double fraction,
   std::vector<int64_t> train(order.begin() + k, order.end());
   std::sort(val.begin(), val.end());
   std::sort(train.begin(), train.end());
+  return {std::move(train), std::move(val)};
+}
+
+}  // namespace
+
+std::pair<Dataset, Dataset> SplitValidation(const Dataset& all, double fraction, uint64_t seed) {
+  auto [train, val] = SplitIndices(all.size(), fraction, seed);
   return {Subset(all, train), Subset(all, val)};
+}
+
+std::pair<Dataset, Dataset> SplitValidation(Dataset&& all, double fraction, uint64_t seed) {
+  auto [train, val] = SplitIndices(all.size(), fraction, seed);
+  Dataset held_out = Subset(all, val);
+  // Training indices are ascending, so each sample moves only towards the front.
+  const size_t numel = static_cast<size_t>(all.sample_numel());
+  size_t w = 0;
+  for (int64_t i : train) {
+    const size_t r = static_cast<size_t>(i);
+    if (r != w) {
+      std::copy(all.features.begin() + static_cast<std::ptrdiff_t>(r * numel),
+                all.features.begin() + static_cast<std::ptrdiff_t>((r + 1) * numel),
+                all.features.begin() + static_cast<std::ptrdiff_t>(w * numel));
+      all.labels[w] = all.labels[r];
+    }
+    ++w;
+  }
+  all.features.resize(w * numel);
+  all.labels.resize(w);
+  return {std::move(all), std::move(held_out)};
 }
 
 uint64_t UniformIndex(std::mt19937_64& rng, uint64_t n) {

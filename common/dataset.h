@@ -48,6 +48,9 @@ Result<Dataset> LoadCsvDataset(const std::string& path, const std::string& label
 // as every loader here guarantees). fraction is meant to be in [0, 1); values outside [0, 1] (or
 // NaN) are clamped (NaN counts as 0).
 std::pair<Dataset, Dataset> SplitValidation(const Dataset& all, double fraction, uint64_t seed);
+// The same split, reusing `all`'s buffers for the training half (compacted in place), so a
+// silo is never held twice: peak memory is the silo plus its validation part.
+std::pair<Dataset, Dataset> SplitValidation(Dataset&& all, double fraction, uint64_t seed);
 
 // Unbiased integer in [0, n) from the raw 64-bit output of `rng`; n must be > 0 (0 gives 0).
 uint64_t UniformIndex(std::mt19937_64& rng, uint64_t n);

@@ -242,6 +242,7 @@ Status Coordinator::Impl::Prepare() {
                                            cfg_.eval_format, cfg_.eval_path, cfg_.eval_split,
                                            cfg_.eval_label_column, cfg_.eval_limit));
     spdlog::info("central evaluation on {} samples from {}", evaluator_->size(), cfg_.eval_path);
+    ReleaseFreeMemory();  // the decoded test set's intermediate copies
   }
   SHOAL_RETURN_IF_ERROR(Resume());
   rs_.round = next_round_ - 1;  // what status shows until the next round starts

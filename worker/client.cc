@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/malloc_tuning.h"
 #include "common/compression.h"
 #include "common/dataset.h"
 #include "common/nn/runtime.h"
@@ -102,12 +103,13 @@ Status WorkerClient::Impl::LoadSilo() {
                             : LoadIdxDataset(cfg_.data_path, cfg_.data_split, cfg_.limit);
   if (!all.ok()) return all.status().Annotate("silo");
   if (all->size() < 2) return InvalidArgument("silo " + cfg_.data_path + " has fewer than 2 samples");
-  auto split = SplitValidation(*all, cfg_.val_fraction, cfg_.split_seed);
+  const int64_t classes = all->num_classes();
+  auto split = SplitValidation(std::move(*all), cfg_.val_fraction, cfg_.split_seed);
   train_ = std::move(split.first);
   val_ = std::move(split.second);
   spdlog::info("worker={} silo {} ({}): train={} val={} sample_shape={} classes={}", cfg_.name,
                cfg_.data_path, cfg_.data_format, train_.size(), val_.size(),
-               ShapeString(train_.sample_shape), all->num_classes());
+               ShapeString(train_.sample_shape), classes);
   return Status::Ok();
 }
 
@@ -218,6 +220,8 @@ Status WorkerClient::Impl::Join(const std::string& token_text) {
 Status WorkerClient::Impl::Run() {
   spdlog::info("worker={} runtime {}", cfg_.name, nn::ConfigureTorchRuntime(cfg_.threads));
   SHOAL_RETURN_IF_ERROR(LoadSilo());
+  // Decompressing and splitting the silo left a few copies of it freed in the heap.
+  ReleaseFreeMemory();
   SHOAL_RETURN_IF_ERROR(SetUpSecurity());
   uint32_t backoff = cfg_.retry_initial_ms;
   while (!stop_) {

@@ -518,6 +518,18 @@ TEST(DatasetTest, SplitValidationIsDeterministicAndDisjoint) {
 
   EXPECT_EQ(SplitValidation(all, 0.0, 1).second.size(), 0);
   EXPECT_EQ(SplitValidation(all, -3.0, 1).first.size(), 101);
+
+  // The in-place form (the worker's: the silo is not held twice) splits identically.
+  for (double fraction : {0.0, 0.2, 0.5, 1.0}) {
+    auto [copy_train, copy_val] = SplitValidation(all, fraction, 42);
+    Dataset moved = all;
+    auto [in_place_train, in_place_val] = SplitValidation(std::move(moved), fraction, 42);
+    EXPECT_EQ(in_place_train.features, copy_train.features) << fraction;
+    EXPECT_EQ(in_place_train.labels, copy_train.labels) << fraction;
+    EXPECT_EQ(in_place_train.sample_shape, copy_train.sample_shape) << fraction;
+    EXPECT_EQ(in_place_val.features, copy_val.features) << fraction;
+    EXPECT_EQ(in_place_val.labels, copy_val.labels) << fraction;
+  }
 }
 
 TEST(DatasetTest, SizesAndClasses) {
