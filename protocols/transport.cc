@@ -390,7 +390,7 @@ Result<std::optional<std::string>> DealerSocket::Recv(int timeout_ms) {
       if (m.has_bytes) {
         auto next = m.reader.Next();
         if (!next.ok()) {
-          return m.Fail(next.status().Annotate("from " + m.endpoint));
+          return m.Fail(next.status());
         }
         if (next->has_value()) return next;
         m.has_bytes = false;
