@@ -359,6 +359,14 @@ class Report:
             print("report: python3-matplotlib missing, no plots", file=sys.stderr)
             return []
         made = []
+
+        def save(fig, name, **kw):
+            fig.tight_layout()
+            path = os.path.join(self.out, name)
+            fig.savefig(path, dpi=110, **kw)
+            plt.close(fig)
+            made.append(path)
+
         t = self.s.get("time_to_accuracy")
         if ok(t):
             fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -383,11 +391,7 @@ class Report:
             a1.legend(fontsize=8)
             model = t["runs"][0]["model"] if t["runs"] else ""
             fig.suptitle(f"Fashion-MNIST, {model}: accuracy per round")
-            fig.tight_layout()
-            path = os.path.join(self.out, "accuracy.png")
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            made.append(path)
+            save(fig, "accuracy.png")
         b = self.s.get("bytes_on_wire")
         if ok(b):
             ms = [m for m in b["models"] if m.get("model_bytes")]
@@ -405,11 +409,7 @@ class Report:
                 ax.set_title("Bytes on the wire per round vs model size")
                 ax.grid(alpha=0.3, which="both")
                 ax.legend(fontsize=8)
-                fig.tight_layout()
-                path = os.path.join(self.out, "bytes_on_wire.png")
-                fig.savefig(path, dpi=110)
-                plt.close(fig)
-                made.append(path)
+                save(fig, "bytes_on_wire.png")
         ro = self.s.get("round_overhead")
         if ok(ro) and ro["configs"]:
             fig, ax = plt.subplots(figsize=(9, 1.3 + 0.9 * len(ro["configs"])))
@@ -435,11 +435,7 @@ class Report:
             ax.set_xlabel("seconds per round (median of steady rounds)")
             ax.set_title("Where a round's wall time goes")
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-            fig.tight_layout()
-            path = os.path.join(self.out, "round_phases.png")
-            fig.savefig(path, dpi=110, bbox_inches="tight")
-            plt.close(fig)
-            made.append(path)
+            save(fig, "round_phases.png", bbox_inches="tight")
         return made
 
 

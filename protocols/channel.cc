@@ -9,12 +9,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-int RemainingMs(Clock::time_point deadline) {
-  const auto left =
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return static_cast<int>(std::max<int64_t>(0, left));
-}
-
 // A session's failure as a counter reason: certificate problems are Rejected by SecureSession.
 const char* FailureReason(const SecureSession& s, const Status& status) {
   if (status.code() == Code::kRejected) return "tls_certificate";
@@ -235,16 +229,10 @@ Status ServerChannel::MakePiece(const std::string& peer, Outbox& box) {
     if (it == sessions_.end()) return Unavailable("no secure session with this peer");
     std::vector<std::string> frames;
     SHOAL_RETURN_IF_ERROR(it->second.tls->SealPart(m, &head.offset, kSendSliceBytes, &frames));
-    auto sealed = std::make_shared<std::string>();
-    for (auto& f : frames) {  // one frame, except for slices over kMaxWireFrameBytes
-      if (box.prefix.empty()) {
-        box.prefix = FrameHeader(f.size());
-        *sealed = std::move(f);
-      } else {
-        *sealed += FrameHeader(f.size());
-        *sealed += f;
-      }
-    }
+    // A slice (far below kMaxWireFrameBytes) seals into exactly one frame.
+    if (frames.size() != 1) return Internal("a sealed slice spans several frames");
+    auto sealed = std::make_shared<const std::string>(std::move(frames[0]));
+    box.prefix = FrameHeader(sealed->size());
     box.bytes = *sealed;
     box.owner = std::move(sealed);
   } else {
@@ -335,7 +323,8 @@ void ServerChannel::OnTransportEvents() {
 std::vector<std::string> ServerChannel::TakeClosed() { return std::exchange(closed_, {}); }
 
 void ServerChannel::Close(const std::string& peer) {
-  PumpOutput();  // what can still leave (e.g. the Error explaining why) does
+  // What can still leave (e.g. the Error explaining why) does.
+  if (auto it = outboxes_.find(peer); it != outboxes_.end()) (void)PumpPeer(peer, it->second);
   DropOutbox(peer);
   socket_.Close(peer);
   sessions_.erase(peer);

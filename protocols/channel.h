@@ -175,7 +175,6 @@ class ClientChannel {
   ClientChannel(const ClientChannel&) = delete;
   ClientChannel& operator=(const ClientChannel&) = delete;
 
-  bool secure() const { return options_.tls != nullptr; }
   // Connects and, with TLS, sends the ClientHello.
   Status Connect(const std::string& endpoint);
   // The next application message, waiting up to timeout_ms; nullopt when none arrived. The

@@ -62,16 +62,18 @@ FrameReader::FrameReader(bool secure, bool peer_is_server, size_t cap)
 
 void FrameReader::set_cap(size_t cap) { cap_ = EffectiveCap(cap); }
 
-void FrameReader::Feed(std::string_view bytes) {
-  if (in_body_ && consumed_ == pending_.size()) {
-    // The common case inside a large frame: straight into the frame being assembled.
-    const size_t take = std::min(need_ - body_.size(), bytes.size());
-    if (body_.capacity() < body_.size() + take) {
-      body_.reserve(std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
-    }
-    body_.append(bytes.data(), take);
-    bytes.remove_prefix(take);
+size_t FrameReader::AppendBody(std::string_view bytes) {
+  const size_t take = std::min(need_ - body_.size(), bytes.size());
+  if (body_.capacity() < body_.size() + take) {  // grow by doubling, never beyond the frame
+    body_.reserve(std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
   }
+  body_.append(bytes.data(), take);
+  return take;
+}
+
+void FrameReader::Feed(std::string_view bytes) {
+  // The common case inside a large frame: straight into the frame being assembled.
+  if (in_body_ && consumed_ == pending_.size()) bytes.remove_prefix(AppendBody(bytes));
   pending_.append(bytes.data(), bytes.size());
 }
 
@@ -136,12 +138,7 @@ Result<std::optional<std::string>> FrameReader::Next() {
     // that the buffer grows with what actually arrives.
     body_.reserve(std::min(len, std::max(avail.size(), size_t{1} << 20)));
   }
-  const size_t take = std::min(need_ - body_.size(), avail.size());
-  if (body_.capacity() < body_.size() + take) {
-    body_.reserve(std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
-  }
-  body_.append(avail.data(), take);
-  consumed_ += take;
+  consumed_ += AppendBody(avail);
   compact();
   if (body_.size() < need_) return std::optional<std::string>();
   in_body_ = false;

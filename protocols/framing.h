@@ -31,7 +31,6 @@ class FrameReader {
   FrameReader(bool secure, bool peer_is_server, size_t cap);
   // The largest frame accepted from the next frame on (0 = kMaxFrameCap).
   void set_cap(size_t cap);
-  size_t cap() const { return cap_; }
   // Hands over bytes received. Call Next() until it returns nullopt before feeding more.
   void Feed(std::string_view bytes);
   // The next whole frame; nullopt when more bytes are needed. After an error the connection
@@ -53,6 +52,9 @@ class FrameReader {
   std::string pending_;  // bytes not yet parsed (from consumed_ on)
   size_t consumed_ = 0;
   const char* error_reason_ = "";
+
+  // Appends what `bytes` holds of the current frame's body; returns how many it took.
+  size_t AppendBody(std::string_view bytes);
 };
 
 }  // namespace shoal::proto

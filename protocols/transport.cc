@@ -44,12 +44,6 @@ bool Poll(zmq::socket_t& s, int timeout_ms) {
   return zmq::poll(&item, 1, std::chrono::milliseconds(std::max(0, timeout_ms))) > 0;
 }
 
-int RemainingMs(Clock::time_point deadline) {
-  const auto left =
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return static_cast<int>(std::max<int64_t>(0, left));
-}
-
 zmq::message_t Concat(std::string_view a, std::string_view b) {
   zmq::message_t msg(a.size() + b.size());
   auto* p = static_cast<char*>(msg.data());
@@ -69,6 +63,12 @@ zmq::message_t GreetingMessage(bool secure) {
 }
 
 }  // namespace
+
+int RemainingMs(Clock::time_point deadline) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return static_cast<int>(std::max<int64_t>(0, left));
+}
 
 // ---------------------------------------------------------------------------------------------
 // RouterSocket (server)
@@ -369,8 +369,6 @@ DealerSocket::DealerSocket(const SocketOptions& options) : impl_(std::make_uniqu
   Configure(impl_->socket, options);
 }
 DealerSocket::~DealerSocket() = default;
-
-bool DealerSocket::connected() const { return !impl_->id.empty() && impl_->failure.ok(); }
 
 Status DealerSocket::Connect(const std::string& endpoint) {
   try {

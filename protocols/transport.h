@@ -22,6 +22,7 @@
 // one thread. All receives take a timeout.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -35,6 +36,9 @@
 #include "protocols/framing.h"
 
 namespace shoal::proto {
+
+// Milliseconds from now until `deadline`; 0 once it has passed (receive timeouts).
+int RemainingMs(std::chrono::steady_clock::time_point deadline);
 
 struct Incoming {
   std::string peer;   // connection id assigned by the server's socket (opaque, never an identity)
@@ -125,7 +129,6 @@ class DealerSocket {
   // connection was up and is lost, every call returns Unavailable: make a new socket.
   Result<std::optional<std::string>> Recv(int timeout_ms);
   Status Send(std::string_view frame);
-  bool connected() const;
 
  private:
   struct Impl;

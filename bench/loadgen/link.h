@@ -71,7 +71,6 @@ class Link {
   int fd() const { return fd_; }
   // True when Receive may hand over a message (bytes buffered, or ZMQ_EVENTS has POLLIN).
   bool Readable();
-  bool secure() const { return session_ != nullptr; }
 
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
