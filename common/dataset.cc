@@ -22,17 +22,43 @@ std::string DimsText(const std::vector<int64_t>& dims) {
   return s;
 }
 
+// Copies the samples at `indices` (numel values each) from `from` to the end of `to`.
+template <typename T>
+void AppendRows(const std::vector<T>& from, const std::vector<int64_t>& indices, size_t numel,
+                std::vector<T>& to) {
+  if (from.empty()) return;
+  to.reserve(to.size() + indices.size() * numel);
+  for (int64_t i : indices) {
+    const auto begin = from.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(i) * numel);
+    to.insert(to.end(), begin, begin + static_cast<std::ptrdiff_t>(numel));
+  }
+}
+
+// Moves the samples at ascending `indices` to the front of `v` and drops the rest.
+template <typename T>
+void KeepRows(std::vector<T>& v, const std::vector<int64_t>& indices, size_t numel) {
+  if (v.empty()) return;
+  size_t w = 0;
+  for (int64_t i : indices) {
+    const size_t r = static_cast<size_t>(i);
+    if (r != w) {  // each sample moves only towards the front
+      std::copy(v.begin() + static_cast<std::ptrdiff_t>(r * numel),
+                v.begin() + static_cast<std::ptrdiff_t>((r + 1) * numel),
+                v.begin() + static_cast<std::ptrdiff_t>(w * numel));
+    }
+    ++w;
+  }
+  v.resize(w * numel);
+}
+
 Dataset Subset(const Dataset& all, const std::vector<int64_t>& indices) {
   Dataset out;
   out.sample_shape = all.sample_shape;
   const size_t numel = static_cast<size_t>(all.sample_numel());
-  out.features.reserve(indices.size() * numel);
+  AppendRows(all.pixels, indices, numel, out.pixels);
+  AppendRows(all.features, indices, numel, out.features);
   out.labels.reserve(indices.size());
-  for (int64_t i : indices) {
-    const auto begin = all.features.begin() + static_cast<std::ptrdiff_t>(i * numel);
-    out.features.insert(out.features.end(), begin, begin + static_cast<std::ptrdiff_t>(numel));
-    out.labels.push_back(all.labels[static_cast<size_t>(i)]);
-  }
+  for (int64_t i : indices) out.labels.push_back(all.labels[static_cast<size_t>(i)]);
   return out;
 }
 
@@ -43,6 +69,13 @@ int64_t Dataset::sample_numel() const {
   int64_t n = 1;
   for (int64_t d : sample_shape) n *= d;
   return n;
+}
+
+std::vector<float> Dataset::FloatFeatures() const {
+  if (!is_images()) return features;
+  std::vector<float> out(pixels.size());
+  for (size_t i = 0; i < pixels.size(); ++i) out[i] = static_cast<float>(pixels[i]) / 255.0f;
+  return out;
 }
 
 int64_t Dataset::num_classes() const {
@@ -88,9 +121,9 @@ Result<Dataset> LoadIdxDataset(const std::string& dir, const std::string& split,
 
   Dataset ds;
   ds.sample_shape = {1, images.dims[1], images.dims[2]};
-  const size_t count = static_cast<size_t>(n * images.dims[1] * images.dims[2]);
-  ds.features.resize(count);
-  for (size_t i = 0; i < count; ++i) ds.features[i] = static_cast<float>(images.data[i]) / 255.0f;
+  images.data.resize(static_cast<size_t>(n * images.dims[1] * images.dims[2]));
+  images.data.shrink_to_fit();  // with a limit, the rest of the file is not kept
+  ds.pixels = std::move(images.data);
   ds.labels.assign(labels.data.begin(), labels.data.begin() + n);
   return ds;
 }
@@ -143,21 +176,10 @@ std::pair<Dataset, Dataset> SplitValidation(const Dataset& all, double fraction,
 std::pair<Dataset, Dataset> SplitValidation(Dataset&& all, double fraction, uint64_t seed) {
   auto [train, val] = SplitIndices(all.size(), fraction, seed);
   Dataset held_out = Subset(all, val);
-  // Training indices are ascending, so each sample moves only towards the front.
   const size_t numel = static_cast<size_t>(all.sample_numel());
-  size_t w = 0;
-  for (int64_t i : train) {
-    const size_t r = static_cast<size_t>(i);
-    if (r != w) {
-      std::copy(all.features.begin() + static_cast<std::ptrdiff_t>(r * numel),
-                all.features.begin() + static_cast<std::ptrdiff_t>((r + 1) * numel),
-                all.features.begin() + static_cast<std::ptrdiff_t>(w * numel));
-      all.labels[w] = all.labels[r];
-    }
-    ++w;
-  }
-  all.features.resize(w * numel);
-  all.labels.resize(w);
+  KeepRows(all.pixels, train, numel);  // training indices are ascending
+  KeepRows(all.features, train, numel);
+  KeepRows(all.labels, train, 1);
   return {std::move(all), std::move(held_out)};
 }
 

@@ -19,6 +19,7 @@ void OnSignal(int) {
 
 int main(int argc, char** argv) {
   shoal::TuneMallocForLargeBuffers();
+  shoal::UseOneMallocArena();  // central evaluation runs on its own thread, the rest on one
   // One file descriptor per connected worker: use the hard limit, not the 1024 default.
   if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;

@@ -111,17 +111,21 @@ std::vector<std::string> EncodeChunks(uint64_t round, const void* data, uint64_t
   const uint32_t count = ChunkCount(total_bytes, chunk_bytes);
   std::vector<std::string> frames;
   frames.reserve(count);
-  const char* base = static_cast<const char*>(data);
   for (uint32_t i = 0; i < count; ++i) {
-    WeightsChunk c;
-    c.round = round;
-    c.index = i;
-    c.count = count;
-    c.offset = uint64_t{i} * chunk_bytes;
-    const uint64_t len = std::min<uint64_t>(chunk_bytes, total_bytes - c.offset);
-    frames.push_back(Encode(c, std::string_view(base + c.offset, len)));
+    frames.push_back(EncodeChunk(round, data, total_bytes, chunk_bytes, i));
   }
   return frames;
+}
+
+std::string EncodeChunk(uint64_t round, const void* data, uint64_t total_bytes,
+                        uint32_t chunk_bytes, uint32_t index) {
+  WeightsChunk c;
+  c.round = round;
+  c.index = index;
+  c.count = ChunkCount(total_bytes, chunk_bytes);
+  c.offset = uint64_t{index} * chunk_bytes;
+  const uint64_t len = std::min<uint64_t>(chunk_bytes, total_bytes - c.offset);
+  return Encode(c, std::string_view(static_cast<const char*>(data) + c.offset, len));
 }
 
 Status ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes) {

@@ -100,6 +100,10 @@ Result<M> Decode(const FrameView& frame) {
 uint32_t ChunkCount(uint64_t total_bytes, uint32_t chunk_bytes);
 std::vector<std::string> EncodeChunks(uint64_t round, const void* data, uint64_t total_bytes,
                                       uint32_t chunk_bytes);
+// Chunk `index` (< ChunkCount) of the same transfer: a sender that encodes and sends one chunk
+// at a time holds one chunk's copy instead of the whole buffer's.
+std::string EncodeChunk(uint64_t round, const void* data, uint64_t total_bytes,
+                        uint32_t chunk_bytes, uint32_t index);
 
 // Receives the chunks of one transfer in order into a buffer allocated once, up front, from
 // a size the receiver already validated (never from the sender's claim alone).

@@ -51,6 +51,7 @@ class WorkerClient::Impl {
   Result<SessionEnd> Handle(const proto::FrameView& f);
   Result<SessionEnd> OnModelFile(const proto::FrameView& f);
   Status EnsureTrainers(const nn::ModelSource& source, const std::string& key);
+  Result<LocalTrainer*> EvalTrainer();
   void StartTraining();
   void FinishTraining();
   void Evaluate();
@@ -69,7 +70,8 @@ class WorkerClient::Impl {
   std::shared_ptr<const proto::TlsContext> tls_;  // null with --insecure
   proto::Welcome welcome_;
   std::unique_ptr<LocalTrainer> trainer_;       // used by the training thread only while it runs
-  std::unique_ptr<LocalTrainer> eval_trainer_;  // used by this thread
+  std::unique_ptr<LocalTrainer> eval_trainer_;  // this thread's, made when evaluation overlaps training
+  nn::ModelSource model_source_;                // what the trainers were made from
   std::string model_key_;    // which model the trainers hold (name, classes, file digest)
   bool model_ready_ = false;  // this session's model is loaded (a TorchScript file has arrived)
   proto::ModelFileAssembler model_assembler_;  // the TorchScript file being received
@@ -435,7 +437,7 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
         spdlog::warn("worker={} invalid EvalTask ignored", cfg_.name);
         return kContinue;
       }
-      if (!(m->spec == eval_trainer_->spec())) {
+      if (!(m->spec == trainer_->spec())) {
         spdlog::warn("worker={} EvalTask ignored: its model spec is not this worker's model",
                      cfg_.name);
         return kContinue;
@@ -474,9 +476,10 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
     case proto::MessageType::kUploadGrant: {
       auto g = proto::Decode<proto::UploadGrant>(f);
       if (!g.ok() || !update_ || g->round != update_->round) return kContinue;
-      for (const auto& frame : proto::EncodeChunks(update_->round, delta_.data(),
-                                                   delta_.size() * sizeof(float),
-                                                   welcome_.chunk_bytes)) {
+      const uint64_t bytes = delta_.size() * sizeof(float);
+      for (uint32_t i = 0; i < proto::ChunkCount(bytes, welcome_.chunk_bytes); ++i) {
+        const std::string frame =
+            proto::EncodeChunk(update_->round, delta_.data(), bytes, welcome_.chunk_bytes, i);
         if (Status st = channel_->Send(frame); !st.ok()) {
           spdlog::warn("worker={} upload: {}", cfg_.name, st.ToString());
           break;
@@ -572,13 +575,23 @@ Status WorkerClient::Impl::EnsureTrainers(const nn::ModelSource& source, const s
   model_key_.clear();
   SHOAL_ASSIGN_OR_RETURN(auto trainer, LocalTrainer::Create(source, train_.sample_shape,
                                                            welcome_.num_classes));
-  SHOAL_ASSIGN_OR_RETURN(auto eval_trainer, LocalTrainer::Create(source, train_.sample_shape,
-                                                                welcome_.num_classes));
   trainer_ = std::move(trainer);
-  eval_trainer_ = std::move(eval_trainer);
+  model_source_ = source;
   model_key_ = key;
   model_ready_ = true;
   return Status::Ok();
+}
+
+// Evaluation uses the training net when no training runs (each task sets its weights); a
+// second copy of the model is made only the first time an evaluation arrives while training
+// runs, so a worker usually holds one net instead of two.
+Result<LocalTrainer*> WorkerClient::Impl::EvalTrainer() {
+  if (!training_.valid()) return trainer_.get();
+  if (!eval_trainer_) {
+    SHOAL_ASSIGN_OR_RETURN(eval_trainer_, LocalTrainer::Create(model_source_, train_.sample_shape,
+                                                               welcome_.num_classes));
+  }
+  return eval_trainer_.get();
 }
 
 void WorkerClient::Impl::StartTraining() {
@@ -597,7 +610,7 @@ void WorkerClient::Impl::StartTraining() {
   const std::string name = cfg_.name;
   training_ = std::async(std::launch::async, [this, s, round, interval, name]() {
     auto last = Clock::now();
-    return trainer_->Train(train_global_, train_, s, cancel_, [&](const TrainProgress& p) {
+    return trainer_->Train(std::move(train_global_), train_, s, cancel_, [&](const TrainProgress& p) {
       if (std::chrono::duration<double>(Clock::now() - last).count() < interval) return;
       last = Clock::now();
       spdlog::info("round={} worker={} progress epoch {}/{} {:.0f}% loss={:.4f}", round, name,
@@ -610,6 +623,9 @@ void WorkerClient::Impl::StartTraining() {
 void WorkerClient::Impl::FinishTraining() {
   auto result = training_.get();
   training_ = {};
+  // LibTorch's training workspace is free now; with the executables' malloc settings it would
+  // stay mapped and the next transfers would grow the heap around it.
+  ReleaseFreeMemory();
   const proto::TrainTask& t = running_task_;
   if (!result.ok()) {
     spdlog::warn("round={} worker={} training ended: {}", t.round, cfg_.name, result.status().ToString());
@@ -653,7 +669,13 @@ void WorkerClient::Impl::Evaluate() {
   Weights w;
   w.spec = eval_task_.spec;
   w.data = assembler_.Take();
-  auto m = eval_trainer_->Evaluate(w, val_);
+  Result<LocalTrainer*> evaluator = EvalTrainer();
+  if (!evaluator.ok()) {
+    spdlog::warn("round={} worker={} evaluation failed: {}", eval_task_.round, cfg_.name,
+                 evaluator.status().ToString());
+    return;
+  }
+  auto m = (*evaluator)->Evaluate(w, val_);
   if (!m.ok()) {
     spdlog::warn("round={} worker={} evaluation failed: {}", eval_task_.round, cfg_.name,
                  m.status().ToString());
@@ -667,6 +689,7 @@ void WorkerClient::Impl::Evaluate() {
   r.loss = m->loss;
   r.accuracy = m->accuracy;
   Send(r);
+  ReleaseFreeMemory();  // the evaluation's weights and workspace
   spdlog::info("round={} worker={} evaluated v{}: val_acc={:.2f}% val_loss={:.4f} n={}", r.round,
                cfg_.name, r.version, 100 * r.accuracy, r.loss, r.count);
 }

@@ -17,6 +17,7 @@ void OnSignal(int) {
 
 int main(int argc, char** argv) {
   shoal::TuneMallocForLargeBuffers();
+  shoal::UseOneMallocArena();
   CLI::App app{"Shoal worker: trains locally on a private data silo, sends weight deltas"};
   shoal::ConfigFlags flags(app, {
       {"--name", "worker.name", "Worker name, unique in the federation (worker.name)"},

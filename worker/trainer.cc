@@ -13,7 +13,7 @@ class TorchTrainer : public LocalTrainer {
 
   const ModelSpec& spec() const override { return spec_; }
 
-  Result<TrainOutcome> Train(const Weights& global, const Dataset& data,
+  Result<TrainOutcome> Train(Weights global, const Dataset& data,
                              const TrainSettings& s, const std::atomic<bool>& cancel,
                              const std::function<void(const TrainProgress&)>& progress) override {
     if (data.size() == 0) return InvalidArgument("no training samples");
@@ -45,7 +45,7 @@ class TorchTrainer : public LocalTrainer {
           torch::Tensor idx = perm.slice(0, start, end);
           opt.zero_grad();
           torch::Tensor loss = torch::nn::functional::cross_entropy(
-              net_->forward(x.index_select(0, idx)), y.index_select(0, idx));
+              net_->forward(nn::ModelInput(x.index_select(0, idx))), y.index_select(0, idx));
           loss.backward();
           opt.step();
           const double l = loss.item<double>();
@@ -66,9 +66,22 @@ class TorchTrainer : public LocalTrainer {
     } catch (const std::exception& e) {  // TorchScript raises (torch::jit::JITException)
       return Internal(std::string("training failed: ") + e.what());
     }
-    Weights local = nn::GetWeights(*net_);
-    out.delta.resize(local.data.size());
-    for (size_t i = 0; i < local.data.size(); ++i) out.delta[i] = local.data[i] - global.data[i];
+    // delta = local - global, written over the global weights (SetWeights checked the sizes).
+    out.delta = std::move(global.data);
+    {
+      torch::NoGradGuard no_grad;
+      size_t off = 0;
+      for (auto& named : net_->NamedParameters()) {
+        const torch::Tensor p = named.second.detach().to(torch::kFloat32).contiguous();
+        const float* local = p.data_ptr<float>();
+        const size_t n = static_cast<size_t>(p.numel());
+        for (size_t i = 0; i < n; ++i) out.delta[off + i] = local[i] - out.delta[off + i];
+        off += n;
+      }
+      // The gradients are rebuilt by the next round's first backward pass; until then they
+      // would only add a model's size to the worker's memory.
+      for (auto& named : net_->NamedParameters()) named.second.mutable_grad() = torch::Tensor();
+    }
     out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return out;
   }

@@ -49,7 +49,9 @@ class LocalTrainer {
                                                       const std::vector<int64_t>& input_shape,
                                                       int64_t num_classes);
   virtual ~LocalTrainer() = default;
-  virtual Result<TrainOutcome> Train(const Weights& global, const Dataset& data,
+  // `global` is taken by value: its buffer becomes the returned delta, so a round holds one
+  // model-sized vector besides the net instead of three (global, local, delta).
+  virtual Result<TrainOutcome> Train(Weights global, const Dataset& data,
                                      const TrainSettings& settings, const std::atomic<bool>& cancel,
                                      const std::function<void(const TrainProgress&)>& progress) = 0;
   virtual Result<EvalMetrics> Evaluate(const Weights& weights, const Dataset& data) = 0;

@@ -270,7 +270,15 @@ Status SetWeights(Net& net, const Weights& w) {
 torch::Tensor FeaturesTensor(const Dataset& data) {
   std::vector<int64_t> sizes = {data.size()};
   sizes.insert(sizes.end(), data.sample_shape.begin(), data.sample_shape.end());
+  if (data.is_images()) {
+    return torch::from_blob(const_cast<uint8_t*>(data.pixels.data()), sizes, torch::kUInt8);
+  }
   return torch::from_blob(const_cast<float*>(data.features.data()), sizes, torch::kFloat32);
+}
+
+torch::Tensor ModelInput(const torch::Tensor& rows) {
+  if (rows.scalar_type() != torch::kUInt8) return rows;
+  return rows.to(torch::kFloat32).div_(255.0f);
 }
 
 torch::Tensor LabelsTensor(const Dataset& data) {
@@ -289,7 +297,7 @@ EvalMetrics Evaluate(Net& net, const Dataset& data, int64_t batch_size) {
   int64_t correct = 0;
   for (int64_t start = 0; start < m.count; start += batch_size) {
     const int64_t end = std::min(m.count, start + batch_size);
-    torch::Tensor logits = net.forward(x.slice(0, start, end));
+    torch::Tensor logits = net.forward(ModelInput(x.slice(0, start, end)));
     torch::Tensor target = y.slice(0, start, end);
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, target,

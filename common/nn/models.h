@@ -85,8 +85,12 @@ Status SetWeights(Net& net, const Weights& w);
 // ~1,000 at batch 256 and ~500 at batch 1000 (activations stop fitting in cache).
 EvalMetrics Evaluate(Net& net, const Dataset& data, int64_t batch_size = 32);
 
-// A view of the dataset's features as a [N, *sample_shape] tensor (no copy; `data` must outlive it).
+// A view of the dataset's samples as a [N, *sample_shape] tensor (no copy; `data` must outlive
+// it): uint8 for images, float32 for CSV rows. Rows taken from it go through ModelInput.
 torch::Tensor FeaturesTensor(const Dataset& data);
+// What the model is fed for rows of FeaturesTensor: uint8 pixels become float32 x / 255 (the
+// same values as static_cast<float>(x) / 255.0f); float rows are returned as they are.
+torch::Tensor ModelInput(const torch::Tensor& rows);
 torch::Tensor LabelsTensor(const Dataset& data);
 
 // Which BLAS library LibTorch resolved at run time ("openblas-pthread", "reference", ...) and

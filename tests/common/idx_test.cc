@@ -419,14 +419,15 @@ TEST_F(IdxDatasetTest, LoadsFashionMnistTestSplit) {
   EXPECT_EQ(ds.sample_shape, (std::vector<int64_t>{1, 28, 28}));
   EXPECT_EQ(ds.sample_numel(), 784);
   ASSERT_EQ(ds.size(), 100);
-  ASSERT_EQ(ds.features.size(), 100u * 784u);
+  ASSERT_EQ(ds.pixels.size(), 100u * 784u);  // images stay bytes: a quarter of float32
+  EXPECT_TRUE(ds.features.empty());
   for (int64_t label : ds.labels) {
     EXPECT_GE(label, 0);
     EXPECT_LT(label, 10);
   }
   EXPECT_LE(ds.num_classes(), 10);
   float max_value = 0;
-  for (float v : ds.features) {
+  for (float v : ds.FloatFeatures()) {
     ASSERT_GE(v, 0.0f);
     ASSERT_LE(v, 1.0f);
     max_value = std::max(max_value, v);
@@ -441,11 +442,13 @@ TEST_F(IdxDatasetTest, LoadsSyntheticSplitAndAppliesLimit) {
   EXPECT_EQ(r->size(), 30);
   EXPECT_EQ(r->sample_shape, (std::vector<int64_t>{1, 3, 2}));
   EXPECT_EQ(r->num_classes(), 10);
-  EXPECT_FLOAT_EQ(r->features[6 * 7], 7.0f / 255.0f);
+  EXPECT_EQ(r->pixels[6 * 7], 7);
+  EXPECT_EQ(r->FloatFeatures()[6 * 7], 7.0f / 255.0f);
   r = LoadIdxDataset(dir_, "train", 12);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->size(), 12);
-  EXPECT_EQ(r->features.size(), 12u * 6u);
+  EXPECT_EQ(r->pixels.size(), 12u * 6u);
+  EXPECT_EQ(r->pixels.capacity(), 12u * 6u);  // the rest of the file is not kept
 }
 
 TEST_F(IdxDatasetTest, PrefersGzipWhenBothExist) {
@@ -529,6 +532,32 @@ TEST(DatasetTest, SplitValidationIsDeterministicAndDisjoint) {
     EXPECT_EQ(in_place_train.sample_shape, copy_train.sample_shape) << fraction;
     EXPECT_EQ(in_place_val.features, copy_val.features) << fraction;
     EXPECT_EQ(in_place_val.labels, copy_val.labels) << fraction;
+  }
+}
+
+TEST(DatasetTest, ImageSplitsMoveTheBytesOfEachSample) {
+  Dataset all;
+  all.sample_shape = {1, 1, 3};
+  for (int64_t i = 0; i < 50; ++i) {
+    for (int k = 0; k < 3; ++k) all.pixels.push_back(static_cast<uint8_t>(i * 5 + k));
+    all.labels.push_back(i % 7);
+  }
+  for (double fraction : {0.0, 0.3, 1.0}) {
+    auto [copy_train, copy_val] = SplitValidation(all, fraction, 9);
+    Dataset moved = all;
+    auto [train, val] = SplitValidation(std::move(moved), fraction, 9);
+    EXPECT_EQ(train.pixels, copy_train.pixels) << fraction;
+    EXPECT_EQ(val.pixels, copy_val.pixels) << fraction;
+    EXPECT_EQ(train.size() + val.size(), 50) << fraction;
+    for (const Dataset* d : {&train, &val}) {
+      EXPECT_TRUE(d->features.empty());
+      ASSERT_EQ(d->pixels.size(), static_cast<size_t>(d->size()) * 3);
+      for (int64_t k = 0; k < d->size(); ++k) {
+        const int64_t i = d->pixels[static_cast<size_t>(3 * k)] / 5;  // sample index
+        EXPECT_EQ(d->pixels[static_cast<size_t>(3 * k + 2)], i * 5 + 2);
+        EXPECT_EQ(d->labels[static_cast<size_t>(k)], i % 7);
+      }
+    }
   }
 }
 

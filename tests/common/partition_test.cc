@@ -288,10 +288,10 @@ TEST_F(PartitionDatasetTest, IdxDirectoryEndToEnd) {
     std::vector<int64_t> h(5, 0);
     std::vector<int64_t> indices;
     for (int64_t k = 0; k < ds->size(); ++k) {
-      const int64_t original = std::lround(ds->features[static_cast<size_t>(k * 12)] * 255.0f);
+      const int64_t original = ds->pixels[static_cast<size_t>(k * 12)];
       indices.push_back(original);
       EXPECT_EQ(ds->labels[static_cast<size_t>(k)], original % 5);
-      EXPECT_FLOAT_EQ(ds->features[static_cast<size_t>(k * 12 + 1)], 200.0f / 255.0f);
+      EXPECT_EQ(ds->pixels[static_cast<size_t>(k * 12 + 1)], 200);
       ++h[static_cast<size_t>(ds->labels[static_cast<size_t>(k)])];
     }
     EXPECT_EQ(indices, expected[w]);

@@ -245,10 +245,11 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
 
   auto test200 = LoadIdxDataset(kFashion, "t10k", 200);
   ASSERT_TRUE(test200.ok()) << test200.status().ToString();
+  const std::vector<float> test200_values = test200->FloatFeatures();
   nlohmann::json inputs = nlohmann::json::array();
   for (int64_t i = 0; i < test200->size(); ++i) {
-    inputs.push_back(std::vector<float>(test200->features.begin() + i * 784,
-                                        test200->features.begin() + (i + 1) * 784));
+    inputs.push_back(std::vector<float>(test200_values.begin() + i * 784,
+                                        test200_values.begin() + (i + 1) * 784));
   }
   auto predicted =
       client.Post("/predict", nlohmann::json{{"inputs", inputs}}.dump(), "application/json");
@@ -266,7 +267,7 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   ASSERT_TRUE(nn::SetWeights(**net, *weights).ok());
   const EvalMetrics cpp = nn::Evaluate(**net, *test200);
   torch::NoGradGuard no_grad;
-  const torch::Tensor cpp_classes = (*net)->forward(nn::FeaturesTensor(*test200)).argmax(1);
+  const torch::Tensor cpp_classes = (*net)->forward(nn::ModelInput(nn::FeaturesTensor(*test200))).argmax(1);
   int64_t served_correct = 0;
   for (int64_t i = 0; i < 200; ++i) {
     const auto& p = answer["predictions"][i];
@@ -304,8 +305,8 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   // Nested lists that flatten to 784 values are one input.
   nlohmann::json nested = nlohmann::json::array();
   for (int r = 0; r < 28; ++r) {
-    nested.push_back(std::vector<float>(test200->features.begin() + r * 28,
-                                        test200->features.begin() + (r + 1) * 28));
+    nested.push_back(std::vector<float>(test200_values.begin() + r * 28,
+                                        test200_values.begin() + (r + 1) * 28));
   }
   nlohmann::json one_nested = nlohmann::json::array();
   one_nested.push_back(nested);

@@ -98,6 +98,35 @@ INSTANTIATE_TEST_SUITE_P(BuiltinModels, ExportModelTest,
                                            ModelCase{"cnn", {3, 16, 12}, 4}),
                          CaseName);
 
+// Images are kept as bytes and converted batch by batch; the model must see exactly the floats
+// it saw when datasets held static_cast<float>(x) / 255.0f (training and evaluation unchanged).
+TEST(ModelInputTest, PixelBatchesBecomeExactlyTheFloatsOfXOver255) {
+  Dataset images;
+  images.sample_shape = {1, 16, 16};
+  for (int v = 0; v < 256; ++v) images.pixels.push_back(static_cast<uint8_t>(255 - v));
+  images.labels = {3};
+  const torch::Tensor rows = nn::FeaturesTensor(images);
+  EXPECT_EQ(rows.scalar_type(), torch::kUInt8);
+  const torch::Tensor input = nn::ModelInput(rows.index_select(0, torch::tensor({int64_t{0}})));
+  ASSERT_EQ(input.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(input.sizes(), (std::vector<int64_t>{1, 1, 16, 16}));
+  const std::vector<float> expected = images.FloatFeatures();
+  ASSERT_EQ(expected.size(), 256u);
+  for (int v = 0; v < 256; ++v) {
+    const float got = input.flatten()[v].item<float>();
+    ASSERT_EQ(got, static_cast<float>(255 - v) / 255.0f) << "pixel value " << 255 - v;
+    ASSERT_EQ(got, expected[static_cast<size_t>(v)]);
+  }
+  // CSV rows are floats already and pass through untouched.
+  Dataset rows_csv;
+  rows_csv.sample_shape = {2};
+  rows_csv.features = {0.25f, -7.5f};
+  rows_csv.labels = {0};
+  const torch::Tensor csv = nn::ModelInput(nn::FeaturesTensor(rows_csv));
+  EXPECT_EQ(csv.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(csv[0][1].item<float>(), -7.5f);
+}
+
 TEST(ExportTest, VerifyScriptModuleCatchesAModuleThatDiffersFromTheNet) {
   auto net = nn::MakeModel("mlp", {1, 28, 28}, 10, 3);
   ASSERT_TRUE(net.ok());
