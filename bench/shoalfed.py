@@ -389,6 +389,8 @@ class Federation:
                 "round_s": wall if r > 1 else busy,
                 "phases_s": phases,
                 "max_worker_train_s": rec.get("max_worker_train_s"),
+                # name -> samples, train_s, train_loss, ready_s, accepted_s (seconds into the round)
+                "workers": rec.get("workers", {}),
                 "samples": rec.get("samples"),
                 "selected": rec.get("selected"),
                 "participants": len(rec.get("participants", [])),

@@ -109,6 +109,7 @@ class Coordinator::Impl {
     Clock::time_point last_seen;
     Upload upload = Upload::kNone;
     proto::UpdateReady ready;
+    Clock::time_point ready_at;  // when `ready` arrived
     proto::ChunkAssembler assembler;
     int rounds_participated = 0;
   };
@@ -140,6 +141,8 @@ class Coordinator::Impl {
     int uploading = 0;
     double loss_weighted_sum = 0;
     double train_seconds_max = 0;
+    // Per accepted update, for metrics.jsonl: where each worker's part of the round went.
+    nlohmann::json updates = nlohmann::json::object();
     uint64_t eval_version = 0;
     std::set<std::string> eval_expected;  // names
     std::map<std::string, proto::EvalResult> eval_results;
@@ -955,6 +958,7 @@ void Coordinator::Impl::OnUpdateReady(Peer& p, const proto::FrameView& f) {
   rs_.grant_queue.erase(std::remove(rs_.grant_queue.begin(), rs_.grant_queue.end(), p.id),
                         rs_.grant_queue.end());
   p.ready = std::move(m).value();
+  p.ready_at = Clock::now();
   p.upload = Upload::kWaitingGrant;
   rs_.grant_queue.push_back(p.id);
   MaybeGrant();
@@ -1030,6 +1034,14 @@ void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
   ws.last_train_loss = p.ready.train_loss;
   const double took = SecondsSince(rs_.started);
   ws.ewma_round_s = ws.ewma_round_s ? 0.5 * *ws.ewma_round_s + 0.5 * took : took;
+  // Seconds since the round started: the worker announced its update (ready_s; before that it
+  // received the model and trained for train_s) and the update was in and folded (accepted_s).
+  rs_.updates[p.name] = {
+      {"samples", p.ready.num_samples},
+      {"train_s", p.ready.train_seconds},
+      {"train_loss", p.ready.train_loss},
+      {"ready_s", std::chrono::duration<double>(p.ready_at - rs_.started).count()},
+      {"accepted_s", took}};
   proto::Ack ack;
   ack.round = rs_.round;
   ack.sha256 = p.ready.sha256;
@@ -1240,6 +1252,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
       {"federated", federated},
       {"train_loss", train_loss},
       {"max_worker_train_s", rs_.train_seconds_max},
+      {"workers", rs_.updates},
       {"phases_s",
        {{"broadcast", broadcast_s},
         {"collect", collect_s},

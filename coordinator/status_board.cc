@@ -46,16 +46,18 @@ void StatusBoard::SetWorkers(nlohmann::json workers) {
 
 namespace {
 
-// The board keeps every round, but the participant lists (one name per worker per round) of
-// the last kRoundsWithParticipants only: a long run with many workers would otherwise grow
-// without bound. Older entries keep participants_count; the full lists stay on disk
-// (metrics.jsonl and each version's .json).
+// The board keeps every round, but the per-worker parts (participant lists and per-worker
+// timings: one entry per worker per round) of the last kRoundsWithParticipants only: a long run
+// with many workers would otherwise grow without bound. Older entries keep participants_count;
+// the full lists stay on disk (metrics.jsonl and each version's .json).
 constexpr size_t kRoundsWithParticipants = 100;
 
 void KeepRecentParticipants(nlohmann::json& list) {
   if (list.size() <= kRoundsWithParticipants) return;
   nlohmann::json& old = list[list.size() - 1 - kRoundsWithParticipants];
-  if (!old.is_object() || !old.contains("participants") || !old["participants"].is_array()) return;
+  if (!old.is_object()) return;
+  old.erase("workers");
+  if (!old.contains("participants") || !old["participants"].is_array()) return;
   old["participants_count"] = old["participants"].size();
   old.erase("participants");
 }

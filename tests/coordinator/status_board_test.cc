@@ -12,7 +12,10 @@ TEST(StatusBoardTest, OldRoundsKeepCountsNotParticipantLists) {
   StatusBoard board;
   for (int r = 1; r <= 150; ++r) {
     nlohmann::json names = nlohmann::json::array({"w1", "w2", "w" + std::to_string(r)});
-    board.AddRound({{"round", r}, {"participants", names}, {"phases_s", {{"collect", 1.0}}}});
+    board.AddRound({{"round", r},
+                    {"participants", names},
+                    {"workers", {{"w1", {{"train_s", 1.5}}}}},
+                    {"phases_s", {{"collect", 1.0}}}});
     board.AddVersion({{"version", r}, {"participants", names}});
   }
   const nlohmann::json rounds = board.Rounds();
@@ -24,10 +27,14 @@ TEST(StatusBoardTest, OldRoundsKeepCountsNotParticipantLists) {
       const auto& e = (*list)[i];
       if (i < 50) {
         EXPECT_FALSE(e.contains("participants")) << i;
+        EXPECT_FALSE(e.contains("workers")) << i;
         EXPECT_EQ(e.value("participants_count", 0), 3) << i;
       } else {
         ASSERT_TRUE(e.contains("participants")) << i;
         EXPECT_EQ(e["participants"][2], "w" + std::to_string(i + 1));
+        if (list == &rounds) {
+          EXPECT_EQ(e["workers"]["w1"]["train_s"], 1.5) << i;
+        }
       }
     }
   }

@@ -154,6 +154,19 @@ TEST_F(HttpApiTest, ApiContractAndPrometheusMetrics) {
     for (const char* phase : {"broadcast", "collect", "aggregate", "evaluate", "commit"}) {
       EXPECT_TRUE(rounds[i]["phases_s"][phase].is_number()) << phase;
     }
+    // Per worker: its samples and training time, and when in the round its update was
+    // announced and accepted (in that order, within the round).
+    ASSERT_EQ(rounds[i]["workers"].size(), 2u) << rounds[i].dump();
+    for (const auto& [name, w] : rounds[i]["workers"].items()) {
+      EXPECT_EQ(w["samples"], 900) << name;
+      EXPECT_GT(w["train_s"].get<double>(), 0) << name;
+      EXPECT_TRUE(w["train_loss"].is_number()) << name;
+      const double ready = w["ready_s"].get<double>();
+      const double accepted = w["accepted_s"].get<double>();
+      EXPECT_GE(ready, w["train_s"].get<double>()) << name;  // trained inside the round
+      EXPECT_LE(ready, accepted) << name;
+      EXPECT_LE(accepted, rounds[i]["wall_s"].get<double>()) << name;
+    }
   }
   json workers = Get("/api/workers");
   ASSERT_EQ(workers.size(), 2u);
