@@ -1,9 +1,7 @@
 #include "coordinator/model_ops.h"
 
 #include "common/dataset.h"
-#include "common/file_util.h"
 #include "common/nn/models.h"
-#include "common/sha256.h"
 
 namespace shoal {
 
@@ -12,25 +10,6 @@ Result<Weights> InitialWeights(const nn::ModelSource& model,
                                uint64_t seed) {
   SHOAL_ASSIGN_OR_RETURN(auto net, nn::MakeModel(model, input_shape, num_classes, seed));
   return nn::GetWeights(*net);
-}
-
-std::string ScriptModelPath(const std::string& run_dir) { return run_dir + "/model/script.pt"; }
-
-Result<std::string> ReadRunScriptModel(const std::string& run_dir, const std::string& sha256_hex) {
-  const std::string path = ScriptModelPath(run_dir);
-  auto bytes = ReadFile(path, nn::kMaxScriptModelBytes);
-  if (!bytes.ok()) {
-    if (bytes.status().code() == Code::kNotFound) {
-      return NotFound(run_dir + " is a TorchScript run but its model copy " + path + " is missing");
-    }
-    return bytes.status();
-  }
-  const std::string have = ToHex(Sha256::Of(bytes->data(), bytes->size()));
-  if (have != sha256_hex) {
-    return Corrupt(path + " has SHA-256 " + have + ", run.json records " + sha256_hex +
-                   " (the run's model copy was modified or replaced)");
-  }
-  return bytes;
 }
 
 namespace {

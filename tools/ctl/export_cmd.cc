@@ -203,7 +203,7 @@ std::string MetadataPathFor(const std::string& model_path) {
   return p.string();
 }
 
-Result<nlohmann::json> ExportVersion(const ExportRequest& req) {
+Result<nlohmann::json> ExportVersion(const ExportRequest& req, const ModelExporter& exporter) {
   const std::string json_path = MetadataPathFor(req.out);
   if (req.out.empty()) return InvalidArgument("--out must name the model file to write");
   if (json_path == req.out) {
@@ -230,9 +230,9 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req) {
   if (info.model == nn::kTorchScriptModel) {
     // The user's architecture from the run's own copy, holding the version's weights.
     SHOAL_ASSIGN_OR_RETURN(std::string script, ReadRunScriptModel(req.run_dir, info.model_sha256));
-    exported = nn::ExportScriptModel(script, info.input_shape, info.num_classes, weights);
+    exported = exporter.script(script, info.input_shape, info.num_classes, weights);
   } else {
-    exported = nn::ExportTorchScript(info.model, info.input_shape, info.num_classes, weights);
+    exported = exporter.builtin(info.model, info.input_shape, info.num_classes, weights);
   }
   if (!exported.ok()) {
     return exported.status().Annotate("export of v" + std::to_string(meta.version));
@@ -381,7 +381,34 @@ Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::str
   return out;
 }
 
-void AddExportCommand(CLI::App& app) {
+void RunExport(const ExportRequest& req, const ModelExporter& exporter) {
+  const auto start = std::chrono::steady_clock::now();
+  auto j = ExportVersion(req, exporter);
+  if (!j.ok()) Fail(j.status());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto& jj = *j;
+  std::optional<double> acc;
+  if (jj["metrics"].is_object() && jj["metrics"].contains("central") &&
+      jj["metrics"]["central"].is_object() && jj["metrics"]["central"].contains("accuracy") &&
+      jj["metrics"]["central"]["accuracy"].is_number()) {
+    acc = jj["metrics"]["central"]["accuracy"].get<double>();
+  }
+  std::printf("exported v%llu (round %llu, central accuracy %s) of run %s\n",
+              static_cast<unsigned long long>(jj["version"].get<uint64_t>()),
+              static_cast<unsigned long long>(jj["round"].get<uint64_t>()), Percent(acc).c_str(),
+              jj["run_id"].get<std::string>().c_str());
+  std::printf("  %s  sha256 %s (%llu bytes)\n", req.out.c_str(),
+              jj["model_pt_sha256"].get<std::string>().c_str(),
+              static_cast<unsigned long long>(jj["model_pt_bytes"].get<uint64_t>()));
+  std::printf("  %s  signed by %s\n", MetadataPathFor(req.out).c_str(),
+              jj["signature"]["public_key_fingerprint"].get<std::string>().c_str());
+  std::printf("  check: max |exported - C++| = %.3g on %lld random samples; took %.2f s\n",
+              jj["export_check"]["max_abs_diff"].get<double>(),
+              static_cast<long long>(jj["export_check"]["samples"].get<int64_t>()), seconds);
+}
+
+void AddExportCommand(CLI::App& app, std::function<void(const ExportRequest&)> run) {
   auto* cmd = app.add_subcommand(
       "export", "Export a stored version as a signed TorchScript file (model.pt + model.json)");
   auto req = std::make_shared<ExportRequest>();
@@ -394,7 +421,7 @@ void AddExportCommand(CLI::App& app) {
   cmd->add_option("--class-names", *names,
                   "Comma-separated class names (default: run.json's class_names, Fashion-MNIST "
                   "names for 10-class 1x28x28 models, else 0..n-1)");
-  cmd->callback([req, names] {
+  cmd->callback([req, names, run] {
     if (!names->empty()) {
       req->class_names.clear();
       std::string cur;
@@ -407,30 +434,7 @@ void AddExportCommand(CLI::App& app) {
         cur.clear();
       }
     }
-    const auto start = std::chrono::steady_clock::now();
-    auto j = ExportVersion(*req);
-    if (!j.ok()) Fail(j.status());
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const auto& jj = *j;
-    std::optional<double> acc;
-    if (jj["metrics"].is_object() && jj["metrics"].contains("central") &&
-        jj["metrics"]["central"].is_object() && jj["metrics"]["central"].contains("accuracy") &&
-        jj["metrics"]["central"]["accuracy"].is_number()) {
-      acc = jj["metrics"]["central"]["accuracy"].get<double>();
-    }
-    std::printf("exported v%llu (round %llu, central accuracy %s) of run %s\n",
-                static_cast<unsigned long long>(jj["version"].get<uint64_t>()),
-                static_cast<unsigned long long>(jj["round"].get<uint64_t>()), Percent(acc).c_str(),
-                jj["run_id"].get<std::string>().c_str());
-    std::printf("  %s  sha256 %s (%llu bytes)\n", req->out.c_str(),
-                jj["model_pt_sha256"].get<std::string>().c_str(),
-                static_cast<unsigned long long>(jj["model_pt_bytes"].get<uint64_t>()));
-    std::printf("  %s  signed by %s\n", MetadataPathFor(req->out).c_str(),
-                jj["signature"]["public_key_fingerprint"].get<std::string>().c_str());
-    std::printf("  check: max |exported - C++| = %.3g on %lld random samples; took %.2f s\n",
-                jj["export_check"]["max_abs_diff"].get<double>(),
-                static_cast<long long>(jj["export_check"]["samples"].get<int64_t>()), seconds);
+    run(*req);
   });
 }
 

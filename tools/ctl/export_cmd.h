@@ -14,11 +14,14 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "common/nn/export.h"
 #include "common/status.h"
+#include "common/weights.h"
 
 namespace shoal::ctl {
 
@@ -29,8 +32,24 @@ struct ExportRequest {
   std::vector<std::string> class_names;  // overrides run.json and the defaults when not empty
 };
 
+// What turns stored weights into a TorchScript archive (common/nn/export.h's ExportTorchScript
+// and ExportScriptModel, as tools/export/main.cc passes them). Passed in so that shoalctl itself
+// does not link LibTorch: its `export` runs the shoal-export executable, which does.
+struct ModelExporter {
+  std::function<Result<nn::ExportedModel>(const std::string& name,
+                                          const std::vector<int64_t>& input_shape,
+                                          int64_t num_classes, const Weights& weights)>
+      builtin;
+  std::function<Result<nn::ExportedModel>(const std::string& script_bytes,
+                                          const std::vector<int64_t>& input_shape,
+                                          int64_t num_classes, const Weights& weights)>
+      script;
+};
+
 // Exports and returns the model.json that was written.
-Result<nlohmann::json> ExportVersion(const ExportRequest& request);
+Result<nlohmann::json> ExportVersion(const ExportRequest& request, const ModelExporter& exporter);
+// ExportVersion, then what was written on stdout; exits 2 on an error (docs/errors.md).
+void RunExport(const ExportRequest& request, const ModelExporter& exporter);
 
 struct VerifyOutcome {
   std::vector<std::string> failures;  // one line per failed check; empty when all passed
@@ -47,7 +66,8 @@ Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::str
 // model.pt -> model.json (the extension replaced; appended when there is none).
 std::string MetadataPathFor(const std::string& model_path);
 
-void AddExportCommand(CLI::App& app);
+// The `export` subcommand; `run` gets the parsed request.
+void AddExportCommand(CLI::App& app, std::function<void(const ExportRequest&)> run);
 void AddVerifyCommand(CLI::App& app);
 
 }  // namespace shoal::ctl

@@ -1,17 +1,53 @@
 // shoalctl: the Shoal admin tool.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
 
 #include "tools/ctl/export_cmd.h"
 #include "tools/ctl/partition_cmd.h"
 #include "tools/ctl/pki_cmds.h"
 #include "tools/ctl/run_cmds.h"
 
+namespace {
+
+// `export` needs LibTorch, which shoalctl does not load (it would add a second and 150 MiB to
+// every subcommand): the same command line goes to shoal-export, found next to this executable,
+// else on PATH. Does not return.
+[[noreturn]] void RunExportHelper(int argc, char** argv) {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::string beside = ec ? std::string() : (self.parent_path() / "shoal-export").string();
+  std::vector<char*> args(argv, argv + argc);
+  args.push_back(nullptr);
+  if (!beside.empty() && ::access(beside.c_str(), X_OK) == 0) {
+    args[0] = const_cast<char*>(beside.c_str());
+    ::execv(beside.c_str(), args.data());
+  } else {
+    args[0] = const_cast<char*>("shoal-export");
+    ::execvp("shoal-export", args.data());
+  }
+  std::fprintf(stderr,
+               "error: shoalctl export runs shoal-export (the LibTorch part of the tools), which "
+               "could not be started from %s or PATH: %s\n",
+               beside.empty() ? "beside shoalctl" : beside.c_str(), std::strerror(errno));
+  std::exit(2);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"shoalctl: administer Shoal federations and inspect runs"};
   app.require_subcommand(1);
   shoal::AddPartitionCommand(app);
   shoal::ctl::AddRunCommands(app);
-  shoal::ctl::AddExportCommand(app);
+  shoal::ctl::AddExportCommand(app,
+                               [argc, argv](const shoal::ctl::ExportRequest&) { RunExportHelper(argc, argv); });
   shoal::ctl::AddVerifyCommand(app);
   shoal::ctl::AddPkiCommands(app);
   try {
