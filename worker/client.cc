@@ -590,6 +590,8 @@ Result<LocalTrainer*> WorkerClient::Impl::EvalTrainer() {
   if (!eval_trainer_) {
     SHOAL_ASSIGN_OR_RETURN(eval_trainer_, LocalTrainer::Create(model_source_, train_.sample_shape,
                                                                welcome_.num_classes));
+    spdlog::info("worker={} evaluating while training: made a second copy of the model for it",
+                 cfg_.name);
   }
   return eval_trainer_.get();
 }

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "common/file_util.h"
 #include "coordinator/model_store.h"
 #include "tests/integration/process.h"
@@ -19,6 +21,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::BinDir;
+using testing::ReadText;
 using testing::Process;
 using testing::ScriptedWorker;
 
@@ -171,6 +174,41 @@ TEST_F(FaultTest, WorkerKilledMidTrainingRoundClosesWithTheSurvivorsWeightedMean
   ASSERT_EQ(v.size(), 2u);
   EXPECT_EQ(v[1].participants, (std::vector<std::string>{"a", "b"}));
   ExpectWeightedMean(Load(v[0]), Load(v[1]), {da, db}, {30, 70});
+}
+
+// A worker still training when its round closes without it is asked to evaluate the new
+// version meanwhile. Its training net is busy, so it evaluates on a second copy of the model
+// (made only now), answers, and goes on training until the coordinator shuts the run down.
+TEST_F(FaultTest, StragglerStillTrainingEvaluatesTheNewVersionOnASecondNet) {
+  Partition(1, 20000);
+  auto coord = StartCoordinator({"--rounds", "1", "--min-workers", "2", "--min-fit", "1",
+                                 "--round-timeout", "6", "--epochs", "30"});
+  auto real = StartWorker("real", 1);
+  ScriptedWorker a(endpoint_, "a", Tls("a"), 100, /*num_val=*/0);  // not asked to evaluate
+  ASSERT_TRUE(a.Hello().ok());
+  auto ta = a.NextTrainTask(60s);
+  ASSERT_TRUE(ta.ok()) << coord->Log();
+  ASSERT_TRUE(a.SendUpdate(ta->task, RandomDelta(ta->global.data.size(), 3), 30).ok());
+  auto code = coord->Wait(120s);
+  ASSERT_TRUE(code.has_value()) << coord->Log();
+  ASSERT_EQ(*code, 0) << coord->Log();
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[1].participants, std::vector<std::string>{"a"});
+  const std::string log = real->Log();
+  const size_t evaluated = log.find("evaluated v1");
+  ASSERT_NE(evaluated, std::string::npos) << log;
+  EXPECT_EQ(log.find("trained:"), std::string::npos) << "30 epochs ended before the evaluation\n"
+                                                     << log;
+  const size_t second_net = log.find("evaluating while training: made a second copy");
+  ASSERT_NE(second_net, std::string::npos) << log;
+  EXPECT_LT(second_net, evaluated);
+  // The coordinator counted the straggler's report: its 2,000 validation samples.
+  const auto rec = nlohmann::json::parse(ReadText(dir_ + "/run/metrics.jsonl"), nullptr, false);
+  ASSERT_TRUE(rec.is_object()) << ReadText(dir_ + "/run/metrics.jsonl");
+  EXPECT_EQ(rec["federated"]["reports"], 1) << rec.dump();
+  EXPECT_EQ(rec["federated"]["count"], 2000) << rec.dump();
+  EXPECT_EQ(real->Wait(60s), 0) << log;  // shut down by the coordinator mid-training
 }
 
 TEST_F(FaultTest, UpdateResentAfterACrashBeforeTheAckIsCountedOnce) {
