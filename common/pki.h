@@ -82,13 +82,13 @@ Status ValidateWorkerName(const std::string& name);
 // address, a port of 1-65535 (no "*" wildcard: that is for binding).
 Status ValidateCoordinatorAddress(const std::string& address);
 
+// Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (UTC), as the CA's JSON files record times.
+std::string UtcText(int64_t unix_seconds);
+
 // Issues an offline enrollment bundle in `out_dir` (created when missing): worker.key (0600),
 // worker.crt (CN = name, clientAuth, 1 year), ca.crt and bundle.json {name, coordinator,
 // ca_fingerprint}. An empty coordinator_address uses the one in ca.json. Rejected when out_dir
 // already holds a worker.key or the name is revoked. Records the certificate in issued.json.
-// Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (UTC), as the CA's JSON files record times.
-std::string UtcText(int64_t unix_seconds);
-
 Status Enroll(const std::string& ca_dir, const std::string& name, const std::string& out_dir,
               const std::string& coordinator_address = "");
 

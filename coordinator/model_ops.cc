@@ -2,8 +2,11 @@
 
 #include "common/dataset.h"
 #include "common/nn/models.h"
+#include "common/nn/runtime.h"
 
 namespace shoal {
+
+std::string ConfigureModelRuntime(int threads) { return nn::ConfigureTorchRuntime(threads); }
 
 Result<Weights> InitialWeights(const nn::ModelSource& model,
                                const std::vector<int64_t>& input_shape, int64_t num_classes,

@@ -14,6 +14,9 @@
 
 namespace shoal {
 
+// nn::ConfigureTorchRuntime: LibTorch's and OpenBLAS's threads for evaluation, and the BLAS in use.
+std::string ConfigureModelRuntime(int threads);
+
 // Weights of a freshly initialized built-in model (deterministic in `seed`), or the parameters
 // a TorchScript model was saved with (seed unused). InvalidArgument naming the problem when a
 // TorchScript model does not load or does not fit input_shape / num_classes.

@@ -21,7 +21,6 @@
 #include "common/malloc_tuning.h"
 #include "common/compression.h"
 #include "common/file_util.h"
-#include "common/nn/runtime.h"
 #include "common/pki.h"
 #include "common/sha256.h"
 #include "common/signing.h"
@@ -233,7 +232,7 @@ Coordinator::~Coordinator() = default;
 Status Coordinator::Run() { return impl_->Run(); }
 
 Status Coordinator::Impl::Prepare() {
-  spdlog::info("runtime {}", nn::ConfigureTorchRuntime(cfg_.threads));
+  spdlog::info("runtime {}", ConfigureModelRuntime(cfg_.threads));
   SHOAL_ASSIGN_OR_RETURN(ModelStore store, ModelStore::Open(cfg_.run_dir));
   store_ = std::make_unique<ModelStore>(std::move(store));
   // The key that signs exported models (shoalctl export / verify).

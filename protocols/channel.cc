@@ -307,7 +307,6 @@ void ServerChannel::Flush(int timeout_ms) {
   }
 }
 
-
 void ServerChannel::OnTransportEvents() {
   for (auto& e : socket_.TakeEvents()) {
     sessions_.erase(e.peer);

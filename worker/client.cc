@@ -9,9 +9,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/malloc_tuning.h"
 #include "common/compression.h"
 #include "common/dataset.h"
+#include "common/malloc_tuning.h"
 #include "common/nn/runtime.h"
 #include "common/sha256.h"
 #include "common/signing.h"
@@ -671,13 +671,10 @@ void WorkerClient::Impl::Evaluate() {
   Weights w;
   w.spec = eval_task_.spec;
   w.data = assembler_.Take();
-  Result<LocalTrainer*> evaluator = EvalTrainer();
-  if (!evaluator.ok()) {
-    spdlog::warn("round={} worker={} evaluation failed: {}", eval_task_.round, cfg_.name,
-                 evaluator.status().ToString());
-    return;
-  }
-  auto m = (*evaluator)->Evaluate(w, val_);
+  auto m = [&]() -> Result<EvalMetrics> {
+    SHOAL_ASSIGN_OR_RETURN(LocalTrainer * evaluator, EvalTrainer());
+    return evaluator->Evaluate(w, val_);
+  }();
   if (!m.ok()) {
     spdlog::warn("round={} worker={} evaluation failed: {}", eval_task_.round, cfg_.name,
                  m.status().ToString());

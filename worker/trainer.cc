@@ -66,22 +66,11 @@ class TorchTrainer : public LocalTrainer {
     } catch (const std::exception& e) {  // TorchScript raises (torch::jit::JITException)
       return Internal(std::string("training failed: ") + e.what());
     }
-    // delta = local - global, written over the global weights (SetWeights checked the sizes).
+    nn::SubtractFromLocal(*net_, global.data);  // the update, over the global weights
     out.delta = std::move(global.data);
-    {
-      torch::NoGradGuard no_grad;
-      size_t off = 0;
-      for (auto& named : net_->NamedParameters()) {
-        const torch::Tensor p = named.second.detach().to(torch::kFloat32).contiguous();
-        const float* local = p.data_ptr<float>();
-        const size_t n = static_cast<size_t>(p.numel());
-        for (size_t i = 0; i < n; ++i) out.delta[off + i] = local[i] - out.delta[off + i];
-        off += n;
-      }
-      // The gradients are rebuilt by the next round's first backward pass; until then they
-      // would only add a model's size to the worker's memory.
-      for (auto& named : net_->NamedParameters()) named.second.mutable_grad() = torch::Tensor();
-    }
+    // The gradients are rebuilt by the next round's first backward pass; until then they would
+    // only add a model's size to the worker's memory.
+    for (auto& named : net_->NamedParameters()) named.second.mutable_grad() = torch::Tensor();
     out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return out;
   }

@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <filesystem>
-#include <cstring>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>

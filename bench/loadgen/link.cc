@@ -2,7 +2,6 @@
 
 #include <cstring>
 
-
 #include "protocols/codec.h"
 
 namespace shoal::loadgen {

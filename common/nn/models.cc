@@ -233,18 +233,37 @@ ModelSpec SpecOf(Net& net) {
   return spec;
 }
 
+namespace {
+
+// Calls fn(values, count, offset) for each parameter as contiguous float32, in spec order.
+template <class Fn>
+void ForEachParameter(Net& net, Fn&& fn) {
+  torch::NoGradGuard no_grad;
+  size_t off = 0;
+  for (const auto& p : net.NamedParameters()) {
+    const torch::Tensor t = p.second.detach().to(torch::kFloat32).contiguous();
+    const size_t n = static_cast<size_t>(t.numel());
+    fn(t.data_ptr<float>(), n, off);
+    off += n;
+  }
+}
+
+}  // namespace
+
 Weights GetWeights(Net& net) {
   Weights w;
   w.spec = SpecOf(net);
   w.data.resize(w.spec.total_numel());
-  int64_t off = 0;
-  torch::NoGradGuard no_grad;
-  for (const auto& p : net.NamedParameters()) {
-    torch::Tensor t = p.second.detach().to(torch::kFloat32).contiguous();
-    std::memcpy(w.data.data() + off, t.data_ptr<float>(), t.numel() * sizeof(float));
-    off += t.numel();
-  }
+  ForEachParameter(net, [&](const float* v, size_t n, size_t off) {
+    std::memcpy(w.data.data() + off, v, n * sizeof(float));
+  });
   return w;
+}
+
+void SubtractFromLocal(Net& net, std::vector<float>& global) {
+  ForEachParameter(net, [&](const float* local, size_t n, size_t off) {
+    for (size_t i = 0; i < n; ++i) global[off + i] = local[i] - global[off + i];
+  });
 }
 
 Status SetWeights(Net& net, const Weights& w) {

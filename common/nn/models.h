@@ -78,6 +78,9 @@ Result<std::shared_ptr<Net>> MakeModel(const ModelSource& source,
 
 ModelSpec SpecOf(Net& net);
 Weights GetWeights(Net& net);
+// global -> local - global, in place: `global` holds the weights training started from (the
+// net's spec order and size, as SetWeights checked) and ends as the update.
+void SubtractFromLocal(Net& net, std::vector<float>& global);
 // InvalidArgument naming the first difference when w.spec is not the net's spec.
 Status SetWeights(Net& net, const Weights& w);
 

@@ -46,8 +46,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   shoal::AddPartitionCommand(app);
   shoal::ctl::AddRunCommands(app);
-  shoal::ctl::AddExportCommand(app,
-                               [argc, argv](const shoal::ctl::ExportRequest&) { RunExportHelper(argc, argv); });
+  shoal::ctl::AddExportCommand(
+      app, [argc, argv](const shoal::ctl::ExportRequest&) { RunExportHelper(argc, argv); });
   shoal::ctl::AddVerifyCommand(app);
   shoal::ctl::AddPkiCommands(app);
   try {
