@@ -49,7 +49,8 @@ def main():
     for c in ro.get("configs", []):
         st = c.get("steady", {})
         for k in ["round_s", "max_worker_train_s", "ratio_to_slowest_train", "cpu_floor_s",
-                  "ratio_to_cpu_floor", "cpu_floor_pair_s"]:
+                  "ratio_to_cpu_floor", "cpu_floor_pair_s", "cpu_floor_in_run_s",
+                  "ratio_to_cpu_floor_in_run", "train_cpu_s", "eval_cpu_s"]:
             need(num(st.get(k)) and st[k] > 0, f"round_overhead {c.get('run')}: {k}")
         # /proc is sampled every 0.2 s: a round shorter than that has no CPU window.
         need(st.get("shoal_cpu_s") is None or num(st["shoal_cpu_s"]), f"round_overhead {c.get('run')}: shoal_cpu_s")

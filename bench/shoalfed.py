@@ -297,6 +297,8 @@ class Federation:
                     for line in chunk[:cut].splitlines():
                         m = _ROUND_STARTED.search(line)
                         if m:
+                            if "tcp" not in snap:
+                                snap["tcp"] = tcp_bytes(coord_port)
                             snapshots["start"][int(m.group(1))] = snap  # a retry overwrites
                 except OSError:
                     pass
@@ -375,18 +377,46 @@ class Federation:
                 silo[m.group(1)] = {"train": int(m.group(2)), "val": int(m.group(3))}
 
         rounds = []
+        started = {rec["round"]: parse_iso_utc(rec["started_at"]) for rec in records
+                   if rec.get("started_at")}
         for rec in records:
             r = rec["round"]
             phases = rec.get("phases_s", {})
             busy = sum(phases.values())
             wall = rec.get("wall_s", busy)
+            ev = rec.get("evaluation") or {}
+            # A round's time is from its start to the next round's start: with eval.overlap the
+            # evaluation of its version runs in the next round, and wall_s (start to commit) does
+            # not include it. The last round lasts until its evaluation is in.
+            if r in started and r + 1 in started:
+                round_s = started[r + 1] - started[r]
+            elif ev.get("overlapped"):
+                round_s = wall + ev.get("seconds", 0)
+            else:
+                round_s = wall
+            if r == 1:  # without the first round's WAIT for the workers' start-up
+                round_s -= max(0.0, wall - busy)
+            workers = rec.get("workers", {})
+            train_cpu = [w["train_cpu_s"] for w in workers.values() if "train_cpu_s" in w]
+            eval_cpu = None
+            if "central_cpu_s" in ev or "federated_cpu_s" in ev:
+                eval_cpu = ev.get("central_cpu_s", 0) + ev.get("federated_cpu_s", 0)
+            at = rec.get("evaluated_at") or rec["time"]
             row = {
                 "round": r,
                 "committed_at_s": parse_iso_utc(rec["time"]) - t_launch,
+                # When the round's accuracy was known (time-to-accuracy counts to here).
+                "evaluated_at_s": parse_iso_utc(at) - t_launch,
+                "started_at_s": started[r] - t_launch if r in started else None,
                 "wall_s": wall,
                 # WAIT (for min_workers) + SELECT: the first round's WAIT is the workers' start-up.
                 "unaccounted_s": max(0.0, wall - busy),
-                "round_s": wall if r > 1 else busy,
+                "round_s": round_s,
+                "evaluation": ev,
+                # CPU seconds of the training threads (all workers) and of the evaluations of the
+                # round's version (central + federated), as the processes measured them.
+                "train_cpu_s": sum(train_cpu) if len(train_cpu) == len(workers) and workers else None,
+                "eval_cpu_s": eval_cpu,
                 "phases_s": phases,
                 "max_worker_train_s": rec.get("max_worker_train_s"),
                 # name -> samples, train_s, train_loss, ready_s, accepted_s (seconds into the round)
@@ -404,7 +434,10 @@ class Federation:
                 "bytes_out": rec.get("bytes_out"),
                 "worker_train_s": train_s.get(r, {}),
             }
-            s, e = snapshots["start"].get(r), snapshots["end"].get(r)
+            # The round's window: its start to the next round's start (its record arrives only
+            # when its evaluation is in, part-way through the next round).
+            s = snapshots["start"].get(r)
+            e = snapshots["start"].get(r + 1) or snapshots["end"].get(r)
             if s and e and e["t"] > s["t"]:
                 ours = sum(e["cpu"].get(k, 0) - s["cpu"].get(k, 0) for k in e["cpu"])
                 machine = e["machine_busy_s"] - s["machine_busy_s"]
@@ -418,18 +451,22 @@ class Federation:
                     "cores_busy_shoal": ours / span,
                     "cores_busy_machine": machine / span,
                 }
-            # Bytes on the wire per worker connection from the previous commit to this one
-            # (everything the round sent and received); only connections present at both.
-            p_end = snapshots["end"].get(r - 1)
-            if p_end and e and p_end is not e and p_end.get("tcp") and e.get("tcp"):
-                a, b = p_end["tcp"], e["tcp"]
+            # Bytes on the wire per worker connection from this round's start to the next's
+            # (everything the round sent and received, its version's evaluation included); only
+            # connections present at both. Round 1's start is before the workers connect.
+            if r > 1 and s and e and s is not e and s.get("tcp") and e.get("tcp"):
+                a, b = s["tcp"], e["tcp"]
                 row["wire_bytes_per_connection"] = [
                     {"to_worker": b[k][0] - a[k][0], "from_worker": b[k][1] - a[k][1]}
                     for k in sorted(b) if k in a]
             rounds.append(row)
         first_start = None
         if rounds:
-            first_start = rounds[0]["committed_at_s"] - rounds[0]["round_s"]
+            first_start = rounds[0]["started_at_s"]
+            if first_start is None:
+                first_start = rounds[0]["committed_at_s"] - rounds[0]["round_s"]
+            else:  # after the WAIT for the workers to start
+                first_start += rounds[0]["unaccounted_s"]
         return {
             "name": self.name,
             "model": self.model,

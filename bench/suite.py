@@ -223,7 +223,7 @@ class Suite:
         pair = self.federation(f"calib-{tag}-pair", model, 2, silos, 1, eval_limit, off)
         # metrics.jsonl's max_worker_train_s has full precision (the logs print 0.1 s).
         r = solo["rounds"][0]
-        e_s = r["phases_s"]["evaluate"]
+        e_s = (r.get("evaluation") or {}).get("seconds", r["phases_s"]["evaluate"])
         pr = pair["rounds"][0]
         r1 = r["samples"] / r["max_worker_train_s"]
         r2 = pr["samples"] / pr["max_worker_train_s"]  # both cores busy until the later one ends
@@ -325,6 +325,12 @@ class Suite:
             floor = (r["samples"] / r1c + eval_samples / e1c) / 2
             floor_wall = (r["samples"] / r1 + eval_samples / e1) / 2
             floor_pair = r["samples"] / r2 + eval_samples / (2 * e1)
+            # The same floor from this round's own work: CPU seconds the workers' training
+            # threads and the evaluations of its version spent, as the processes measured them
+            # (no calibration run; includes what running N processes on 2 cores costs each).
+            floor_run = None
+            if r.get("train_cpu_s") is not None and r.get("eval_cpu_s") is not None:
+                floor_run = (r["train_cpu_s"] + r["eval_cpu_s"]) / 2
             ph = r["phases_s"]
             train = r["max_worker_train_s"] or 0
             breakdown = {
@@ -351,6 +357,10 @@ class Suite:
                 "cpu_floor_s": floor,
                 "cpu_floor_wall_calibrated_s": floor_wall,
                 "cpu_floor_pair_s": floor_pair,
+                "cpu_floor_in_run_s": floor_run,
+                "ratio_to_cpu_floor_in_run": r["round_s"] / floor_run if floor_run else None,
+                "train_cpu_s": r.get("train_cpu_s"),
+                "eval_cpu_s": r.get("eval_cpu_s"),
                 "ratio_to_cpu_floor": r["round_s"] / floor,
                 "ratio_to_cpu_floor_pair": r["round_s"] / floor_pair,
                 "breakdown_s": breakdown,
@@ -367,6 +377,7 @@ class Suite:
             })
         steady = [x for x in rows if x["round"] > 1] or rows
         keys = ["round_s", "max_worker_train_s", "ratio_to_slowest_train", "cpu_floor_s",
+                "cpu_floor_in_run_s", "ratio_to_cpu_floor_in_run", "train_cpu_s", "eval_cpu_s",
                 "cpu_floor_wall_calibrated_s", "cpu_floor_pair_s", "ratio_to_cpu_floor",
                 "ratio_to_cpu_floor_pair", "shoal_cpu_s", "shoal_cpu_vs_work", "foreign_cpu_s",
                 "foreign_cores", "cores_busy_shoal", "cores_busy_machine", "sum_worker_train_s"]
@@ -498,7 +509,7 @@ class Suite:
     @staticmethod
     def tta_of(run, scheme):
         rows = [{"round": r["round"], "central_acc": r["central_acc"],
-                 "federated_acc": r["federated_acc"], "at_s": r["committed_at_s"],
+                 "federated_acc": r["federated_acc"], "at_s": r["evaluated_at_s"],
                  "round_s": r["round_s"]} for r in run["rounds"]]
         reached = {}
         for target in TARGETS_ACC:

@@ -29,14 +29,20 @@ Status WriteAll(int fd, const char* p, size_t n, const std::string& path) {
 }
 
 // Fault injection for crash tests (as LevelDB's fault-injection Env): with
-// SHOAL_FAULT_CRASH_BEFORE_RENAME=<substring>, the process dies (exit 70, no clean-up) after a
-// temporary file whose target path contains <substring> is written and synced, before the
-// rename: the state a power cut or kill -9 at that instant leaves behind.
+// SHOAL_FAULT_CRASH_BEFORE_RENAME=<substring>[#N], the process dies (exit 70, no clean-up) after
+// the N-th (default: first) temporary file whose target path contains <substring> is written and
+// synced, before the rename: the state a power cut or kill -9 at that instant leaves behind.
 void MaybeCrashBeforeRename(const std::string& path) {
-  const char* pattern = std::getenv("SHOAL_FAULT_CRASH_BEFORE_RENAME");
-  if (pattern != nullptr && *pattern != '\0' && path.find(pattern) != std::string::npos) {
-    ::_exit(70);
+  const char* env = std::getenv("SHOAL_FAULT_CRASH_BEFORE_RENAME");
+  if (env == nullptr || *env == '\0') return;
+  std::string pattern = env;
+  long nth = 1;
+  if (const size_t hash = pattern.rfind('#'); hash != std::string::npos) {
+    nth = std::strtol(pattern.c_str() + hash + 1, nullptr, 10);
+    pattern.resize(hash);
   }
+  static std::atomic<long> matches{0};
+  if (path.find(pattern) != std::string::npos && ++matches == nth) ::_exit(70);
 }
 
 }  // namespace

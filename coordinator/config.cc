@@ -103,6 +103,7 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("eval.limit", c.eval_limit);
   r.Read("eval.federated", c.federated_eval);
   r.Read("eval.timeout_s", c.eval_timeout_s);
+  r.Read("eval.overlap", c.eval_overlap);
   r.Read("http.enabled", c.http_enabled);
   r.Read("http.address", c.http_address);
   r.Read("http.port", c.http_port);

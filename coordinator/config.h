@@ -57,6 +57,9 @@ struct CoordinatorConfig {
   int64_t eval_limit = 0;           // eval.limit: use only the first N samples (0 = all)
   bool federated_eval = true;       // eval.federated: workers evaluate each new version locally
   double eval_timeout_s = 120;      // eval.timeout_s: wait for federated results at most this long
+  // eval.overlap: evaluate version N while round N+1 trains (the version is committed first, its
+  // metrics are added when the evaluation is in); false: each round waits for its evaluation.
+  bool eval_overlap = true;
 
   // [http]
   bool http_enabled = true;             // http.enabled: serve the dashboard, API and /metrics

@@ -144,6 +144,13 @@ Status ModelStore::Commit(const Weights& weights, VersionMeta& meta) {
   return WriteFileAtomic(VersionMetaPath(dir_, meta.version), meta.ToJson().dump(2) + "\n");
 }
 
+Status ModelStore::UpdateMeta(const VersionMeta& meta) {
+  if (!PathExists(VersionWeightsPath(dir_, meta.version))) {
+    return NotFound("v" + std::to_string(meta.version) + " is not committed");
+  }
+  return WriteFileAtomic(VersionMetaPath(dir_, meta.version), meta.ToJson().dump(2) + "\n");
+}
+
 Status ModelStore::AppendMetrics(const nlohmann::json& record) {
   return AppendLine(MetricsLogPath(dir_), record.dump());
 }

@@ -58,6 +58,8 @@ class ModelStore {
 
   // Writes weights then meta; fills meta.sha256 and meta.created_at.
   Status Commit(const Weights& weights, VersionMeta& meta);
+  // Rewrites the meta of a committed version (its metrics arrive after the commit).
+  Status UpdateMeta(const VersionMeta& meta);
   Status AppendMetrics(const nlohmann::json& record);
   const std::string& dir() const { return dir_; }
 

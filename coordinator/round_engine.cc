@@ -97,7 +97,7 @@ class Coordinator::Impl {
   Status Run();
 
  private:
-  enum class Phase { kIdle, kCollect, kEval };
+  enum class Phase { kIdle, kCollect };
   enum class Upload { kNone, kWaitingGrant, kUploading };
 
   struct Peer {
@@ -142,12 +142,23 @@ class Coordinator::Impl {
     double train_seconds_max = 0;
     // Per accepted update, for metrics.jsonl: where each worker's part of the round went.
     nlohmann::json updates = nlohmann::json::object();
-    uint64_t eval_version = 0;
-    std::set<std::string> eval_expected;  // names
-    std::map<std::string, proto::EvalResult> eval_results;
     uint64_t bytes_in = 0;
     uint64_t bytes_out = 0;
     Clock::time_point started;
+  };
+
+  // The evaluation of a committed version: central (on its own thread) and federated (workers
+  // answer EvalTasks). With eval.overlap it runs while the next round trains; the version's
+  // metrics and its round's record are completed when it is in.
+  struct PendingEval {
+    VersionMeta meta;                // as committed, metrics["evaluation"] = "pending"
+    nlohmann::json record;           // the round's metrics.jsonl record, without its evaluation
+    Clock::time_point round_started;
+    Clock::time_point started;
+    Clock::time_point federated_deadline;
+    std::future<Result<EvalMetrics>> central;
+    std::set<std::string> expected;  // worker names
+    std::map<std::string, proto::EvalResult> results;
   };
 
   // Setup.
@@ -186,6 +197,13 @@ class Coordinator::Impl {
 
   // One round.
   Status RunRound(uint64_t round, int attempt, bool* committed);
+  void StartEvaluation(VersionMeta meta, nlohmann::json record, Clock::time_point round_started);
+  bool EvaluationDone() const;
+  // Serves messages until the pending evaluation (if any) is complete, then completes it.
+  Status FinishEvaluation();
+  // Completes the pending evaluation: the version's meta, the round's record, the printed row.
+  Status CompleteEvaluation();
+  Status CompleteResumedEvaluation(const VersionMeta& meta);
   std::vector<std::string> SelectWorkers(uint64_t round, int attempt);
   void Publish();
   double RoundDeadlineSeconds();
@@ -214,6 +232,9 @@ class Coordinator::Impl {
   uint64_t next_round_ = 1;
   std::map<std::string, Peer> peers_;  // by connection id
   RoundState rs_;
+  // Reads global_ from the central evaluation thread: global_ is replaced only after it is done.
+  std::optional<PendingEval> eval_;
+  Status eval_status_;  // a failed background evaluation, reported by the round that sees it
   FedAvg fedavg_;
   Encoding encoding_ = Encoding::kF32;  // train.compression
   std::vector<float> decoded_;          // a compressed update decoded for folding
@@ -552,7 +573,7 @@ Status Coordinator::Impl::Resume() {
     next_round_ = it->round + 1;
     spdlog::info("resuming run={} from version v{} (round {}) sha256={}", run_id_, version_,
                  it->round, it->sha256);
-    return Status::Ok();
+    return CompleteResumedEvaluation(*it);
   }
   SHOAL_ASSIGN_OR_RETURN(global_, InitialWeights(model_, cfg_.input_shape, cfg_.num_classes,
                                                  cfg_.seed));
@@ -568,6 +589,50 @@ Status Coordinator::Impl::Resume() {
                global_.data.size(), meta.sha256);
   version_ = 0;
   next_round_ = 1;
+  return Status::Ok();
+}
+
+// A version committed just before the coordinator stopped may have no metrics yet (its
+// evaluation was running) and its round no record in metrics.jsonl: both are completed here,
+// with the central evaluation (the workers' federated results are gone with the old process).
+Status Coordinator::Impl::CompleteResumedEvaluation(const VersionMeta& resumed) {
+  if (resumed.round == 0) return Status::Ok();
+  const bool pending = resumed.metrics.value("evaluation", "") == "pending";
+  bool recorded = false;
+  if (auto recs = ReadMetricsLog(cfg_.run_dir); recs.ok()) {
+    for (const auto& r : *recs) {
+      recorded |= r.value("version", uint64_t{0}) == resumed.version;
+    }
+  }
+  if (!pending && recorded) return Status::Ok();
+  VersionMeta meta = resumed;
+  nlohmann::json evaluation = {{"overlapped", false}, {"after_restart", true}};
+  if (pending) {
+    meta.metrics["central"] = nullptr;
+    if (evaluator_) {
+      SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, evaluator_->Evaluate(global_));
+      meta.metrics["central"] = {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}};
+      evaluation["central_cpu_s"] = m.cpu_seconds;
+    }
+    meta.metrics.erase("evaluation");
+    SHOAL_RETURN_IF_ERROR(store_->UpdateMeta(meta));
+    spdlog::info("v{} had no evaluation (the coordinator stopped during it): evaluated now",
+                 meta.version);
+  }
+  if (!recorded) {
+    nlohmann::json rec = {{"round", meta.round},
+                          {"version", meta.version},
+                          {"sha256", meta.sha256},
+                          {"participants", meta.participants},
+                          {"samples", meta.metrics.value("samples", nlohmann::json(nullptr))},
+                          {"central", meta.metrics.value("central", nlohmann::json(nullptr))},
+                          {"federated", meta.metrics.value("federated", nlohmann::json(nullptr))},
+                          {"train_loss", meta.metrics.value("train_loss", nlohmann::json(nullptr))},
+                          {"evaluation", evaluation},
+                          {"time", meta.created_at},
+                          {"evaluated_at", UtcNow()}};
+    SHOAL_RETURN_IF_ERROR(store_->AppendMetrics(rec));
+  }
   return Status::Ok();
 }
 
@@ -598,6 +663,13 @@ Status Coordinator::Impl::Run() {
     }
     ++next_round_;
   }
+  // The last version's evaluation (also when the run failed or is stopped: its accuracy is
+  // recorded; federated results are not waited for once stopping).
+  if (eval_) {
+    state_ = "evaluating";
+    Publish();
+  }
+  if (Status st = FinishEvaluation(); !st.ok() && result.ok()) result = st;
   if (stop_ && result.ok()) result = Unavailable("stopped before the run finished");
   proto::Shutdown bye;
   bye.reason = result.ok() ? "run finished" : result.ToString();
@@ -622,6 +694,7 @@ Status Coordinator::Impl::Run() {
 
 bool Coordinator::Impl::PumpUntil(Clock::time_point deadline, const std::function<bool()>& done) {
   while (!stop_) {
+    if (eval_ && EvaluationDone() && eval_status_.ok()) eval_status_ = CompleteEvaluation();
     if (done()) return true;
     const auto now = Clock::now();
     if (now >= deadline) return false;
@@ -737,6 +810,7 @@ void Coordinator::Impl::Publish() {
                     {"connected_workers", connected},
                     {"selected_workers", rs_.selected},
                     {"updates_received", rs_.accepted.size()},
+                    {"evaluating_version", eval_ ? nlohmann::json(eval_->meta.version) : nullptr},
                     {"min_workers", cfg_.min_workers},
                     {"started_at", started_at_},
                     {"updated_at", UtcNow()}});
@@ -768,6 +842,7 @@ void Coordinator::Impl::DropPeer(const std::string& id, const std::string& why) 
   if (it->second.upload == Upload::kUploading) --rs_.uploading;
   rs_.grant_queue.erase(std::remove(rs_.grant_queue.begin(), rs_.grant_queue.end(), id),
                         rs_.grant_queue.end());
+  if (eval_ && !eval_->results.count(it->second.name)) eval_->expected.erase(it->second.name);
   peers_.erase(it);
   channel_->Close(id);
   MaybeGrant();
@@ -953,6 +1028,10 @@ void Coordinator::Impl::OnUpdateReady(Peer& p, const proto::FrameView& f) {
   }
   if (m->sha256.size() != 32) return reject(ErrorCode::kBadUpdate, "sha256 must be 32 bytes");
   if (!std::isfinite(m->train_loss)) return reject(ErrorCode::kBadUpdate, "train_loss is not finite");
+  if (!(m->train_seconds >= 0 && m->train_seconds < 1e9) ||
+      !(m->train_cpu_seconds >= 0 && m->train_cpu_seconds < 1e9)) {
+    return reject(ErrorCode::kBadUpdate, "train_seconds or train_cpu_seconds out of range");
+  }
   if (p.upload == Upload::kUploading) EndUpload(p);
   rs_.grant_queue.erase(std::remove(rs_.grant_queue.begin(), rs_.grant_queue.end(), p.id),
                         rs_.grant_queue.end());
@@ -1038,6 +1117,7 @@ void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
   rs_.updates[p.name] = {
       {"samples", p.ready.num_samples},
       {"train_s", p.ready.train_seconds},
+      {"train_cpu_s", p.ready.train_cpu_seconds},
       {"train_loss", p.ready.train_loss},
       {"ready_s", std::chrono::duration<double>(p.ready_at - rs_.started).count()},
       {"accepted_s", took}};
@@ -1058,17 +1138,17 @@ void Coordinator::Impl::OnEvalResult(Peer& p, const proto::FrameView& f) {
     SendError(p.id, ErrorCode::kBadMessage, rs_.round, m.status().message());
     return;
   }
-  if (rs_.phase != Phase::kEval || m->run_id != run_id_ || m->round != rs_.round ||
-      m->version != rs_.eval_version || !rs_.eval_expected.count(p.name)) {
+  if (!eval_ || m->run_id != run_id_ || m->round != eval_->meta.round ||
+      m->version != eval_->meta.version || !eval_->expected.count(p.name)) {
     spdlog::warn("round={} worker={} stale EvalResult for round {} ignored", rs_.round, p.name, m->round);
     return;
   }
   if (m->count < 0 || m->count > p.num_val || !std::isfinite(m->loss) || !(m->accuracy >= 0) ||
-      m->accuracy > 1) {
+      m->accuracy > 1 || !(m->cpu_seconds >= 0 && m->cpu_seconds < 1e9)) {
     spdlog::warn("round={} worker={} EvalResult out of range ignored", rs_.round, p.name);
     return;
   }
-  rs_.eval_results[p.name] = std::move(m).value();
+  eval_->results[p.name] = std::move(m).value();
 }
 
 std::vector<std::string> Coordinator::Impl::SelectWorkers(uint64_t round, int attempt) {
@@ -1087,7 +1167,9 @@ std::vector<std::string> Coordinator::Impl::SelectWorkers(uint64_t round, int at
 
 Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed) {
   *committed = false;
+  SHOAL_RETURN_IF_ERROR(eval_status_);  // the previous version's evaluation failed
   const auto t_start = Clock::now();
+  const std::string started_at = UtcNow();
   // WAIT
   if (!PumpUntil(After(cfg_.wait_timeout_s),
                  [&] { return peers_.size() >= static_cast<size_t>(cfg_.min_workers); })) {
@@ -1159,85 +1241,28 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   SHOAL_ASSIGN_OR_RETURN(Weights next, fedavg_.Finish(global_));
   const double aggregate_s = SecondsSince(t_agg);
 
-  // EVALUATE: federated (workers, concurrently) and central (here).
-  const auto t_eval = Clock::now();
-  state_ = "evaluating";
-  Publish();
-  const uint64_t new_version = version_ + 1;
-  rs_.eval_version = new_version;
-  if (cfg_.federated_eval) {
-    proto::EvalTask et;
-    et.run_id = run_id_;
-    et.round = round;
-    et.version = new_version;
-    et.spec = next.spec;
-    et.chunk_count = proto::ChunkCount(next.spec.total_bytes(), cfg_.chunk_bytes);
-    std::vector<std::shared_ptr<const std::string>> frames{
-        std::make_shared<const std::string>(proto::Encode(et))};
-    for (auto& c : proto::EncodeChunks(round, next.data.data(), next.spec.total_bytes(),
-                                       cfg_.chunk_bytes)) {
-      frames.push_back(std::make_shared<const std::string>(std::move(c)));
-    }
-    rs_.phase = Phase::kEval;
-    for (const auto& [id, p] : peers_) {
-      if (p.num_val <= 0) continue;
-      rs_.eval_expected.insert(p.name);
-      for (const auto& fr : frames) SendTo(id, fr);
-    }
-  }
-  // Central evaluation runs on its own thread so this one keeps answering heartbeats and
-  // collecting federated results meanwhile.
-  std::future<Result<EvalMetrics>> central_eval;
-  if (evaluator_) {
-    central_eval = std::async(std::launch::async, [this, &next] { return evaluator_->Evaluate(next); });
-  }
-  const auto eval_deadline = After(cfg_.eval_timeout_s);
-  auto central_done = [&] {
-    return !central_eval.valid() ||
-           central_eval.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-  };
-  auto federated_done = [&] {
-    return !cfg_.federated_eval || rs_.eval_results.size() == rs_.eval_expected.size();
-  };
-  PumpUntil(eval_deadline, [&] { return central_done() && federated_done(); });
-  // Past the federated deadline the central result is still needed: keep serving until it is in.
-  PumpUntil(Clock::time_point::max(), central_done);
-  if (stop_ && central_eval.valid()) central_eval.wait();
-  nlohmann::json central = nullptr;
-  if (central_eval.valid()) {
-    SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, central_eval.get());
-    central = {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}};
-  }
-  nlohmann::json federated = nullptr;
-  if (cfg_.federated_eval) {
-    int64_t n = 0;
-    double loss = 0, acc = 0;
-    for (const auto& [name, r] : rs_.eval_results) {
-      n += r.count;
-      loss += r.loss * static_cast<double>(r.count);
-      acc += r.accuracy * static_cast<double>(r.count);
-    }
-    if (n > 0) {
-      federated = {{"accuracy", acc / n}, {"loss", loss / n}, {"count", n},
-                   {"reports", rs_.eval_results.size()}};
-    }
-    rs_.phase = Phase::kIdle;
-  }
-  const double evaluate_s = SecondsSince(t_eval);
+  // The previous version's evaluation must be complete before this version is committed: it
+  // reads global_, and its record goes into metrics.jsonl before this round's.
+  const auto t_wait = Clock::now();
+  SHOAL_RETURN_IF_ERROR(FinishEvaluation());
+  const double eval_wait_s = SecondsSince(t_wait);
+  if (stop_) return Status::Ok();
 
-  // COMMIT
+  // COMMIT: the weights are durable before anyone evaluates them; the metrics follow.
   const auto t_commit = Clock::now();
   VersionMeta meta;
-  meta.version = new_version;
+  meta.version = version_ + 1;
   meta.parent = version_;
   meta.round = round;
   for (const auto& [name, sha] : rs_.accepted) meta.participants.push_back(name);
   const double train_loss = rs_.loss_weighted_sum / static_cast<double>(fedavg_.total_samples());
-  meta.metrics = {{"central", central}, {"federated", federated}, {"train_loss", train_loss},
-                  {"samples", fedavg_.total_samples()}};
-  SHOAL_RETURN_IF_ERROR(store_->Commit(next, meta).Annotate("commit of v" + std::to_string(new_version)));
+  meta.metrics = {{"central", nullptr}, {"federated", nullptr}, {"train_loss", train_loss},
+                  {"samples", fedavg_.total_samples()}, {"evaluation", "pending"}};
+  SHOAL_RETURN_IF_ERROR(
+      store_->Commit(next, meta).Annotate("commit of v" + std::to_string(meta.version)));
   global_ = std::move(next);
-  version_ = new_version;
+  version_ = meta.version;
+  board_.AddVersion(meta.ToJson());
   const double commit_s = SecondsSince(t_commit);
 
   nlohmann::json rec = {
@@ -1247,28 +1272,129 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
       {"participants", meta.participants},
       {"selected", selected.size()},
       {"samples", fedavg_.total_samples()},
-      {"central", central},
-      {"federated", federated},
+      {"central", nullptr},
+      {"federated", nullptr},
       {"train_loss", train_loss},
       {"max_worker_train_s", rs_.train_seconds_max},
       {"workers", rs_.updates},
+      // The round's own time; "evaluate" is how long it waited for an evaluation (the previous
+      // version's with eval.overlap, else its own); the evaluation itself is under "evaluation".
       {"phases_s",
        {{"broadcast", broadcast_s},
         {"collect", collect_s},
         {"aggregate", aggregate_s},
-        {"evaluate", evaluate_s},
+        {"evaluate", eval_wait_s},
         {"commit", commit_s}}},
       {"wall_s", SecondsSince(t_start)},
       {"bytes_in", rs_.bytes_in},
       {"bytes_out", rs_.bytes_out},
+      {"started_at", started_at},
       {"time", meta.created_at}};
-  SHOAL_RETURN_IF_ERROR(store_->AppendMetrics(rec));
-  board_.AddVersion(meta.ToJson());
-  board_.AddRound(rec);
+  StartEvaluation(std::move(meta), std::move(rec), t_start);
+  *committed = true;
+  if (!cfg_.eval_overlap) SHOAL_RETURN_IF_ERROR(FinishEvaluation());
   state_ = "waiting";
   Publish();
+  return Status::Ok();
+}
+
+void Coordinator::Impl::StartEvaluation(VersionMeta meta, nlohmann::json record,
+                                        Clock::time_point round_started) {
+  PendingEval& ev = eval_.emplace();
+  ev.meta = std::move(meta);
+  ev.record = std::move(record);
+  ev.round_started = round_started;
+  ev.started = Clock::now();
+  ev.federated_deadline = After(cfg_.eval_timeout_s);
+  if (cfg_.federated_eval) {
+    proto::EvalTask et;
+    et.run_id = run_id_;
+    et.round = ev.meta.round;
+    et.version = ev.meta.version;
+    et.spec = global_.spec;
+    et.chunk_count = proto::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
+    std::vector<std::shared_ptr<const std::string>> frames{
+        std::make_shared<const std::string>(proto::Encode(et))};
+    for (auto& c : proto::EncodeChunks(et.round, global_.data.data(), global_.spec.total_bytes(),
+                                       cfg_.chunk_bytes)) {
+      frames.push_back(std::make_shared<const std::string>(std::move(c)));
+    }
+    for (const auto& [id, p] : peers_) {
+      if (p.num_val <= 0) continue;
+      ev.expected.insert(p.name);
+      for (const auto& fr : frames) SendTo(id, fr);
+    }
+    ev.record["bytes_out"] = rs_.bytes_out;  // with the EvalTasks
+  }
+  // Central evaluation runs on its own thread so this one keeps serving workers meanwhile.
+  if (evaluator_) {
+    ev.central = std::async(std::launch::async, [this] { return evaluator_->Evaluate(global_); });
+  }
+}
+
+bool Coordinator::Impl::EvaluationDone() const {
+  const bool central = !eval_->central.valid() ||
+                       eval_->central.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  return central && (eval_->results.size() == eval_->expected.size() ||
+                     Clock::now() >= eval_->federated_deadline);
+}
+
+Status Coordinator::Impl::FinishEvaluation() {
+  PumpUntil(Clock::time_point::max(), [&] { return !eval_ || !eval_status_.ok(); });
+  // Stopping: the central result is still recorded (it is at most one evaluation away).
+  if (eval_ && eval_status_.ok()) eval_status_ = CompleteEvaluation();
+  return eval_status_;
+}
+
+Status Coordinator::Impl::CompleteEvaluation() {
+  PendingEval ev = std::move(*eval_);
+  eval_.reset();
+  nlohmann::json central = nullptr;
+  nlohmann::json evaluation = {{"overlapped", cfg_.eval_overlap}};
+  if (ev.central.valid()) {
+    SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, ev.central.get());
+    central = {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}};
+    evaluation["central_cpu_s"] = m.cpu_seconds;
+  }
+  nlohmann::json federated = nullptr;
+  int64_t n = 0;
+  double loss = 0, acc = 0, cpu = 0;
+  for (const auto& [name, r] : ev.results) {
+    n += r.count;
+    loss += r.loss * static_cast<double>(r.count);
+    acc += r.accuracy * static_cast<double>(r.count);
+    cpu += r.cpu_seconds;
+  }
+  if (n > 0) {
+    federated = {{"accuracy", acc / n}, {"loss", loss / n}, {"count", n},
+                 {"reports", ev.results.size()}};
+    evaluation["federated_cpu_s"] = cpu;
+  }
+  if (ev.results.size() < ev.expected.size()) {
+    spdlog::warn("round={} federated evaluation of v{}: {} of {} workers answered within "
+                 "eval.timeout_s={}",
+                 ev.meta.round, ev.meta.version, ev.results.size(), ev.expected.size(),
+                 cfg_.eval_timeout_s);
+  }
+  const double seconds = SecondsSince(ev.started);
+  evaluation["seconds"] = seconds;
+  ev.meta.metrics["central"] = central;
+  ev.meta.metrics["federated"] = federated;
+  ev.meta.metrics.erase("evaluation");
+  SHOAL_RETURN_IF_ERROR(store_->UpdateMeta(ev.meta));
+  nlohmann::json& rec = ev.record;
+  rec["central"] = central;
+  rec["federated"] = federated;
+  rec["evaluation"] = evaluation;
+  rec["evaluated_at"] = UtcNow();
+  if (!cfg_.eval_overlap) {  // the round waited for it
+    rec["phases_s"]["evaluate"] = seconds;
+    rec["wall_s"] = SecondsSince(ev.round_started);
+  }
+  SHOAL_RETURN_IF_ERROR(store_->AppendMetrics(rec));
+  board_.UpdateVersion(ev.meta.ToJson());
+  board_.AddRound(rec);
   PrintRow(rec);
-  *committed = true;
   return Status::Ok();
 }
 

@@ -88,6 +88,18 @@ void StatusBoard::AddVersion(const nlohmann::json& meta) {
   KeepRecentParticipants(models_);
 }
 
+void StatusBoard::UpdateVersion(const nlohmann::json& meta) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto it = models_.rbegin(); it != models_.rend(); ++it) {
+    if (it->value("version", -1) == meta.value("version", -2)) {
+      *it = meta;  // the newest versions: never trimmed
+      return;
+    }
+  }
+  models_.push_back(meta);
+  KeepRecentParticipants(models_);
+}
+
 void StatusBoard::CountRejection(const std::string& reason) {
   std::lock_guard<std::mutex> l(mu_);
   ++rejections_[reason];

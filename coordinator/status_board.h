@@ -22,6 +22,8 @@ class StatusBoard {
   void SetWorkers(nlohmann::json workers);
   void AddRound(const nlohmann::json& record);  // also observes its phase durations
   void AddVersion(const nlohmann::json& meta);
+  // Replaces the entry of meta's version (its metrics arrive after the commit).
+  void UpdateVersion(const nlohmann::json& meta);
   void CountRejection(const std::string& reason);
   void AddBytes(uint64_t in, uint64_t out);
 

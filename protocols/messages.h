@@ -38,7 +38,7 @@ namespace shoal::proto {
 // 2: Welcome.model_bytes and ModelFile (user-supplied TorchScript models).
 // 3: JoinRequest and JoinResponse (enrollment with a join token); TrainTask.compression and
 //    UpdateReady.encoding (fp16 / int8 updates).
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;
 
 enum class MessageType : uint16_t {
   kHello = 1,
@@ -237,11 +237,12 @@ struct UpdateReady {
   uint64_t total_bytes = 0;  // encoded size (EncodedBytes(encoding, parameter count))
   std::string sha256;  // raw 32 bytes of the encoded delta
   uint8_t encoding = 0;  // common/compression.h Encoding; must be the TrainTask's compression
+  double train_cpu_seconds = 0;  // CPU time of the training thread (metrics only)
   template <class A> void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, base_version, num_samples, train_loss, train_seconds, total_bytes);
     internal::BoundedString(ar, sha256, 32);
-    ar(encoding);
+    ar(encoding, train_cpu_seconds);
   }
 };
 
@@ -269,9 +270,10 @@ struct EvalResult {
   int64_t count = 0;
   double loss = 0;
   double accuracy = 0;
+  double cpu_seconds = 0;  // CPU time of the evaluation (metrics only)
   template <class A> void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
-    ar(round, version, count, loss, accuracy);
+    ar(round, version, count, loss, accuracy, cpu_seconds);
   }
 };
 

@@ -659,6 +659,7 @@ void WorkerClient::Impl::FinishTraining() {
   u.num_samples = o.samples;
   u.train_loss = o.mean_loss;
   u.train_seconds = o.seconds;
+  u.train_cpu_seconds = o.cpu_seconds;
   u.total_bytes = delta_.size() * sizeof(float);
   u.encoding = t.compression;
   const Digest d = Sha256::Of(delta_.data(), u.total_bytes);
@@ -687,6 +688,7 @@ void WorkerClient::Impl::Evaluate() {
   r.count = m->count;
   r.loss = m->loss;
   r.accuracy = m->accuracy;
+  r.cpu_seconds = m->cpu_seconds;
   Send(r);
   ReleaseFreeMemory();  // the evaluation's weights and workspace
   spdlog::info("round={} worker={} evaluated v{}: val_acc={:.2f}% val_loss={:.4f} n={}", r.round,

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "common/cpu_time.h"
 #include "common/nn/models.h"
 
 namespace shoal {
@@ -19,6 +20,7 @@ class TorchTrainer : public LocalTrainer {
     if (data.size() == 0) return InvalidArgument("no training samples");
     SHOAL_RETURN_IF_ERROR(nn::SetWeights(*net_, global));
     const auto t0 = std::chrono::steady_clock::now();
+    const double cpu0 = ThreadCpuSeconds();
     TrainOutcome out;
     out.samples = data.size();
     try {
@@ -72,6 +74,7 @@ class TorchTrainer : public LocalTrainer {
     // only add a model's size to the worker's memory.
     for (auto& named : net_->NamedParameters()) named.second.mutable_grad() = torch::Tensor();
     out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    out.cpu_seconds = ThreadCpuSeconds() - cpu0;
     return out;
   }
 

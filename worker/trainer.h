@@ -38,6 +38,7 @@ struct TrainOutcome {
   std::vector<float> delta;  // local - global, flat, in spec order
   double mean_loss = 0;      // mean training loss over all batches of all epochs
   double seconds = 0;
+  double cpu_seconds = 0;    // CPU time of the training thread (LibTorch's pool threads excluded)
   int64_t samples = 0;       // training samples (n_k in FedAvg)
 };
 

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/cpu_time.h"
+
 namespace shoal::nn {
 namespace {
 
@@ -305,6 +307,7 @@ torch::Tensor LabelsTensor(const Dataset& data) {
 }
 
 EvalMetrics Evaluate(Net& net, const Dataset& data, int64_t batch_size) {
+  const double cpu0 = ThreadCpuSeconds();
   EvalMetrics m;
   m.count = data.size();
   if (m.count == 0) return m;
@@ -327,6 +330,7 @@ EvalMetrics Evaluate(Net& net, const Dataset& data, int64_t batch_size) {
   net.train();
   m.loss = loss_sum / static_cast<double>(m.count);
   m.accuracy = static_cast<double>(correct) / static_cast<double>(m.count);
+  m.cpu_seconds = ThreadCpuSeconds() - cpu0;
   return m;
 }
 

@@ -60,6 +60,7 @@ label_column = "y"
 limit = 100
 federated = false
 timeout_s = 10
+overlap = false
 
 [security]
 ca_dir = "ca"
@@ -176,6 +177,7 @@ TEST_F(ConfigTest, ValuesAreReadFromFile) {
   EXPECT_EQ(c->eval_label_column, "y");
   EXPECT_EQ(c->eval_limit, 100);
   EXPECT_FALSE(c->federated_eval);
+  EXPECT_FALSE(c->eval_overlap);
   EXPECT_EQ(c->eval_timeout_s, 10.0);
   EXPECT_EQ(c->threads, 2);
   EXPECT_EQ(c->log_level, "debug");

@@ -41,5 +41,20 @@ TEST(StatusBoardTest, OldRoundsKeepCountsNotParticipantLists) {
   EXPECT_EQ(rounds[0]["round"], 1);
 }
 
+// A version is listed when it is committed and its metrics arrive after its evaluation: the
+// entry is replaced in place, not added twice.
+TEST(StatusBoardTest, VersionMetricsArriveAfterTheCommit) {
+  StatusBoard board;
+  board.AddVersion({{"version", 0}, {"metrics", {{"central", 0.1}}}});
+  board.AddVersion({{"version", 1}, {"metrics", {{"evaluation", "pending"}}}});
+  board.UpdateVersion({{"version", 1}, {"metrics", {{"central", 0.8}}}});
+  board.UpdateVersion({{"version", 2}, {"metrics", {{"central", 0.9}}}});  // unknown: added
+  const nlohmann::json models = board.Models();
+  ASSERT_EQ(models.size(), 3u);
+  EXPECT_EQ(models[0]["metrics"]["central"], 0.1);
+  EXPECT_EQ(models[1]["metrics"], (nlohmann::json{{"central", 0.8}}));
+  EXPECT_EQ(models[2]["version"], 2);
+}
+
 }  // namespace
 }  // namespace shoal

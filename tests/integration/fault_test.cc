@@ -370,6 +370,52 @@ TEST_F(FaultTest, CrashBetweenWriteAndRenameKeepsThePreviousVersionAndResumes) {
   }
 }
 
+// With eval.overlap a version is committed first and its metrics (meta and metrics.jsonl) are
+// written when its evaluation is in. A crash in between leaves a committed version without
+// metrics: the restarted coordinator evaluates it and writes both, once.
+TEST_F(FaultTest, CrashBeforeAnEvaluationIsRecordedIsCompletedOnRestart) {
+  Partition(2, 2000);
+  const std::vector<std::string> args = {"--rounds", "2", "--min-workers", "2", "--min-fit", "2"};
+  const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
+  // v2's meta is written at its commit and again with its metrics: die before the second.
+  auto coord = StartCoordinator(args, {"SHOAL_FAULT_CRASH_BEFORE_RENAME=v000002.json#2"}, "", bind);
+  auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
+  auto code = coord->Wait(120s);
+  ASSERT_TRUE(code.has_value());
+  ASSERT_EQ(*code, 70) << "the injected crash did not happen\n" << coord->Log();
+  const std::string run = dir_ + "/run";
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(v[2].metrics.value("evaluation", ""), "pending");
+  EXPECT_TRUE(v[2].metrics["central"].is_null());
+  auto recs = ReadMetricsLog(run);
+  ASSERT_TRUE(recs.ok());
+  ASSERT_EQ(recs->size(), 1u) << "only round 1 was recorded before the crash";
+
+  // All rounds are trained: the restarted coordinator only completes v2's evaluation.
+  for (int round = 0; round < 2; ++round) {
+    coord = StartCoordinator(args, {}, "", bind, "coordinator" + std::to_string(round + 2) + ".log");
+    ASSERT_EQ(coord->Wait(120s), 0) << coord->Log();
+    v = Versions();
+    ASSERT_EQ(v.size(), 3u);
+    EXPECT_FALSE(v[2].metrics.contains("evaluation")) << v[2].ToJson().dump();
+    ASSERT_TRUE(v[2].metrics["central"].is_object()) << v[2].ToJson().dump();
+    EXPECT_EQ(v[2].metrics["central"]["count"].get<int64_t>(), 200);
+    EXPECT_EQ(v[2].metrics["samples"].get<int64_t>(), 1800);  // 2 x 1000, 10% held out
+    recs = ReadMetricsLog(run);
+    ASSERT_TRUE(recs.ok());
+    ASSERT_EQ(recs->size(), 2u) << (round == 0 ? "round 2's record missing"
+                                                : "round 2 recorded again by a second restart");
+    const auto& r = (*recs)[1];
+    EXPECT_EQ(r["round"].get<int>(), 2);
+    EXPECT_EQ(r["version"].get<int>(), 2);
+    EXPECT_EQ(r["sha256"].get<std::string>(), v[2].sha256);
+    EXPECT_EQ(r["central"], v[2].metrics["central"]);
+    EXPECT_TRUE(r["evaluation"]["after_restart"].get<bool>());
+    EXPECT_EQ(r["participants"], (nlohmann::json{"w1", "w2"}));
+  }
+}
+
 TEST_F(FaultTest, FullDiskGivesAClearErrorAndLeavesThePreviousVersionIntact) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs (CI runs as root)";
   const std::string mnt = dir_ + "/small";

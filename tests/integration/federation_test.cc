@@ -117,6 +117,28 @@ TEST_F(FederationTest, ThreeWorkersTrainThreeRoundsAndCommitVersions) {
     EXPECT_EQ(r["federated"]["count"].get<int64_t>(), 300);
     EXPECT_GT(r["bytes_in"].get<int64_t>(), 0);
   }
+  // Each version is committed before it is evaluated, and evaluated while the next round runs
+  // (eval.overlap, the default): round r+1 starts before v_r's evaluation is in. The version's
+  // meta gets the same metrics as the round's record once it is.
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& r = (*recs)[i];
+    EXPECT_TRUE(r["evaluation"]["overlapped"].get<bool>());
+    EXPECT_GE(r["evaluation"]["central_cpu_s"].get<double>(), 0.0);
+    EXPECT_LE(r["started_at"].get<std::string>(), r["time"].get<std::string>());
+    EXPECT_LE(r["time"].get<std::string>(), r["evaluated_at"].get<std::string>());
+    if (i > 0) {
+      EXPECT_LT(r["started_at"].get<std::string>(), (*recs)[i - 1]["evaluated_at"].get<std::string>())
+          << "round " << i + 1 << " waited for v" << i << "'s evaluation";
+    }
+    for (const auto& [name, w] : r["workers"].items()) {
+      EXPECT_GT(w["train_cpu_s"].get<double>(), 0.0) << name;
+      EXPECT_LE(w["train_cpu_s"].get<double>(), w["train_s"].get<double>() * 1.05 + 0.05) << name;
+    }
+    const auto& meta = (*versions)[i + 1];
+    EXPECT_FALSE(meta.metrics.contains("evaluation")) << "v" << i + 1 << " still pending";
+    EXPECT_EQ(meta.metrics["central"], r["central"]);
+    EXPECT_EQ(meta.metrics["federated"], r["federated"]);
+  }
   const double first = (*recs)[0]["central"]["accuracy"].get<double>();
   const double last = (*recs)[2]["central"]["accuracy"].get<double>();
   EXPECT_GT(first, 0.2) << "round 1 should already beat chance (10%)";
@@ -156,7 +178,7 @@ TEST_F(FederationTest, Int8CompressedUpdatesTrainAndShrinkTheUploads) {
   Partition(2, 2000);
   auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2",
                                  "--round-timeout", "120", "--set", "train.compression=int8",
-                                 "--set", "eval.federated=false"});
+                                 "--set", "eval.federated=false", "--set", "eval.overlap=false"});
   const std::string endpoint = testing::WaitForFile(dir_ + "/endpoint", 60s);
   ASSERT_FALSE(endpoint.empty()) << coord->Log();
   std::vector<std::unique_ptr<Process>> workers;
@@ -177,6 +199,17 @@ TEST_F(FederationTest, Int8CompressedUpdatesTrainAndShrinkTheUploads) {
     const double in = r["bytes_in"].get<double>();
     EXPECT_LT(in, 2 * 0.30 * float_update_bytes) << r.dump();
     EXPECT_GT(in, 2 * 0.25 * float_update_bytes) << r.dump();
+  }
+  // eval.overlap=false: every round waits for its own evaluation, so round r+1 starts after
+  // v_r's evaluation is in, and the wait is the round's "evaluate" phase.
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& r = (*recs)[i];
+    EXPECT_FALSE(r["evaluation"]["overlapped"].get<bool>());
+    EXPECT_GE(r["phases_s"]["evaluate"].get<double>(), r["evaluation"]["seconds"].get<double>());
+    if (i > 0) {
+      EXPECT_GE(r["started_at"].get<std::string>(), (*recs)[i - 1]["evaluated_at"].get<std::string>());
+    }
+    EXPECT_EQ((*versions)[i + 1].metrics["central"], r["central"]);
   }
   const double first = (*recs)[0]["central"]["accuracy"].get<double>();
   const double last = (*recs)[2]["central"]["accuracy"].get<double>();
