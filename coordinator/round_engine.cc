@@ -134,8 +134,11 @@ class Coordinator::Impl {
     Phase phase = Phase::kIdle;
     std::set<std::string> selected;               // names
     std::map<std::string, std::string> accepted;  // name -> raw sha256 of the accepted update
-    // TrainTask + chunks, encoded once and shared by every selected peer's send queue.
+    // TrainTask + chunks, encoded once and shared by every selected peer's send queue; the
+    // TrainTask that also asks for the evaluation of its version (eval_round set) for peers that
+    // owe one.
     std::vector<std::shared_ptr<const std::string>> train_frames;
+    std::shared_ptr<const std::string> train_task_with_eval;
     std::deque<std::string> grant_queue;          // connection ids waiting for an upload slot
     int uploading = 0;
     double loss_weighted_sum = 0;
@@ -158,6 +161,9 @@ class Coordinator::Impl {
     Clock::time_point federated_deadline;
     std::future<Result<EvalMetrics>> central;
     std::set<std::string> expected;  // worker names
+    // Expected but not asked yet: the next round's TrainTask asks them (it carries the same
+    // weights), and an EvalTask those it does not select.
+    std::set<std::string> deferred;
     std::map<std::string, proto::EvalResult> results;
   };
 
@@ -197,7 +203,9 @@ class Coordinator::Impl {
 
   // One round.
   Status RunRound(uint64_t round, int attempt, bool* committed);
-  void StartEvaluation(VersionMeta meta, nlohmann::json record, Clock::time_point round_started);
+  void StartEvaluation(VersionMeta meta, nlohmann::json record, Clock::time_point round_started,
+                       bool next_round_follows);
+  void SendDeferredEvalTasks();
   bool EvaluationDone() const;
   // Serves messages until the pending evaluation (if any) is complete, then completes it.
   Status FinishEvaluation();
@@ -842,7 +850,10 @@ void Coordinator::Impl::DropPeer(const std::string& id, const std::string& why) 
   if (it->second.upload == Upload::kUploading) --rs_.uploading;
   rs_.grant_queue.erase(std::remove(rs_.grant_queue.begin(), rs_.grant_queue.end(), id),
                         rs_.grant_queue.end());
-  if (eval_ && !eval_->results.count(it->second.name)) eval_->expected.erase(it->second.name);
+  if (eval_ && !eval_->results.count(it->second.name)) {
+    eval_->expected.erase(it->second.name);
+    eval_->deferred.erase(it->second.name);
+  }
   peers_.erase(it);
   channel_->Close(id);
   MaybeGrant();
@@ -976,7 +987,10 @@ void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f
 }
 
 void Coordinator::Impl::SendTrainTask(const Peer& p) {
-  for (const auto& frame : rs_.train_frames) SendTo(p.id, frame);
+  const bool evaluate = eval_ && eval_->deferred.erase(p.name) > 0;
+  for (size_t i = 0; i < rs_.train_frames.size(); ++i) {
+    SendTo(p.id, i == 0 && evaluate ? rs_.train_task_with_eval : rs_.train_frames[i]);
+  }
 }
 
 void Coordinator::Impl::OnUpdateReady(Peer& p, const proto::FrameView& f) {
@@ -1200,6 +1214,10 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   task.spec = global_.spec;
   task.chunk_count = proto::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
   rs_.train_frames.push_back(std::make_shared<const std::string>(proto::Encode(task)));
+  if (eval_ && !eval_->deferred.empty()) {
+    task.eval_round = eval_->meta.round;
+    rs_.train_task_with_eval = std::make_shared<const std::string>(proto::Encode(task));
+  }
   for (auto& c : proto::EncodeChunks(round, global_.data.data(), global_.spec.total_bytes(),
                                      cfg_.chunk_bytes)) {
     rs_.train_frames.push_back(std::make_shared<const std::string>(std::move(c)));
@@ -1207,6 +1225,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   rs_.phase = Phase::kCollect;
   state_ = "training";
   for (const auto& name : selected) SendTrainTask(*PeerByName(name));
+  SendDeferredEvalTasks();  // to the workers not selected
   const double broadcast_s = SecondsSince(t_broadcast);
   spdlog::info("round={} started: version=v{} selected={} of {} connected", round, version_,
                selected.size(), peers_.size());
@@ -1290,7 +1309,8 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
       {"bytes_out", rs_.bytes_out},
       {"started_at", started_at},
       {"time", meta.created_at}};
-  StartEvaluation(std::move(meta), std::move(rec), t_start);
+  StartEvaluation(std::move(meta), std::move(rec), t_start,
+                  cfg_.eval_overlap && round < static_cast<uint64_t>(cfg_.rounds));
   *committed = true;
   if (!cfg_.eval_overlap) SHOAL_RETURN_IF_ERROR(FinishEvaluation());
   state_ = "waiting";
@@ -1299,7 +1319,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
 }
 
 void Coordinator::Impl::StartEvaluation(VersionMeta meta, nlohmann::json record,
-                                        Clock::time_point round_started) {
+                                        Clock::time_point round_started, bool next_round_follows) {
   PendingEval& ev = eval_.emplace();
   ev.meta = std::move(meta);
   ev.record = std::move(record);
@@ -1307,29 +1327,46 @@ void Coordinator::Impl::StartEvaluation(VersionMeta meta, nlohmann::json record,
   ev.started = Clock::now();
   ev.federated_deadline = After(cfg_.eval_timeout_s);
   if (cfg_.federated_eval) {
-    proto::EvalTask et;
-    et.run_id = run_id_;
-    et.round = ev.meta.round;
-    et.version = ev.meta.version;
-    et.spec = global_.spec;
-    et.chunk_count = proto::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
-    std::vector<std::shared_ptr<const std::string>> frames{
-        std::make_shared<const std::string>(proto::Encode(et))};
-    for (auto& c : proto::EncodeChunks(et.round, global_.data.data(), global_.spec.total_bytes(),
-                                       cfg_.chunk_bytes)) {
-      frames.push_back(std::make_shared<const std::string>(std::move(c)));
-    }
     for (const auto& [id, p] : peers_) {
-      if (p.num_val <= 0) continue;
-      ev.expected.insert(p.name);
-      for (const auto& fr : frames) SendTo(id, fr);
+      if (p.num_val > 0) ev.expected.insert(p.name);
     }
-    ev.record["bytes_out"] = rs_.bytes_out;  // with the EvalTasks
+    ev.deferred = ev.expected;
+    if (!next_round_follows) {
+      SendDeferredEvalTasks();
+      ev.record["bytes_out"] = rs_.bytes_out;  // with the EvalTasks
+    }
   }
   // Central evaluation runs on its own thread so this one keeps serving workers meanwhile.
   if (evaluator_) {
     ev.central = std::async(std::launch::async, [this] { return evaluator_->Evaluate(global_); });
   }
+}
+
+// EvalTasks (with the weights of the version under evaluation, global_) to the workers still
+// owing a federated result that no TrainTask asked for.
+void Coordinator::Impl::SendDeferredEvalTasks() {
+  if (!eval_ || eval_->deferred.empty()) return;
+  PendingEval& ev = *eval_;
+  proto::EvalTask et;
+  et.run_id = run_id_;
+  et.round = ev.meta.round;
+  et.version = ev.meta.version;
+  et.spec = global_.spec;
+  et.chunk_count = proto::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
+  std::vector<std::shared_ptr<const std::string>> frames{
+      std::make_shared<const std::string>(proto::Encode(et))};
+  for (auto& c : proto::EncodeChunks(et.round, global_.data.data(), global_.spec.total_bytes(),
+                                     cfg_.chunk_bytes)) {
+    frames.push_back(std::make_shared<const std::string>(std::move(c)));
+  }
+  for (const auto& name : ev.deferred) {
+    if (const Peer* p = PeerByName(name)) {
+      for (const auto& fr : frames) SendTo(p->id, fr);
+    } else {
+      ev.expected.erase(name);  // gone since the commit
+    }
+  }
+  ev.deferred.clear();
 }
 
 bool Coordinator::Impl::EvaluationDone() const {
@@ -1340,6 +1377,7 @@ bool Coordinator::Impl::EvaluationDone() const {
 }
 
 Status Coordinator::Impl::FinishEvaluation() {
+  SendDeferredEvalTasks();  // no next round asked for them (stopping, or a round that failed)
   PumpUntil(Clock::time_point::max(), [&] { return !eval_ || !eval_status_.ok(); });
   // Stopping: the central result is still recorded (it is at most one evaluation away).
   if (eval_ && eval_status_.ok()) eval_status_ = CompleteEvaluation();

@@ -191,11 +191,15 @@ struct TrainTask {
   ModelSpec spec;
   uint32_t chunk_count = 0;
   uint8_t compression = 0;  // how to encode the update (common/compression.h Encoding)
+  // Non-zero: before training, evaluate these weights (version `version`, made by round
+  // `eval_round`) on the validation split and send an EvalResult, as for an EvalTask. Saves
+  // sending the same weights twice when a version is evaluated while the next round trains.
+  uint64_t eval_round = 0;
   template <class A> void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, version, epochs, batch_size, lr, seed, deadline_ms);
     internal::SpecField(ar, spec);
-    ar(chunk_count, compression);
+    ar(chunk_count, compression, eval_round);
   }
 };
 

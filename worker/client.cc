@@ -54,7 +54,9 @@ class WorkerClient::Impl {
   Result<LocalTrainer*> EvalTrainer();
   void StartTraining();
   void FinishTraining();
-  void Evaluate();
+  // Federated evaluation of `w` (version `version`, made by round `round`) on the validation
+  // split; sends the EvalResult.
+  void Evaluate(const Weights& w, const std::string& run_id, uint64_t round, uint64_t version);
   template <class M>
   void Send(const M& m, std::string_view payload = {}) {
     Status st = channel_->Send(proto::Encode(m, payload));
@@ -466,9 +468,15 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
         train_global_.spec = train_task_.spec;
         train_global_.data = assembler_.Take();
         running_task_ = train_task_;
+        if (train_task_.eval_round != 0) {  // the new version's federated evaluation first
+          Evaluate(train_global_, train_task_.run_id, train_task_.eval_round, train_task_.version);
+        }
         StartTraining();
       } else if (pending_ == Pending::kEval) {
-        Evaluate();
+        Weights w;
+        w.spec = eval_task_.spec;
+        w.data = assembler_.Take();
+        Evaluate(w, eval_task_.run_id, eval_task_.round, eval_task_.version);
       }
       pending_ = Pending::kNone;
       return kContinue;
@@ -668,23 +676,21 @@ void WorkerClient::Impl::FinishTraining() {
   Send(u);
 }
 
-void WorkerClient::Impl::Evaluate() {
-  Weights w;
-  w.spec = eval_task_.spec;
-  w.data = assembler_.Take();
+void WorkerClient::Impl::Evaluate(const Weights& w, const std::string& run_id, uint64_t round,
+                                  uint64_t version) {
   auto m = [&]() -> Result<EvalMetrics> {
     SHOAL_ASSIGN_OR_RETURN(LocalTrainer * evaluator, EvalTrainer());
     return evaluator->Evaluate(w, val_);
   }();
   if (!m.ok()) {
-    spdlog::warn("round={} worker={} evaluation failed: {}", eval_task_.round, cfg_.name,
+    spdlog::warn("round={} worker={} evaluation failed: {}", round, cfg_.name,
                  m.status().ToString());
     return;
   }
   proto::EvalResult r;
-  r.run_id = eval_task_.run_id;
-  r.round = eval_task_.round;
-  r.version = eval_task_.version;
+  r.run_id = run_id;
+  r.round = round;
+  r.version = version;
   r.count = m->count;
   r.loss = m->loss;
   r.accuracy = m->accuracy;

@@ -134,6 +134,14 @@ TEST_F(FederationTest, ThreeWorkersTrainThreeRoundsAndCommitVersions) {
       EXPECT_GT(w["train_cpu_s"].get<double>(), 0.0) << name;
       EXPECT_LE(w["train_cpu_s"].get<double>(), w["train_s"].get<double>() * 1.05 + 0.05) << name;
     }
+    // The weights go to each worker once a round: the TrainTask of round r+1 also asks for the
+    // evaluation of v_r (same weights). Only the last version needs EvalTasks of its own.
+    auto v0 = LoadVersion(dir_ + "/run", (*versions)[0]);
+    ASSERT_TRUE(v0.ok());
+    const double model_bytes = 4.0 * static_cast<double>(v0->data.size());
+    const double out = r["bytes_out"].get<double>();
+    EXPECT_GT(out, 3 * model_bytes * (i < 2 ? 1.0 : 2.0)) << "round " << i + 1;
+    EXPECT_LT(out, 3 * model_bytes * (i < 2 ? 1.1 : 2.1)) << "round " << i + 1;
     const auto& meta = (*versions)[i + 1];
     EXPECT_FALSE(meta.metrics.contains("evaluation")) << "v" << i + 1 << " still pending";
     EXPECT_EQ(meta.metrics["central"], r["central"]);
