@@ -162,6 +162,7 @@ struct Fleet::Worker {
   uint64_t task_total = 0;  // bytes of the global model (float32)
   uint64_t task_count = 0;  // its values
   Encoding task_encoding = Encoding::kF32;  // how the update must travel (TrainTask.compression)
+  uint64_t task_eval_round = 0;  // TrainTask.eval_round: evaluate the weights first
   std::string eval_run_id;
   uint64_t eval_round = 0;
   uint64_t eval_version = 0;
@@ -444,6 +445,7 @@ void Fleet::Handle(Worker& w, std::string_view message) {
       w.task_total = total;
       w.task_count = static_cast<uint64_t>(m->spec.total_numel());
       w.task_encoding = *encoding;
+      w.task_eval_round = m->eval_round;
       return;
     }
     case proto::MessageType::kEvalTask: {
@@ -554,6 +556,12 @@ void Fleet::OnChunk(Worker& w, const proto::FrameView& f) {
   const Worker::Xfer done = w.xfer;
   w.xfer = Worker::Xfer::kNone;
   const auto now = Clock::now();
+  if (done == Worker::Xfer::kTrain && w.task_eval_round != 0) {  // as an EvalTask first
+    w.eval_run_id = w.task_run_id;
+    w.eval_round = w.task_eval_round;
+    w.eval_version = w.task_version;
+    SendEvalResult(w);
+  }
   if (done == Worker::Xfer::kTrain) {
     RoundStats& s = StatsFor(w.task_round);
     ++s.tasks;
@@ -569,16 +577,20 @@ void Fleet::OnChunk(Worker& w, const proto::FrameView& f) {
     }
     w.train_done_at = now + std::chrono::microseconds(static_cast<int64_t>(ms * 1000));
   } else {
-    proto::EvalResult r;
-    r.run_id = w.eval_run_id;
-    r.round = w.eval_round;
-    r.version = w.eval_version;
-    r.count = opt_.num_val;
-    r.loss = 1.0 + 0.01 * (w.index % 7);
-    r.accuracy = 0.5 + 0.01 * (w.index % 13);
-    SendMsg(w, r);
-    ++StatsFor(w.eval_round).evals;
+    SendEvalResult(w);
   }
+}
+
+void Fleet::SendEvalResult(Worker& w) {
+  proto::EvalResult r;
+  r.run_id = w.eval_run_id;
+  r.round = w.eval_round;
+  r.version = w.eval_version;
+  r.count = opt_.num_val;
+  r.loss = 1.0 + 0.01 * (w.index % 7);
+  r.accuracy = 0.5 + 0.01 * (w.index % 13);
+  SendMsg(w, r);
+  ++StatsFor(w.eval_round).evals;
 }
 
 void Fleet::Tick(Worker& w, Clock::time_point now) {

@@ -112,6 +112,7 @@ class Fleet {
   void MarkForCheck(Worker& w);
   void Handle(Worker& w, std::string_view message);
   void OnChunk(Worker& w, const proto::FrameView& f);
+  void SendEvalResult(Worker& w);  // the synthetic federated evaluation result
   void Tick(Worker& w, Clock::time_point now);
   void FinishTraining(Worker& w);
   void Upload(Worker& w);
