@@ -47,16 +47,17 @@ RUN --mount=type=cache,id=shoal-ccache,target=/ccache \
  && ccache -z >/dev/null \
  && cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DSHOAL_BUILD_TESTS=OFF -DSHOAL_BUILD_BENCH=OFF >/dev/null \
- && ninja -C /build -j "${BUILD_JOBS}" shoal-coordinator shoal-worker shoalctl shoal-export shoal-serve \
+ && ninja -C /build -j "${BUILD_JOBS}" shoal-coordinator shoal-evaluator shoal-worker shoalctl \
+      shoal-export shoal-serve \
  && strip /build/bin/* \
  && { ccache -s | grep -E -i "hits|misses" || true; }
 
-# BINARIES=prebuilt takes the five executables from the build context's prebuilt/ folder
+# BINARIES=prebuilt takes the six executables from the build context's prebuilt/ folder
 # instead (compiled on a Debian 12 host against the same packages): the e2e test uses the
 # binaries its build tree just compiled, so CI does not compile the project twice.
 FROM scratch AS prebuilt
-COPY prebuilt/shoal-coordinator prebuilt/shoal-worker prebuilt/shoalctl prebuilt/shoal-export \
-     prebuilt/shoal-serve /build/bin/
+COPY prebuilt/shoal-coordinator prebuilt/shoal-evaluator prebuilt/shoal-worker prebuilt/shoalctl \
+     prebuilt/shoal-export prebuilt/shoal-serve /build/bin/
 FROM ${BINARIES} AS binaries
 
 FROM ${BASE_IMAGE} AS runtime
@@ -82,8 +83,8 @@ RUN groupadd --system --gid 10001 shoal \
       /srv/shoal/join /srv/shoal/bundles \
       /srv/shoal/bundles/worker-1 /srv/shoal/bundles/worker-2 /srv/shoal/bundles/worker-3 \
       /srv/shoal/bundles/worker-4 /srv/shoal/joins /srv/shoal/joins/worker-4
-COPY --from=binaries /build/bin/shoal-coordinator /build/bin/shoal-worker /build/bin/shoalctl \
-     /build/bin/shoal-export /build/bin/shoal-serve /usr/local/bin/
+COPY --from=binaries /build/bin/shoal-coordinator /build/bin/shoal-evaluator /build/bin/shoal-worker \
+     /build/bin/shoalctl /build/bin/shoal-export /build/bin/shoal-serve /usr/local/bin/
 COPY docker/entrypoint.sh /usr/local/bin/shoal-entrypoint
 USER shoal
 WORKDIR /srv/shoal

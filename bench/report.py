@@ -96,20 +96,28 @@ class Report:
         rss_c, rss_w = [], []
         for c in cnn_runs:
             if c["model"] == "cnn":
-                rss_c.append((c["peak_rss_mib"]["coordinator"], c["workers"]))
+                rss_c.append((c["peak_rss_mib"]["coordinator"], c["workers"],
+                              c["peak_rss_mib"].get("evaluator")))
                 rss_w.append((c["peak_rss_mib"]["worker_max"], c["workers"]))
         if ok(tta):
             for run in tta["runs"]:
                 if run["model"] == "cnn":
-                    rss_c.append((run["peak_rss_mib"]["coordinator"], run["workers"]))
+                    rss_c.append((run["peak_rss_mib"]["coordinator"], run["workers"],
+                                  run["peak_rss_mib"].get("evaluator")))
                     rss_w.append((run["peak_rss_mib"]["worker_max"], run["workers"]))
         rss_c = [x for x in rss_c if x[0] is not None]
         rss_w = [x for x in rss_w if x[0] is not None]
         if rss_c:
-            v, n = max(rss_c)
+            v, n, ev = max(rss_c, key=lambda x: x[0])
             rows.append(["coordinator peak RSS (CNN runs)", f"{v:.0f} MiB ({n} workers)",
                          f"<= {TARGETS['coordinator_rss_mib']} MiB (Flower server: 639 / 915-990 MiB)",
                          met(v, TARGETS["coordinator_rss_mib"])])
+            evs = [x[2] for x in rss_c if x[2] is not None]
+            if evs:
+                both = max(x[0] + (x[2] or 0) for x in rss_c)
+                rows.append(["its LibTorch process (shoal-evaluator: central evaluation), peak RSS",
+                             f"{max(evs):.0f} MiB (coordinator + evaluator: {both:.0f} MiB)",
+                             "(not a target; Flower's server does both in one process)", ""])
         if rss_w:
             v, n = max(rss_w)
             rows.append(["worker peak RSS (CNN runs)", f"{v:.0f} MiB ({n} workers)",
@@ -201,6 +209,7 @@ class Report:
                              f(st["cores_busy_shoal"], "{:.2f}"), f(st.get("foreign_cores"), "{:.2f}"),
                              f(st["sum_worker_train_s"]),
                              f(c["peak_rss_mib"]["coordinator"], "{:.0f}"),
+                             f(c["peak_rss_mib"].get("evaluator"), "{:.0f}"),
                              f(c["peak_rss_mib"]["worker_max"], "{:.0f}"),
                              f(c["start_up_s"])])
         warn = []
@@ -245,7 +254,8 @@ class Report:
             "",
             table(["workers", "model", "Shoal CPU (s)", "Shoal CPU / floor work", "cores busy (Shoal)",
                    "cores busy (other processes)", "sum of workers' train wall (s)",
-                   "coordinator peak RSS (MiB)", "worker peak RSS (MiB)", "start-up (s)"], cpu_rows),
+                   "coordinator peak RSS (MiB)", "evaluator process peak RSS (MiB)",
+                   "worker peak RSS (MiB)", "start-up (s)"], cpu_rows),
         ])
 
     def scale(self):

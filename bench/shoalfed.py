@@ -46,6 +46,18 @@ def proc_cpu_s(pid):
         return None
 
 
+def proc_children(pid):
+    """Child pids of every thread of `pid` (the coordinator's shoal-evaluator)."""
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def proc_mem_kib(pid):
     out = {}
     try:
@@ -254,11 +266,16 @@ class Federation:
                 procs[role] = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=self.repo)
 
             def sample():
-                for role, p in procs.items():
-                    m = proc_mem_kib(p.pid)
+                pids = [(role, p.pid) for role, p in procs.items()]
+                # The coordinator's LibTorch process (shoal-evaluator), its child: measured on
+                # its own and counted in Shoal's CPU.
+                if "coordinator" in procs:
+                    pids += [("evaluator", c) for c in proc_children(procs["coordinator"].pid)[:1]]
+                for role, pid in pids:
+                    m = proc_mem_kib(pid)
                     if m and "VmHWM" in m:
                         peak_kib[role] = max(peak_kib.get(role, 0), m["VmHWM"])
-                    c = proc_cpu_s(p.pid)
+                    c = proc_cpu_s(pid)
                     if c is not None:
                         cpu_last[role] = c
                 busy, total = machine_cpu_s()

@@ -234,6 +234,8 @@ class Suite:
         # and commit, a few hundredths of a second: it slightly favours Shoal's floor).
         cpu = (r.get("cpu") or {}).get("by_process_s", {})
         w_cpu, c_cpu = cpu.get("worker-1"), cpu.get("coordinator")
+        if c_cpu is not None and cpu.get("evaluator") is not None:
+            c_cpu += cpu["evaluator"]  # central evaluation runs in the coordinator's child
         if ((r.get("cpu") or {}).get("window_s") or 0) < 2:  # /proc sampled every 0.2 s, 10 ms ticks
             w_cpu = c_cpu = None  # too short to measure: the floor uses wall-clock rates
         return {
@@ -397,6 +399,7 @@ class Suite:
             "rounds": rows,
             "peak_rss_mib": {
                 "coordinator": run["peak_rss_mib"].get("coordinator"),
+                "evaluator": run["peak_rss_mib"].get("evaluator"),
                 "worker_max": max(workers_rss) if workers_rss else None,
                 "worker_median": median(workers_rss),
                 "per_process": run["peak_rss_mib"],
@@ -532,6 +535,7 @@ class Suite:
             "median_round_s": median([x["round_s"] for x in rows if x["round"] > 1]),
             "silo_sizes": {k: v["train"] for k, v in sorted(run["silos"].items())},
             "peak_rss_mib": {"coordinator": run["peak_rss_mib"].get("coordinator"),
+                             "evaluator": run["peak_rss_mib"].get("evaluator"),
                              "worker_max": max(workers_rss) if workers_rss else None},
             "per_round": rows,
         }

@@ -8,6 +8,8 @@ namespace shoal {
 
 std::string ConfigureModelRuntime(int threads) { return nn::ConfigureTorchRuntime(threads); }
 
+void ReleaseModelRuntime() {}
+
 Result<Weights> InitialWeights(const nn::ModelSource& model,
                                const std::vector<int64_t>& input_shape, int64_t num_classes,
                                uint64_t seed) {

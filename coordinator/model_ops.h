@@ -1,6 +1,8 @@
-// What the coordinator needs from LibTorch, behind a torch-free interface so the round engine
-// compiles quickly: the initial weights of a model, central evaluation, and the run's copy of a
-// user-supplied TorchScript model.
+// What the coordinator needs from LibTorch, behind a torch-free interface: the initial weights
+// of a model, central evaluation, and the run's copy of a user-supplied TorchScript model.
+// Two implementations: model_ops.cc runs LibTorch in the calling process (shoal-evaluator,
+// tests); model_host.cc, linked by shoal-coordinator, sends the same calls to a shoal-evaluator
+// child process.
 #pragma once
 
 #include <memory>
@@ -16,6 +18,10 @@ namespace shoal {
 
 // nn::ConfigureTorchRuntime: LibTorch's and OpenBLAS's threads for evaluation, and the BLAS in use.
 std::string ConfigureModelRuntime(int threads);
+// Start-up is over (no more InitialWeights): the coordinator's out-of-process runtime
+// (model_host.h) then keeps its LibTorch process only while a CentralEvaluator uses it. No-op
+// in process.
+void ReleaseModelRuntime();
 
 // Weights of a freshly initialized built-in model (deterministic in `seed`), or the parameters
 // a TorchScript model was saved with (seed unused). InvalidArgument naming the problem when a

@@ -276,6 +276,7 @@ Status Coordinator::Impl::Prepare() {
     ReleaseFreeMemory();  // the decoded test set's intermediate copies
   }
   SHOAL_RETURN_IF_ERROR(Resume());
+  ReleaseModelRuntime();  // initial weights are made: LibTorch stays only for central evaluation
   rs_.round = next_round_ - 1;  // what status shows until the next round starts
   if (model_.is_script()) {
     // Encoded once; the bytes themselves are no longer needed (the evaluator holds its module).

@@ -64,7 +64,7 @@ if ! $DOCKER image inspect "${SHOAL_BASE_IMAGE:-debian:bookworm-slim}" >/dev/nul
 fi
 
 if [ "$BINARIES" = prebuilt ]; then
-  for b in shoal-coordinator shoal-worker shoalctl shoal-export shoal-serve; do
+  for b in shoal-coordinator shoal-evaluator shoal-worker shoalctl shoal-export shoal-serve; do
     [ -x "${SHOAL_BIN_DIR:-}/$b" ] || { echo "FAIL: no $b in SHOAL_BIN_DIR='${SHOAL_BIN_DIR:-}' (or set SHOAL_E2E_BINARIES=source)"; exit 1; }
   done
 fi
@@ -120,7 +120,7 @@ if [ "$BINARIES" = prebuilt ]; then
   ctx=$WORK/context
   rm -rf "$ctx" && mkdir -p "$ctx/prebuilt"
   cp "$SRC/Dockerfile" "$ctx/" && cp -r "$SRC/docker" "$ctx/docker"
-  for b in shoal-coordinator shoal-worker shoalctl shoal-export shoal-serve; do
+  for b in shoal-coordinator shoal-evaluator shoal-worker shoalctl shoal-export shoal-serve; do
     cp "$SHOAL_BIN_DIR/$b" "$ctx/prebuilt/$b"
     strip "$ctx/prebuilt/$b" 2>/dev/null || true
   done

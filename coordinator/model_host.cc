@@ -1,0 +1,294 @@
+// model_ops.h for the coordinator: the work is done by a shoal-evaluator child process
+// (coordinator/model_host.h explains why and the protocol).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "common/file_util.h"
+#include "coordinator/model_host.h"
+#include "coordinator/model_ops.h"
+
+namespace shoal {
+namespace {
+
+constexpr const char* kEvaluator = "shoal-evaluator";
+
+// SHOAL_EVALUATOR, else beside this executable, else on PATH.
+Result<std::string> FindEvaluator() {
+  if (const char* env = std::getenv("SHOAL_EVALUATOR"); env != nullptr && *env != '\0') {
+    if (::access(env, X_OK) != 0) {
+      return NotFound(std::string("SHOAL_EVALUATOR=") + env + " is not an executable file");
+    }
+    return std::string(env);
+  }
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::string beside = ec ? std::string() : (self.parent_path() / kEvaluator).string();
+  if (!beside.empty() && ::access(beside.c_str(), X_OK) == 0) return beside;
+  if (const char* path = std::getenv("PATH")) {
+    std::stringstream dirs(path);
+    std::string dir;
+    while (std::getline(dirs, dir, ':')) {
+      const std::string candidate = (dir.empty() ? "." : dir) + "/" + kEvaluator;
+      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+  }
+  return NotFound(std::string(kEvaluator) +
+                  " (the coordinator's LibTorch process: initial weights and central evaluation) "
+                  "was not found " + (beside.empty() ? "" : "at " + beside + " ") +
+                  "or on PATH; install it beside shoal-coordinator or set SHOAL_EVALUATOR");
+}
+
+std::string DescribeExit(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    return "was killed by signal " + std::to_string(sig) + " (" + strsignal(sig) + ")";
+  }
+  return "stopped";
+}
+
+// One shoal-evaluator process; requests are serialized.
+class Host {
+ public:
+  static Result<std::shared_ptr<Host>> Start(int threads) {
+    SHOAL_ASSIGN_OR_RETURN(std::string path, FindEvaluator());
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      return ErrnoStatus("socketpair for", kEvaluator);
+    }
+    const char* level = spdlog::level::to_string_view(spdlog::get_level()).data();
+    std::vector<std::string> args = {path, "--log-level", level};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      ::close(sv[0]);
+      ::close(sv[1]);
+      return ErrnoStatus("fork for", kEvaluator);
+    }
+    if (pid == 0) {  // the child: async-signal-safe calls only, then exec
+      if (sv[1] == 3) {
+        ::fcntl(3, F_SETFD, 0);
+      } else if (::dup2(sv[1], 3) < 0) {
+        ::_exit(127);
+      }
+      ::close_range(4, ~0U, 0);  // none of the coordinator's sockets and files
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(sv[1]);
+    auto host = std::shared_ptr<Host>(new Host(sv[0], pid, path));
+    SHOAL_ASSIGN_OR_RETURN(nlohmann::json reply,
+                           host->Call({{"op", "configure"}, {"threads", threads}}, nullptr, 0));
+    host->runtime_ = reply.value("runtime", "") + " (in " + kEvaluator + ", pid " +
+                     std::to_string(pid) + ")";
+    return host;
+  }
+
+  ~Host() {
+    ::close(fd_);  // the child reads end-of-stream and exits
+    for (int i = 0; i < 100 && !exited_; ++i) {
+      Reap(WNOHANG);
+      if (!exited_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!exited_) {
+      ::kill(pid_, SIGKILL);
+      Reap(0);
+    }
+  }
+
+  const std::string& runtime() const { return runtime_; }
+
+  // Sends a request (with `blob`) and returns the reply's header; its blob goes to `read_blob`
+  // (which must read exactly the announced bytes) or is skipped.
+  Result<nlohmann::json> Call(
+      const nlohmann::json& request, const void* blob, uint64_t n,
+      const std::function<Status(const nlohmann::json&, uint64_t)>& read_blob = nullptr) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!broken_.ok()) return broken_;
+    auto reply = [&]() -> Result<nlohmann::json> {
+      SHOAL_RETURN_IF_ERROR(model_host::Write(fd_, request, blob, n));
+      SHOAL_ASSIGN_OR_RETURN(model_host::Header h, model_host::ReadHeader(fd_));
+      const Status st = model_host::StatusFromJson(h.json.value("status", nlohmann::json()));
+      if (!st.ok()) {
+        SHOAL_RETURN_IF_ERROR(model_host::SkipBlob(fd_, h.blob_bytes));
+        return st;
+      }
+      if (read_blob) {
+        SHOAL_RETURN_IF_ERROR(read_blob(h.json, h.blob_bytes));
+      } else {
+        SHOAL_RETURN_IF_ERROR(model_host::SkipBlob(fd_, h.blob_bytes));
+      }
+      return h.json;
+    }();
+    if (!reply.ok() && (reply.status().code() == Code::kUnavailable ||
+                        reply.status().code() == Code::kProtocol)) {
+      // The stream is unusable from here on: say why, once the child's fate is known.
+      for (int i = 0; i < 40 && !exited_; ++i) {
+        Reap(WNOHANG);
+        if (!exited_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      broken_ = Unavailable(std::string(kEvaluator) + " (pid " + std::to_string(pid_) + ") " +
+                            (exited_ ? DescribeExit(exit_status_) : "stopped answering") + ": " +
+                            reply.status().message());
+      return broken_;
+    }
+    return reply;
+  }
+
+  int fd() const { return fd_; }
+
+ private:
+  Host(int fd, pid_t pid, std::string path) : fd_(fd), pid_(pid), path_(std::move(path)) {}
+
+  void Reap(int flags) {
+    int status = 0;
+    if (::waitpid(pid_, &status, flags) == pid_) {
+      exited_ = true;
+      exit_status_ = status;
+    }
+  }
+
+  std::mutex mu_;
+  int fd_;
+  pid_t pid_;
+  std::string path_;
+  std::string runtime_;
+  Status broken_;
+  bool exited_ = false;
+  int exit_status_ = 0;
+};
+
+std::mutex g_mu;
+int g_threads = 1;
+std::weak_ptr<Host> g_host;
+std::shared_ptr<Host> g_startup;  // kept from ConfigureModelRuntime to ReleaseModelRuntime
+
+Result<std::shared_ptr<Host>> SharedHost() {
+  std::lock_guard<std::mutex> l(g_mu);
+  if (auto h = g_host.lock()) return h;
+  SHOAL_ASSIGN_OR_RETURN(auto h, Host::Start(g_threads));
+  g_host = h;
+  return h;
+}
+
+// The fields every request about a model carries; the TorchScript archive is the blob.
+nlohmann::json ModelRequest(const char* op, const nn::ModelSource& model,
+                            const std::vector<int64_t>& input_shape, int64_t num_classes) {
+  return {{"op", op}, {"model", model.name}, {"input_shape", input_shape},
+          {"num_classes", num_classes}};
+}
+
+class RemoteEvaluator : public CentralEvaluator {
+ public:
+  RemoteEvaluator(std::shared_ptr<Host> host, int64_t id, int64_t size)
+      : host_(std::move(host)), id_(id), size_(size) {}
+  ~RemoteEvaluator() override {
+    (void)host_->Call({{"op", "close_evaluator"}, {"id", id_}}, nullptr, 0);
+  }
+
+  Result<EvalMetrics> Evaluate(const Weights& weights) override {
+    SHOAL_ASSIGN_OR_RETURN(
+        nlohmann::json r,
+        host_->Call({{"op", "evaluate"}, {"id", id_}, {"spec", weights.spec.ToJson()}},
+                    weights.data.data(), weights.data.size() * sizeof(float)));
+    EvalMetrics m;
+    try {
+      m.count = r.at("count").get<int64_t>();
+      m.loss = r.at("loss").get<double>();
+      m.accuracy = r.at("accuracy").get<double>();
+      m.cpu_seconds = r.value("cpu_seconds", 0.0);
+    } catch (const nlohmann::json::exception& e) {
+      return ProtocolError(std::string(kEvaluator) + " evaluation reply: " + e.what());
+    }
+    return m;
+  }
+  int64_t size() const override { return size_; }
+
+ private:
+  std::shared_ptr<Host> host_;
+  int64_t id_;
+  int64_t size_;
+};
+
+}  // namespace
+
+std::string ConfigureModelRuntime(int threads) {
+  {
+    std::lock_guard<std::mutex> l(g_mu);
+    g_threads = threads;
+  }
+  auto host = SharedHost();
+  if (!host.ok()) return "unavailable: " + host.status().ToString();
+  std::lock_guard<std::mutex> l(g_mu);
+  g_startup = *host;
+  return (*host)->runtime();
+}
+
+void ReleaseModelRuntime() {
+  std::shared_ptr<Host> last;
+  std::lock_guard<std::mutex> l(g_mu);
+  last.swap(g_startup);  // (the process, if this was its last user, ends after the unlock)
+}
+
+Result<Weights> InitialWeights(const nn::ModelSource& model,
+                               const std::vector<int64_t>& input_shape, int64_t num_classes,
+                               uint64_t seed) {
+  SHOAL_ASSIGN_OR_RETURN(auto host, SharedHost());
+  nlohmann::json req = ModelRequest("initial_weights", model, input_shape, num_classes);
+  req["seed"] = seed;
+  Weights w;
+  auto read = [&](const nlohmann::json& reply, uint64_t n) -> Status {
+    auto spec = ModelSpec::FromJson(reply.value("spec", nlohmann::json()));
+    Status st = spec.ok() ? spec->Validate() : spec.status();
+    if (st.ok() && static_cast<uint64_t>(spec->total_bytes()) != n) {
+      st = ProtocolError(std::to_string(n) + " bytes of weights for a spec of " +
+                         std::to_string(spec->total_bytes()));
+    }
+    if (!st.ok()) {
+      SHOAL_RETURN_IF_ERROR(model_host::SkipBlob(host->fd(), n));
+      return st.Annotate(std::string(kEvaluator) + " initial weights");
+    }
+    w.spec = std::move(spec).value();
+    w.data.resize(static_cast<size_t>(w.spec.total_numel()));
+    return model_host::ReadBlob(host->fd(), w.data.data(), n);
+  };
+  SHOAL_RETURN_IF_ERROR(
+      host->Call(req, model.script_bytes.data(), model.script_bytes.size(), read).status());
+  return w;
+}
+
+Result<std::unique_ptr<CentralEvaluator>> CentralEvaluator::Create(
+    const nn::ModelSource& model, const std::vector<int64_t>& input_shape, int64_t num_classes,
+    const std::string& format, const std::string& path, const std::string& split,
+    const std::string& label_column, int64_t limit) {
+  SHOAL_ASSIGN_OR_RETURN(auto host, SharedHost());
+  nlohmann::json req = ModelRequest("open_evaluator", model, input_shape, num_classes);
+  req["format"] = format;
+  req["path"] = path;
+  req["split"] = split;
+  req["label_column"] = label_column;
+  req["limit"] = limit;
+  SHOAL_ASSIGN_OR_RETURN(nlohmann::json r,
+                         host->Call(req, model.script_bytes.data(), model.script_bytes.size()));
+  return std::unique_ptr<CentralEvaluator>(std::make_unique<RemoteEvaluator>(
+      std::move(host), r.value("id", int64_t{-1}), r.value("size", int64_t{0})));
+}
+
+}  // namespace shoal
