@@ -345,11 +345,11 @@ class Report:
                    "round (s)"], rows),
             "",
             "Message bytes as the coordinator counts them (metrics.jsonl bytes_in/bytes_out: "
-            "application frames, before TLS) for the last round, divided by the workers; and "
+            "application frames, before TLS) for a middle round, divided by the workers; and "
             "the TCP bytes of each worker's connection per round (kernel tcp_info via `ss -ti` "
-            "at each commit, middle rounds, median over workers: TLS records, ZeroMQ framing and "
-            "heartbeats included; `–` when rounds are too short for the 0.2 s sampling). Out carries the weights twice (TrainTask, and the new version "
-            "for federated evaluation); in carries one update. Flower 1.23 (CNN): "
+            "at each round start, middle rounds, median over workers: TLS records, ZeroMQ framing and "
+            "heartbeats included; `–` when rounds are too short for the 0.2 s sampling). Out carries the weights once (the TrainTask, which also asks "
+            "for the federated evaluation of the version it carries); in carries one update. Flower 1.23 (CNN): "
             f"{FLOWER['bytes_each_way'] / 1e6} MB per client each way per round.",
         ])
 

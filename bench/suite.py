@@ -604,7 +604,9 @@ class Suite:
                 model, coord_args = "torchscript", ["--set", f"model.path={path}"]
             run = self.federation(f"bytes-{name}", model, b["workers"], silos, b["rounds"],
                                   b["eval_limit"], coord_args)
-            last = run["rounds"][-1]
+            # A middle round: the last one also sends its version to every worker for federated
+            # evaluation (no next TrainTask carries it), which the others do not.
+            last = run["rounds"][-2] if len(run["rounds"]) > 2 else run["rounds"][-1]
             n = last["selected"] or b["workers"]
             mb = run["model_bytes"]
             federated = bool(last["federated_count"])
@@ -628,8 +630,10 @@ class Suite:
                 "bytes_in_per_worker": last["bytes_in"] / n,
                 "out_vs_model": last["bytes_out"] / n / mb if mb else None,
                 "in_vs_model": last["bytes_in"] / n / mb if mb else None,
-                # Weights go out twice when federated evaluation is on (TrainTask, EvalTask).
-                "model_copies_out": 2 if federated else 1,
+                # The next round's TrainTask asks for the federated evaluation of the version
+                # it carries: one copy of the weights per round either way.
+                "model_copies_out": 1,
+                "federated_eval": federated,
                 # TCP bytes per worker connection (kernel tcp_info), TLS and framing included.
                 "wire_bytes_to_worker": median([v["to_worker"] for v in wire]),
                 "wire_bytes_from_worker": median([v["from_worker"] for v in wire]),

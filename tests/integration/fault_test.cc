@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -413,6 +414,50 @@ TEST_F(FaultTest, CrashBeforeAnEvaluationIsRecordedIsCompletedOnRestart) {
     EXPECT_EQ(r["central"], v[2].metrics["central"]);
     EXPECT_TRUE(r["evaluation"]["after_restart"].get<bool>());
     EXPECT_EQ(r["participants"], (nlohmann::json{"w1", "w2"}));
+  }
+}
+
+// Central evaluation runs in the coordinator's child process (shoal-evaluator). Killed (the
+// OOM killer, a crashing TorchScript model), it takes nothing else down: the coordinator stops
+// the run with an error naming it, every committed version stays intact, and a restart resumes
+// with a new evaluator and records every round exactly once.
+TEST_F(FaultTest, KilledEvaluatorProcessStopsTheRunWithAClearErrorAndARestartResumes) {
+  Partition(2, 2000);
+  const std::vector<std::string> args = {"--rounds", "3", "--min-workers", "2", "--min-fit", "2",
+                                         "--epochs", "3"};
+  const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
+  auto coord = StartCoordinator(args, {}, "", bind);
+  auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
+  const std::string run = dir_ + "/run";
+  for (int i = 0; i < 3000 && !PathExists(VersionMetaPath(run, 1)); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(PathExists(VersionMetaPath(run, 1))) << coord->Log();
+  pid_t evaluator = -1;
+  std::ifstream children("/proc/" + std::to_string(coord->pid()) + "/task/" +
+                         std::to_string(coord->pid()) + "/children");
+  children >> evaluator;
+  ASSERT_GT(evaluator, 0) << "no evaluator child process";
+  ASSERT_EQ(::kill(evaluator, SIGKILL), 0);
+  auto code = coord->Wait(120s);
+  ASSERT_TRUE(code.has_value()) << coord->Log();
+  EXPECT_NE(*code, 0);
+  const std::string log = coord->Log();
+  EXPECT_NE(log.find("shoal-evaluator (pid " + std::to_string(evaluator) + ") was killed by signal 9"),
+            std::string::npos) << log;
+  EXPECT_FALSE(PathExists(VersionMetaPath(run, 3)));
+  for (const auto& m : Versions()) Load(m);  // what was committed verifies
+
+  coord = StartCoordinator(args, {}, "", bind, "coordinator2.log");
+  auto w3 = StartWorker("w1", 1), w4 = StartWorker("w2", 2);
+  ASSERT_EQ(coord->Wait(180s), 0) << coord->Log();
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 4u);
+  auto recs = ReadMetricsLog(run);
+  ASSERT_TRUE(recs.ok());
+  ASSERT_EQ(recs->size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ((*recs)[i]["round"].get<int>(), static_cast<int>(i + 1));
+    EXPECT_EQ((*recs)[i]["central"]["count"].get<int64_t>(), 200) << (*recs)[i].dump();
+    EXPECT_EQ(v[i + 1].metrics["central"], (*recs)[i]["central"]);
   }
 }
 
