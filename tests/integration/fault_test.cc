@@ -140,6 +140,20 @@ class FaultTest : public ::testing::Test {
     EXPECT_EQ(bad, 0u) << "elements differing from the weighted mean of the accepted updates";
   }
 
+  // A 2-worker federation (2000 samples) whose coordinator, started with `args`, dies (exit 70)
+  // at the injected crash point SHOAL_FAULT_CRASH_BEFORE_RENAME=`pattern`. Returns its bind
+  // address for the restart ("" when it did not crash so); its workers are stopped.
+  std::string RunUntilInjectedCrash(const std::vector<std::string>& args, const std::string& pattern) {
+    Partition(2, 2000);
+    const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
+    auto coord = StartCoordinator(args, {"SHOAL_FAULT_CRASH_BEFORE_RENAME=" + pattern}, "", bind);
+    auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
+    auto code = coord->Wait(120s);
+    const bool crashed = code.has_value() && *code == 70;
+    EXPECT_TRUE(crashed) << "the injected crash did not happen\n" << coord->Log();
+    return crashed ? bind : "";
+  }
+
   std::string dir_;
   std::unique_ptr<testing::ScopedTestPki> pki_;
   std::string endpoint_;
@@ -348,20 +362,16 @@ TEST_F(FaultTest, CoordinatorKilledMidRoundResumesToTheFaultFreeHash) {
 }
 
 TEST_F(FaultTest, CrashBetweenWriteAndRenameKeepsThePreviousVersionAndResumes) {
-  Partition(2, 2000);
   const std::vector<std::string> args = {"--rounds", "2", "--min-workers", "2", "--min-fit", "2"};
-  const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
-  auto coord = StartCoordinator(args, {"SHOAL_FAULT_CRASH_BEFORE_RENAME=v000002.shw"}, "", bind);
-  auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
-  auto code = coord->Wait(120s);
-  ASSERT_TRUE(code.has_value());
-  ASSERT_EQ(*code, 70) << "the injected crash did not happen\n" << coord->Log();
+  const std::string bind = RunUntilInjectedCrash(args, "v000002.shw");
+  ASSERT_FALSE(bind.empty());
   EXPECT_FALSE(PathExists(VersionWeightsPath(dir_ + "/run", 2)));
   auto v = Versions();
   ASSERT_EQ(v.size(), 2u) << "v2 must not be visible";
   for (const auto& m : v) Load(m);  // both verify
 
-  coord = StartCoordinator(args, {}, "", bind, "coordinator2.log");
+  auto coord = StartCoordinator(args, {}, "", bind, "coordinator2.log");
+  auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
   ASSERT_EQ(coord->Wait(120s), 0) << coord->Log();
   v = Versions();
   ASSERT_EQ(v.size(), 3u);
@@ -375,15 +385,11 @@ TEST_F(FaultTest, CrashBetweenWriteAndRenameKeepsThePreviousVersionAndResumes) {
 // written when its evaluation is in. A crash in between leaves a committed version without
 // metrics: the restarted coordinator evaluates it and writes both, once.
 TEST_F(FaultTest, CrashBeforeAnEvaluationIsRecordedIsCompletedOnRestart) {
-  Partition(2, 2000);
   const std::vector<std::string> args = {"--rounds", "2", "--min-workers", "2", "--min-fit", "2"};
-  const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
   // v2's meta is written at its commit and again with its metrics: die before the second.
-  auto coord = StartCoordinator(args, {"SHOAL_FAULT_CRASH_BEFORE_RENAME=v000002.json#2"}, "", bind);
-  auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
-  auto code = coord->Wait(120s);
-  ASSERT_TRUE(code.has_value());
-  ASSERT_EQ(*code, 70) << "the injected crash did not happen\n" << coord->Log();
+  const std::string bind = RunUntilInjectedCrash(args, "v000002.json#2");
+  ASSERT_FALSE(bind.empty());
+  std::unique_ptr<Process> coord;
   const std::string run = dir_ + "/run";
   auto v = Versions();
   ASSERT_EQ(v.size(), 3u);
