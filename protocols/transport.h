@@ -37,7 +37,8 @@
 
 namespace shoal::proto {
 
-// Milliseconds from now until `deadline`; 0 once it has passed (receive timeouts).
+// Milliseconds from now until `deadline`, rounded up (a wait never ends early and spins);
+// 0 once it has passed (receive timeouts).
 int RemainingMs(std::chrono::steady_clock::time_point deadline);
 
 struct Incoming {

@@ -45,6 +45,25 @@ Result<std::vector<std::string>> ReadAll(FrameReader& r, const std::string& wire
   return frames;
 }
 
+// A wait with time left must block for it: rounded down, the last fraction of a millisecond
+// became poll(0) in a loop (a spinning receive). Checked whenever the deadline had not passed
+// by the time the call returned.
+TEST(RemainingMsTest, TimeLeftIsRoundedUpSoAWaitNeverSpins) {
+  int checked = 0;
+  for (int i = 0; i < 200; ++i) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(500);
+    const int ms = RemainingMs(deadline);
+    if (std::chrono::steady_clock::now() < deadline) {
+      EXPECT_EQ(ms, 1);
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0) << "the machine never returned within 500 us";
+  EXPECT_EQ(RemainingMs(std::chrono::steady_clock::now() - std::chrono::seconds(1)), 0);
+  const int two_s = RemainingMs(std::chrono::steady_clock::now() + std::chrono::seconds(2));
+  EXPECT_TRUE(two_s == 2000 || two_s == 1999) << two_s;
+}
+
 TEST(FrameReaderTest, FramesSurviveAnySegmentation) {
   const std::vector<std::string> frames = {"", "a", RandomBytes(8191, 1), RandomBytes(70000, 2)};
   std::string wire = Greeting(true);
