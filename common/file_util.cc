@@ -162,6 +162,26 @@ Status MakeDirs(const std::string& path) {
   return Status::Ok();
 }
 
+Result<std::string> FindCompanionExecutable(const std::string& name) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::string beside = ec ? std::string() : (self.parent_path() / name).string();
+  if (!beside.empty() && ::access(beside.c_str(), X_OK) == 0) return beside;
+  if (const char* path = std::getenv("PATH")) {
+    std::string dirs = path;
+    size_t start = 0;
+    while (start <= dirs.size()) {
+      const size_t end = std::min(dirs.find(':', start), dirs.size());
+      const std::string dir = dirs.substr(start, end - start);
+      const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+      start = end + 1;
+    }
+  }
+  return NotFound(name + " was not found " + (beside.empty() ? "" : "at " + beside + " ") +
+                  "or on PATH");
+}
+
 bool PathExists(const std::string& path) {
   std::error_code ec;
   return std::filesystem::exists(path, ec);

@@ -45,4 +45,9 @@ Status MakeDirs(const std::string& path);
 
 bool PathExists(const std::string& path);
 
+// Another Shoal executable that an executable runs (shoal-export for shoalctl, shoal-evaluator
+// for the coordinator): the one beside the running executable, else the first on PATH. NotFound
+// names where it looked.
+Result<std::string> FindCompanionExecutable(const std::string& name);
+
 }  // namespace shoal

@@ -9,11 +9,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -35,22 +33,13 @@ Result<std::string> FindEvaluator() {
     }
     return std::string(env);
   }
-  std::error_code ec;
-  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  const std::string beside = ec ? std::string() : (self.parent_path() / kEvaluator).string();
-  if (!beside.empty() && ::access(beside.c_str(), X_OK) == 0) return beside;
-  if (const char* path = std::getenv("PATH")) {
-    std::stringstream dirs(path);
-    std::string dir;
-    while (std::getline(dirs, dir, ':')) {
-      const std::string candidate = (dir.empty() ? "." : dir) + "/" + kEvaluator;
-      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    }
+  auto found = FindCompanionExecutable(kEvaluator);
+  if (!found.ok()) {
+    return NotFound(found.status().message() +
+                    " (the coordinator's LibTorch process: initial weights and central "
+                    "evaluation); install it beside shoal-coordinator or set SHOAL_EVALUATOR");
   }
-  return NotFound(std::string(kEvaluator) +
-                  " (the coordinator's LibTorch process: initial weights and central evaluation) "
-                  "was not found " + (beside.empty() ? "" : "at " + beside + " ") +
-                  "or on PATH; install it beside shoal-coordinator or set SHOAL_EVALUATOR");
+  return found;
 }
 
 std::string DescribeExit(int status) {
@@ -93,7 +82,7 @@ class Host {
       ::_exit(127);
     }
     ::close(sv[1]);
-    auto host = std::shared_ptr<Host>(new Host(sv[0], pid, path));
+    auto host = std::shared_ptr<Host>(new Host(sv[0], pid));
     SHOAL_ASSIGN_OR_RETURN(nlohmann::json reply,
                            host->Call({{"op", "configure"}, {"threads", threads}}, nullptr, 0));
     host->runtime_ = reply.value("runtime", "") + " (in " + kEvaluator + ", pid " +
@@ -103,10 +92,7 @@ class Host {
 
   ~Host() {
     ::close(fd_);  // the child reads end-of-stream and exits
-    for (int i = 0; i < 100 && !exited_; ++i) {
-      Reap(WNOHANG);
-      if (!exited_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    AwaitExit(100);
     if (!exited_) {
       ::kill(pid_, SIGKILL);
       Reap(0);
@@ -140,10 +126,7 @@ class Host {
     if (!reply.ok() && (reply.status().code() == Code::kUnavailable ||
                         reply.status().code() == Code::kProtocol)) {
       // The stream is unusable from here on: say why, once the child's fate is known.
-      for (int i = 0; i < 40 && !exited_; ++i) {
-        Reap(WNOHANG);
-        if (!exited_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
+      AwaitExit(40);
       broken_ = Unavailable(std::string(kEvaluator) + " (pid " + std::to_string(pid_) + ") " +
                             (exited_ ? DescribeExit(exit_status_) : "stopped answering") + ": " +
                             reply.status().message());
@@ -155,7 +138,15 @@ class Host {
   int fd() const { return fd_; }
 
  private:
-  Host(int fd, pid_t pid, std::string path) : fd_(fd), pid_(pid), path_(std::move(path)) {}
+  Host(int fd, pid_t pid) : fd_(fd), pid_(pid) {}
+
+  // Waits up to `tries` x 50 ms for the child to exit (it has been told to, or has died).
+  void AwaitExit(int tries) {
+    for (int i = 0; i < tries && !exited_; ++i) {
+      Reap(WNOHANG);
+      if (!exited_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
 
   void Reap(int flags) {
     int status = 0;
@@ -168,7 +159,6 @@ class Host {
   std::mutex mu_;
   int fd_;
   pid_t pid_;
-  std::string path_;
   std::string runtime_;
   Status broken_;
   bool exited_ = false;

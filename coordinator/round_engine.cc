@@ -86,6 +86,11 @@ uint64_t MixSeed(uint64_t seed, uint64_t round, uint64_t salt) {
   return z ^ (z >> 31);
 }
 
+// A central evaluation as recorded in version metas and metrics.jsonl.
+nlohmann::json CentralJson(const EvalMetrics& m) {
+  return {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}};
+}
+
 }  // namespace
 
 class Coordinator::Impl {
@@ -591,7 +596,7 @@ Status Coordinator::Impl::Resume() {
   meta.round = 0;
   if (evaluator_) {
     SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, evaluator_->Evaluate(global_));
-    meta.metrics = {{"central", {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}}}};
+    meta.metrics = {{"central", CentralJson(m)}};
   }
   SHOAL_RETURN_IF_ERROR(store_->Commit(global_, meta));
   spdlog::info("initial model {} with {} parameters committed as v0 sha256={}", cfg_.model,
@@ -620,7 +625,7 @@ Status Coordinator::Impl::CompleteResumedEvaluation(const VersionMeta& resumed) 
     meta.metrics["central"] = nullptr;
     if (evaluator_) {
       SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, evaluator_->Evaluate(global_));
-      meta.metrics["central"] = {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}};
+      meta.metrics["central"] = CentralJson(m);
       evaluation["central_cpu_s"] = m.cpu_seconds;
     }
     meta.metrics.erase("evaluation");
@@ -1392,7 +1397,7 @@ Status Coordinator::Impl::CompleteEvaluation() {
   nlohmann::json evaluation = {{"overlapped", cfg_.eval_overlap}};
   if (ev.central.valid()) {
     SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, ev.central.get());
-    central = {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}};
+    central = CentralJson(m);
     evaluation["central_cpu_s"] = m.cpu_seconds;
   }
   nlohmann::json federated = nullptr;

@@ -5,10 +5,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "common/file_util.h"
 #include "tools/ctl/export_cmd.h"
 #include "tools/ctl/partition_cmd.h"
 #include "tools/ctl/pki_cmds.h"
@@ -20,22 +20,17 @@ namespace {
 // every subcommand): the same command line goes to shoal-export, found next to this executable,
 // else on PATH. Does not return.
 [[noreturn]] void RunExportHelper(int argc, char** argv) {
-  std::error_code ec;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  const std::string beside = ec ? std::string() : (self.parent_path() / "shoal-export").string();
-  std::vector<char*> args(argv, argv + argc);
-  args.push_back(nullptr);
-  if (!beside.empty() && ::access(beside.c_str(), X_OK) == 0) {
-    args[0] = const_cast<char*>(beside.c_str());
-    ::execv(beside.c_str(), args.data());
-  } else {
-    args[0] = const_cast<char*>("shoal-export");
-    ::execvp("shoal-export", args.data());
+  auto path = shoal::FindCompanionExecutable("shoal-export");
+  if (path.ok()) {
+    std::vector<char*> args(argv, argv + argc);
+    args[0] = path->data();
+    args.push_back(nullptr);
+    ::execv(path->c_str(), args.data());
   }
   std::fprintf(stderr,
                "error: shoalctl export runs shoal-export (the LibTorch part of the tools), which "
-               "could not be started from %s or PATH: %s\n",
-               beside.empty() ? "beside shoalctl" : beside.c_str(), std::strerror(errno));
+               "could not be started: %s\n",
+               path.ok() ? std::strerror(errno) : path.status().message().c_str());
   std::exit(2);
 }
 
