@@ -4,9 +4,11 @@
 //
 //   shoal-evaluator [--log-level LEVEL]
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -120,6 +122,7 @@ class Server {
     w.spec = std::move(spec).value();
     w.data.resize(static_cast<size_t>(w.spec.total_numel()));
     SHOAL_RETURN_IF_ERROR(model_host::ReadBlob(kFd, w.data.data(), h.blob_bytes));
+    MaybeAbortForTests();
     auto m = it->second->Evaluate(w);
     w = Weights();
     ReleaseFreeMemory();  // the weights and LibTorch's evaluation workspace
@@ -130,8 +133,17 @@ class Server {
                                 {"cpu_seconds", m->cpu_seconds}});
   }
 
+  // Fault injection for crash tests: with SHOAL_FAULT_EVALUATOR_ABORT=N this process is killed
+  // (SIGKILL, as by the OOM killer; no core file) at its N-th evaluation. Every new evaluator
+  // process counts from zero.
+  void MaybeAbortForTests() {
+    const char* env = std::getenv("SHOAL_FAULT_EVALUATOR_ABORT");
+    if (env != nullptr && ++evaluations_ == std::atol(env)) ::raise(SIGKILL);
+  }
+
   std::map<int64_t, std::unique_ptr<CentralEvaluator>> evaluators_;
   int64_t next_id_ = 1;
+  long evaluations_ = 0;
 };
 
 }  // namespace

@@ -136,6 +136,12 @@ class Host {
   }
 
   int fd() const { return fd_; }
+  pid_t pid() const { return pid_; }
+  // The process died or its stream broke: every call fails from here on.
+  bool broken() {
+    std::lock_guard<std::mutex> l(mu_);
+    return !broken_.ok();
+  }
 
  private:
   Host(int fd, pid_t pid) : fd_(fd), pid_(pid) {}
@@ -178,6 +184,16 @@ Result<std::shared_ptr<Host>> SharedHost() {
   return h;
 }
 
+// A new process in place of `broken` (which its last user then releases).
+Result<std::shared_ptr<Host>> ReplaceHost(const std::shared_ptr<Host>& broken) {
+  {
+    std::lock_guard<std::mutex> l(g_mu);
+    if (g_host.lock() == broken) g_host.reset();
+    if (g_startup == broken) g_startup.reset();
+  }
+  return SharedHost();
+}
+
 // The fields every request about a model carries; the TorchScript archive is the blob.
 nlohmann::json ModelRequest(const char* op, const nn::ModelSource& model,
                             const std::vector<int64_t>& input_shape, int64_t num_classes) {
@@ -185,15 +201,56 @@ nlohmann::json ModelRequest(const char* op, const nn::ModelSource& model,
           {"num_classes", num_classes}};
 }
 
+// Opens an evaluator (its test set loaded) in `host`'s process; the reply has its id and size.
+Result<nlohmann::json> OpenEvaluator(Host& host, const nlohmann::json& request,
+                                     const std::string& script) {
+  return host.Call(request, script.data(), script.size());
+}
+
+// A central evaluator in the child process. When the process dies during an evaluation (the OOM
+// killer, a crashing TorchScript model, kill -9), a new one is started, the test set opened
+// again and the evaluation repeated, up to kMaxRestarts times in the evaluator's life; an
+// evaluation that also kills the new process is not tried a third time. Either way the error
+// names the process, its pid and how it ended.
 class RemoteEvaluator : public CentralEvaluator {
  public:
-  RemoteEvaluator(std::shared_ptr<Host> host, int64_t id, int64_t size)
-      : host_(std::move(host)), id_(id), size_(size) {}
+  static constexpr int kMaxRestarts = 3;
+
+  RemoteEvaluator(std::shared_ptr<Host> host, nlohmann::json open_request, std::string script,
+                  int64_t id, int64_t size)
+      : host_(std::move(host)), open_request_(std::move(open_request)),
+        script_(std::move(script)), id_(id), size_(size) {}
   ~RemoteEvaluator() override {
     (void)host_->Call({{"op", "close_evaluator"}, {"id", id_}}, nullptr, 0);
   }
 
   Result<EvalMetrics> Evaluate(const Weights& weights) override {
+    auto m = EvaluateOnce(weights);
+    if (m.ok() || !host_->broken()) return m;
+    if (restarts_ >= kMaxRestarts) {
+      return m.status().Annotate("not restarted: " + std::to_string(kMaxRestarts) +
+                                 " restarts already");
+    }
+    ++restarts_;
+    spdlog::warn("{}; starting a new {} and evaluating again (restart {} of {})",
+                 m.status().message(), kEvaluator, restarts_, kMaxRestarts);
+    SHOAL_ASSIGN_OR_RETURN(auto host, ReplaceHost(host_));
+    auto opened = OpenEvaluator(*host, open_request_, script_);
+    if (!opened.ok()) return opened.status().Annotate("reopening the central evaluation");
+    host_ = std::move(host);
+    id_ = opened->value("id", int64_t{-1});
+    spdlog::info("{} restarted: {}", kEvaluator, host_->runtime());
+    auto again = EvaluateOnce(weights);
+    if (!again.ok()) {
+      return again.status().Annotate("the same evaluation after restarting " +
+                                     std::string(kEvaluator));
+    }
+    return again;
+  }
+  int64_t size() const override { return size_; }
+
+ private:
+  Result<EvalMetrics> EvaluateOnce(const Weights& weights) {
     SHOAL_ASSIGN_OR_RETURN(
         nlohmann::json r,
         host_->Call({{"op", "evaluate"}, {"id", id_}, {"spec", weights.spec.ToJson()}},
@@ -209,12 +266,13 @@ class RemoteEvaluator : public CentralEvaluator {
     }
     return m;
   }
-  int64_t size() const override { return size_; }
 
- private:
   std::shared_ptr<Host> host_;
+  const nlohmann::json open_request_;
+  const std::string script_;
   int64_t id_;
-  int64_t size_;
+  const int64_t size_;
+  int restarts_ = 0;
 };
 
 }  // namespace
@@ -275,10 +333,10 @@ Result<std::unique_ptr<CentralEvaluator>> CentralEvaluator::Create(
   req["split"] = split;
   req["label_column"] = label_column;
   req["limit"] = limit;
-  SHOAL_ASSIGN_OR_RETURN(nlohmann::json r,
-                         host->Call(req, model.script_bytes.data(), model.script_bytes.size()));
+  SHOAL_ASSIGN_OR_RETURN(nlohmann::json r, OpenEvaluator(*host, req, model.script_bytes));
   return std::unique_ptr<CentralEvaluator>(std::make_unique<RemoteEvaluator>(
-      std::move(host), r.value("id", int64_t{-1}), r.value("size", int64_t{0})));
+      std::move(host), std::move(req), model.script_bytes, r.value("id", int64_t{-1}),
+      r.value("size", int64_t{0})));
 }
 
 }  // namespace shoal

@@ -2,7 +2,9 @@
 // child process, shoal-evaluator, so that the coordinator itself never loads LibTorch:
 //   - the process that holds the federation's keys and state does not map LibTorch's 291 shared
 //     libraries nor run a user-supplied TorchScript model, and a crash or runaway allocation in
-//     either ends the child, not the federation (the round engine reports it; a restart resumes);
+//     either ends the child, not the federation (a new child takes over the central evaluation,
+//     see RemoteEvaluator in model_host.cc; if that fails too, the round engine stops the run
+//     and a restart resumes);
 //   - the coordinator's memory is its own: about 40 MiB + the models it holds, instead of
 //     LibTorch's 151 MiB floor + the test set + evaluation workspace on top.
 // The child exists while it has work: at start-up (initial weights) and, with central

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -110,27 +111,66 @@ TEST_F(ModelHostTest, CentralEvaluationInTheChildIsExact) {
       << missing.status().ToString();
 }
 
-// The child dies (OOM killer, a crashing TorchScript model): the coordinator gets an error that
-// says so, not a hang or a SIGPIPE; once the broken process is released a new one serves again.
-TEST_F(ModelHostTest, AKilledEvaluatorProcessIsReportedAndReplacedWhenReleased) {
+// The child dies (OOM killer, a crashing TorchScript model, kill -9) between evaluations: a new
+// process takes over, opens the test set again and the evaluation is exact as before.
+TEST_F(ModelHostTest, AKilledEvaluatorProcessIsReplacedAndTheEvaluationRepeated) {
   const pid_t child = EvaluatorPid(ConfigureModelRuntime(1));
   ASSERT_GT(child, 0);
   auto eval = CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
   ASSERT_TRUE(eval.ok()) << eval.status().ToString();
   auto w = InitialWeights({"logreg", ""}, {3}, 3, 1);
   ASSERT_TRUE(w.ok());
+  std::fill(w->data.begin(), w->data.end(), 0.0f);
   ASSERT_EQ(::kill(child, SIGKILL), 0);
   auto m = (*eval)->Evaluate(*w);
-  ASSERT_FALSE(m.ok());
-  EXPECT_EQ(m.status().code(), Code::kUnavailable);
-  EXPECT_NE(m.status().message().find("killed by signal 9"), std::string::npos)
-      << m.status().ToString();
-  EXPECT_FALSE((*eval)->Evaluate(*w).ok());  // stays broken, fails fast
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->count, 10);
+  EXPECT_DOUBLE_EQ(m->accuracy, 0.4);
+  EXPECT_NEAR(m->loss, std::log(3.0), 1e-6);
+  EXPECT_TRUE((*eval)->Evaluate(*w).ok());  // the new process keeps serving
   eval->reset();
   ReleaseModelRuntime();
-  auto again = InitialWeights({"logreg", ""}, {3}, 3, 1);
+  auto again = InitialWeights({"logreg", ""}, {3}, 3, 1);  // and a released one is replaced
   ASSERT_TRUE(again.ok()) << again.status().ToString();
-  EXPECT_EQ(again->data, w->data);
+}
+
+// An evaluation that kills every process it runs in is tried twice, then reported: the error
+// names the process, its pid and the signal, and nothing hangs. Processes that keep dying on
+// later evaluations are replaced at most kMaxRestarts (3) times.
+TEST_F(ModelHostTest, AnEvaluationThatKeepsKillingTheProcessIsReportedNotRetriedForever) {
+  ReleaseModelRuntime();  // no process from before: the ones started below see the variable
+  auto w = InitialWeights({"logreg", ""}, {3}, 3, 1);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  struct Unset {
+    ~Unset() { ::unsetenv("SHOAL_FAULT_EVALUATOR_ABORT"); }
+  } unset;
+  ::setenv("SHOAL_FAULT_EVALUATOR_ABORT", "1", 1);  // each new process dies at its first one
+  {
+    auto eval = CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+    ASSERT_TRUE(eval.ok()) << eval.status().ToString();
+    auto m = (*eval)->Evaluate(*w);
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), Code::kUnavailable);
+    EXPECT_NE(m.status().message().find("after restarting shoal-evaluator"), std::string::npos)
+        << m.status().ToString();
+    EXPECT_NE(m.status().message().find("was killed by signal 9"), std::string::npos)
+        << m.status().ToString();
+  }
+  ::setenv("SHOAL_FAULT_EVALUATOR_ABORT", "2", 1);  // each new process dies at its second one
+  auto eval = CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+  ASSERT_TRUE(eval.ok()) << eval.status().ToString();
+  ASSERT_TRUE((*eval)->Evaluate(*w).ok());
+  for (int restart = 1; restart <= 3; ++restart) {
+    auto m = (*eval)->Evaluate(*w);  // dies, replaced, repeated in the new process
+    ASSERT_TRUE(m.ok()) << "restart " << restart << ": " << m.status().ToString();
+    EXPECT_EQ(m->count, 10);
+  }
+  auto last = (*eval)->Evaluate(*w);
+  ASSERT_FALSE(last.ok());
+  EXPECT_NE(last.status().message().find("3 restarts already"), std::string::npos)
+      << last.status().ToString();
+  EXPECT_NE(last.status().message().find("killed by signal 9"), std::string::npos)
+      << last.status().ToString();
 }
 
 // The child must not hold the coordinator's sockets or files (a listening socket kept open by a
