@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "common/thread_name.h"
 #include "coordinator/dashboard_html.h"
 
 namespace shoal {
@@ -80,7 +81,10 @@ Result<int> HttpServer::Start() {
     return Unavailable("http: cannot bind " + s.options.address + ":" +
                        std::to_string(s.options.port));
   }
-  s.thread = std::thread([&s] { s.server.listen_after_bind(); });
+  s.thread = std::thread([&s] {
+    SetThreadName("shoal-http");
+    s.server.listen_after_bind();
+  });
   return port;
 }
 

@@ -23,6 +23,7 @@
 #include "common/file_util.h"
 #include "common/pki.h"
 #include "common/sha256.h"
+#include "common/thread_name.h"
 #include "common/signing.h"
 #include "coordinator/fed_avg.h"
 #include "coordinator/http_server.h"
@@ -1344,7 +1345,10 @@ void Coordinator::Impl::StartEvaluation(VersionMeta meta, nlohmann::json record,
   }
   // Central evaluation runs on its own thread so this one keeps serving workers meanwhile.
   if (evaluator_) {
-    ev.central = std::async(std::launch::async, [this] { return evaluator_->Evaluate(global_); });
+    ev.central = std::async(std::launch::async, [this] {
+      SetThreadName("shoal-central");
+      return evaluator_->Evaluate(global_);
+    });
   }
 }
 

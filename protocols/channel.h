@@ -177,8 +177,9 @@ class ClientChannel {
 
   // Connects and, with TLS, sends the ClientHello.
   Status Connect(const std::string& endpoint);
-  // The next application message, waiting up to timeout_ms; nullopt when none arrived. The
-  // session's failure once it has failed.
+  // The next application message, waiting up to timeout_ms; nullopt when none arrived (or,
+  // earlier, when options.socket.wake_fd became readable). The session's failure once it has
+  // failed.
   Result<std::optional<std::string>> Recv(int timeout_ms);
   // Sends (or, before the handshake completes, queues) one message.
   Status Send(std::string_view message);

@@ -395,10 +395,14 @@ Result<std::optional<std::string>> DealerSocket::Recv(int timeout_ms) {
         if (next->has_value()) return next;
         m.has_bytes = false;
       }
-      if (!Poll(m.socket, RemainingMs(deadline))) {
+      zmq::pollitem_t items[2] = {{m.socket.handle(), 0, ZMQ_POLLIN, 0},
+                                  {nullptr, m.options.wake_fd, ZMQ_POLLIN, 0}};
+      const int n_items = m.options.wake_fd >= 0 ? 2 : 1;
+      if (zmq::poll(items, n_items, std::chrono::milliseconds(RemainingMs(deadline))) <= 0) {
         if (Clock::now() >= deadline) return std::optional<std::string>();
         continue;
       }
+      if (n_items == 2 && (items[1].revents & ZMQ_POLLIN)) return std::optional<std::string>();
       zmq::message_t id, data;
       if (!m.socket.recv(id, zmq::recv_flags::dontwait)) continue;
       (void)m.socket.recv(data, zmq::recv_flags::none);

@@ -67,6 +67,10 @@ struct SocketOptions {
   // How long a connection the server closes keeps sending what was already queued for it
   // (an Error or a TLS alert explaining why) before it is cut.
   int close_grace_ms = 300;
+  // Client: Recv() also returns (with nothing) as soon as this descriptor is readable, e.g. an
+  // eventfd another thread signals when it has finished work the receiving loop waits for.
+  // Draining it is the caller's business. -1 = none.
+  int wake_fd = -1;
 };
 
 // Something the transport did to a connection on its own.

@@ -25,7 +25,7 @@ class WorkerClient {
   // Loads the silo, then serves until Shutdown (Ok), a fatal refusal, or Stop().
   Status Run();
   // Async-signal-safe.
-  void Stop() { stop_.store(true); }
+  void Stop();
 
  private:
   class Impl;

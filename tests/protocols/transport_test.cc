@@ -9,6 +9,9 @@
 #include <thread>
 #include <vector>
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "tests/testing/allocation_tracker.h"
@@ -198,6 +201,54 @@ TEST_F(TransportTest, FramesBothWaysInOrder) {
   ASSERT_TRUE(b.ok() && b->has_value());
   EXPECT_EQ(**b, "");
   EXPECT_FALSE(router.Send("no such peer", "x").ok());
+}
+
+// A worker waits for messages and for its training thread's end in one poll: the wake
+// descriptor ends a long wait at once, and no frame is lost to it.
+TEST_F(TransportTest, WakeDescriptorEndsAWaitAndLosesNoFrame) {
+  const int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ASSERT_GE(wake, 0);
+  RouterSocket router;
+  auto endpoint = router.Bind("tcp://127.0.0.1:*");
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
+  SocketOptions o;
+  o.wake_fd = wake;
+  DealerSocket dealer(o);
+  ASSERT_TRUE(dealer.Connect(*endpoint).ok());
+  ASSERT_TRUE(dealer.Send("hello").ok());
+  (void)dealer.Recv(200);  // the connection comes up; "hello" leaves
+  const std::string peer = RouterNext(router).peer;
+
+  const uint64_t one = 1;
+  ASSERT_EQ(write(wake, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto woken = dealer.Recv(120000);  // without the wake: two minutes
+  ASSERT_TRUE(woken.ok()) << woken.status().ToString();
+  EXPECT_FALSE(woken->has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
+
+  // Still readable (not drained): the frame that arrives meanwhile is delivered once drained.
+  const std::string frame = RandomBytes(300000, 9);
+  ASSERT_TRUE(router.Send(peer, frame).ok());
+  uint64_t n = 0;
+  ASSERT_EQ(read(wake, &n, sizeof n), static_cast<ssize_t>(sizeof n));
+  EXPECT_EQ(n, 1u);
+  auto got = DealerNext(dealer);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_TRUE(**got == frame);
+
+  // Signalled from another thread while the receive waits.
+  std::thread waker([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    (void)!write(wake, &one, sizeof one);
+  });
+  const auto t1 = std::chrono::steady_clock::now();
+  auto later = dealer.Recv(120000);
+  waker.join();
+  ASSERT_TRUE(later.ok());
+  EXPECT_FALSE(later->has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(60));
+  close(wake);
 }
 
 TEST_F(TransportTest, CloseDeliversWhatWasSentThenEndsTheConnection) {
