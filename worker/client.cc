@@ -278,6 +278,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   proto::ChannelOptions co;
   co.tls = tls_;
   co.socket.linger_ms = 0;
+  co.socket.wake_fd = wake_fd_;  // the training thread's end and Stop() end a wait
   co.max_message_bytes = proto::kMaxChunkBytes + (1 << 20);  // a chunk plus its headers
   channel_ = std::make_unique<proto::ClientChannel>(co);
   SHOAL_RETURN_IF_ERROR(channel_->Connect(cfg_.coordinator));
