@@ -1,11 +1,13 @@
 """Launches a real Shoal federation on this machine and measures it (a bench/ helper).
 
 One coordinator and N workers run as separate processes over loopback, exactly as
-scripts/demo.sh starts them. While they run, this module samples /proc every
-SAMPLE_S seconds: peak RSS (VmHWM) and CPU time (utime + stime) of every process, the
-machine's total busy CPU (/proc/stat, so CPU used by anything else on the machine shows
-up as "foreign" CPU), and the coordinator's log and metrics.jsonl, to cut the CPU
-counters at each round's start and commit. Afterwards it parses metrics.jsonl (one record
+scripts/demo.sh starts them. While they run, this module follows the coordinator's log and
+metrics.jsonl every SAMPLE_S seconds and, at each round's start and commit, reads the CPU time
+(utime + stime) of every process and the machine's total busy CPU (/proc/stat, so CPU used by
+anything else on the machine shows up as "foreign" CPU); peak RSS (VmHWM, kept by the kernel)
+is read every MEM_SAMPLE_S seconds and at the end. Reading /proc for a dozen processes five
+times a second cost the measuring process ~1% of a core, which the round-overhead figures would
+otherwise carry. Afterwards it parses metrics.jsonl (one record
 per round: phases, bytes, accuracy) and the workers' "trained: ... seconds=" lines.
 
 Only the standard library is used; the processes it starts are ended by their own PIDs.
@@ -19,6 +21,7 @@ import subprocess
 import time
 
 SAMPLE_S = 0.2
+MEM_SAMPLE_S = 1.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DATASET = "/usr/share/datasets/fashion-mnist"
 
@@ -265,16 +268,22 @@ class Federation:
                     f.write(" ".join(cmd) + "\n")
                 procs[role] = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=self.repo)
 
-            def sample():
-                pids = [(role, p.pid) for role, p in procs.items()]
+            def pids():
+                out = [(role, p.pid) for role, p in procs.items()]
                 # The coordinator's LibTorch process (shoal-evaluator), its child: measured on
                 # its own and counted in Shoal's CPU.
                 if "coordinator" in procs:
-                    pids += [("evaluator", c) for c in proc_children(procs["coordinator"].pid)[:1]]
-                for role, pid in pids:
+                    out += [("evaluator", c) for c in proc_children(procs["coordinator"].pid)[:1]]
+                return out
+
+            def sample_memory():
+                for role, pid in pids():
                     m = proc_mem_kib(pid)
                     if m and "VmHWM" in m:
                         peak_kib[role] = max(peak_kib.get(role, 0), m["VmHWM"])
+
+            def sample():
+                for role, pid in pids():
                     c = proc_cpu_s(pid)
                     if c is not None:
                         cpu_last[role] = c
@@ -302,8 +311,12 @@ class Federation:
             metrics_buf = ""
             metrics_pos = 0
             hard_deadline = t_launch + self.timeout_s
+            last_mem = 0.0
             while True:
-                snap = sample()
+                if time.time() - last_mem >= MEM_SAMPLE_S:
+                    sample_memory()
+                    last_mem = time.time()
+                snap = None  # taken when a round starts or commits
                 # Round starts, from the coordinator's log.
                 try:
                     with open(coord_log) as f:
@@ -314,6 +327,7 @@ class Federation:
                     for line in chunk[:cut].splitlines():
                         m = _ROUND_STARTED.search(line)
                         if m:
+                            snap = snap or sample()
                             if "tcp" not in snap:
                                 snap["tcp"] = tcp_bytes(coord_port)
                             snapshots["start"][int(m.group(1))] = snap  # a retry overwrites
@@ -332,6 +346,7 @@ class Federation:
                             continue
                         rec = json.loads(line)
                         records.append(rec)
+                        snap = snap or sample()
                         if "tcp" not in snap:
                             snap["tcp"] = tcp_bytes(coord_port)
                         snapshots["end"][rec["round"]] = snap
@@ -359,6 +374,7 @@ class Federation:
             # Workers leave on the coordinator's Shutdown message.
             wait_until = time.time() + 20
             while time.time() < wait_until and any(p.poll() is None for p in procs.values()):
+                sample_memory()
                 sample()
                 time.sleep(SAMPLE_S)
         finally:
