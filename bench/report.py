@@ -88,11 +88,15 @@ class Report:
                 if run["scheme"] != "iid":
                     continue
                 sec = run["reached"]["85"]["seconds_from_launch"]
+                # The target is for Flower's settings (3 clients); other sizes are reported.
+                targeted = run["workers"] == 3
                 rows.append([f"time to 85% from launch, {run['workers']} workers {run['model']} IID",
                              f(sec, "{:.0f} s") + f" (round {f(run['reached']['85']['round'], '{}')})"
                              if sec is not None else f"not reached in {run['rounds_done']} rounds",
-                             f"<= {TARGETS['to_85_s']} s (Flower, 3 clients: {FLOWER['to_85']['seconds']} s)",
-                             met(sec, TARGETS["to_85_s"]) if sec is not None else "**no**"])
+                             f"<= {TARGETS['to_85_s']} s (Flower, 3 clients: {FLOWER['to_85']['seconds']} s)"
+                             if targeted else "(no target: the target is for 3 workers)",
+                             (met(sec, TARGETS["to_85_s"]) if sec is not None else "**no**")
+                             if targeted else ""])
         rss_c, rss_w = [], []
         for c in cnn_runs:
             if c["model"] == "cnn":

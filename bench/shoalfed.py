@@ -2,12 +2,13 @@
 
 One coordinator and N workers run as separate processes over loopback, exactly as
 scripts/demo.sh starts them. While they run, this module follows the coordinator's log and
-metrics.jsonl every SAMPLE_S seconds and, at each round's start and commit, reads the CPU time
-(utime + stime) of every process and the machine's total busy CPU (/proc/stat, so CPU used by
-anything else on the machine shows up as "foreign" CPU); peak RSS (VmHWM, kept by the kernel)
-is read every MEM_SAMPLE_S seconds and at the end. Reading /proc for a dozen processes five
-times a second cost the measuring process ~1% of a core, which the round-overhead figures would
-otherwise carry. Afterwards it parses metrics.jsonl (one record
+metrics.jsonl every SAMPLE_S seconds, with the CPU time (utime + stime) of every process and
+the machine's total busy CPU (/proc/stat, so CPU used by anything else on the machine shows up
+as "foreign" CPU) read just before, to cut the counters at each round's start and commit; peak
+RSS (VmHWM, kept by the kernel) and the coordinator's evaluator child are looked up every
+MEM_SAMPLE_S seconds and at the end. (Reading every process's status and the coordinator's
+threads' children five times a second cost the measuring process ~1% of a core, which the
+round-overhead figures carried.) Afterwards it parses metrics.jsonl (one record
 per round: phases, bytes, accuracy) and the workers' "trained: ... seconds=" lines.
 
 Only the standard library is used; the processes it starts are ended by their own PIDs.
@@ -268,15 +269,17 @@ class Federation:
                     f.write(" ".join(cmd) + "\n")
                 procs[role] = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=self.repo)
 
+            evaluator = []  # the coordinator's LibTorch process (shoal-evaluator), its child
+
             def pids():
-                out = [(role, p.pid) for role, p in procs.items()]
-                # The coordinator's LibTorch process (shoal-evaluator), its child: measured on
-                # its own and counted in Shoal's CPU.
-                if "coordinator" in procs:
-                    out += [("evaluator", c) for c in proc_children(procs["coordinator"].pid)[:1]]
-                return out
+                return [(role, p.pid) for role, p in procs.items()] + evaluator
 
             def sample_memory():
+                # Measured on its own and counted in Shoal's CPU; looked up again after a
+                # restart of it.
+                if "coordinator" in procs:
+                    evaluator[:] = [("evaluator", c)
+                                    for c in proc_children(procs["coordinator"].pid)[:1]]
                 for role, pid in pids():
                     m = proc_mem_kib(pid)
                     if m and "VmHWM" in m:
@@ -316,7 +319,7 @@ class Federation:
                 if time.time() - last_mem >= MEM_SAMPLE_S:
                     sample_memory()
                     last_mem = time.time()
-                snap = None  # taken when a round starts or commits
+                snap = sample()
                 # Round starts, from the coordinator's log.
                 try:
                     with open(coord_log) as f:
@@ -327,7 +330,6 @@ class Federation:
                     for line in chunk[:cut].splitlines():
                         m = _ROUND_STARTED.search(line)
                         if m:
-                            snap = snap or sample()
                             if "tcp" not in snap:
                                 snap["tcp"] = tcp_bytes(coord_port)
                             snapshots["start"][int(m.group(1))] = snap  # a retry overwrites
@@ -346,7 +348,6 @@ class Federation:
                             continue
                         rec = json.loads(line)
                         records.append(rec)
-                        snap = snap or sample()
                         if "tcp" not in snap:
                             snap["tcp"] = tcp_bytes(coord_port)
                         snapshots["end"][rec["round"]] = snap
