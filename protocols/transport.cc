@@ -402,7 +402,7 @@ Result<std::optional<std::string>> DealerSocket::Recv(int timeout_ms) {
         if (Clock::now() >= deadline) return std::optional<std::string>();
         continue;
       }
-      if (n_items == 2 && (items[1].revents & ZMQ_POLLIN)) return std::optional<std::string>();
+      if (!(items[0].revents & ZMQ_POLLIN)) return std::optional<std::string>();  // woken
       zmq::message_t id, data;
       if (!m.socket.recv(id, zmq::recv_flags::dontwait)) continue;
       (void)m.socket.recv(data, zmq::recv_flags::none);

@@ -69,7 +69,8 @@ struct SocketOptions {
   int close_grace_ms = 300;
   // Client: Recv() also returns (with nothing) as soon as this descriptor is readable, e.g. an
   // eventfd another thread signals when it has finished work the receiving loop waits for.
-  // Draining it is the caller's business. -1 = none.
+  // Frames that have arrived are delivered first. Draining it is the caller's business (while
+  // it stays readable, a Recv with nothing to deliver returns at once). -1 = none.
   int wake_fd = -1;
 };
 

@@ -56,6 +56,14 @@ class WorkerClient::Impl {
     const uint64_t one = 1;
     if (wake_fd_ >= 0) (void)!write(wake_fd_, &one, sizeof one);
   }
+  // Every loop that receives on the session's channel drains the descriptor before waiting,
+  // then looks at what it may have been woken for (training_done_, stop_): those flags, not
+  // the descriptor, say what happened.
+  void DrainWake() {
+    uint64_t wakes;
+    while (wake_fd_ >= 0 && read(wake_fd_, &wakes, sizeof wakes) > 0) {
+    }
+  }
 
  private:
   Status LoadSilo();
@@ -295,6 +303,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   const auto hello_deadline = Clock::now() + std::chrono::milliseconds(cfg_.hello_timeout_ms);
   bool admitted = false;
   while (!stop_ && !admitted && Clock::now() < hello_deadline) {
+    DrainWake();  // a training that ends meanwhile is picked up by the session loop below
     auto in = channel_->Recv(100);
     if (!in.ok()) {
       if (in.status().code() == Code::kRejected) {
@@ -380,9 +389,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
                    welcome_.peer_timeout_ms);
       return SessionEnd::kReconnect;
     }
-    uint64_t wakes;
-    while (read(wake_fd_, &wakes, sizeof wakes) > 0) {
-    }
+    DrainWake();
     if (training_.valid() && training_done_.load(std::memory_order_acquire)) FinishTraining();
     // Until the next heartbeat is due, unless a message arrives or the wake descriptor fires.
     const auto hb_due = last_sent_hb + std::chrono::milliseconds(welcome_.heartbeat_ms);

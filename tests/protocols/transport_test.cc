@@ -237,6 +237,20 @@ TEST_F(TransportTest, WakeDescriptorEndsAWaitAndLosesNoFrame) {
   ASSERT_TRUE(got.ok() && got->has_value());
   EXPECT_TRUE(**got == frame);
 
+  // While the descriptor stays readable, frames that arrive are still delivered.
+  ASSERT_EQ(write(wake, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  const std::string second = RandomBytes(200000, 10);
+  ASSERT_TRUE(router.Send(peer, second).ok());
+  std::optional<std::string> delivered;
+  for (int i = 0; i < 50000 && !delivered; ++i) {
+    auto r = dealer.Recv(100);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    delivered = std::move(*r);
+  }
+  ASSERT_TRUE(delivered.has_value()) << "a readable wake descriptor starved the socket";
+  EXPECT_TRUE(*delivered == second);
+  ASSERT_EQ(read(wake, &n, sizeof n), static_cast<ssize_t>(sizeof n));
+
   // Signalled from another thread while the receive waits.
   std::thread waker([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
