@@ -67,8 +67,7 @@ class Server {
     const nlohmann::json& j = h.json;
     try {
       if (op == "configure") {
-        return Reply(Status::Ok(), {{"runtime", ConfigureModelRuntime(j.at("threads").get<int>())},
-                                    {"pid", static_cast<int64_t>(::getpid())}});
+        return Reply(Status::Ok(), {{"runtime", ConfigureModelRuntime(j.at("threads").get<int>())}});
       }
       nn::ModelSource model{j.at("model").get<std::string>(), std::move(script)};
       const auto shape = j.at("input_shape").get<std::vector<int64_t>>();

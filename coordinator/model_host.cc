@@ -136,7 +136,6 @@ class Host {
   }
 
   int fd() const { return fd_; }
-  pid_t pid() const { return pid_; }
   // The process died or its stream broke: every call fails from here on.
   bool broken() {
     std::lock_guard<std::mutex> l(mu_);

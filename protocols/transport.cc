@@ -39,9 +39,16 @@ void Configure(zmq::socket_t& s, const SocketOptions& o) {
   s.set(zmq::sockopt::tcp_keepalive_cnt, 3);
 }
 
-bool Poll(zmq::socket_t& s, int timeout_ms) {
-  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-  return zmq::poll(&item, 1, std::chrono::milliseconds(std::max(0, timeout_ms))) > 0;
+enum class Ready { kNothing, kSocket, kWake };
+
+// Waits up to timeout_ms for a message on `s` or, when wake_fd >= 0, for wake_fd to be readable
+// (SocketOptions::wake_fd). A message wins over a wake.
+Ready Poll(zmq::socket_t& s, int timeout_ms, int wake_fd = -1) {
+  zmq::pollitem_t items[2] = {{s.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
+  const int n = zmq::poll(items, wake_fd >= 0 ? 2 : 1,
+                          std::chrono::milliseconds(std::max(0, timeout_ms)));
+  if (n <= 0) return Ready::kNothing;
+  return (items[0].revents & ZMQ_POLLIN) ? Ready::kSocket : Ready::kWake;
 }
 
 zmq::message_t Concat(std::string_view a, std::string_view b) {
@@ -231,7 +238,7 @@ Result<std::optional<Incoming>> RouterSocket::Recv(int timeout_ms) {
         return std::optional<Incoming>(Incoming{peer, std::move(**next)});
       }
       const int wait = std::min(RemainingMs(deadline), m.NextReapMs());
-      if (!Poll(m.socket, wait)) {
+      if (Poll(m.socket, wait) == Ready::kNothing) {
         m.Reap();
         if (Clock::now() >= deadline) return std::optional<Incoming>();
         continue;
@@ -395,14 +402,12 @@ Result<std::optional<std::string>> DealerSocket::Recv(int timeout_ms) {
         if (next->has_value()) return next;
         m.has_bytes = false;
       }
-      zmq::pollitem_t items[2] = {{m.socket.handle(), 0, ZMQ_POLLIN, 0},
-                                  {nullptr, m.options.wake_fd, ZMQ_POLLIN, 0}};
-      const int n_items = m.options.wake_fd >= 0 ? 2 : 1;
-      if (zmq::poll(items, n_items, std::chrono::milliseconds(RemainingMs(deadline))) <= 0) {
+      const Ready ready = Poll(m.socket, RemainingMs(deadline), m.options.wake_fd);
+      if (ready == Ready::kWake) return std::optional<std::string>();
+      if (ready == Ready::kNothing) {
         if (Clock::now() >= deadline) return std::optional<std::string>();
         continue;
       }
-      if (!(items[0].revents & ZMQ_POLLIN)) return std::optional<std::string>();  // woken
       zmq::message_t id, data;
       if (!m.socket.recv(id, zmq::recv_flags::dontwait)) continue;
       (void)m.socket.recv(data, zmq::recv_flags::none);

@@ -60,9 +60,8 @@ class WorkerClient::Impl {
   // then looks at what it may have been woken for (training_done_, stop_): those flags, not
   // the descriptor, say what happened.
   void DrainWake() {
-    uint64_t wakes;
-    while (wake_fd_ >= 0 && read(wake_fd_, &wakes, sizeof wakes) > 0) {
-    }
+    uint64_t wakes;  // an eventfd read returns and clears the whole count
+    if (wake_fd_ >= 0) (void)!read(wake_fd_, &wakes, sizeof wakes);
   }
 
  private:
