@@ -8,6 +8,10 @@
 #pragma once
 
 #include <malloc.h>
+#include <sys/mman.h>
+
+#include <cstddef>
+#include <cstdint>
 
 namespace shoal {
 
@@ -30,5 +34,34 @@ inline void UseOneMallocArena() { mallopt(M_ARENA_MAX, 1); }
 // 60 MB of it was in use. The coordinator calls this once a round, after the commit, so its
 // resident memory tracks what it uses; the pages are faulted in again at most once a round.
 inline void ReleaseFreeMemory() { malloc_trim(0); }
+
+// ReleaseFreeMemory() once more than `keep_bytes` of the heap is free. What a round freed is
+// mostly what the next round allocates again (receive buffers, sealed frames, the update being
+// assembled); handed back, it is faulted in again page by page (~14 us a page on the VMs
+// measured here). Below the bound it stays mapped; above it (many workers, large models,
+// fragmentation) the heap is trimmed as before, so resident memory stays bounded.
+inline void ReleaseFreeMemoryBeyond(size_t keep_bytes) {
+  if (mallinfo2().fordblks > keep_bytes) malloc_trim(0);
+}
+
+// Maps the pages under [data, data + bytes) for writing with one system call, before a
+// transfer buffer (a received frame, a sealed frame, an update being assembled) is written.
+// Written as is, memory that ReleaseFreeMemory() handed back (or fresh heap) is faulted in one
+// 4 KiB page at a time, and on the VMs measured here a page fault costs ~14 us: 4 MiB took
+// 13.5 ms; madvise(MADV_POPULATE_WRITE) first, 1.4 ms (bench: BM_WriteReleasedHeap). The
+// contents do not change. Small buffers are left alone (not worth a system call), and where
+// the kernel lacks MADV_POPULATE_WRITE (before Linux 5.14) the call fails and pages are
+// faulted in as before.
+inline void PrefaultForWrite(void* data, size_t bytes) {
+#ifndef MADV_POPULATE_WRITE
+  constexpr int MADV_POPULATE_WRITE = 23;
+#endif
+  constexpr size_t kMinBytes = size_t{256} << 10;
+  constexpr uintptr_t kPage = 4096;
+  if (data == nullptr || bytes < kMinBytes) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kPage - 1) & ~(kPage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kPage - 1);
+  if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+}
 
 }  // namespace shoal

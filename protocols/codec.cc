@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/malloc_tuning.h"
 #include "common/sha256.h"
 
 namespace shoal::proto {
@@ -85,7 +86,11 @@ Result<FrameView> ParseFrame(std::string_view frame, const Limits& limits) {
 namespace internal {
 
 std::string BuildFrame(MessageType type, const std::string& header, std::string_view payload) {
-  std::string out(kFrameHeaderBytes + header.size() + payload.size(), '\0');
+  const size_t n = kFrameHeaderBytes + header.size() + payload.size();
+  std::string out;
+  out.reserve(n);
+  PrefaultForWrite(out.data(), n);
+  out.resize(n);
   char* p = out.data();
   std::memcpy(p, kMagic, 4);
   PutLe(p + 4, kProtocolVersion, 2);
@@ -141,6 +146,8 @@ Status ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chun
   chunk_bytes_ = chunk_bytes;
   count_ = ChunkCount(total_bytes, chunk_bytes);
   next_index_ = 0;
+  data_.reserve(total_bytes / 4);
+  PrefaultForWrite(data_.data(), total_bytes);
   data_.assign(total_bytes / 4, 0.0f);
   return Status::Ok();
 }

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <utility>
 
+#include "common/malloc_tuning.h"
+
 namespace shoal::proto {
 namespace {
 
@@ -66,6 +68,7 @@ size_t FrameReader::AppendBody(std::string_view bytes) {
   const size_t take = std::min(need_ - body_.size(), bytes.size());
   if (body_.capacity() < body_.size() + take) {  // grow by doubling, never beyond the frame
     body_.reserve(std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
+    PrefaultForWrite(body_.data() + body_.size(), body_.capacity() - body_.size());
   }
   body_.append(bytes.data(), take);
   return take;
@@ -137,6 +140,7 @@ Result<std::optional<std::string>> FrameReader::Next() {
     // Reserve what is known to be coming, at most 1 MiB ahead of the bytes received; beyond
     // that the buffer grows with what actually arrives.
     body_.reserve(std::min(len, std::max(avail.size(), size_t{1} << 20)));
+    PrefaultForWrite(body_.data(), body_.capacity());
   }
   consumed_ += AppendBody(avail);
   compact();

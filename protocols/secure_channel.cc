@@ -16,6 +16,8 @@
 #include <new>
 #include <utility>
 
+#include "common/malloc_tuning.h"
+
 namespace shoal::proto {
 namespace {
 
@@ -538,7 +540,9 @@ Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
                                   " exceeds the limit of " + std::to_string(max_message_bytes_) +
                                   " bytes"));
       }
-      partial_.resize(length);  // checked against the cap just above
+      partial_.reserve(length);  // checked against the cap just above
+      PrefaultForWrite(partial_.data(), length);
+      partial_.resize(length);
       partial_have_ = 0;
       length_have_ = 0;
       in_body_ = true;
@@ -618,6 +622,8 @@ Status SecureSession::SealPart(std::string_view message, size_t* offset, size_t 
     if (pending_out_.capacity() < kMaxWireFrameBytes) {
       pending_out_.reserve(
           std::min(pending_out_.size() + wire_bytes(end - pos), kMaxWireFrameBytes));
+      PrefaultForWrite(pending_out_.data() + pending_out_.size(),
+                       pending_out_.capacity() - pending_out_.size());
     }
     SHOAL_RETURN_IF_ERROR(WritePlain(message.substr(pos, chunk), out));
     pos += chunk;

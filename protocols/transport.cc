@@ -9,6 +9,8 @@
 
 #include <zmq.hpp>
 
+#include "common/malloc_tuning.h"
+
 namespace shoal::proto {
 namespace {
 
@@ -54,6 +56,7 @@ Ready Poll(zmq::socket_t& s, int timeout_ms, int wake_fd = -1) {
 zmq::message_t Concat(std::string_view a, std::string_view b) {
   zmq::message_t msg(a.size() + b.size());
   auto* p = static_cast<char*>(msg.data());
+  PrefaultForWrite(p, msg.size());
   if (!a.empty()) std::memcpy(p, a.data(), a.size());
   if (!b.empty()) std::memcpy(p + a.size(), b.data(), b.size());
   return msg;

