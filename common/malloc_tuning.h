@@ -44,6 +44,11 @@ inline void ReleaseFreeMemoryBeyond(size_t keep_bytes) {
   if (mallinfo2().fordblks > keep_bytes) malloc_trim(0);
 }
 
+// The bound the coordinator and shoal-evaluator keep from one round to the next: a round's
+// transfers and evaluation of a CNN-sized model with ten workers fit in it; with many workers
+// or large models a round frees more and the heap is trimmed as before.
+inline constexpr size_t kKeptFreeHeapBytes = size_t{48} << 20;
+
 // Maps the pages under [data, data + bytes) for writing with one system call, before a
 // transfer buffer (a received frame, a sealed frame, an update being assembled) is written.
 // Written as is, memory that ReleaseFreeMemory() handed back (or fresh heap) is faulted in one

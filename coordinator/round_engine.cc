@@ -40,11 +40,6 @@ using proto::ErrorCode;
 
 namespace {
 
-// Free heap kept mapped from one round to the next (ReleaseFreeMemoryBeyond): the next round's
-// transfers of a CNN-sized model with ten workers fit in it; with many workers or large models
-// the round frees more and the heap is trimmed.
-constexpr size_t kKeepFreeHeapBytes = size_t{48} << 20;
-
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -665,7 +660,7 @@ Status Coordinator::Impl::Run() {
     for (int attempt = 0; attempt <= cfg_.max_round_retries && !committed; ++attempt) {
       if (stop_) break;
       Status st = RunRound(next_round_, attempt, &committed);
-      ReleaseFreeMemoryBeyond(kKeepFreeHeapBytes);
+      ReleaseFreeMemoryBeyond(kKeptFreeHeapBytes);
       if (!st.ok()) {
         result = st;
         break;
