@@ -180,6 +180,11 @@ std::pair<Dataset, Dataset> SplitValidation(Dataset&& all, double fraction, uint
   KeepRows(all.pixels, train, numel);  // training indices are ascending
   KeepRows(all.features, train, numel);
   KeepRows(all.labels, train, 1);
+  // The held-out rows' space would stay allocated (and resident) behind the training rows
+  // for the whole run: 1.6 MB of a 20k-image silo at the default 10%.
+  all.pixels.shrink_to_fit();
+  all.features.shrink_to_fit();
+  all.labels.shrink_to_fit();
   return {std::move(all), std::move(held_out)};
 }
 
