@@ -140,10 +140,10 @@ Result<std::optional<std::string>> FrameReader::Next() {
     // Reserve what is known to be coming. From a worker (the server's side: one connection per
     // worker), at most 1 MiB ahead of the bytes received, beyond that the buffer grows with
     // what actually arrives: announced sizes cannot reserve memory on a thousand connections.
-    // From the coordinator (a worker's one connection, whose frames are the model it sends
-    // every round), the whole frame within the cap: growing a 4 MiB frame by doubling copied
-    // 3 MiB and left 3 MiB of freed buffers behind in the worker's heap every round.
-    const size_t ahead = peer_is_server_ ? len : std::max(avail.size(), size_t{1} << 20);
+    // From the coordinator (a worker's one connection, whose frames carry the model every
+    // round), up to 16 MiB ahead, so a whole TLS frame (at most 8 MiB): growing a 4 MiB frame
+    // by doubling copied 3 MiB and left 3 MiB of freed buffers in the worker's heap each time.
+    const size_t ahead = std::max(avail.size(), size_t{1} << (peer_is_server_ ? 24 : 20));
     body_.reserve(std::min(len, ahead));
     PrefaultForWrite(body_.data(), body_.capacity());
   }
