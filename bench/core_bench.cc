@@ -93,8 +93,8 @@ BENCHMARK(BM_DecodeChunks)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillis
 // What a transfer buffer costs right after the heap was handed back (ReleaseFreeMemory(), as
 // the worker does after training and the coordinator when much is free): a 4 MiB frame
 // written into memory that malloc_trim returned to the kernel, page by page as the code
-// writes it, or mapped first with PrefaultForWrite(). On a machine where a page fault is
-// cheap the two are close; on the VMs measured here they are not.
+// writes it, or mapped first with PrefaultForWrite() (through ReserveForWrite(), as the
+// transfer buffers are). Where a page fault is cheap the two are close; here they are not.
 void BM_WriteReleasedHeap(benchmark::State& state) {
   const bool prefault = state.range(0) != 0;
   constexpr size_t kBytes = size_t{4} << 20;
@@ -107,8 +107,11 @@ void BM_WriteReleasedHeap(benchmark::State& state) {
     ReleaseFreeMemory();
     state.ResumeTiming();
     std::string frame;
-    frame.reserve(kBytes);
-    if (prefault) PrefaultForWrite(frame.data(), kBytes);
+    if (prefault) {
+      ReserveForWrite(frame, kBytes);  // as the transfer buffers do
+    } else {
+      frame.reserve(kBytes);
+    }
     frame.append(src);
     benchmark::DoNotOptimize(frame.data());
   }

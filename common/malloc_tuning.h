@@ -9,6 +9,7 @@
 
 #include <malloc.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -62,11 +63,20 @@ inline void PrefaultForWrite(void* data, size_t bytes) {
   constexpr int MADV_POPULATE_WRITE = 23;
 #endif
   constexpr size_t kMinBytes = size_t{256} << 10;
-  constexpr uintptr_t kPage = 4096;
+  static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   if (data == nullptr || bytes < kMinBytes) return;
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kPage - 1) & ~(kPage - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kPage - 1);
   if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+}
+
+// reserve(n) on a std::string or std::vector about to be filled, with the capacity beyond its
+// current size mapped by PrefaultForWrite.
+template <class Buffer>
+void ReserveForWrite(Buffer& buffer, size_t n) {
+  buffer.reserve(n);
+  PrefaultForWrite(buffer.data() + buffer.size(),
+                   (buffer.capacity() - buffer.size()) * sizeof(*buffer.data()));
 }
 
 }  // namespace shoal

@@ -88,8 +88,7 @@ namespace internal {
 std::string BuildFrame(MessageType type, const std::string& header, std::string_view payload) {
   const size_t n = kFrameHeaderBytes + header.size() + payload.size();
   std::string out;
-  out.reserve(n);
-  PrefaultForWrite(out.data(), n);
+  ReserveForWrite(out, n);
   out.resize(n);
   char* p = out.data();
   std::memcpy(p, kMagic, 4);
@@ -146,8 +145,7 @@ Status ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chun
   chunk_bytes_ = chunk_bytes;
   count_ = ChunkCount(total_bytes, chunk_bytes);
   next_index_ = 0;
-  data_.reserve(total_bytes / 4);
-  PrefaultForWrite(data_.data(), total_bytes);
+  ReserveForWrite(data_, total_bytes / 4);
   data_.assign(total_bytes / 4, 0.0f);
   return Status::Ok();
 }

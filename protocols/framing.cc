@@ -13,6 +13,10 @@ constexpr char kMagic[] = "SHOAL";
 constexpr size_t kMagicBytes = 5;
 constexpr uint8_t kWireVersion = 1;
 
+// How far ahead of the bytes received a frame's buffer is reserved (FrameReader::Next).
+constexpr size_t kAheadFromWorker = size_t{1} << 20;
+constexpr size_t kAheadFromCoordinator = size_t{16} << 20;
+
 size_t EffectiveCap(size_t cap) { return cap == 0 || cap > kMaxFrameCap ? kMaxFrameCap : cap; }
 
 void PutLe32(unsigned char* p, size_t n) {
@@ -67,8 +71,7 @@ void FrameReader::set_cap(size_t cap) { cap_ = EffectiveCap(cap); }
 size_t FrameReader::AppendBody(std::string_view bytes) {
   const size_t take = std::min(need_ - body_.size(), bytes.size());
   if (body_.capacity() < body_.size() + take) {  // grow by doubling, never beyond the frame
-    body_.reserve(std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
-    PrefaultForWrite(body_.data() + body_.size(), body_.capacity() - body_.size());
+    ReserveForWrite(body_, std::min(need_, std::max(body_.size() + take, 2 * body_.capacity())));
   }
   body_.append(bytes.data(), take);
   return take;
@@ -143,9 +146,9 @@ Result<std::optional<std::string>> FrameReader::Next() {
     // From the coordinator (a worker's one connection, whose frames carry the model every
     // round), up to 16 MiB ahead, so a whole TLS frame (at most 8 MiB): growing a 4 MiB frame
     // by doubling copied 3 MiB and left 3 MiB of freed buffers in the worker's heap each time.
-    const size_t ahead = std::max(avail.size(), size_t{1} << (peer_is_server_ ? 24 : 20));
-    body_.reserve(std::min(len, ahead));
-    PrefaultForWrite(body_.data(), body_.capacity());
+    const size_t ahead = std::max(avail.size(), peer_is_server_ ? kAheadFromCoordinator
+                                                                : kAheadFromWorker);
+    ReserveForWrite(body_, std::min(len, ahead));
   }
   consumed_ += AppendBody(avail);
   compact();

@@ -540,8 +540,7 @@ Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
                                   " exceeds the limit of " + std::to_string(max_message_bytes_) +
                                   " bytes"));
       }
-      partial_.reserve(length);  // checked against the cap just above
-      PrefaultForWrite(partial_.data(), length);
+      ReserveForWrite(partial_, length);  // checked against the cap just above
       partial_.resize(length);
       partial_have_ = 0;
       length_have_ = 0;
@@ -620,10 +619,8 @@ Status SecureSession::SealPart(std::string_view message, size_t* offset, size_t 
       SHOAL_RETURN_IF_ERROR(DrainOutput(out));
     }
     if (pending_out_.capacity() < kMaxWireFrameBytes) {
-      pending_out_.reserve(
-          std::min(pending_out_.size() + wire_bytes(end - pos), kMaxWireFrameBytes));
-      PrefaultForWrite(pending_out_.data() + pending_out_.size(),
-                       pending_out_.capacity() - pending_out_.size());
+      ReserveForWrite(pending_out_, std::min(pending_out_.size() + wire_bytes(end - pos),
+                                             kMaxWireFrameBytes));
     }
     SHOAL_RETURN_IF_ERROR(WritePlain(message.substr(pos, chunk), out));
     pos += chunk;

@@ -15,7 +15,7 @@
 namespace shoal {
 namespace {
 
-constexpr size_t kPage = 4096;
+const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 
 // Anonymous memory that no one has touched yet: none of it is resident.
 struct FreshMapping {
