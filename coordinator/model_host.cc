@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/file_util.h"
+#include "common/restart_budget.h"
 #include "coordinator/model_host.h"
 #include "coordinator/model_ops.h"
 
@@ -207,13 +208,16 @@ Result<nlohmann::json> OpenEvaluator(Host& host, const nlohmann::json& request,
 }
 
 // A central evaluator in the child process. When the process dies during an evaluation (the OOM
-// killer, a crashing TorchScript model, kill -9), a new one is started, the test set opened
-// again and the evaluation repeated, up to kMaxRestarts times in the evaluator's life; an
-// evaluation that also kills the new process is not tried a third time. Either way the error
-// names the process, its pid and how it ended.
+// killer, a crashing TorchScript model, kill -9), a new one is started after a back-off (250 ms,
+// doubling with each restart in the last 10 minutes), the test set opened again and the
+// evaluation repeated; an evaluation that also kills the new process is not tried a third time.
+// At most kMaxRestarts restarts within any 10 minutes: a process that keeps dying stops the run
+// (a coordinator restart resumes it), one that dies now and then in a long run is replaced each
+// time. Either way the error names the process, its pid and how it ended.
 class RemoteEvaluator : public CentralEvaluator {
  public:
   static constexpr int kMaxRestarts = 3;
+  static constexpr std::chrono::minutes kRestartWindow{10};
 
   RemoteEvaluator(std::shared_ptr<Host> host, nlohmann::json open_request, std::string script,
                   int64_t id, int64_t size)
@@ -226,13 +230,17 @@ class RemoteEvaluator : public CentralEvaluator {
   Result<EvalMetrics> Evaluate(const Weights& weights) override {
     auto m = EvaluateOnce(weights);
     if (m.ok() || !host_->broken()) return m;
-    if (restarts_ >= kMaxRestarts) {
+    const auto delay = restarts_.Take(RestartBudget::Clock::now());
+    const std::string window = std::to_string(kRestartWindow.count()) + " min";
+    if (!delay) {
       return m.status().Annotate("not restarted: " + std::to_string(kMaxRestarts) +
-                                 " restarts already");
+                                 " restarts within the last " + window);
     }
-    ++restarts_;
-    spdlog::warn("{}; starting a new {} and evaluating again (restart {} of {})",
-                 m.status().message(), kEvaluator, restarts_, kMaxRestarts);
+    const auto delay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(*delay).count();
+    spdlog::warn("{}; starting a new {} in {} ms and evaluating again (restart {} of {} within {})",
+                 m.status().message(), kEvaluator, delay_ms,
+                 restarts_.Recent(RestartBudget::Clock::now()), kMaxRestarts, window);
+    std::this_thread::sleep_for(*delay);
     SHOAL_ASSIGN_OR_RETURN(auto host, ReplaceHost(host_));
     auto opened = OpenEvaluator(*host, open_request_, script_);
     if (!opened.ok()) return opened.status().Annotate("reopening the central evaluation");
@@ -271,7 +279,8 @@ class RemoteEvaluator : public CentralEvaluator {
   const std::string script_;
   int64_t id_;
   const int64_t size_;
-  int restarts_ = 0;
+  RestartBudget restarts_{kMaxRestarts, kRestartWindow, std::chrono::milliseconds(250),
+                         std::chrono::seconds(4)};
 };
 
 }  // namespace
