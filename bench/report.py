@@ -157,7 +157,9 @@ class Report:
             "BM_TlsOverZmq": "TLS over ZeroMQ loopback",
             "BM_PlainZmq": "plain ZeroMQ loopback",
             "BM_WriteReleasedHeap": "write a 4 MiB frame into heap handed back",
+            "BM_SealUpload": "seal a worker's upload (4 MiB chunk frames)",
         }
+        fixed_size = {"BM_WriteReleasedHeap": "4 MiB", "BM_SealUpload": "6.65 MB"}
         rows = []
         for name, b in bm.items():
             parts = name.split("/")
@@ -165,7 +167,7 @@ class Report:
                 rows.append([names.get(parts[0], parts[0]), "", "", "", b["error"]])
                 continue
             arg = parts[1] if len(parts) > 1 else ""
-            size = (f"{int(arg) / 1e6:.2f}M params" if parts[0] in
+            size = fixed_size.get(parts[0]) or (f"{int(arg) / 1e6:.2f}M params" if parts[0] in
                     ("BM_FedAvgFold", "BM_Memcpy", "BM_EncodeChunks", "BM_DecodeChunks")
                     else f"{int(arg) / 1e6:.1f} MB") if arg.isdigit() else arg
             rows.append([names.get(parts[0], parts[0]), size, b.get("label") or "",

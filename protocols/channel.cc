@@ -356,7 +356,7 @@ ClientChannel::ClientChannel(ChannelOptions options)
 ClientChannel::~ClientChannel() = default;
 
 Status ClientChannel::SendFrames(std::vector<std::string>& frames) {
-  for (const auto& frame : frames) SHOAL_RETURN_IF_ERROR(socket_.Send(frame));
+  for (auto& frame : frames) SHOAL_RETURN_IF_ERROR(socket_.SendOwned(std::move(frame)));
   frames.clear();
   return Status::Ok();
 }
@@ -380,18 +380,20 @@ Status ClientChannel::Flush() {
   return Status::Ok();
 }
 
-Status ClientChannel::Send(std::string_view message) {
+Status ClientChannel::Send(std::string_view message) { return Send(message, {}); }
+
+Status ClientChannel::Send(std::string_view head, std::string_view body) {
   if (!session_) {
     if (options_.tls) return Internal("Send before Connect");
-    return socket_.Send(message);
+    return body.empty() ? socket_.Send(head) : socket_.Send(Join(head, body));
   }
   if (session_->failed()) return session_->failure();
   if (!session_->established()) {
-    queued_.emplace_back(message);
+    queued_.push_back(Join(head, body));
     return Status::Ok();
   }
   std::vector<std::string> frames;
-  SHOAL_RETURN_IF_ERROR(session_->Seal(message, &frames));
+  SHOAL_RETURN_IF_ERROR(session_->Seal(head, body, &frames));
   return SendFrames(frames);
 }
 

@@ -183,6 +183,9 @@ class ClientChannel {
   Result<std::optional<std::string>> Recv(int timeout_ms);
   // Sends (or, before the handshake completes, queues) one message.
   Status Send(std::string_view message);
+  // The message head + body, sealed without joining them first (a frame's header and its
+  // payload, sent from where the payload lies: codec.h FramePieces).
+  Status Send(std::string_view head, std::string_view body);
   bool established() const { return !session_ || session_->established(); }
   // The TLS session (null in plain mode), e.g. for pinned_ca_pem() after a join.
   const SecureSession* session() const { return session_.get(); }

@@ -4,6 +4,7 @@
 
 #include "common/malloc_tuning.h"
 #include "common/sha256.h"
+#include "protocols/framing.h"
 
 namespace shoal::proto {
 namespace {
@@ -85,22 +86,20 @@ Result<FrameView> ParseFrame(std::string_view frame, const Limits& limits) {
 
 namespace internal {
 
-std::string BuildFrame(MessageType type, const std::string& header, std::string_view payload) {
-  const size_t n = kFrameHeaderBytes + header.size() + payload.size();
-  std::string out;
-  ReserveForWrite(out, n);
-  out.resize(n);
+std::string BuildFrameHead(MessageType type, const std::string& header, size_t payload_bytes) {
+  std::string out(kFrameHeaderBytes + header.size(), '\0');
   char* p = out.data();
   std::memcpy(p, kMagic, 4);
   PutLe(p + 4, kProtocolVersion, 2);
   PutLe(p + 6, static_cast<uint16_t>(type), 2);
   PutLe(p + 8, header.size(), 4);
-  PutLe(p + 12, payload.size(), 4);
+  PutLe(p + 12, payload_bytes, 4);
   std::memcpy(p + kFrameHeaderBytes, header.data(), header.size());
-  if (!payload.empty()) {
-    std::memcpy(p + kFrameHeaderBytes + header.size(), payload.data(), payload.size());
-  }
   return out;
+}
+
+std::string BuildFrame(MessageType type, const std::string& header, std::string_view payload) {
+  return Join(BuildFrameHead(type, header, payload.size()), payload);
 }
 
 }  // namespace internal
@@ -121,15 +120,22 @@ std::vector<std::string> EncodeChunks(uint64_t round, const void* data, uint64_t
   return frames;
 }
 
-std::string EncodeChunk(uint64_t round, const void* data, uint64_t total_bytes,
-                        uint32_t chunk_bytes, uint32_t index) {
+FramePieces EncodeChunkPieces(uint64_t round, const void* data, uint64_t total_bytes,
+                              uint32_t chunk_bytes, uint32_t index) {
   WeightsChunk c;
   c.round = round;
   c.index = index;
   c.count = ChunkCount(total_bytes, chunk_bytes);
   c.offset = uint64_t{index} * chunk_bytes;
   const uint64_t len = std::min<uint64_t>(chunk_bytes, total_bytes - c.offset);
-  return Encode(c, std::string_view(static_cast<const char*>(data) + c.offset, len));
+  const std::string_view payload(static_cast<const char*>(data) + c.offset, len);
+  return {internal::BuildFrameHead(WeightsChunk::kType, internal::EncodeHeader(c), len), payload};
+}
+
+std::string EncodeChunk(uint64_t round, const void* data, uint64_t total_bytes,
+                        uint32_t chunk_bytes, uint32_t index) {
+  const FramePieces f = EncodeChunkPieces(round, data, total_bytes, chunk_bytes, index);
+  return Join(f.head, f.payload);
 }
 
 Status ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes) {

@@ -60,18 +60,33 @@ class MemoryBuf : public std::streambuf {
 };
 
 std::string BuildFrame(MessageType type, const std::string& header, std::string_view payload);
-
-}  // namespace internal
+// The bytes of BuildFrame(type, header, payload) before the payload, for a payload of
+// `payload_bytes` bytes sent from where it lies.
+std::string BuildFrameHead(MessageType type, const std::string& header, size_t payload_bytes);
 
 template <class M>
-std::string Encode(const M& message, std::string_view payload = {}) {
+std::string EncodeHeader(const M& message) {
   std::ostringstream os;  // structured headers only; tensor bytes never pass through a stream
   {
     cereal::PortableBinaryOutputArchive ar(os);
     ar(const_cast<M&>(message));
   }
-  return internal::BuildFrame(M::kType, os.str(), payload);
+  return os.str();
 }
+
+}  // namespace internal
+
+template <class M>
+std::string Encode(const M& message, std::string_view payload = {}) {
+  return internal::BuildFrame(M::kType, internal::EncodeHeader(message), payload);
+}
+
+// A frame in two pieces: `head` + `payload` are the bytes of Encode(message, payload), the
+// payload not copied (a view of the caller's buffer, which must outlive this).
+struct FramePieces {
+  std::string head;
+  std::string_view payload;
+};
 
 // Decodes the structured header of `frame` as M. The frame's type must be M::kType and the
 // header must be consumed exactly.
@@ -104,6 +119,10 @@ std::vector<std::string> EncodeChunks(uint64_t round, const void* data, uint64_t
 // at a time holds one chunk's copy instead of the whole buffer's.
 std::string EncodeChunk(uint64_t round, const void* data, uint64_t total_bytes,
                         uint32_t chunk_bytes, uint32_t index);
+// The same frame with its payload left where it lies in `data` (a worker's upload is sealed
+// straight from the update's storage).
+FramePieces EncodeChunkPieces(uint64_t round, const void* data, uint64_t total_bytes,
+                              uint32_t chunk_bytes, uint32_t index);
 
 // Receives the chunks of one transfer in order into a buffer allocated once, up front, from
 // a size the receiver already validated (never from the sender's claim alone).

@@ -53,6 +53,14 @@ std::string FrameHeader(size_t n) {
   return h;
 }
 
+std::string Join(std::string_view head, std::string_view tail) {
+  std::string out;
+  ReserveForWrite(out, head.size() + tail.size());
+  out.append(head);
+  out.append(tail);
+  return out;
+}
+
 std::string Greeting(bool secure) {
   std::string g(kMagic, kMagicBytes);
   g.push_back(static_cast<char>(kWireVersion));

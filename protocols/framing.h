@@ -22,6 +22,8 @@ inline constexpr size_t kGreetingBytes = 8;
 std::string Greeting(bool secure);
 // The 4-byte length prefix of a frame of n bytes.
 std::string FrameHeader(size_t n);
+// head + tail in one buffer (mapped before it is written: malloc_tuning.h ReserveForWrite).
+std::string Join(std::string_view head, std::string_view tail);
 
 // Reassembles frames from a connection's bytes, one at a time, checking the greeting and every
 // length prefix against the cap in force when that frame begins. Holds at most the frame being

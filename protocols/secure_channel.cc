@@ -570,41 +570,60 @@ Status SecureSession::WritePlain(std::string_view data, std::vector<std::string>
 }
 
 Status SecureSession::Seal(std::string_view message, std::vector<std::string>* out) {
+  return Seal(message, {}, out);
+}
+
+Status SecureSession::Seal(std::string_view head, std::string_view body,
+                           std::vector<std::string>* out) {
   size_t offset = 0;
   do {
-    SHOAL_RETURN_IF_ERROR(SealPart(message, &offset, message.size(), out));
-  } while (offset < message.size());
+    SHOAL_RETURN_IF_ERROR(SealRange(head, body, &offset, head.size() + body.size(), out));
+  } while (offset < head.size() + body.size());
   return Status::Ok();
 }
 
 Status SecureSession::SealPart(std::string_view message, size_t* offset, size_t budget,
                                std::vector<std::string>* out) {
+  return SealRange(message, {}, offset, budget, out);
+}
+
+Status SecureSession::SealRange(std::string_view head, std::string_view body, size_t* offset,
+                                size_t budget, std::vector<std::string>* out) {
   if (!failure_.ok()) return failure_;
   if (!established_) {
     // Refused without failing the session: nothing reached the wire.
     return Internal("Seal before the TLS handshake completed");
   }
-  if (message.size() > kMaxMessageCap) {
-    return InvalidArgument("message of " + std::to_string(message.size()) +
+  const size_t size = head.size() + body.size();
+  if (head.size() > kMaxMessageCap || size > kMaxMessageCap) {
+    return InvalidArgument("message of " + std::to_string(size) +
                            " bytes exceeds the 32-bit length prefix");
   }
+  // The message's bytes from `pos` on, up to `n` of them, within one of its two pieces.
+  auto bytes_at = [&](size_t pos, size_t n) {
+    return pos < head.size() ? head.substr(pos, n) : body.substr(pos - head.size(), n);
+  };
   size_t pos = *offset;
-  if (pos > message.size()) return Internal("SealPart offset beyond the message");
+  if (pos > size) return Internal("SealPart offset beyond the message");
   budget = std::max(budget, kRecordPlain);
-  const size_t end = message.size() - pos > budget ? pos + budget : message.size();
+  const size_t end = size - pos > budget ? pos + budget : size;
   if (pos == 0) {
     // First record: the length prefix and the head of the message together.
     unsigned char first[kRecordPlain];
-    const uint32_t n = static_cast<uint32_t>(message.size());
+    const uint32_t n = static_cast<uint32_t>(size);
     first[0] = static_cast<unsigned char>(n);
     first[1] = static_cast<unsigned char>(n >> 8);
     first[2] = static_cast<unsigned char>(n >> 16);
     first[3] = static_cast<unsigned char>(n >> 24);
-    const size_t head = std::min(message.size(), kRecordPlain - 4);
-    if (head > 0) std::memcpy(first + 4, message.data(), head);
+    size_t filled = 4;
+    while (pos < std::min(size, kRecordPlain - 4)) {
+      const std::string_view part = bytes_at(pos, kRecordPlain - filled);
+      std::memcpy(first + filled, part.data(), part.size());
+      filled += part.size();
+      pos += part.size();
+    }
     SHOAL_RETURN_IF_ERROR(
-        WritePlain(std::string_view(reinterpret_cast<const char*>(first), head + 4), out));
-    pos = head;
+        WritePlain(std::string_view(reinterpret_cast<const char*>(first), filled), out));
   }
 
   // The rest in large writes; a frame is closed before it would pass kMaxWireFrameBytes.
@@ -614,16 +633,16 @@ Status SecureSession::SealPart(std::string_view message, size_t* offset, size_t 
     return (plain + kRecordPlain - 1) / kRecordPlain * (kRecordPlain + kRecordOverhead);
   };
   while (pos < end) {
-    size_t chunk = std::min(end - pos, kWriteChunk);
-    if (pending_out_.size() + wire_bytes(chunk) > kMaxWireFrameBytes) {
+    const std::string_view part = bytes_at(pos, std::min(end - pos, kWriteChunk));
+    if (pending_out_.size() + wire_bytes(part.size()) > kMaxWireFrameBytes) {
       SHOAL_RETURN_IF_ERROR(DrainOutput(out));
     }
     if (pending_out_.capacity() < kMaxWireFrameBytes) {
       ReserveForWrite(pending_out_, std::min(pending_out_.size() + wire_bytes(end - pos),
                                              kMaxWireFrameBytes));
     }
-    SHOAL_RETURN_IF_ERROR(WritePlain(message.substr(pos, chunk), out));
-    pos += chunk;
+    SHOAL_RETURN_IF_ERROR(WritePlain(part, out));
+    pos += part.size();
   }
   *offset = pos;
   return DrainOutput(out);

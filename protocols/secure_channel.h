@@ -135,6 +135,9 @@ class SecureSession {
   // Encrypts one application message (at most kMaxMessageCap bytes; the receiver enforces its
   // own cap) into one or more frames appended to `out`. Fails before the handshake completes.
   Status Seal(std::string_view message, std::vector<std::string>* out);
+  // Seal() of the message head + body, without joining them first (a frame's header and the
+  // payload it describes, sealed from where the payload lies).
+  Status Seal(std::string_view head, std::string_view body, std::vector<std::string>* out);
   // Encrypts the next part of `message`, from *offset on and about `budget` bytes of it (whole
   // records; at least one), and advances *offset. Call first with *offset == 0 (the length
   // prefix goes out then); the message is sealed once *offset == message.size(). The frames
@@ -166,6 +169,9 @@ class SecureSession {
     void operator()(SSL* ssl) const;
   };
 
+  // SealPart() of the message head + body.
+  Status SealRange(std::string_view head, std::string_view body, size_t* offset, size_t budget,
+                   std::vector<std::string>* out);
   Status Fail(Status status);
   Status FailFromOpenSsl(int ssl_error, const std::string& what);
   Status CheckFrame(std::string_view frame) const;

@@ -366,6 +366,24 @@ struct DealerSocket::Impl {
     }
   }
 
+  // Sends `first`, then `second` unless it is empty; before the connection is up they wait.
+  Status Send(zmq::message_t&& first, zmq::message_t&& second) {
+    if (!failure.ok()) return failure;
+    const bool two = second.size() > 0;
+    if (id.empty()) {
+      outbox.push_back(std::move(first));
+      if (two) outbox.push_back(std::move(second));
+      return Status::Ok();
+    }
+    try {
+      SendRaw(std::move(first));
+      if (two) SendRaw(std::move(second));
+      return Status::Ok();
+    } catch (const zmq::error_t& e) {
+      return Fail(Unavailable(std::string("stream send: ") + e.what()));
+    }
+  }
+
   Status Fail(Status st) {
     failure = std::move(st);
     try {
@@ -436,19 +454,22 @@ Result<std::optional<std::string>> DealerSocket::Recv(int timeout_ms) {
 }
 
 Status DealerSocket::Send(std::string_view frame) {
-  Impl& m = *impl_;
-  if (!m.failure.ok()) return m.failure;
   if (frame.size() > kMaxFrameCap) return InvalidArgument("frame larger than 4 GiB");
-  if (m.id.empty()) {
-    m.outbox.push_back(EncodeFrame(frame));
-    return Status::Ok();
+  return impl_->Send(EncodeFrame(frame), zmq::message_t());
+}
+
+Status DealerSocket::SendOwned(std::string&& frame) {
+  // Two messages (length prefix, body) are safe only on a queue that never reports full: a
+  // prefix without its body would corrupt the stream.
+  if (frame.size() < kZeroCopyFrameBytes || impl_->options.send_queue_messages != 0) {
+    return Send(std::string_view(frame));
   }
-  try {
-    m.SendRaw(EncodeFrame(frame));
-    return Status::Ok();
-  } catch (const zmq::error_t& e) {
-    return m.Fail(Unavailable(std::string("stream send: ") + e.what()));
-  }
+  if (frame.size() > kMaxFrameCap) return InvalidArgument("frame larger than 4 GiB");
+  const std::string prefix = FrameHeader(frame.size());
+  auto* owned = new std::string(std::move(frame));
+  zmq::message_t body(owned->data(), owned->size(),
+                      [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
+  return impl_->Send(zmq::message_t(prefix.data(), prefix.size()), std::move(body));
 }
 
 }  // namespace shoal::proto

@@ -121,6 +121,9 @@ class RouterSocket {
   std::unique_ptr<Impl> impl_;
 };
 
+// Frames from this size on are sent without a copy by DealerSocket::Send(std::string&&).
+inline constexpr size_t kZeroCopyFrameBytes = size_t{64} << 10;
+
 class DealerSocket {
  public:
   explicit DealerSocket(const SocketOptions& options = {});
@@ -135,6 +138,10 @@ class DealerSocket {
   // connection was up and is lost, every call returns Unavailable: make a new socket.
   Result<std::optional<std::string>> Recv(int timeout_ms);
   Status Send(std::string_view frame);
+  // The same, taking the frame over: one of kZeroCopyFrameBytes or more (with an unbounded
+  // send queue, the default) is handed to ZeroMQ where it lies instead of being copied into a
+  // message, and freed once sent.
+  Status SendOwned(std::string&& frame);
 
  private:
   struct Impl;

@@ -522,9 +522,10 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       if (!g.ok() || !update_ || g->round != update_->round) return kContinue;
       const uint64_t bytes = delta_.size() * sizeof(float);
       for (uint32_t i = 0; i < proto::ChunkCount(bytes, welcome_.chunk_bytes); ++i) {
-        const std::string frame =
-            proto::EncodeChunk(update_->round, delta_.data(), bytes, welcome_.chunk_bytes, i);
-        if (Status st = channel_->Send(frame); !st.ok()) {
+        // Sealed from the update's own storage: no copy of the chunk into a frame first.
+        const proto::FramePieces frame = proto::EncodeChunkPieces(
+            update_->round, delta_.data(), bytes, welcome_.chunk_bytes, i);
+        if (Status st = channel_->Send(frame.head, frame.payload); !st.ok()) {
           spdlog::warn("worker={} upload: {}", cfg_.name, st.ToString());
           break;
         }

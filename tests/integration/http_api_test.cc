@@ -229,9 +229,11 @@ TEST_F(HttpApiTest, DashboardShowsRoundsDuringAndAfterTheRun) {
   if (!HaveExecutable("/usr/bin/chromium")) {
     GTEST_SKIP() << "chromium not installed (apt-get install chromium): dashboard not rendered";
   }
-  // Round deadline 6 s and a long peer timeout: once worker 2 is paused, each later round waits
-  // out its deadline, which leaves the run visibly in progress while the page is loaded.
-  StartFederation(3, {"--min-fit", "1", "--round-timeout", "6", "--set",
+  // Round deadline 15 s and a long peer timeout: once worker 2 is paused, each later round waits
+  // out its deadline, which leaves the run visibly in progress while the page is loaded (at
+  // least 30 s for rounds 2 and 3; with 6 s, Chromium under a loaded machine sometimes took
+  // longer than the run). Resumed, worker 2 ends the round it holds up at once.
+  StartFederation(3, {"--min-fit", "1", "--round-timeout", "15", "--set",
                       "network.peer_timeout_ms=60000"});
   ASSERT_FALSE(WaitFor("/api/rounds", [](const json& r) { return r.size() >= 1; }, 120s).is_null())
       << coord_->Log();

@@ -712,6 +712,19 @@ TEST(ChunkTest, ChunkCountEdgeCases) {
   EXPECT_EQ(ChunkCount(uint64_t{1} << 32, kMaxChunkBytes), 64u);
 }
 
+// A chunk in pieces is the same frame as EncodeChunk's, its payload a view of the caller's
+// buffer (nothing copied).
+TEST(ChunkTest, ChunkPiecesAreTheChunkFrameWithThePayloadInPlace) {
+  std::vector<float> data(10000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<float>(i) * 0.5f;
+  const uint64_t bytes = data.size() * sizeof(float);
+  for (uint32_t i = 0; i < ChunkCount(bytes, 4096); ++i) {
+    const FramePieces f = EncodeChunkPieces(3, data.data(), bytes, 4096, i);
+    EXPECT_EQ(f.payload.data(), reinterpret_cast<const char*>(data.data()) + uint64_t{i} * 4096);
+    EXPECT_EQ(f.head + std::string(f.payload), EncodeChunk(3, data.data(), bytes, 4096, i));
+  }
+}
+
 TEST(ChunkTest, EncodeChunksOfNothingIsEmpty) {
   float unused = 0;
   EXPECT_TRUE(EncodeChunks(1, &unused, 0, 4096).empty());

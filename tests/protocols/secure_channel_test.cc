@@ -264,6 +264,27 @@ TEST_F(SecureChannelTest, MessagesOfAllSizesRoundTripBothWaysInterleaved) {
   }
 }
 
+// A message sealed from two pieces (a frame's header and its payload where it lies) arrives as
+// the one message they make, wherever the pieces end: inside the first record, across it,
+// across the 8 MiB frame limit, or empty.
+TEST_F(SecureChannelTest, AMessageSealedFromTwoPiecesArrivesWhole) {
+  Pair p = Connect(GoodClient(), GoodServer());
+  const std::string bytes = RandomBytes((9 << 20) + 123, 31);
+  const std::vector<std::pair<size_t, size_t>> cuts = {
+      {0, 0}, {5, 0}, {0, 5}, {20, 100}, {16380, 10}, {16384, 16384}, {40000, 3 << 20},
+      {100, (9 << 20) + 23}, {9 << 20, 123}};
+  for (const auto& [head, body] : cuts) {
+    const std::string_view h(bytes.data(), head), b(bytes.data() + head, body);
+    Frames frames, back;
+    ASSERT_TRUE(p.client->Seal(h, b, &frames).ok());
+    for (const std::string& f : frames) EXPECT_LE(f.size(), kMaxWireFrameBytes);
+    std::vector<std::string> got;
+    for (const std::string& f : frames) ASSERT_TRUE(p.server->OnWire(f, &back, &got).ok());
+    ASSERT_EQ(got.size(), 1u) << head << " + " << body;
+    EXPECT_TRUE(got[0] == bytes.substr(0, head + body)) << head << " + " << body;
+  }
+}
+
 TEST_F(SecureChannelTest, SeveralMessagesInARowAndInOneFrame) {
   Pair p = Connect(GoodClient(), GoodServer());
   // Several sealed before any is delivered.

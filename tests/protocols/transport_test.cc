@@ -203,6 +203,32 @@ TEST_F(TransportTest, FramesBothWaysInOrder) {
   EXPECT_FALSE(router.Send("no such peer", "x").ok());
 }
 
+// Frames handed over (SendOwned) leave without a copy when large and as a copy when small,
+// before and after the connection is up, in order with frames sent by view.
+TEST_F(TransportTest, OwnedFramesArriveWholeAndInOrder) {
+  RouterSocket router;
+  auto endpoint = router.Bind("tcp://127.0.0.1:*");
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
+  DealerSocket dealer;
+  ASSERT_TRUE(dealer.Connect(*endpoint).ok());
+  const std::vector<std::string> frames = {
+      RandomBytes(kZeroCopyFrameBytes, 21), "small", RandomBytes(kZeroCopyFrameBytes - 1, 22),
+      RandomBytes(5 << 20, 23), "", RandomBytes(3 << 20, 24), "by view"};
+  auto send = [&](size_t i) {
+    if (i + 1 == frames.size()) return dealer.Send(frames[i]);
+    std::string copy = frames[i];
+    return dealer.SendOwned(std::move(copy));
+  };
+  ASSERT_TRUE(send(0).ok());  // before the connection is up: waits
+  ASSERT_TRUE(send(1).ok());
+  (void)dealer.Recv(200);     // the connection comes up
+  for (size_t i = 2; i < frames.size(); ++i) ASSERT_TRUE(send(i).ok());
+  for (const auto& f : frames) {
+    Incoming in = RouterNext(router);
+    EXPECT_TRUE(in.frame == f) << "frame of " << f.size() << " bytes";
+  }
+}
+
 // A worker waits for messages and for its training thread's end in one poll: the wake
 // descriptor ends a long wait at once, and no frame is lost to it.
 TEST_F(TransportTest, WakeDescriptorEndsAWaitAndLosesNoFrame) {
