@@ -79,4 +79,12 @@ void ReserveForWrite(Buffer& buffer, size_t n) {
                    (buffer.capacity() - buffer.size()) * sizeof(*buffer.data()));
 }
 
+// Empties a std::vector or std::string and frees its storage. `c = {}` and `c.clear()` keep
+// the capacity (`= {}` assigns an empty initializer list): a worker's 6.6 MB update "freed"
+// that way stayed allocated through the next round's training.
+template <class Container>
+void FreeStorage(Container& c) {
+  Container().swap(c);
+}
+
 }  // namespace shoal

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/malloc_tuning.h"
+
 namespace shoal {
 
 namespace {
@@ -15,10 +17,10 @@ void FedAvg::Begin(const ModelSpec& spec, bool exact) {
   exact_ = exact;
   size_ = static_cast<size_t>(spec.total_numel());
   if (exact) {
-    acc_ = {};
+    FreeStorage(acc_);
     fixed_acc_.assign(size_, 0);
   } else {
-    fixed_acc_ = {};
+    FreeStorage(fixed_acc_);
     acc_.assign(size_, 0.0f);
   }
   total_samples_ = 0;

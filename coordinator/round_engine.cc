@@ -289,7 +289,7 @@ Status Coordinator::Impl::Prepare() {
     for (auto& f : proto::EncodeModelFile(model_.script_bytes, cfg_.chunk_bytes)) {
       model_frames_.push_back(std::make_shared<const std::string>(std::move(f)));
     }
-    model_.script_bytes = {};
+    FreeStorage(model_.script_bytes);
   }
   if (auto versions = ListVersions(cfg_.run_dir); versions.ok()) {
     for (const auto& v : *versions) board_.AddVersion(v.ToJson());

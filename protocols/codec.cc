@@ -189,7 +189,7 @@ std::vector<float> ChunkAssembler::Take() {
 
 void ChunkAssembler::Reset() {
   active_ = false;
-  data_ = {};
+  FreeStorage(data_);
   next_index_ = count_ = 0;
 }
 
@@ -278,7 +278,7 @@ void ModelFileAssembler::Reset() {
   chunk_bytes_ = 0;
   count_ = next_index_ = 0;
   sha256_.clear();
-  data_ = {};
+  FreeStorage(data_);
 }
 
 }  // namespace shoal::proto

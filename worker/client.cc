@@ -537,7 +537,7 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       if (a.ok() && update_ && a->round == update_->round && a->sha256 == update_->sha256) {
         spdlog::info("round={} worker={} update acknowledged", a->round, cfg_.name);
         update_.reset();
-        delta_ = {};
+        FreeStorage(delta_);
       }
       return kContinue;
     }
@@ -557,7 +557,7 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
         case proto::ErrorCode::kDuplicate:
           if (update_ && e->round == update_->round) {
             update_.reset();
-            delta_ = {};
+            FreeStorage(delta_);
           }
           return kContinue;
         default:
@@ -613,7 +613,7 @@ Status WorkerClient::Impl::EnsureTrainers(const nn::ModelSource& source, const s
     training_.wait();
     training_ = {};
     update_.reset();
-    delta_ = {};
+    FreeStorage(delta_);
   }
   trainer_.reset();
   eval_trainer_.reset();
@@ -686,7 +686,7 @@ void WorkerClient::Impl::FinishTraining() {
   TrainOutcome& o = *result;
   spdlog::info("round={} worker={} trained: epochs={} samples={} loss={:.4f} seconds={:.1f}", t.round,
                cfg_.name, t.epochs, o.samples, o.mean_loss, o.seconds);
-  train_global_.data = {};
+  FreeStorage(train_global_.data);
   auto encoding = EncodingFromWire(t.compression);
   if (!encoding.ok()) {
     spdlog::warn("round={} worker={} {}; update dropped", t.round, cfg_.name,

@@ -101,5 +101,18 @@ TEST(MallocTuningTest, ReleaseFreeMemoryBeyondHandsTheHeapBackOnlyAboveTheBound)
       << "resident " << (kept >> 20) << " MiB before, " << (after >> 20) << " MiB after";
 }
 
+// `c = {}` keeps a container's storage; FreeStorage hands it back.
+TEST(MallocTuningTest, FreeStorageHandsTheCapacityBack) {
+  std::vector<float> v(1 << 20, 1.0f);
+  v = {};
+  ASSERT_GE(v.capacity(), size_t{1} << 20) << "the library changed: `= {}` now frees";
+  FreeStorage(v);
+  EXPECT_EQ(v.capacity(), 0u);
+  std::string s(1 << 20, 'x');
+  FreeStorage(s);
+  EXPECT_LT(s.capacity(), 64u);  // back to the small-string buffer
+  EXPECT_TRUE(s.empty());
+}
+
 }  // namespace
 }  // namespace shoal
