@@ -211,7 +211,9 @@ class Report:
                              f(cal.get("eval_samples_per_cpu_s"), "{:.0f}"),
                              f(cal["eval_samples_per_s_1core"], "{:.0f}"),
                              f(cal["solo"].get("foreign_cpu_s"))])
-            cpu_rows.append([c["workers"], c["model"], f(st["shoal_cpu_s"]),
+            in_run = (st["shoal_cpu_s"] / (2 * st["cpu_floor_in_run_s"])
+                      if st.get("shoal_cpu_s") and st.get("cpu_floor_in_run_s") else None)
+            cpu_rows.append([c["workers"], c["model"], f(st["shoal_cpu_s"]), f(in_run, "{:.3f}"),
                              f(st.get("shoal_cpu_vs_work"), "{:.3f}"),
                              f(st["cores_busy_shoal"], "{:.2f}"), f(st.get("foreign_cores"), "{:.2f}"),
                              f(st["sum_worker_train_s"]),
@@ -255,11 +257,13 @@ class Report:
                   cal_rows),
             "",
             "Accounting from /proc during the same rounds (median per round). `Shoal CPU / floor "
-            "work` = CPU seconds of all Shoal processes / (2 x CPU floor): the overhead in CPU "
-            "terms, which other load on the machine does not inflate the way it inflates round "
-            "times:",
+            "work` = CPU seconds of all Shoal processes / (2 x CPU floor), with the floor measured "
+            "in the run and, next to it, the calibrated one (which drifts when the machine's speed "
+            "changes between the calibration and the run): the overhead in CPU terms, which other "
+            "load on the machine does not inflate the way it inflates round times:",
             "",
-            table(["workers", "model", "Shoal CPU (s)", "Shoal CPU / floor work", "cores busy (Shoal)",
+            table(["workers", "model", "Shoal CPU (s)", "Shoal CPU / floor work in the run",
+                   "Shoal CPU / calibrated floor work", "cores busy (Shoal)",
                    "cores busy (other processes)", "sum of workers' train wall (s)",
                    "coordinator peak RSS (MiB)", "evaluator process peak RSS (MiB)",
                    "worker peak RSS (MiB)", "start-up (s)"], cpu_rows),
