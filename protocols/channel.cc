@@ -385,7 +385,7 @@ Status ClientChannel::Send(std::string_view message) { return Send(message, {});
 Status ClientChannel::Send(std::string_view head, std::string_view body) {
   if (!session_) {
     if (options_.tls) return Internal("Send before Connect");
-    return body.empty() ? socket_.Send(head) : socket_.Send(Join(head, body));
+    return body.empty() ? socket_.Send(head) : socket_.SendOwned(Join(head, body));
   }
   if (session_->failed()) return session_->failure();
   if (!session_->established()) {
