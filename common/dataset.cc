@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -64,6 +65,52 @@ Dataset Subset(const Dataset& all, const std::vector<int64_t>& indices) {
 
 }  // namespace
 
+PackedRows PackedRows::Pack(const uint8_t* data, int64_t rows, int64_t row_bytes) {
+  PackedRows p;
+  p.rows_ = rows;
+  p.row_bytes_ = row_bytes;
+  p.offsets_.reserve(static_cast<size_t>(rows) + 1);
+  for (int64_t r = 0; r < rows; ++r) {
+    p.offsets_.push_back(p.data_.size());
+    const uint8_t* row = data + r * row_bytes;
+    int64_t i = 0;
+    while (i < row_bytes) {
+      int64_t zeros = 0;
+      while (i + zeros < row_bytes && zeros < 255 && row[i + zeros] == 0) ++zeros;
+      i += zeros;
+      int64_t literals = 0;
+      while (i + literals < row_bytes && literals < 255 && row[i + literals] != 0) ++literals;
+      p.data_.push_back(static_cast<uint8_t>(zeros));
+      p.data_.push_back(static_cast<uint8_t>(literals));
+      p.data_.insert(p.data_.end(), row + i, row + i + literals);
+      i += literals;
+    }
+  }
+  p.offsets_.push_back(p.data_.size());
+  p.data_.shrink_to_fit();
+  return p;
+}
+
+void PackedRows::Unpack(int64_t row, uint8_t* out) const {
+  const uint8_t* in = data_.data() + offsets_[static_cast<size_t>(row)];
+  const uint8_t* end = data_.data() + offsets_[static_cast<size_t>(row) + 1];
+  uint8_t* o = out;
+  while (in < end) {
+    const size_t zeros = in[0], literals = in[1];
+    in += 2;
+    std::memset(o, 0, zeros);
+    std::memcpy(o + zeros, in, literals);
+    o += zeros + literals;
+    in += literals;
+  }
+}
+
+void Dataset::PackImages() {
+  if (pixels.empty() || size() == 0) return;
+  packed = PackedRows::Pack(pixels.data(), size(), sample_numel());
+  std::vector<uint8_t>().swap(pixels);
+}
+
 int64_t Dataset::sample_numel() const {
   if (sample_shape.empty()) return 0;
   int64_t n = 1;
@@ -73,8 +120,14 @@ int64_t Dataset::sample_numel() const {
 
 std::vector<float> Dataset::FloatFeatures() const {
   if (!is_images()) return features;
-  std::vector<float> out(pixels.size());
-  for (size_t i = 0; i < pixels.size(); ++i) out[i] = static_cast<float>(pixels[i]) / 255.0f;
+  std::vector<uint8_t> bytes = pixels;
+  if (is_packed()) {
+    const int64_t n = packed.row_bytes();
+    bytes.resize(static_cast<size_t>(packed.rows() * n));
+    for (int64_t r = 0; r < packed.rows(); ++r) packed.Unpack(r, bytes.data() + r * n);
+  }
+  std::vector<float> out(bytes.size());
+  for (size_t i = 0; i < bytes.size(); ++i) out[i] = static_cast<float>(bytes[i]) / 255.0f;
   return out;
 }
 

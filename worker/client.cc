@@ -141,9 +141,17 @@ Status WorkerClient::Impl::LoadSilo() {
   auto split = SplitValidation(std::move(*all), cfg_.val_fraction, cfg_.split_seed);
   train_ = std::move(split.first);
   val_ = std::move(split.second);
-  spdlog::info("worker={} silo {} ({}): train={} val={} sample_shape={} classes={}", cfg_.name,
+  // Held for the whole run and read one batch at a time: the training images are kept packed
+  // (zero runs coded), the validation split, read whole every round, as it is.
+  const size_t raw_bytes = train_.pixels.size();
+  train_.PackImages();
+  spdlog::info("worker={} silo {} ({}): train={} val={} sample_shape={} classes={}{}", cfg_.name,
                cfg_.data_path, cfg_.data_format, train_.size(), val_.size(),
-               ShapeString(train_.sample_shape), classes);
+               ShapeString(train_.sample_shape), classes,
+               train_.is_packed() ? fmt::format(" (training images packed: {:.1f} MB instead of "
+                                                "{:.1f})", train_.packed.bytes() / 1e6,
+                                                raw_bytes / 1e6)
+                                  : std::string());
   return Status::Ok();
 }
 

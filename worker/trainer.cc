@@ -29,7 +29,6 @@ class TorchTrainer : public LocalTrainer {
       for (auto& p : net_->NamedParameters()) params.push_back(p.second);
       torch::optim::SGD opt(params, torch::optim::SGDOptions(s.lr));
       net_->train();
-      torch::Tensor x = nn::FeaturesTensor(data);
       torch::Tensor y = nn::LabelsTensor(data);
       const int64_t n = data.size();
       double loss_sum = 0;
@@ -50,7 +49,7 @@ class TorchTrainer : public LocalTrainer {
           // a zeroed copy: the same values bit for bit, ~2% less training CPU for the CNN.
           for (auto& param : params) param.mutable_grad() = torch::Tensor();
           torch::Tensor loss = torch::nn::functional::cross_entropy(
-              net_->forward(nn::ModelInput(x.index_select(0, idx))), y.index_select(0, idx));
+              net_->forward(nn::ModelInput(nn::SelectRows(data, idx))), y.index_select(0, idx));
           loss.backward();
           opt.step();
           const double l = loss.item<double>();

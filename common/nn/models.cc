@@ -288,7 +288,39 @@ Status SetWeights(Net& net, const Weights& w) {
   return Status::Ok();
 }
 
+namespace {
+
+// Rows of a packed dataset, unpacked into a new uint8 tensor.
+torch::Tensor UnpackRows(const Dataset& data, const int64_t* rows, int64_t count) {
+  std::vector<int64_t> sizes = {count};
+  sizes.insert(sizes.end(), data.sample_shape.begin(), data.sample_shape.end());
+  torch::Tensor out = torch::empty(sizes, torch::kUInt8);
+  uint8_t* o = out.data_ptr<uint8_t>();
+  const int64_t n = data.packed.row_bytes();
+  for (int64_t i = 0; i < count; ++i) {
+    TORCH_CHECK(rows[i] >= 0 && rows[i] < data.packed.rows(), "row ", rows[i], " out of range");
+    data.packed.Unpack(rows[i], o + i * n);
+  }
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor SelectRows(const Dataset& data, const torch::Tensor& idx) {
+  if (!data.is_packed()) return FeaturesTensor(data).index_select(0, idx);
+  const torch::Tensor rows = idx.to(torch::kInt64).contiguous();
+  return UnpackRows(data, rows.data_ptr<int64_t>(), rows.numel());
+}
+
+torch::Tensor SliceRows(const Dataset& data, int64_t start, int64_t end) {
+  if (!data.is_packed()) return FeaturesTensor(data).slice(0, start, end);
+  std::vector<int64_t> rows(static_cast<size_t>(std::max<int64_t>(0, end - start)));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = start + static_cast<int64_t>(i);
+  return UnpackRows(data, rows.data(), static_cast<int64_t>(rows.size()));
+}
+
 torch::Tensor FeaturesTensor(const Dataset& data) {
+  TORCH_CHECK(!data.is_packed(), "FeaturesTensor of a packed dataset (use SelectRows)");
   std::vector<int64_t> sizes = {data.size()};
   sizes.insert(sizes.end(), data.sample_shape.begin(), data.sample_shape.end());
   if (data.is_images()) {
@@ -313,13 +345,12 @@ EvalMetrics Evaluate(Net& net, const Dataset& data, int64_t batch_size) {
   if (m.count == 0) return m;
   torch::NoGradGuard no_grad;
   net.eval();
-  torch::Tensor x = FeaturesTensor(data);
   torch::Tensor y = LabelsTensor(data);
   double loss_sum = 0;
   int64_t correct = 0;
   for (int64_t start = 0; start < m.count; start += batch_size) {
     const int64_t end = std::min(m.count, start + batch_size);
-    torch::Tensor logits = net.forward(ModelInput(x.slice(0, start, end)));
+    torch::Tensor logits = net.forward(ModelInput(SliceRows(data, start, end)));
     torch::Tensor target = y.slice(0, start, end);
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, target,

@@ -89,8 +89,13 @@ Status SetWeights(Net& net, const Weights& w);
 EvalMetrics Evaluate(Net& net, const Dataset& data, int64_t batch_size = 32);
 
 // A view of the dataset's samples as a [N, *sample_shape] tensor (no copy; `data` must outlive
-// it): uint8 for images, float32 for CSV rows. Rows taken from it go through ModelInput.
+// it): uint8 for images, float32 for CSV rows. Rows taken from it go through ModelInput. Not
+// for a packed dataset (Dataset::PackImages): use SelectRows / SliceRows.
 torch::Tensor FeaturesTensor(const Dataset& data);
+// Rows `idx` (int64) of the dataset's samples, [B, *sample_shape], copied (packed rows are
+// unpacked); rows [start, end) (a view unless the dataset is packed). For ModelInput.
+torch::Tensor SelectRows(const Dataset& data, const torch::Tensor& idx);
+torch::Tensor SliceRows(const Dataset& data, int64_t start, int64_t end);
 // What the model is fed for rows of FeaturesTensor: uint8 pixels become float32 x / 255 (the
 // same values as static_cast<float>(x) / 255.0f); float rows are returned as they are.
 torch::Tensor ModelInput(const torch::Tensor& rows);

@@ -14,6 +14,7 @@
 #include <random>
 #include <sstream>
 
+#include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/nn/export.h"
 #include "common/nn/models.h"
@@ -237,6 +238,39 @@ TEST(ScriptModelTest, InitialWeightsAreTheFileParametersAndTheTrainerLearns) {
   ASSERT_TRUE(central.ok()) << central.status().ToString();
   EXPECT_GT(central->accuracy, 0.9);
   std::filesystem::remove_all(dir);
+}
+
+// A worker keeps its training images packed (Dataset::PackImages): batches formed from the
+// packed rows are the same tensors, so training and evaluation give the same numbers bit for bit.
+TEST(PackedSiloTest, TrainingAndEvaluationOnAPackedSiloAreBitIdentical) {
+  auto images = LoadIdxDataset("/usr/share/datasets/fashion-mnist", "train", 300);
+  if (!images.ok()) GTEST_SKIP() << "Fashion-MNIST not installed: " << images.status().ToString();
+  Dataset packed = *images;
+  packed.PackImages();
+  ASSERT_TRUE(packed.is_packed());
+  const torch::Tensor idx = torch::tensor({299, 0, 17, 17, 150}, torch::kInt64);
+  EXPECT_TRUE(torch::equal(nn::SelectRows(packed, idx), nn::SelectRows(*images, idx)));
+  EXPECT_TRUE(torch::equal(nn::SliceRows(packed, 32, 64), nn::SliceRows(*images, 32, 64)));
+
+  const nn::ModelSource cnn{"cnn", ""};
+  auto initial = InitialWeights(cnn, {1, 28, 28}, 10, 1);
+  ASSERT_TRUE(initial.ok()) << initial.status().ToString();
+  auto a = LocalTrainer::Create(cnn, {1, 28, 28}, 10);
+  auto b = LocalTrainer::Create(cnn, {1, 28, 28}, 10);
+  ASSERT_TRUE(a.ok() && b.ok());
+  TrainSettings s;
+  s.seed = 11;
+  std::atomic<bool> cancel{false};
+  auto plain = (*a)->Train(*initial, *images, s, cancel, nullptr);
+  auto from_packed = (*b)->Train(*initial, packed, s, cancel, nullptr);
+  ASSERT_TRUE(plain.ok() && from_packed.ok());
+  EXPECT_EQ(plain->delta, from_packed->delta);
+  EXPECT_EQ(plain->mean_loss, from_packed->mean_loss);
+  auto e1 = (*a)->Evaluate(*initial, *images);
+  auto e2 = (*b)->Evaluate(*initial, packed);
+  ASSERT_TRUE(e1.ok() && e2.ok());
+  EXPECT_EQ(e1->loss, e2->loss);
+  EXPECT_EQ(e1->accuracy, e2->accuracy);
 }
 
 TEST(ScriptModelTest, ExportHoldsTheNewWeightsInTheUsersArchitecture) {
