@@ -120,12 +120,13 @@ int64_t Dataset::sample_numel() const {
 
 std::vector<float> Dataset::FloatFeatures() const {
   if (!is_images()) return features;
-  std::vector<uint8_t> bytes = pixels;
+  std::vector<uint8_t> unpacked;
   if (is_packed()) {
     const int64_t n = packed.row_bytes();
-    bytes.resize(static_cast<size_t>(packed.rows() * n));
-    for (int64_t r = 0; r < packed.rows(); ++r) packed.Unpack(r, bytes.data() + r * n);
+    unpacked.resize(static_cast<size_t>(packed.rows() * n));
+    for (int64_t r = 0; r < packed.rows(); ++r) packed.Unpack(r, unpacked.data() + r * n);
   }
+  const std::vector<uint8_t>& bytes = is_packed() ? unpacked : pixels;
   std::vector<float> out(bytes.size());
   for (size_t i = 0; i < bytes.size(); ++i) out[i] = static_cast<float>(bytes[i]) / 255.0f;
   return out;

@@ -39,9 +39,6 @@ class RestartBudget {
     return static_cast<int>(recent_.size());
   }
 
-  int max_restarts() const { return max_restarts_; }
-  Clock::duration window() const { return window_; }
-
  private:
   void Forget(Clock::time_point now) {
     while (!recent_.empty() && now - recent_.front() >= window_) recent_.pop_front();

@@ -595,7 +595,7 @@ Status SecureSession::SealRange(std::string_view head, std::string_view body, si
     return Internal("Seal before the TLS handshake completed");
   }
   const size_t size = head.size() + body.size();
-  if (head.size() > kMaxMessageCap || size > kMaxMessageCap) {
+  if (size > kMaxMessageCap) {
     return InvalidArgument("message of " + std::to_string(size) +
                            " bytes exceeds the 32-bit length prefix");
   }

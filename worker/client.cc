@@ -145,13 +145,13 @@ Status WorkerClient::Impl::LoadSilo() {
   // (zero runs coded), the validation split, read whole every round, as it is.
   const size_t raw_bytes = train_.pixels.size();
   train_.PackImages();
-  spdlog::info("worker={} silo {} ({}): train={} val={} sample_shape={} classes={}{}", cfg_.name,
+  spdlog::info("worker={} silo {} ({}): train={} val={} sample_shape={} classes={}", cfg_.name,
                cfg_.data_path, cfg_.data_format, train_.size(), val_.size(),
-               ShapeString(train_.sample_shape), classes,
-               train_.is_packed() ? fmt::format(" (training images packed: {:.1f} MB instead of "
-                                                "{:.1f})", train_.packed.bytes() / 1e6,
-                                                raw_bytes / 1e6)
-                                  : std::string());
+               ShapeString(train_.sample_shape), classes);
+  if (train_.is_packed()) {
+    spdlog::info("worker={} training images packed: {:.1f} MB instead of {:.1f}", cfg_.name,
+                 train_.packed.bytes() / 1e6, raw_bytes / 1e6);
+  }
   return Status::Ok();
 }
 

@@ -288,35 +288,25 @@ Status SetWeights(Net& net, const Weights& w) {
   return Status::Ok();
 }
 
-namespace {
-
-// Rows of a packed dataset, unpacked into a new uint8 tensor.
-torch::Tensor UnpackRows(const Dataset& data, const int64_t* rows, int64_t count) {
-  std::vector<int64_t> sizes = {count};
+torch::Tensor SelectRows(const Dataset& data, const torch::Tensor& idx) {
+  if (!data.is_packed()) return FeaturesTensor(data).index_select(0, idx);
+  const torch::Tensor rows = idx.to(torch::kInt64).contiguous();
+  const int64_t* r = rows.data_ptr<int64_t>();
+  std::vector<int64_t> sizes = {rows.numel()};
   sizes.insert(sizes.end(), data.sample_shape.begin(), data.sample_shape.end());
   torch::Tensor out = torch::empty(sizes, torch::kUInt8);
   uint8_t* o = out.data_ptr<uint8_t>();
   const int64_t n = data.packed.row_bytes();
-  for (int64_t i = 0; i < count; ++i) {
-    TORCH_CHECK(rows[i] >= 0 && rows[i] < data.packed.rows(), "row ", rows[i], " out of range");
-    data.packed.Unpack(rows[i], o + i * n);
+  for (int64_t i = 0; i < rows.numel(); ++i) {
+    TORCH_CHECK(r[i] >= 0 && r[i] < data.packed.rows(), "row ", r[i], " out of range");
+    data.packed.Unpack(r[i], o + i * n);
   }
   return out;
 }
 
-}  // namespace
-
-torch::Tensor SelectRows(const Dataset& data, const torch::Tensor& idx) {
-  if (!data.is_packed()) return FeaturesTensor(data).index_select(0, idx);
-  const torch::Tensor rows = idx.to(torch::kInt64).contiguous();
-  return UnpackRows(data, rows.data_ptr<int64_t>(), rows.numel());
-}
-
 torch::Tensor SliceRows(const Dataset& data, int64_t start, int64_t end) {
   if (!data.is_packed()) return FeaturesTensor(data).slice(0, start, end);
-  std::vector<int64_t> rows(static_cast<size_t>(std::max<int64_t>(0, end - start)));
-  for (size_t i = 0; i < rows.size(); ++i) rows[i] = start + static_cast<int64_t>(i);
-  return UnpackRows(data, rows.data(), static_cast<int64_t>(rows.size()));
+  return SelectRows(data, torch::arange(start, std::max(start, end), torch::kInt64));
 }
 
 torch::Tensor FeaturesTensor(const Dataset& data) {
