@@ -29,7 +29,9 @@
 namespace shoal::proto {
 
 inline constexpr size_t kFrameHeaderBytes = 16;
-inline constexpr uint32_t kDefaultChunkBytes = 4u << 20;   // 4 MiB
+// The payload limit until a Welcome gives the run's chunk size (network.chunk_bytes, 1 MiB by
+// default); also the chunk size of the micro-benchmarks.
+inline constexpr uint32_t kDefaultChunkBytes = 4u << 20;
 inline constexpr uint32_t kMaxChunkBytes = 64u << 20;      // hard upper bound for any config
 inline constexpr uint32_t kMaxHeaderBytes = 1u << 20;      // 4096 tensors with long names fit
 
