@@ -59,12 +59,14 @@ void BM_Memcpy(benchmark::State& state) {
 }
 BENCHMARK(BM_Memcpy)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillisecond);
 
-// A model's weights into WeightsChunk frames (4 MiB chunks), and back.
+constexpr uint32_t kChunkBytes = 1u << 20;  // the default network.chunk_bytes
+
+// A model's weights into WeightsChunk frames (1 MiB chunks), and back.
 void BM_EncodeChunks(benchmark::State& state) {
   const int64_t n = state.range(0);
   const auto w = RandomFloats(n);
   for (auto _ : state) {
-    auto frames = proto::EncodeChunks(1, w.data(), w.size() * 4, proto::kDefaultChunkBytes);
+    auto frames = proto::EncodeChunks(1, w.data(), w.size() * 4, kChunkBytes);
     benchmark::DoNotOptimize(frames.data());
   }
   state.SetBytesProcessed(state.iterations() * n * 4);
@@ -74,11 +76,11 @@ BENCHMARK(BM_EncodeChunks)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillis
 void BM_DecodeChunks(benchmark::State& state) {
   const int64_t n = state.range(0);
   const auto w = RandomFloats(n);
-  const auto frames = proto::EncodeChunks(1, w.data(), w.size() * 4, proto::kDefaultChunkBytes);
+  const auto frames = proto::EncodeChunks(1, w.data(), w.size() * 4, kChunkBytes);
   proto::Limits limits;
   for (auto _ : state) {
     proto::ChunkAssembler a;
-    if (!a.Start(1, w.size() * 4, proto::kDefaultChunkBytes).ok()) state.SkipWithError("start");
+    if (!a.Start(1, w.size() * 4, kChunkBytes).ok()) state.SkipWithError("start");
     for (const auto& f : frames) {
       auto view = proto::ParseFrame(f, limits);
       auto c = proto::Decode<proto::WeightsChunk>(*view);

@@ -151,15 +151,17 @@ class Report:
         names = {
             "BM_FedAvgFold": "FedAvg fold (validate + weighted add)",
             "BM_Memcpy": "memcpy (bandwidth ceiling)",
-            "BM_EncodeChunks": "encode weights into 4 MiB chunk frames",
+            "BM_EncodeChunks": "encode weights into 1 MiB chunk frames",
             "BM_DecodeChunks": "decode + reassemble chunk frames",
             "BM_SealOpenInMemory": "TLS 1.3 seal + open, in memory",
             "BM_TlsOverZmq": "TLS over ZeroMQ loopback",
             "BM_PlainZmq": "plain ZeroMQ loopback",
             "BM_WriteReleasedHeap": "write a 4 MiB frame into heap handed back",
-            "BM_SealUpload": "seal a worker's upload (4 MiB chunk frames)",
+            "BM_SealUpload": "seal a worker's upload (1 MiB chunk frames)",
+            "BM_OpenUpload": "open and assemble an upload (1 MiB chunk frames)",
         }
-        fixed_size = {"BM_WriteReleasedHeap": "4 MiB", "BM_SealUpload": "6.65 MB"}
+        fixed_size = {"BM_WriteReleasedHeap": "4 MiB", "BM_SealUpload": "6.65 MB",
+                      "BM_OpenUpload": "6.65 MB"}
         rows = []
         for name, b in bm.items():
             parts = name.split("/")

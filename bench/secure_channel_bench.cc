@@ -4,9 +4,15 @@
 //   BM_TlsOverZmq/<bytes>         Seal, client send, server receive, OnWire (Shoal's framed
 //                                 transport on ZeroMQ STREAM sockets, loopback TCP).
 //   BM_PlainZmq/<bytes>           The same transport carrying the bytes unencrypted.
-//   BM_SealUpload/<0|1>           A worker's 6.6 MB upload as 4 MiB WeightsChunk frames, sealed:
-//                                 each chunk copied into a frame first (0, before), or sealed
-//                                 from the update's storage (1, codec.h FramePieces).
+//   BM_SealUpload/<0|1>           A worker's 6.6 MB upload as 1 MiB WeightsChunk frames (the
+//                                 default network.chunk_bytes), sealed: each chunk copied into
+//                                 a frame first (0, before), or sealed from the update's
+//                                 storage (1, codec.h FramePieces).
+//   BM_OpenUpload/<0|1>           The coordinator's side of it: the sealed frames opened and the
+//                                 update assembled. Each message decrypted into its own buffer
+//                                 and its payload copied into the update (0, before), or the
+//                                 payload decrypted straight into the update (1, placement.h).
+//                                 The sealing is not timed.
 // All run on one thread that owns both sockets (ZeroMQ's I/O thread moves the bytes), so the
 // TLS numbers are what one core does for encryption plus decryption. A throwaway PKI (ECDSA
 // P-256) is generated with the openssl CLI at start-up.
@@ -183,11 +189,12 @@ void BM_PlainZmq(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(n));
 }
 
+constexpr uint64_t kBytes = 6'653'480;  // the FedAvg CNN's 1,663,370 float32 parameters
+constexpr uint32_t kChunk = 1u << 20;   // the default network.chunk_bytes
+
 void BM_SealUpload(benchmark::State& state) {
   const bool pieces = state.range(0) != 0;
   state.SetLabel(pieces ? "sealed from the update's storage" : "chunk copied into a frame first");
-  constexpr uint64_t kBytes = 6'653'480;  // the FedAvg CNN's 1,663,370 float32 parameters
-  constexpr uint32_t kChunk = 4u << 20;
   Pair p = Connect();
   const std::vector<float> delta(kBytes / sizeof(float), 0.25f);
   std::vector<std::string> frames;
@@ -206,12 +213,60 @@ void BM_SealUpload(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(kBytes));
 }
 
+void BM_OpenUpload(benchmark::State& state) {
+  const bool placed = state.range(0) != 0;
+  state.SetLabel(placed ? "payload decrypted into the update" : "payload copied into the update");
+  Pair p = Connect();
+  Limits limits;
+  limits.max_payload_bytes = kChunk;
+  ChunkAssembler assembler;
+  if (placed) {
+    p.server->set_payload_placer([&](std::string_view head, size_t bytes) -> PayloadPlacement {
+      auto f = ParseFrameHead(head, bytes, limits);
+      if (!f.ok()) return {};
+      auto c = Decode<WeightsChunk>(*f);
+      if (!c.ok()) return {};
+      auto at = assembler.Place(*c, bytes);
+      return at.ok() ? std::move(at).value() : PayloadPlacement{};
+    });
+  }
+  const std::vector<float> delta(kBytes / sizeof(float), 0.25f);
+  std::vector<std::string> frames, back;
+  std::vector<Plaintext> messages;
+  for (auto _ : state) {
+    state.PauseTiming();
+    frames.clear();
+    for (uint32_t i = 0; i < ChunkCount(kBytes, kChunk); ++i) {
+      const FramePieces f = EncodeChunkPieces(1, delta.data(), kBytes, kChunk, i);
+      if (!p.client->Seal(f.head, f.payload, &frames).ok()) state.SkipWithError("seal");
+    }
+    state.ResumeTiming();
+    if (!assembler.Start(1, kBytes, kChunk).ok()) state.SkipWithError("start");
+    for (const std::string& frame : frames) {  // one chunk a frame: each is taken as it arrives
+      messages.clear();
+      if (!p.server->OnWire(frame, &back, &messages).ok()) state.SkipWithError("open");
+      for (const Plaintext& m : messages) {
+        auto f = m.placed ? ParseFrame(m.bytes, m.payload, limits) : ParseFrame(m.bytes, limits);
+        auto c = f.ok() ? Decode<WeightsChunk>(*f) : Result<WeightsChunk>(f.status());
+        if (!c.ok() || !assembler.Add(*c, f->payload, f->payload_placed).ok()) {
+          state.SkipWithError("assemble");
+        }
+        if (m.placed != placed) state.SkipWithError("placement");
+      }
+    }
+    if (!assembler.complete()) state.SkipWithError("incomplete");
+    benchmark::DoNotOptimize(assembler.Take().data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(kBytes));
+}
+
 // 6.6 MB is a FedAvg CNN's weights; 100 MB a larger model.
 #define SHOAL_SIZES Arg(6'600'000)->Arg(100'000'000)->Unit(benchmark::kMillisecond)->UseRealTime()
 BENCHMARK(BM_SealOpenInMemory)->SHOAL_SIZES;
 BENCHMARK(BM_TlsOverZmq)->SHOAL_SIZES;
 BENCHMARK(BM_PlainZmq)->SHOAL_SIZES;
 BENCHMARK(BM_SealUpload)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OpenUpload)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace shoal::proto

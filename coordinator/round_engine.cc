@@ -190,6 +190,8 @@ class Coordinator::Impl {
   void OnHello(const std::string& id, const proto::FrameView& f, const std::string& identity);
   void OnUpdateReady(Peer& p, const proto::FrameView& f);
   void OnChunk(Peer& p, const proto::FrameView& f);
+  proto::PayloadPlacement PlaceChunk(const std::string& peer, std::string_view head,
+                                     size_t payload_bytes);
   void OnEvalResult(Peer& p, const proto::FrameView& f);
   void SendTo(const std::string& id, std::shared_ptr<const std::string> frame,
               bool may_overtake = false);
@@ -374,6 +376,10 @@ Status Coordinator::Impl::SetUpChannel() {
   if (!tls.ok()) return tls.status().Annotate("security.ca_dir " + dir);
   co.tls = std::move(tls).value();
   channel_ = std::make_unique<proto::ServerChannel>(co);
+  channel_->set_payload_placer([this](const std::string& peer, std::string_view head,
+                                      size_t payload_bytes) {
+    return PlaceChunk(peer, head, payload_bytes);
+  });
   RefreshEnrollment(/*force=*/true);
   SHOAL_ASSIGN_OR_RETURN(std::string fingerprint, pki::CaFingerprint(ca));
   spdlog::info("TLS: CA {} fingerprint {}; {} workers enrolled, {} revoked", pki::CaCertPath(dir),
@@ -866,17 +872,33 @@ void Coordinator::Impl::DropPeer(const std::string& id, const std::string& why) 
   MaybeGrant();
 }
 
+// An update's chunk is decrypted straight into the update being assembled (placement.h); any
+// other message, or a chunk the assembler would not take now, is read whole and dispatched.
+proto::PayloadPlacement Coordinator::Impl::PlaceChunk(const std::string& peer,
+                                                      std::string_view head, size_t payload_bytes) {
+  auto it = peers_.find(peer);
+  if (it == peers_.end() || it->second.upload != Upload::kUploading) return {};
+  auto f = proto::ParseFrameHead(head, payload_bytes, limits_);
+  if (!f.ok() || f->type != proto::MessageType::kWeightsChunk) return {};
+  auto c = proto::Decode<proto::WeightsChunk>(*f);
+  if (!c.ok()) return {};
+  auto placement = it->second.assembler.Place(*c, payload_bytes);
+  return placement.ok() ? std::move(placement).value() : proto::PayloadPlacement{};
+}
+
 void Coordinator::Impl::Dispatch(const proto::ChannelMessage& in) {
-  rs_.bytes_in += in.message.size() + in.peer.size();
-  board_.AddBytes(in.message.size(), 0);
-  auto frame = proto::ParseFrame(in.message, limits_);
+  const size_t bytes = in.message.size() + in.placed_payload.size();
+  rs_.bytes_in += bytes + in.peer.size();
+  board_.AddBytes(bytes, 0);
+  auto frame = in.placed ? proto::ParseFrame(in.message, in.placed_payload, limits_)
+                         : proto::ParseFrame(in.message, limits_);
   if (frame.ok() && frame->type == proto::MessageType::kJoinRequest) {
     OnJoinRequest(in, *frame);
     return;
   }
   if (!Authorize(in)) return;
   if (WorkerStats* ws = StatsFor(in.peer)) {
-    ws->bytes_in += in.message.size();
+    ws->bytes_in += bytes;
     ws->last_seen = UtcNow();
   }
   auto it = peers_.find(in.peer);
@@ -1104,7 +1126,9 @@ void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
     EndUpload(p);
     MaybeGrant();
   };
-  if (Status st = p.assembler.Add(*c, f.payload); !st.ok()) return fail(st.message());
+  if (Status st = p.assembler.Add(*c, f.payload, f.payload_placed); !st.ok()) {
+    return fail(st.message());
+  }
   if (!p.assembler.complete()) return;
 
   std::vector<float> delta = p.assembler.Take();

@@ -9,7 +9,10 @@
 //  - no single allocation made while parsing or decoding exceeds what the header limits allow
 //    (kDecodeCap), and none made by the assemblers exceeds the transfer cap;
 //  - a completed weights transfer holds exactly the accepted payloads, and a completed model
-//    file has the announced size and SHA-256.
+//    file has the announced size and SHA-256;
+//  - every other chunk goes through ChunkAssembler::Place (the path of a payload decrypted in
+//    place): it refuses exactly what Add refuses, with the same reason, and a chunk written
+//    where it said is accepted as placed.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -133,7 +136,7 @@ void FuzzOneFrame(std::string_view in) {
                  f->payload.data() == f->header.data() + f->header.size() &&
                  kFrameHeaderBytes + f->header.size() + f->payload.size() == in.size(),
              "header/payload views do not tile the frame");
-  FUZZ_CHECK(f->header.size() <= kMaxHeaderBytes && f->payload.size() <= kDefaultChunkBytes,
+  FUZZ_CHECK(f->header.size() <= kMaxHeaderBytes && f->payload.size() <= kPreWelcomePayloadBytes,
              "views exceed the limits");
   AllMessages::DecodeAll(*f);
 }
@@ -234,7 +237,22 @@ class TransferDriver {
     Status st;
     {
       AllocationCap cap(kAssemblerCap, "ChunkAssembler::Add");
-      st = chunks_.Add(c, payload);
+      place_next_ = !place_next_;  // every other chunk the way a TLS session places it
+      Result<PayloadPlacement> at = place_next_ ? chunks_.Place(c, payload.size())
+                                                : Result<PayloadPlacement>(PayloadPlacement{});
+      if (place_next_ && at.ok()) {
+        FUZZ_CHECK(at->data != nullptr && at->owner != nullptr, "an empty placement");
+        std::memcpy(at->data, payload.data(), payload.size());
+        st = chunks_.Add(c, std::string_view(at->data, payload.size()), /*placed=*/true);
+        FUZZ_CHECK(st.ok(), "a placed chunk was refused: " + Describe(st));
+      } else {
+        st = chunks_.Add(c, payload);
+        if (place_next_) {
+          FUZZ_CHECK(!st.ok() && st.message() == at.status().message(),
+                     "Place refused a chunk Add took, or for another reason: " +
+                         at.status().ToString() + " / " + Describe(st));
+        }
+      }
     }
     if (!st.ok()) {
       FUZZ_CHECK(st.code() == Code::kProtocol, Describe(st));
@@ -290,6 +308,7 @@ class TransferDriver {
 
   uint32_t chunk_bytes_ = 0;
   ChunkAssembler chunks_;
+  bool place_next_ = false;
   uint64_t chunk_total_ = 0;
   std::string chunk_shadow_;
   ModelFileAssembler model_;

@@ -16,7 +16,11 @@
 //  - with authentic records the server delivers exactly the messages the plaintext stream
 //    describes, fails exactly when a length prefix exceeds the cap (a ProtocolError), fails on
 //    any flipped bit, and a failed frame delivers nothing;
-//  - a failure is final: the next call returns the same status.
+//  - a failure is final: the next call returns the same status;
+//  - with a payload placer installed (placement.h), it is asked only about codec frames with a
+//    payload, with the whole head, and the messages (their placed payloads joined back) are
+//    still exactly what the stream describes. The placer claims every other payload, so both
+//    the placed and the whole-message paths are fuzzed.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +35,7 @@
 #include "fuzz/fuzz_support.h"
 #include "fuzz/secure_format.h"
 #include "fuzz/test_pki.h"
+#include "protocols/codec.h"
 #include "protocols/secure_channel.h"
 
 namespace shoal::fuzz {
@@ -81,6 +86,15 @@ class Server {
     Frames out;
     Status st = Call([&] { return session_.Start(&out); });
     FUZZ_CHECK(st.ok() && out.empty(), "server Start: " + st.ToString());
+    session_.set_payload_placer([this](std::string_view head, size_t payload_bytes) {
+      const auto split = proto::SplitFrame(head, head.size() + payload_bytes);
+      FUZZ_CHECK(split && split->head_bytes == head.size() && split->payload_bytes > 0,
+                 "the placer was asked about something that is not a frame's head");
+      FUZZ_CHECK(head.size() + payload_bytes <= message_cap_, "placement above the cap");
+      if (++placer_calls_ % 2 == 0) return proto::PayloadPlacement{};
+      auto buffer = std::make_shared<std::string>(payload_bytes, '\0');
+      return proto::PayloadPlacement{buffer->data(), buffer};
+    });
   }
 
   Status OnWire(std::string_view frame, Frames* out, Frames* messages) {
@@ -114,6 +128,7 @@ class Server {
   SecureSession session_;
   size_t allocation_cap_;
   size_t message_cap_;
+  uint64_t placer_calls_ = 0;
 };
 
 // Runs a real handshake between `client` and `server`; every step must succeed.

@@ -337,6 +337,21 @@ void SecureSeeds() {
       AppendPiece(s, kWithPrefix, std::string(20000, 'x'));
       Write(t, n + "_sealed_multi_record", s);
     }
+    {
+      // Codec frames with payloads (the server's payload placer claims every other one): one
+      // in a record, one across records, one whose head and payload come in separate pieces.
+      std::string s(1, sealed_mode);
+      WeightsChunk c;
+      c.round = 2;
+      c.count = 1;
+      AppendPiece(s, kWithPrefix, Encode(c, std::string(100, 'p')));
+      AppendPiece(s, kWithPrefix, Encode(c, std::string(20000, 'q')));
+      const std::string split = Encode(c, std::string(300, 'r'));
+      AppendPiece(s, 0, Prefix(static_cast<uint32_t>(split.size())) + split.substr(0, 20));
+      AppendPiece(s, 0, split.substr(20, 30));
+      AppendPiece(s, 0, split.substr(50));
+      Write(t, n + "_sealed_placed_frames", s);
+    }
   }
 }
 

@@ -111,6 +111,11 @@ void ServerChannel::OnFrame(Incoming in) {
     }
     Session s;
     s.tls = std::make_unique<SecureSession>(options_.tls, options_.max_message_bytes);
+    if (placer_) {
+      s.tls->set_payload_placer([this, peer = in.peer](std::string_view head, size_t bytes) {
+        return placer_(peer, head, bytes);
+      });
+    }
     s.created = Clock::now();
     std::vector<std::string> none;
     if (Status st = s.tls->Start(&none); !st.ok()) {
@@ -123,7 +128,7 @@ void ServerChannel::OnFrame(Incoming in) {
   SecureSession& tls = *it->second.tls;
   const bool was_established = tls.established();
   std::vector<std::string> out;
-  std::vector<std::string> messages;
+  std::vector<Plaintext> messages;
   Status st = tls.OnWire(in.frame, &out, &messages);
   if (!st.ok()) {
     Fail(in.peer, st, out);
@@ -142,10 +147,13 @@ void ServerChannel::OnFrame(Incoming in) {
     socket_.SetFrameCap(in.peer, tls.peer_authenticated() ? kMaxWireFrameBytes
                                                           : kUnauthenticatedFrameBytes);
   }
-  for (auto& text : messages) {
+  for (Plaintext& text : messages) {
     ChannelMessage m;
     m.peer = in.peer;
-    m.message = std::move(text);
+    m.message = std::move(text.bytes);
+    m.placed = text.placed;
+    m.placed_payload = text.payload;
+    m.payload_owner = std::move(text.owner);
     m.authenticated = tls.peer_authenticated();
     m.identity = tls.peer_name();
     m.fingerprint = tls.peer_fingerprint();
@@ -365,6 +373,7 @@ Status ClientChannel::Connect(const std::string& endpoint) {
   SHOAL_RETURN_IF_ERROR(socket_.Connect(endpoint));
   if (!options_.tls) return Status::Ok();
   session_ = std::make_unique<SecureSession>(options_.tls, options_.max_message_bytes);
+  if (placer_) session_->set_payload_placer(placer_);
   std::vector<std::string> out;
   SHOAL_RETURN_IF_ERROR(session_->Start(&out));
   return SendFrames(out);
@@ -398,6 +407,12 @@ Status ClientChannel::Send(std::string_view head, std::string_view body) {
 }
 
 Result<std::optional<std::string>> ClientChannel::Recv(int timeout_ms) {
+  SHOAL_ASSIGN_OR_RETURN(std::optional<Plaintext> m, RecvMessage(timeout_ms));
+  if (!m) return std::optional<std::string>();
+  return std::optional<std::string>(std::move(*m).Join());
+}
+
+Result<std::optional<Plaintext>> ClientChannel::RecvMessage(int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   while (ready_.empty()) {
     if (session_ && session_->failed()) return session_->failure();
@@ -406,11 +421,11 @@ Result<std::optional<std::string>> ClientChannel::Recv(int timeout_ms) {
     if (in->has_value()) {
       if (!session_) {
         if (options_.tls) return Internal("Recv before Connect");
-        ready_.push_back(std::move(**in));
+        ready_.push_back(Plaintext{std::move(**in)});
         continue;
       }
       std::vector<std::string> out;
-      std::vector<std::string> messages;
+      std::vector<Plaintext> messages;
       Status st = session_->OnWire(**in, &out, &messages);
       (void)SendFrames(out);  // handshake flights, or the alert that explains a failure
       if (!st.ok()) return st;
@@ -420,10 +435,10 @@ Result<std::optional<std::string>> ClientChannel::Recv(int timeout_ms) {
     }
     break;  // the time is up, or the socket's wake descriptor fired
   }
-  if (ready_.empty()) return std::optional<std::string>();
-  std::string m = std::move(ready_.front());
+  if (ready_.empty()) return std::optional<Plaintext>();
+  Plaintext m = std::move(ready_.front());
   ready_.pop_front();
-  return std::optional<std::string>(std::move(m));
+  return std::optional<Plaintext>(std::move(m));
 }
 
 }  // namespace shoal::proto

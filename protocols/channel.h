@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -61,7 +62,12 @@ struct ChannelOptions {
 
 struct ChannelMessage {
   std::string peer;     // connection id (server side); opaque, never an identity
-  std::string message;  // one application message (a codec frame)
+  std::string message;  // one application message (a codec frame); only its head when placed
+  // TLS with a payload placer (placement.h): the frame's payload was decrypted where the placer
+  // said, `placed_payload`, kept allocated by `payload_owner`.
+  bool placed = false;
+  std::string_view placed_payload;
+  std::shared_ptr<void> payload_owner;
   // TLS only: the peer presented a certificate that verified against the federation's CA,
   // whose subject CN is `identity` and whose SHA-256 is `fingerprint`.
   bool authenticated = false;
@@ -97,6 +103,11 @@ class ServerChannel {
   ServerChannel& operator=(const ServerChannel&) = delete;
 
   bool secure() const { return options_.tls != nullptr; }
+  // TLS only, before the first connection: where each peer's frame payloads are decrypted to
+  // (SecureSession::set_payload_placer, with the peer's connection id).
+  using PayloadPlacer =
+      std::function<PayloadPlacement(const std::string& peer, std::string_view head, size_t payload_bytes)>;
+  void set_payload_placer(PayloadPlacer placer) { placer_ = std::move(placer); }
   Result<std::string> Bind(const std::string& endpoint);
   // The next application message, waiting up to timeout_ms; nullopt when none arrived.
   Result<std::optional<ChannelMessage>> Recv(int timeout_ms);
@@ -158,6 +169,7 @@ class ServerChannel {
   bool MakeRoom();
 
   ChannelOptions options_;
+  PayloadPlacer placer_;
   RouterSocket socket_;
   std::map<std::string, Session> sessions_;
   std::deque<ChannelMessage> ready_;
@@ -175,11 +187,16 @@ class ClientChannel {
   ClientChannel(const ClientChannel&) = delete;
   ClientChannel& operator=(const ClientChannel&) = delete;
 
+  // TLS only, before Connect: where frame payloads are decrypted to
+  // (SecureSession::set_payload_placer).
+  void set_payload_placer(SecureSession::PayloadPlacer placer) { placer_ = std::move(placer); }
   // Connects and, with TLS, sends the ClientHello.
   Status Connect(const std::string& endpoint);
   // The next application message, waiting up to timeout_ms; nullopt when none arrived (or,
   // earlier, when options.socket.wake_fd became readable). The session's failure once it has
   // failed.
+  Result<std::optional<Plaintext>> RecvMessage(int timeout_ms);
+  // The same, the message in one string (a placed payload copied back behind its head).
   Result<std::optional<std::string>> Recv(int timeout_ms);
   // Sends (or, before the handshake completes, queues) one message.
   Status Send(std::string_view message);
@@ -195,10 +212,11 @@ class ClientChannel {
   Status SendFrames(std::vector<std::string>& frames);
 
   ChannelOptions options_;
+  SecureSession::PayloadPlacer placer_;
   DealerSocket socket_;
   std::unique_ptr<SecureSession> session_;
   std::deque<std::string> queued_;  // plaintext messages waiting for the handshake
-  std::deque<std::string> ready_;
+  std::deque<Plaintext> ready_;
 };
 
 }  // namespace shoal::proto

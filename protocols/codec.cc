@@ -43,16 +43,20 @@ const char* MessageTypeName(MessageType t) {
   return "Unknown";
 }
 
-Result<FrameView> ParseFrame(std::string_view frame, const Limits& limits) {
-  if (frame.size() < kFrameHeaderBytes) {
-    return ProtocolError("frame of " + std::to_string(frame.size()) +
+namespace {
+
+// ParseFrame of a frame of `frame_bytes` bytes whose first bytes are `head` (all of it, or at
+// least its head when the payload lies elsewhere).
+Result<FrameView> ParseFixed(std::string_view head, size_t frame_bytes, const Limits& limits) {
+  if (head.size() < kFrameHeaderBytes) {
+    return ProtocolError("frame of " + std::to_string(head.size()) +
                          " bytes is shorter than the 16-byte frame header");
   }
-  if (frame.size() > limits.max_frame_bytes()) {
-    return ProtocolError("frame of " + std::to_string(frame.size()) + " bytes exceeds the limit of " +
+  if (frame_bytes > limits.max_frame_bytes()) {
+    return ProtocolError("frame of " + std::to_string(frame_bytes) + " bytes exceeds the limit of " +
                          std::to_string(limits.max_frame_bytes()));
   }
-  const char* p = frame.data();
+  const char* p = head.data();
   if (std::memcmp(p, kMagic, 4) != 0) return ProtocolError("bad frame magic");
   FrameView f;
   f.version = static_cast<uint16_t>(GetLe(p + 4, 2));
@@ -75,13 +79,48 @@ Result<FrameView> ParseFrame(std::string_view frame, const Limits& limits) {
     return ProtocolError("payload length " + std::to_string(n) + " exceeds the limit of " +
                          std::to_string(limits.max_payload_bytes));
   }
-  if (kFrameHeaderBytes + h + n != frame.size()) {
+  if (kFrameHeaderBytes + h + n != frame_bytes) {
     return ProtocolError("frame lengths disagree: header " + std::to_string(h) + " + payload " +
-                         std::to_string(n) + " + 16 != frame size " + std::to_string(frame.size()));
+                         std::to_string(n) + " + 16 != frame size " + std::to_string(frame_bytes));
   }
-  f.header = frame.substr(kFrameHeaderBytes, h);
-  f.payload = frame.substr(kFrameHeaderBytes + h, n);
+  f.header = head.substr(kFrameHeaderBytes, h);
+  if (f.header.size() != h) return ProtocolError("frame head cut short");
   return f;
+}
+
+}  // namespace
+
+Result<FrameView> ParseFrame(std::string_view frame, const Limits& limits) {
+  SHOAL_ASSIGN_OR_RETURN(FrameView f, ParseFixed(frame, frame.size(), limits));
+  f.payload = frame.substr(kFrameHeaderBytes + f.header.size());
+  return f;
+}
+
+Result<FrameView> ParseFrameHead(std::string_view head, size_t payload_bytes, const Limits& limits) {
+  SHOAL_ASSIGN_OR_RETURN(FrameView f, ParseFixed(head, head.size() + payload_bytes, limits));
+  if (head.size() != kFrameHeaderBytes + f.header.size()) {
+    return ProtocolError("frame head of " + std::to_string(head.size()) +
+                         " bytes does not end where the payload begins");
+  }
+  return f;
+}
+
+Result<FrameView> ParseFrame(std::string_view head, std::string_view placed_payload,
+                             const Limits& limits) {
+  SHOAL_ASSIGN_OR_RETURN(FrameView f, ParseFrameHead(head, placed_payload.size(), limits));
+  f.payload = placed_payload;
+  f.payload_placed = true;
+  return f;
+}
+
+std::optional<FrameSplit> SplitFrame(std::string_view fixed_header, size_t frame_bytes) {
+  if (fixed_header.size() < kFrameHeaderBytes) return std::nullopt;
+  const char* p = fixed_header.data();
+  if (std::memcmp(p, kMagic, 4) != 0 || GetLe(p + 4, 2) != kProtocolVersion) return std::nullopt;
+  const uint64_t h = GetLe(p + 8, 4);
+  const uint64_t n = GetLe(p + 12, 4);
+  if (kFrameHeaderBytes + h + n != frame_bytes) return std::nullopt;
+  return FrameSplit{kFrameHeaderBytes + h, n};
 }
 
 namespace internal {
@@ -151,12 +190,15 @@ Status ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chun
   chunk_bytes_ = chunk_bytes;
   count_ = ChunkCount(total_bytes, chunk_bytes);
   next_index_ = 0;
-  ReserveForWrite(data_, total_bytes / 4);
-  data_.assign(total_bytes / 4, 0.0f);
+  // A new buffer every transfer: a session may still be writing a stale placed payload into
+  // the previous one (placement.h).
+  data_ = std::make_shared<std::vector<float>>();
+  ReserveForWrite(*data_, total_bytes / 4);
+  data_->assign(total_bytes / 4, 0.0f);
   return Status::Ok();
 }
 
-Status ChunkAssembler::Add(const WeightsChunk& c, std::string_view payload) {
+Status ChunkAssembler::Check(const WeightsChunk& c, uint64_t payload_bytes) const {
   if (!active_) return ProtocolError("WeightsChunk without a transfer in progress");
   if (next_index_ >= count_) return ProtocolError("WeightsChunk after the transfer was complete");
   if (c.round != round_) {
@@ -170,26 +212,50 @@ Status ChunkAssembler::Add(const WeightsChunk& c, std::string_view payload) {
   }
   const uint64_t offset = uint64_t{c.index} * chunk_bytes_;
   const uint64_t expected = std::min<uint64_t>(chunk_bytes_, total_bytes_ - offset);
-  if (c.offset != offset || payload.size() != expected) {
+  if (c.offset != offset || payload_bytes != expected) {
     return ProtocolError("WeightsChunk " + std::to_string(c.index) + " has offset " +
-                         std::to_string(c.offset) + " and " + std::to_string(payload.size()) +
+                         std::to_string(c.offset) + " and " + std::to_string(payload_bytes) +
                          " bytes, expected offset " + std::to_string(offset) + " and " +
                          std::to_string(expected) + " bytes");
   }
-  std::memcpy(reinterpret_cast<char*>(data_.data()) + offset, payload.data(), payload.size());
+  return Status::Ok();
+}
+
+Result<PayloadPlacement> ChunkAssembler::Place(const WeightsChunk& c, uint64_t payload_bytes) {
+  SHOAL_RETURN_IF_ERROR(Check(c, payload_bytes));
+  char* at = At(c.offset);
+  placed_ = at;
+  return PayloadPlacement{at, data_};
+}
+
+Status ChunkAssembler::Add(const WeightsChunk& c, std::string_view payload, bool placed) {
+  SHOAL_RETURN_IF_ERROR(Check(c, payload.size()));
+  char* at = At(c.offset);
+  if (placed) {
+    // Only where this transfer placed this chunk: not a payload placed before a Reset or
+    // Start, nor one placed for an earlier chunk.
+    if (placed_ != at || payload.data() != at) {
+      return ProtocolError("WeightsChunk " + std::to_string(c.index) +
+                           " was decrypted for a transfer that is no longer in progress");
+    }
+  } else {
+    std::memcpy(at, payload.data(), payload.size());
+  }
+  placed_ = nullptr;
   ++next_index_;
   return Status::Ok();
 }
 
 std::vector<float> ChunkAssembler::Take() {
-  std::vector<float> out = std::move(data_);
+  std::vector<float> out = data_ ? std::move(*data_) : std::vector<float>();
   Reset();
   return out;
 }
 
 void ChunkAssembler::Reset() {
   active_ = false;
-  FreeStorage(data_);
+  data_.reset();
+  placed_ = nullptr;
   next_index_ = count_ = 0;
 }
 

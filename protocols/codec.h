@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <sstream>
 #include <streambuf>
 #include <string>
@@ -25,19 +26,20 @@
 
 #include "common/status.h"
 #include "protocols/messages.h"
+#include "protocols/placement.h"
 
 namespace shoal::proto {
 
 inline constexpr size_t kFrameHeaderBytes = 16;
 // The payload limit until a Welcome gives the run's chunk size (network.chunk_bytes, 1 MiB by
-// default); also the chunk size of the micro-benchmarks.
-inline constexpr uint32_t kDefaultChunkBytes = 4u << 20;
+// default, up to kMaxChunkBytes).
+inline constexpr uint32_t kPreWelcomePayloadBytes = 4u << 20;
 inline constexpr uint32_t kMaxChunkBytes = 64u << 20;      // hard upper bound for any config
 inline constexpr uint32_t kMaxHeaderBytes = 1u << 20;      // 4096 tensors with long names fit
 
 struct Limits {
   uint32_t max_header_bytes = kMaxHeaderBytes;
-  uint32_t max_payload_bytes = kDefaultChunkBytes;
+  uint32_t max_payload_bytes = kPreWelcomePayloadBytes;
   size_t max_frame_bytes() const { return kFrameHeaderBytes + max_header_bytes + max_payload_bytes; }
 };
 
@@ -46,10 +48,27 @@ struct FrameView {
   MessageType type = MessageType::kError;
   std::string_view header;
   std::string_view payload;
+  bool payload_placed = false;  // `payload` was decrypted apart from the head (placement.h)
 };
 
 // Checks the fixed header against `limits` and the frame's real size.
 Result<FrameView> ParseFrame(std::string_view frame, const Limits& limits);
+// The same for a frame whose payload was placed apart from its head (placement.h): `head` must
+// end where the payload begins.
+Result<FrameView> ParseFrame(std::string_view head, std::string_view placed_payload,
+                             const Limits& limits);
+// The same checks for the head alone of a frame with a payload of `payload_bytes` still to
+// come (the returned view's payload is empty): what a payload placer decides from.
+Result<FrameView> ParseFrameHead(std::string_view head, size_t payload_bytes, const Limits& limits);
+// What a message decoder needs before it has the whole frame: how many bytes of a frame of
+// `frame_bytes` bytes are its head (fixed + structured header) and how many its payload, read
+// from the first kFrameHeaderBytes. Only the magic, version and lengths are checked (the
+// receiver's limits are checked by ParseFrame); nullopt when they are not consistent.
+struct FrameSplit {
+  size_t head_bytes = 0;
+  size_t payload_bytes = 0;
+};
+std::optional<FrameSplit> SplitFrame(std::string_view fixed_header, size_t frame_bytes);
 
 namespace internal {
 
@@ -133,7 +152,14 @@ class ChunkAssembler {
   // Allocates the buffer. InvalidArgument unless both sizes are multiples of 4 (float32) and
   // chunk_bytes > 0; the assembler stays inactive then.
   Status Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes);
-  Status Add(const WeightsChunk& chunk, std::string_view payload);
+  // Where `chunk`'s payload of `payload_bytes` goes, for a session to decrypt it there
+  // (placement.h), after the checks Add makes; ProtocolError naming what is wrong otherwise.
+  // The chunk still counts only once Add is called with the placed payload.
+  Result<PayloadPlacement> Place(const WeightsChunk& chunk, uint64_t payload_bytes);
+  // Takes the next chunk. `placed`: the payload is where Place() put it, and is accepted only
+  // from this transfer and for the chunk that was placed (a delivery that a Reset or Start
+  // overtook is refused); otherwise it is copied in.
+  Status Add(const WeightsChunk& chunk, std::string_view payload, bool placed = false);
   bool active() const { return active_; }
   bool complete() const { return active_ && next_index_ == count_; }
   uint64_t round() const { return round_; }
@@ -142,13 +168,18 @@ class ChunkAssembler {
   void Reset();
 
  private:
+  Status Check(const WeightsChunk& chunk, uint64_t payload_bytes) const;
+  char* At(uint64_t offset) { return reinterpret_cast<char*>(data_->data()) + offset; }
+
   bool active_ = false;
   uint64_t round_ = 0;
   uint64_t total_bytes_ = 0;
   uint32_t chunk_bytes_ = 0;
   uint32_t count_ = 0;
   uint32_t next_index_ = 0;
-  std::vector<float> data_;
+  // Shared with a session decrypting a placed payload into it (placement.h).
+  std::shared_ptr<std::vector<float>> data_;
+  const char* placed_ = nullptr;  // where the last Place() of this transfer put its payload
 };
 
 // Splitting a model file (the user's TorchScript archive) into ModelFile frames of at most

@@ -14,9 +14,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <utility>
 
 #include "common/malloc_tuning.h"
+#include "protocols/codec.h"
 
 namespace shoal::proto {
 namespace {
@@ -304,6 +306,7 @@ SecureSession::~SecureSession() = default;
 
 Status SecureSession::Fail(Status status) {
   if (failure_.ok()) failure_ = std::move(status);
+  placement_ = {};  // nothing is read any more: let the receiver's buffer go
   return failure_;
 }
 
@@ -482,6 +485,14 @@ Status SecureSession::CheckPinnedChain() {
 
 Status SecureSession::OnWire(std::string_view frame, std::vector<std::string>* out,
                              std::vector<std::string>* messages) {
+  std::vector<Plaintext> read;
+  Status status = OnWire(frame, out, &read);
+  for (Plaintext& m : read) messages->push_back(std::move(m).Join());
+  return status;
+}
+
+Status SecureSession::OnWire(std::string_view frame, std::vector<std::string>* out,
+                             std::vector<Plaintext>* messages) {
   if (!failure_.ok()) return failure_;
   if (!started_) return Fail(Internal("SecureSession::OnWire called before Start"));
   if (frame.size() > static_cast<size_t>(INT32_MAX)) {
@@ -507,18 +518,26 @@ Status SecureSession::OnWire(std::string_view frame, std::vector<std::string>* o
 }
 
 Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
-                                          std::vector<std::string>* messages) {
+                                          std::vector<Plaintext>* messages) {
   ERR_clear_error();
   for (;;) {
-    // Decrypt straight into the length prefix or the message being reassembled.
+    // Decrypt straight into the length prefix, the message (or its head), or the placed payload.
     unsigned char* dst;
     size_t want;
-    if (!in_body_) {
-      dst = length_bytes_ + length_have_;
-      want = 4 - length_have_;
-    } else {
-      dst = reinterpret_cast<unsigned char*>(partial_.data()) + partial_have_;
-      want = partial_.size() - partial_have_;
+    switch (reading_) {
+      case Reading::kLength:
+        dst = length_bytes_ + length_have_;
+        want = 4 - length_have_;
+        break;
+      case Reading::kHead:
+      case Reading::kBody:
+        dst = reinterpret_cast<unsigned char*>(partial_.data()) + partial_have_;
+        want = partial_.size() - partial_have_;
+        break;
+      case Reading::kPlaced:
+        dst = reinterpret_cast<unsigned char*>(placement_.data) + placed_have_;
+        want = message_bytes_ - partial_.size() - placed_have_;
+        break;
     }
     size_t got = 0;
     if (want > 0) {
@@ -530,31 +549,98 @@ Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
         return FailFromOpenSsl(err, "TLS record rejected");
       }
     }
-    if (!in_body_) {
-      length_have_ += got;
-      if (length_have_ < 4) continue;
-      uint32_t length = uint32_t{length_bytes_[0]} | (uint32_t{length_bytes_[1]} << 8) |
-                        (uint32_t{length_bytes_[2]} << 16) | (uint32_t{length_bytes_[3]} << 24);
-      if (length > max_message_bytes_) {
-        return Fail(ProtocolError("message length prefix " + std::to_string(length) +
-                                  " exceeds the limit of " + std::to_string(max_message_bytes_) +
-                                  " bytes"));
-      }
-      ReserveForWrite(partial_, length);  // checked against the cap just above
-      partial_.resize(length);
-      partial_have_ = 0;
-      length_have_ = 0;
-      in_body_ = true;
-    } else {
-      partial_have_ += got;
+    switch (reading_) {
+      case Reading::kLength:
+        length_have_ += got;
+        if (length_have_ < 4) continue;
+        length_have_ = 0;
+        SHOAL_RETURN_IF_ERROR(OnLength(uint32_t{length_bytes_[0]} |
+                                       (uint32_t{length_bytes_[1]} << 8) |
+                                       (uint32_t{length_bytes_[2]} << 16) |
+                                       (uint32_t{length_bytes_[3]} << 24)));
+        break;
+      case Reading::kHead:
+        partial_have_ += got;
+        if (partial_have_ == partial_.size()) SHOAL_RETURN_IF_ERROR(OnHead());
+        break;
+      case Reading::kBody:
+        partial_have_ += got;
+        break;
+      case Reading::kPlaced:
+        placed_have_ += got;
+        break;
     }
-    if (in_body_ && partial_have_ == partial_.size()) {
-      messages->push_back(std::move(partial_));
-      partial_ = std::string();
-      partial_have_ = 0;
-      in_body_ = false;
-    }
+    const bool done = (reading_ == Reading::kBody && partial_have_ == partial_.size()) ||
+                      (reading_ == Reading::kPlaced &&
+                       partial_.size() + placed_have_ == message_bytes_);
+    if (done) Deliver(messages);
   }
+}
+
+Status SecureSession::OnLength(uint32_t length) {
+  if (length > max_message_bytes_) {
+    return Fail(ProtocolError("message length prefix " + std::to_string(length) +
+                              " exceeds the limit of " + std::to_string(max_message_bytes_) +
+                              " bytes"));
+  }
+  message_bytes_ = length;  // checked against the cap just above
+  partial_have_ = 0;
+  if (placer_ && length > kFrameHeaderBytes) {
+    partial_.resize(kFrameHeaderBytes);  // the fixed header first, to learn the head's length
+    head_bytes_ = 0;
+    reading_ = Reading::kHead;
+  } else {
+    ReadWhole();
+  }
+  return Status::Ok();
+}
+
+// The head read so far is complete: the fixed header (learn the head's length), or the whole
+// head (ask the placer where the payload goes). Whatever does not split or is not claimed is
+// read whole.
+Status SecureSession::OnHead() {
+  if (head_bytes_ == 0) {
+    const std::optional<FrameSplit> split = SplitFrame(partial_, message_bytes_);
+    if (!split || split->payload_bytes == 0) {
+      ReadWhole();
+      return Status::Ok();
+    }
+    head_bytes_ = split->head_bytes;  // <= message_bytes_, itself under the cap
+    partial_.resize(head_bytes_);
+    if (partial_have_ < head_bytes_) return Status::Ok();  // the structured header next
+  }
+  placement_ = placer_(partial_, message_bytes_ - head_bytes_);
+  if (placement_.data == nullptr) {
+    placement_ = {};
+    ReadWhole();
+    return Status::Ok();
+  }
+  placed_have_ = 0;
+  reading_ = Reading::kPlaced;
+  return Status::Ok();
+}
+
+// Reads the rest of the message into `partial_`, after what it already holds.
+void SecureSession::ReadWhole() {
+  ReserveForWrite(partial_, message_bytes_);
+  partial_.resize(message_bytes_);
+  reading_ = Reading::kBody;
+}
+
+void SecureSession::Deliver(std::vector<Plaintext>* messages) {
+  Plaintext m;
+  m.bytes = std::move(partial_);
+  if (reading_ == Reading::kPlaced) {
+    m.placed = true;
+    m.payload = std::string_view(placement_.data, placed_have_);
+    m.owner = std::move(placement_.owner);
+    placement_ = {};
+  }
+  messages->push_back(std::move(m));
+  partial_ = std::string();
+  partial_have_ = 0;
+  placed_have_ = 0;
+  reading_ = Reading::kLength;
 }
 
 Status SecureSession::WritePlain(std::string_view data, std::vector<std::string>* out) {

@@ -24,7 +24,8 @@
 // Message framing. Inside the TLS stream every application message is a 4-byte little-endian
 // length followed by that many bytes. The length is checked against the session's cap before
 // any memory is reserved for it, so the reassembly buffer never exceeds cap + 4 bytes.
-// Decrypted bytes are read straight into the message being reassembled.
+// Decrypted bytes are read straight into the message being reassembled, or, for the payload of
+// a codec frame that a payload placer claims, straight where the placer says (placement.h).
 //
 // Failure. Any error (handshake failure, certificate from another CA, wrong or missing peer
 // certificate, a record that fails authentication because of flipped bits, a replayed or
@@ -42,12 +43,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/status.h"
+#include "protocols/placement.h"
 
 // OpenSSL types, declared here so that this header does not include OpenSSL.
 typedef struct ssl_ctx_st SSL_CTX;
@@ -130,7 +133,18 @@ class SecureSession {
   // Feeds one received frame of raw TLS bytes: advances the handshake or decrypts. Frames to
   // send back are appended to `out`, complete application messages to `messages`.
   Status OnWire(std::string_view frame, std::vector<std::string>* out,
+                std::vector<Plaintext>* messages);
+  // The same, each message in one string (a placed payload is copied back behind its head).
+  Status OnWire(std::string_view frame, std::vector<std::string>* out,
                 std::vector<std::string>* messages);
+
+  // Called for each incoming message that is a codec frame (codec.h SplitFrame) with a
+  // non-empty payload, once its head (`head`: fixed + structured header) is decrypted; a
+  // placement it returns receives the payload, and the message is delivered as its head with
+  // the payload placed (placement.h). A null placement, or no placer, keeps the payload in the
+  // message. Frames that do not split are read whole, for the receiver to reject.
+  using PayloadPlacer = std::function<PayloadPlacement(std::string_view head, size_t payload_bytes)>;
+  void set_payload_placer(PayloadPlacer placer) { placer_ = std::move(placer); }
 
   // Encrypts one application message (at most kMaxMessageCap bytes; the receiver enforces its
   // own cap) into one or more frames appended to `out`. Fails before the handshake completes.
@@ -179,7 +193,7 @@ class SecureSession {
   Status AdvanceHandshake(std::vector<std::string>* out);
   Status OnHandshakeDone();
   Status CheckPinnedChain();
-  Status ReadApplicationData(std::vector<std::string>* out, std::vector<std::string>* messages);
+  Status ReadApplicationData(std::vector<std::string>* out, std::vector<Plaintext>* messages);
   Status WritePlain(std::string_view data, std::vector<std::string>* out);
   void SetInput(std::string_view frame);
 
@@ -195,12 +209,25 @@ class SecureSession {
   std::string peer_name_;
   std::string peer_fingerprint_;
 
-  // Reassembly of the next incoming message.
+  // Reassembly of the next incoming message: its length prefix, then either the whole message
+  // into `partial_` (kBody), or, with a placer, its head into `partial_` (kHead) and its payload
+  // into `placement_` (kPlaced).
+  enum class Reading { kLength, kHead, kBody, kPlaced };
+  Status OnLength(uint32_t length);
+  Status OnHead();
+  void ReadWhole();
+  void Deliver(std::vector<Plaintext>* messages);
+
+  PayloadPlacer placer_;
+  Reading reading_ = Reading::kLength;
   unsigned char length_bytes_[4] = {0, 0, 0, 0};
-  size_t length_have_ = 0;  // bytes of the length prefix received so far
-  bool in_body_ = false;    // the prefix is complete, `partial_` is being filled
-  std::string partial_;
+  size_t length_have_ = 0;   // bytes of the length prefix received so far
+  size_t message_bytes_ = 0;  // the length of the message being read
+  size_t head_bytes_ = 0;     // kHead: the head's length once known (0: reading the fixed header)
+  std::string partial_;       // the message (kBody) or its head (kHead, kPlaced)
   size_t partial_have_ = 0;
+  PayloadPlacement placement_;  // kPlaced: where the payload goes
+  size_t placed_have_ = 0;
 };
 
 }  // namespace shoal::proto

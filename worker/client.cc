@@ -71,6 +71,7 @@ class WorkerClient::Impl {
   Result<SessionEnd> Session();
   Result<SessionEnd> Handle(const proto::FrameView& f);
   Result<SessionEnd> OnModelFile(const proto::FrameView& f);
+  proto::PayloadPlacement PlaceWeights(std::string_view head, size_t payload_bytes);
   Status EnsureTrainers(const nn::ModelSource& source, const std::string& key);
   Result<LocalTrainer*> EvalTrainer();
   void StartTraining();
@@ -296,6 +297,13 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   co.socket.wake_fd = wake_fd_;  // the training thread's end and Stop() end a wait
   co.max_message_bytes = proto::kMaxChunkBytes + (1 << 20);  // a chunk plus its headers
   channel_ = std::make_unique<proto::ClientChannel>(co);
+  pending_ = Pending::kNone;
+  assembler_.Reset();
+  if (tls_) {
+    channel_->set_payload_placer([this](std::string_view head, size_t payload_bytes) {
+      return PlaceWeights(head, payload_bytes);
+    });
+  }
   SHOAL_RETURN_IF_ERROR(channel_->Connect(cfg_.coordinator));
   proto::Hello hello;
   hello.name = cfg_.name;
@@ -380,8 +388,6 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   limits.max_payload_bytes = welcome_.chunk_bytes;
   auto last_heard = Clock::now();
   auto last_sent_hb = Clock::time_point{};
-  pending_ = Pending::kNone;
-  assembler_.Reset();
   if (update_) Send(*update_);  // an update not yet acknowledged before a reconnect: offer it again
   while (!stop_) {
     const auto now = Clock::now();
@@ -401,14 +407,16 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
     // Until the next heartbeat is due, unless a message arrives or the wake descriptor fires.
     const auto hb_due = last_sent_hb + std::chrono::milliseconds(welcome_.heartbeat_ms);
     const auto wait_ms = std::chrono::ceil<std::chrono::milliseconds>(hb_due - Clock::now()).count();
-    auto in = channel_->Recv(static_cast<int>(std::clamp<int64_t>(wait_ms, 1, 1000)));
+    auto in = channel_->RecvMessage(static_cast<int>(std::clamp<int64_t>(wait_ms, 1, 1000)));
     if (!in.ok()) {
       spdlog::warn("worker={} receive: {}", cfg_.name, in.status().ToString());
       return SessionEnd::kReconnect;  // the connection (and its TLS session) is gone
     }
     if (!in->has_value()) continue;
     last_heard = Clock::now();
-    auto f = proto::ParseFrame(**in, limits);
+    const proto::Plaintext& m = **in;
+    auto f = m.placed ? proto::ParseFrame(m.bytes, m.payload, limits)
+                      : proto::ParseFrame(m.bytes, limits);
     if (!f.ok()) {
       spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, f.status().message());
       continue;
@@ -498,7 +506,7 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
     case proto::MessageType::kWeightsChunk: {
       auto c = proto::Decode<proto::WeightsChunk>(f);
       if (!c.ok()) return kContinue;
-      if (Status st = assembler_.Add(*c, f.payload); !st.ok()) {
+      if (Status st = assembler_.Add(*c, f.payload, f.payload_placed); !st.ok()) {
         spdlog::warn("worker={} weights transfer failed: {}", cfg_.name, st.message());
         pending_ = Pending::kNone;
         assembler_.Reset();
@@ -581,6 +589,21 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
 // One piece of the TorchScript model. When the file is complete (its SHA-256 checked by the
 // assembler) the trainers load it. A failed transfer reconnects (after retry.initial_ms) for a
 // new copy; a file that does not load here is fatal.
+// The weights of a task are decrypted straight into the buffer they are assembled in
+// (placement.h); anything else, or a chunk the assembler would not take now, is read whole.
+proto::PayloadPlacement WorkerClient::Impl::PlaceWeights(std::string_view head,
+                                                         size_t payload_bytes) {
+  if (pending_ == Pending::kNone || welcome_.chunk_bytes == 0) return {};
+  proto::Limits limits;
+  limits.max_payload_bytes = welcome_.chunk_bytes;
+  auto f = proto::ParseFrameHead(head, payload_bytes, limits);
+  if (!f.ok() || f->type != proto::MessageType::kWeightsChunk) return {};
+  auto c = proto::Decode<proto::WeightsChunk>(*f);
+  if (!c.ok()) return {};
+  auto placement = assembler_.Place(*c, payload_bytes);
+  return placement.ok() ? std::move(placement).value() : proto::PayloadPlacement{};
+}
+
 Result<SessionEnd> WorkerClient::Impl::OnModelFile(const proto::FrameView& f) {
   constexpr SessionEnd kContinue = SessionEnd::kReconnect;
   if (!model_assembler_.active()) {

@@ -53,14 +53,16 @@ class HttpApiTest : public ::testing::Test {
     if (!dir_.empty() && !HasFailure()) std::filesystem::remove_all(dir_);
   }
 
-  void StartFederation(int rounds, const std::vector<std::string>& extra) {
+  void StartFederation(int rounds, const std::vector<std::string>& extra,
+                       const std::string& model = "mlp", int limit = 2000) {
     Process part({BinDir() + "/shoalctl", "partition", "--source", kFashion, "--workers", "2",
-                  "--scheme", "iid", "--seed", "5", "--out", dir_ + "/silos", "--limit", "2000"},
+                  "--scheme", "iid", "--seed", "5", "--out", dir_ + "/silos", "--limit",
+                  std::to_string(limit)},
                  dir_ + "/partition.log");
     ASSERT_EQ(part.Wait(60s), 0) << part.Log();
     std::vector<std::string> argv = {BinDir() + "/shoal-coordinator", "--run-dir", dir_ + "/run",
                                      "--bind", "tcp://127.0.0.1:*", "--endpoint-file",
-                                     dir_ + "/endpoint", "--model", "mlp", "--eval-limit", "1000",
+                                     dir_ + "/endpoint", "--model", model, "--eval-limit", "1000",
                                      "--rounds", std::to_string(rounds), "--min-workers", "2",
                                      "--set", "http.port=0", "--set",
                                      "http.port_file=" + dir_ + "/http_port", "--set",
@@ -232,9 +234,14 @@ TEST_F(HttpApiTest, DashboardShowsRoundsDuringAndAfterTheRun) {
   // Round deadline 15 s and a long peer timeout: once worker 2 is paused, each later round waits
   // out its deadline, which leaves the run visibly in progress while the page is loaded (at
   // least 30 s for rounds 2 and 3; with 6 s, Chromium under a loaded machine sometimes took
-  // longer than the run). Resumed, worker 2 ends the round it holds up at once.
+  // longer than the run). Resumed, worker 2 ends the round it holds up at once. The CNN on
+  // 2,700 samples makes a round's training take seconds, so worker 2 cannot finish round 2
+  // before it is paused (with the MLP on 900 samples a round took 25 ms on a fast machine and
+  // the run was over before the test looked). Pausing only once round 1 has committed keeps
+  // the test from waiting out a deadline before the page can show a round.
   StartFederation(3, {"--min-fit", "1", "--round-timeout", "15", "--set",
-                      "network.peer_timeout_ms=60000"});
+                      "network.peer_timeout_ms=60000"},
+                  "cnn", 6000);
   ASSERT_FALSE(WaitFor("/api/rounds", [](const json& r) { return r.size() >= 1; }, 120s).is_null())
       << coord_->Log();
   ::kill(workers_[1]->pid(), SIGSTOP);

@@ -939,6 +939,106 @@ TEST(ChunkTest, StartRejectsSizesThatAreNotWholeFloatsOrEmptyChunks) {
   EXPECT_EQ(ChunkCount(100, 0), 0u);
 }
 
+// A chunk decrypted in place (placement.h): Place() says where, after Add's checks; the chunk
+// counts once Add() is given the placed payload, and nothing is copied.
+TEST_F(ChunkRejectTest, PlacedChunksAssembleWithoutACopy) {
+  for (uint32_t i = 0; i < 10; ++i) {
+    if (i % 3 == 2) {  // some copied in as before
+      ASSERT_TRUE(a_.Add(Chunk(i), Payload(i)).ok());
+      continue;
+    }
+    Result<PayloadPlacement> at = a_.Place(Chunk(i), Payload(i).size());
+    ASSERT_TRUE(at.ok()) << at.status().ToString();
+    ASSERT_NE(at->data, nullptr);
+    ASSERT_NE(at->owner, nullptr);
+    std::memcpy(at->data, Payload(i).data(), Payload(i).size());  // what the session does
+    EXPECT_FALSE(a_.complete());
+    ASSERT_TRUE(a_.Add(Chunk(i), std::string_view(at->data, Payload(i).size()), true).ok());
+  }
+  ASSERT_TRUE(a_.complete());
+  EXPECT_EQ(a_.Take(), data_);
+}
+
+TEST_F(ChunkRejectTest, PlaceMakesAddsChecks) {
+  WeightsChunk c = Chunk(0);
+  c.round = 4;
+  ExpectProtocolError(a_.Place(c, 4096).status(), "round");
+  ExpectProtocolError(a_.Place(Chunk(1), 4096).status(), "out of order");
+  ExpectProtocolError(a_.Place(Chunk(0), 4092).status(), "4092 bytes");
+  c = Chunk(0);
+  c.offset = 4;
+  ExpectProtocolError(a_.Place(c, 4096).status(), "offset");
+  for (uint32_t i = 0; i < 10; ++i) ASSERT_TRUE(a_.Add(Chunk(i), Payload(i)).ok());
+  ExpectProtocolError(a_.Place(Chunk(9), 3140).status(), "complete");
+  ChunkAssembler idle;
+  ExpectProtocolError(idle.Place(Chunk(0), 4096).status(), "without a transfer");
+}
+
+// A placed payload counts only for the transfer and the chunk that placed it.
+TEST_F(ChunkRejectTest, StalePlacedPayloadsAreRefused) {
+  Result<PayloadPlacement> at = a_.Place(Chunk(0), 4096);
+  ASSERT_TRUE(at.ok());
+  // Not the placed bytes (a copy elsewhere) claimed as placed.
+  const std::string copy(Payload(0));
+  ExpectProtocolError(a_.Add(Chunk(0), copy, true), "no longer in progress");
+  // The transfer restarts while the payload is being decrypted: the old buffer stays allocated
+  // (the session may still write into it) and its delivery is refused.
+  ASSERT_TRUE(a_.Start(5, bytes_, 4096).ok());
+  std::memcpy(at->data, Payload(0).data(), 4096);  // a late write lands in the old buffer
+  ExpectProtocolError(a_.Add(Chunk(0), std::string_view(at->data, 4096), true),
+                      "no longer in progress");
+  // A placement, then the same chunk read whole and copied in: the placement is used up.
+  Result<PayloadPlacement> again = a_.Place(Chunk(0), 4096);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(a_.Add(Chunk(0), Payload(0)).ok());
+  ExpectProtocolError(a_.Add(Chunk(1), std::string_view(again->data + 4096, 4096), true));
+  a_.Reset();
+  ExpectProtocolError(a_.Add(Chunk(0), std::string_view(again->data, 4096), true));
+  EXPECT_EQ(again->owner.use_count(), 1);  // the assembler let go; only the placement holds it
+}
+
+TEST(FrameTest, SplitFrameAndParseFrameHead) {
+  WeightsChunk c;
+  c.round = 3;
+  c.count = 1;
+  const std::string payload(1000, 'p');
+  const std::string frame = Encode(c, payload);
+  const size_t head = frame.size() - payload.size();
+  std::optional<FrameSplit> split = SplitFrame(frame.substr(0, kFrameHeaderBytes), frame.size());
+  ASSERT_TRUE(split.has_value());
+  EXPECT_EQ(split->head_bytes, head);
+  EXPECT_EQ(split->payload_bytes, payload.size());
+  EXPECT_FALSE(SplitFrame(frame.substr(0, 15), frame.size()).has_value());
+  EXPECT_FALSE(SplitFrame(frame.substr(0, 16), frame.size() + 1).has_value());
+  std::string bad = frame;
+  bad[0] = 'x';
+  EXPECT_FALSE(SplitFrame(bad, bad.size()).has_value());
+  bad = frame;
+  bad[4] = static_cast<char>(bad[4] + 1);
+  EXPECT_FALSE(SplitFrame(bad, bad.size()).has_value());
+
+  Limits limits;
+  auto f = ParseFrameHead(frame.substr(0, head), payload.size(), limits);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->type, MessageType::kWeightsChunk);
+  EXPECT_TRUE(f->payload.empty());
+  EXPECT_EQ(Decode<WeightsChunk>(*f)->round, 3u);
+  ExpectProtocolError(ParseFrameHead(frame.substr(0, head - 1), payload.size(), limits).status());
+  ExpectProtocolError(ParseFrameHead(frame.substr(0, head), payload.size() + 4, limits).status(),
+                      "disagree");
+  ExpectProtocolError(ParseFrameHead(frame.substr(0, head + 4), payload.size() - 4, limits).status(),
+                      "does not end where the payload begins");
+  limits.max_payload_bytes = 999;
+  ExpectProtocolError(ParseFrameHead(frame.substr(0, head), payload.size(), limits).status(),
+                      "payload length");
+  limits = Limits{};
+  auto placed = ParseFrame(frame.substr(0, head), std::string_view(payload), limits);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_TRUE(placed->payload_placed);
+  EXPECT_EQ(placed->payload.data(), payload.data());
+  EXPECT_FALSE(ParseFrame(frame, limits)->payload_placed);
+}
+
 TEST(ChunkTest, ExtraFullChunkPastTheEndOfAnUnevenTransferIsRejected) {
   // 40004 bytes in 4096-byte chunks: 10 chunks, the last one short. A chunk 10/10 at offset
   // 40960 with a full payload must be refused, not written past the buffer.

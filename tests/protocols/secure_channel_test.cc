@@ -17,13 +17,17 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <new>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "protocols/channel.h"
+#include "protocols/codec.h"
 #include "protocols/transport.h"
 #include "tests/testing/allocation_tracker.h"
 
@@ -693,6 +697,251 @@ TEST_F(SecureChannelTest, OverZeroMqDealerAndRouter) {
   EXPECT_TRUE(client_got[0] == down);
   EXPECT_EQ(server.peer_name(), "worker-1");
   EXPECT_EQ(client.peer_name(), "coordinator");
+}
+
+// ---- Payload placement (placement.h) ----
+
+// A codec frame: a WeightsChunk head and `payload` (a view: the caller keeps it).
+FramePieces ChunkFrame(const std::string& payload, uint32_t index = 0) {
+  WeightsChunk c;
+  c.round = 7;
+  c.index = index;
+  c.count = 1;
+  return {internal::BuildFrameHead(WeightsChunk::kType, internal::EncodeHeader(c), payload.size()),
+          payload};
+}
+
+// Records what the placer was asked and hands out one buffer per call.
+struct RecordingPlacer {
+  struct Call {
+    std::string head;
+    size_t payload_bytes;
+    std::shared_ptr<std::vector<char>> buffer;
+  };
+  std::vector<Call> calls;
+  bool decline = false;
+
+  SecureSession::PayloadPlacer Fn() {
+    return [this](std::string_view head, size_t payload_bytes) -> PayloadPlacement {
+      auto buffer = std::make_shared<std::vector<char>>(payload_bytes, '\0');
+      calls.push_back({std::string(head), payload_bytes, buffer});
+      if (decline) return {};
+      return {buffer->data(), buffer};
+    };
+  }
+};
+
+// Seals `message` from `from` (as head + body) and feeds every frame to `to`.
+std::vector<Plaintext> SendPieces(SecureSession& from, SecureSession& to, const FramePieces& f,
+                                  Frames* frames_out = nullptr) {
+  Frames frames, back;
+  std::vector<Plaintext> delivered;
+  Status s = from.Seal(f.head, f.payload, &frames);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  for (const std::string& frame : frames) {
+    Status r = to.OnWire(frame, &back, &delivered);
+    EXPECT_TRUE(r.ok()) << r.ToString();
+  }
+  if (frames_out) *frames_out = std::move(frames);
+  return delivered;
+}
+
+// The payload of a codec frame is decrypted into the placer's buffer, the head into the message,
+// for payloads inside the first record, across records and across several wire frames.
+TEST_F(SecureChannelTest, PlacedPayloadIsDecryptedWhereThePlacerSays) {
+  Pair p = Connect(GoodClient(), GoodServer());
+  RecordingPlacer placer;
+  p.server->set_payload_placer(placer.Fn());
+  uint32_t seed = 40;
+  for (size_t n : {size_t{1}, size_t{4}, size_t{16000}, size_t{1} << 20, (size_t{9} << 20) + 12}) {
+    const std::string payload = RandomBytes(n, seed++);
+    const FramePieces f = ChunkFrame(payload);
+    Frames frames;
+    std::vector<Plaintext> got = SendPieces(*p.client, *p.server, f, &frames);
+    ASSERT_EQ(got.size(), 1u) << n;
+    ASSERT_FALSE(placer.calls.empty());
+    const RecordingPlacer::Call& call = placer.calls.back();
+    EXPECT_EQ(call.head, f.head) << n;  // asked with the whole head, before the payload
+    EXPECT_EQ(call.payload_bytes, n);
+    EXPECT_TRUE(got[0].placed);
+    EXPECT_EQ(got[0].bytes, f.head);
+    EXPECT_EQ(got[0].payload.data(), call.buffer->data());  // not a copy
+    EXPECT_EQ(got[0].payload.size(), n);
+    EXPECT_TRUE(std::string(call.buffer->begin(), call.buffer->end()) == payload) << n;
+    if (n > kMaxWireFrameBytes) EXPECT_GE(frames.size(), 2u);
+    // The placed message parses as the frame it is.
+    auto view = ParseFrame(got[0].bytes, got[0].payload, Limits{kMaxHeaderBytes, kMaxChunkBytes});
+    ASSERT_TRUE(view.ok()) << view.status().ToString();
+    EXPECT_TRUE(view->payload_placed);
+    EXPECT_EQ(view->type, MessageType::kWeightsChunk);
+    EXPECT_TRUE(std::move(got[0]).Join() == f.head + payload);
+  }
+  EXPECT_EQ(placer.calls.size(), 5u);
+  // The one-string form of OnWire joins the placed payload back behind its head.
+  const std::string payload = RandomBytes(5000, 3);
+  const FramePieces f = ChunkFrame(payload);
+  Frames frames, back;
+  ASSERT_TRUE(p.client->Seal(f.head, f.payload, &frames).ok());
+  std::vector<std::string> whole;
+  for (const std::string& frame : frames) ASSERT_TRUE(p.server->OnWire(frame, &back, &whole).ok());
+  ASSERT_EQ(whole.size(), 1u);
+  EXPECT_TRUE(whole[0] == f.head + payload);
+}
+
+// Messages that are not codec frames with a payload are never offered to the placer, and a
+// declined placement reads the message whole; either way the bytes arrive unchanged, in order.
+TEST_F(SecureChannelTest, UnclaimedOrUnsplittableMessagesArriveWhole) {
+  Pair p = Connect(GoodClient(), GoodServer());
+  RecordingPlacer placer;
+  p.server->set_payload_placer(placer.Fn());
+  const std::string good_payload = RandomBytes(3000, 5);
+  const FramePieces good = ChunkFrame(good_payload);
+  std::string bad_magic = good.head + std::string(good.payload);
+  bad_magic[0] = 'X';
+  std::string bad_version = good.head + std::string(good.payload);
+  bad_version[4] = static_cast<char>(bad_version[4] + 1);
+  std::string long_payload_length = good.head + std::string(good.payload);
+  long_payload_length[12] = static_cast<char>(long_payload_length[12] + 1);  // 16 + H + P != size
+  const std::string no_payload = internal::BuildFrame(MessageType::kHeartbeat, "", "");
+  const std::vector<std::string> messages = {
+      "", "hello", std::string(16, 'S'), bad_magic, bad_version, long_payload_length,
+      no_payload,  std::string(no_payload) + "trailing"};
+  for (const std::string& m : messages) {
+    std::vector<Plaintext> got = SendPieces(*p.client, *p.server, FramePieces{m, {}});
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_FALSE(got[0].placed);
+    EXPECT_TRUE(got[0].bytes == m);
+  }
+  EXPECT_TRUE(placer.calls.empty());
+  // Declined: asked once, read whole.
+  placer.decline = true;
+  std::vector<Plaintext> got = SendPieces(*p.client, *p.server, good);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_FALSE(got[0].placed);
+  EXPECT_TRUE(got[0].bytes == good.head + std::string(good.payload));
+  EXPECT_EQ(placer.calls.size(), 1u);
+  // Several placed and unplaced messages in one frame keep their order.
+  placer.decline = false;
+  Frames frames, back;
+  const std::string second_payload = RandomBytes(70000, 6);
+  const FramePieces second = ChunkFrame(second_payload, 1);
+  ASSERT_TRUE(p.client->Seal(good.head, good.payload, &frames).ok());
+  ASSERT_TRUE(p.client->Seal("between", &frames).ok());
+  ASSERT_TRUE(p.client->Seal(second.head, second.payload, &frames).ok());
+  std::string joined;
+  for (const std::string& f : frames) joined += f;
+  got.clear();
+  ASSERT_TRUE(p.server->OnWire(joined, &back, &got).ok());
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_TRUE(got[0].placed && got[0].payload == good.payload);
+  EXPECT_TRUE(!got[1].placed && got[1].bytes == "between");
+  EXPECT_TRUE(got[2].placed && got[2].payload == second.payload);
+}
+
+// A placed message that is cut short delivers nothing; one whose later record is tampered with
+// fails the session, delivers nothing, and lets the placer's buffer go.
+TEST_F(SecureChannelTest, PlacedMessageCutShortOrTamperedDeliversNothing) {
+  Pair p = Connect(GoodClient(), GoodServer());
+  RecordingPlacer placer;
+  p.server->set_payload_placer(placer.Fn());
+  const std::string payload = RandomBytes((size_t{9} << 20) + 4, 8);  // two wire frames
+  const FramePieces f = ChunkFrame(payload);
+  Frames frames, back;
+  ASSERT_TRUE(p.client->Seal(f.head, f.payload, &frames).ok());
+  ASSERT_EQ(frames.size(), 2u);
+  std::vector<Plaintext> got;
+  ASSERT_TRUE(p.server->OnWire(frames[0], &back, &got).ok());
+  EXPECT_TRUE(got.empty());  // the payload is not all there yet
+  ASSERT_EQ(placer.calls.size(), 1u);
+  std::weak_ptr<std::vector<char>> buffer = placer.calls[0].buffer;
+  placer.calls.clear();   // the receiver drops its reference: the session keeps the buffer
+  ASSERT_FALSE(buffer.expired());
+  frames[1][frames[1].size() / 2] ^= 1;
+  EXPECT_FALSE(p.server->OnWire(frames[1], &back, &got).ok());
+  EXPECT_TRUE(got.empty());
+  EXPECT_TRUE(buffer.expired());  // the failed session holds nothing
+
+  // The receiver drops its reference mid-message: the session writes into a buffer still
+  // allocated, and the delivered message keeps it until it is gone.
+  Pair q = Connect(GoodClient(), GoodServer());
+  q.server->set_payload_placer(placer.Fn());
+  frames.clear();
+  ASSERT_TRUE(q.client->Seal(f.head, f.payload, &frames).ok());
+  ASSERT_TRUE(q.server->OnWire(frames[0], &back, &got).ok());
+  buffer = placer.calls.at(0).buffer;
+  placer.calls.clear();
+  ASSERT_TRUE(q.server->OnWire(frames[1], &back, &got).ok());
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_FALSE(buffer.expired());
+  EXPECT_TRUE(got[0].payload == payload);
+  got.clear();
+  EXPECT_TRUE(buffer.expired());
+}
+
+// The channels above the session: a worker's chunk is placed on the coordinator's side, the
+// coordinator's on the worker's, over ZeroMQ on loopback; other messages arrive whole.
+TEST_F(SecureChannelTest, ChannelsPlacePayloadsBothWays) {
+  ChannelOptions server_options;
+  server_options.tls = GoodServer();
+  ServerChannel server(server_options);
+  std::map<std::string, std::shared_ptr<std::string>> server_buffers;
+  server.set_payload_placer(
+      [&](const std::string& peer, std::string_view head, size_t bytes) -> PayloadPlacement {
+        if (!ParseFrameHead(head, bytes, Limits{}).ok()) return {};
+        auto buffer = std::make_shared<std::string>(bytes, '\0');
+        server_buffers[peer] = buffer;
+        return {buffer->data(), buffer};
+      });
+  auto endpoint = server.Bind("tcp://127.0.0.1:*");
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
+  ChannelOptions client_options;
+  client_options.tls = GoodClient();
+  ClientChannel client(client_options);
+  std::shared_ptr<std::string> client_buffer;
+  client.set_payload_placer([&](std::string_view, size_t bytes) -> PayloadPlacement {
+    client_buffer = std::make_shared<std::string>(bytes, '\0');
+    return {client_buffer->data(), client_buffer};
+  });
+  ASSERT_TRUE(client.Connect(*endpoint).ok());
+  const std::string up = RandomBytes(size_t{1} << 20, 21);
+  const FramePieces up_frame = ChunkFrame(up);
+  ASSERT_TRUE(client.Send("hello").ok());  // queued until the handshake is done
+  ASSERT_TRUE(client.Send(up_frame.head, up_frame.payload).ok());
+
+  std::vector<ChannelMessage> at_server;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (at_server.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    auto in = server.Recv(10);
+    ASSERT_TRUE(in.ok()) << in.status().ToString();
+    if (in->has_value()) at_server.push_back(std::move(**in));
+    ASSERT_TRUE(client.Recv(1).ok());  // the client's side of the handshake
+  }
+  ASSERT_EQ(at_server.size(), 2u);
+  EXPECT_FALSE(at_server[0].placed);
+  EXPECT_EQ(at_server[0].message, "hello");
+  const ChannelMessage& chunk = at_server[1];
+  ASSERT_TRUE(chunk.placed);
+  EXPECT_EQ(chunk.message, up_frame.head);
+  ASSERT_EQ(server_buffers.count(chunk.peer), 1u);
+  EXPECT_EQ(chunk.placed_payload.data(), server_buffers[chunk.peer]->data());
+  EXPECT_TRUE(chunk.placed_payload == up);
+  EXPECT_EQ(chunk.identity, "worker-1");
+
+  const std::string down = RandomBytes(3 << 20, 22);  // sent in slices: several wire frames
+  const FramePieces down_frame = ChunkFrame(down);
+  ASSERT_TRUE(server.Send(chunk.peer, down_frame.head + down).ok());
+  std::optional<Plaintext> at_client;
+  while (!at_client && std::chrono::steady_clock::now() < deadline) {
+    server.PumpOutput();
+    auto in = client.RecvMessage(10);
+    ASSERT_TRUE(in.ok()) << in.status().ToString();
+    at_client = std::move(*in);
+  }
+  ASSERT_TRUE(at_client.has_value());
+  ASSERT_TRUE(at_client->placed);
+  EXPECT_EQ(at_client->bytes, down_frame.head);
+  EXPECT_EQ(at_client->payload.data(), client_buffer->data());
+  EXPECT_TRUE(at_client->payload == down);
 }
 
 }  // namespace

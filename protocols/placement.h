@@ -1,0 +1,47 @@
+// Decrypting a message's payload straight into the buffer that will use it.
+//
+// A received WeightsChunk's payload belongs at an offset of an update being assembled
+// (codec.h ChunkAssembler). Without placement, TLS decrypts the whole message into a buffer of
+// its own and the assembler copies the payload out of it. With a payload placer installed
+// (SecureSession::set_payload_placer, and the channels above it), the session decrypts a
+// message's head first (the codec frame up to its payload), asks the placer where the payload
+// goes, and decrypts the payload there; the message is then delivered as its head, with a view
+// of the placed payload (Plaintext).
+//
+// Lifetime. The receiver may drop or restart the transfer while a placed payload is still
+// being decrypted (a round ends, a worker is dropped): `owner` keeps the destination allocated
+// until the session is done writing and the delivered message is gone, so nothing is ever
+// written into freed memory. The receiver must then refuse the stale delivery (ChunkAssembler
+// accepts a placed payload only from the transfer and at the chunk that placed it).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace shoal::proto {
+
+// Where a payload goes: `data` has room for all of it; null = keep it in the message.
+struct PayloadPlacement {
+  char* data = nullptr;
+  std::shared_ptr<void> owner;  // keeps `data` allocated
+};
+
+// One received application message.
+struct Plaintext {
+  std::string bytes;  // the message; only its head when `placed`
+  bool placed = false;
+  std::string_view payload;     // when placed: the payload, where the placer put it
+  std::shared_ptr<void> owner;  // when placed: keeps `payload` allocated
+
+  // The whole message in one string (a copy of the payload when it was placed).
+  std::string Join() && {
+    if (!placed) return std::move(bytes);
+    std::string all;
+    all.reserve(bytes.size() + payload.size());
+    all.append(bytes).append(payload);
+    return all;
+  }
+};
+
+}  // namespace shoal::proto
