@@ -13,6 +13,11 @@
 // until the session is done writing and the delivered message is gone, so nothing is ever
 // written into freed memory. The receiver must then refuse the stale delivery (ChunkAssembler
 // accepts a placed payload only from the transfer and at the chunk that placed it).
+//
+// Delivery. A placed payload counts only once its message is delivered, in order with the
+// session's other messages. A message cut short, or a session that fails part-way (a tampered
+// record), may leave bytes in the destination that are never delivered: the receiver's chunk
+// at that place stays unaccepted.
 #pragma once
 
 #include <memory>
