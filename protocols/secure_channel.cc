@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -32,6 +33,15 @@ constexpr size_t kRecordPlain = 16384;
 constexpr size_t kRecordOverhead = kRecordHeaderBytes + 1 /* inner content type */ + 16 /* tag */;
 // Plaintext handed to SSL_write at once when sealing a large message.
 constexpr size_t kWriteChunk = 64 * kRecordPlain;  // 1 MiB
+// Record content type of handshake messages (sent in the clear only before keys are set:
+// ClientHello, ServerHello, HelloRetryRequest).
+constexpr unsigned char kHandshakeRecord = 22;
+constexpr size_t kHandshakeHeaderBytes = 4;  // msg_type(1) length(3)
+// Largest Certificate message accepted (OpenSSL's max_cert_list; 100 KB by default). OpenSSL
+// allocates for a handshake message from its claimed length, before the message arrives, so
+// this is what a peer can make a session allocate by claiming a certificate chain. Shoal's
+// chains are about 1-2 KB.
+constexpr long kMaxCertificateMessageBytes = 16 << 10;
 
 struct BioDeleter {
   void operator()(BIO* b) const { BIO_free_all(b); }
@@ -200,6 +210,7 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
     return Internal(side + ": cannot restrict protocol/suites: " + TakeOpenSslErrors());
   }
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_max_cert_list(c, kMaxCertificateMessageBytes);
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
   if (server) SSL_CTX_set_num_tickets(c, 0);
   // Idle sessions give their record buffers back (about 34 KB each): a coordinator holds one
@@ -363,6 +374,27 @@ Status SecureSession::CheckFrame(std::string_view frame) const {
     if (frame.size() - pos - kRecordHeaderBytes < body) {
       return ProtocolError("TLS frame of " + std::to_string(frame.size()) +
                            " bytes ends inside the record at offset " + std::to_string(pos));
+    }
+    if (h[0] == kHandshakeRecord) {
+      // A handshake record in the clear holds whole messages. OpenSSL allocates for a message
+      // from the length its header claims (a ClientHello may claim 128 KiB, allocated as
+      // 171 KiB) before the rest arrives: a record that claims more than it carries is refused
+      // here instead. OpenSSL's peers never split these messages (each fits in one record).
+      size_t at = kRecordHeaderBytes;
+      while (at < kRecordHeaderBytes + body) {
+        const size_t left = kRecordHeaderBytes + body - at;
+        const size_t claimed = left < kHandshakeHeaderBytes
+                                   ? SIZE_MAX
+                                   : (size_t{h[at + 1]} << 16) | (size_t{h[at + 2]} << 8) | h[at + 3];
+        if (claimed > left - std::min(left, kHandshakeHeaderBytes)) {
+          return ProtocolError("TLS handshake record at offset " + std::to_string(pos) +
+                               " holds part of a handshake message (" +
+                               (claimed == SIZE_MAX ? std::string("a cut header")
+                                                    : std::to_string(claimed) + " bytes claimed") +
+                               "); handshake messages must not be split across records");
+        }
+        at += kHandshakeHeaderBytes + claimed;
+      }
     }
     pos += kRecordHeaderBytes + body;
   }

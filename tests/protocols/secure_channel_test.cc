@@ -593,6 +593,34 @@ TEST_F(SecureChannelTest, LyingLengthPrefixIsRefusedBeforeAllocation) {
   EXPECT_LT(max_allocation, size_t{1} << 20);
 }
 
+// OpenSSL allocates for a handshake message from the length its header claims, before the
+// message arrives (a ClientHello may claim up to 128 KiB). A handshake record in the clear must
+// hold whole messages, so a few bytes claiming a large ClientHello are refused up front; the
+// real handshakes in the other tests pass the same check.
+TEST_F(SecureChannelTest, HandshakeRecordClaimingMoreThanItHoldsIsRefused) {
+  auto record = [](const std::string& body) {
+    std::string r = {'\x16', '\x03', '\x01', static_cast<char>(body.size() >> 8),
+                     static_cast<char>(body.size() & 0xff)};
+    return r + body;
+  };
+  const std::vector<std::string> lies = {
+      record(std::string("\x01\x02\x00\x00", 4) + "abcd"),  // ClientHello of 128 KiB, 4 bytes here
+      record(std::string("\x01\x00\x00\x05", 4) + "abcd"),  // one byte short
+      record(std::string("\x01\x00", 2)),                   // a cut header
+      record(std::string("\x01\x00\x00\x01", 4) + "x" + std::string("\x01\x00\x01\x00", 4)),
+  };
+  for (const std::string& frame : lies) {
+    SecureSession server(GoodServer());
+    Frames out;
+    std::vector<std::string> got;
+    ASSERT_TRUE(server.Start(&out).ok());
+    Status s = server.OnWire(frame, &out, &got);
+    EXPECT_EQ(s.code(), Code::kProtocol) << s.ToString();
+    EXPECT_TRUE(Contains(s.message(), "must not be split across records")) << s.ToString();
+    EXPECT_TRUE(got.empty());
+  }
+}
+
 TEST_F(SecureChannelTest, CapIsEnforcedExactly) {
   const size_t cap = 1000;
   Pair p = Connect(GoodClient(), GoodServer(), cap);
