@@ -171,6 +171,7 @@ class TransferDriver {
     FUZZ_CHECK(st.ok() || st.code() == Code::kInvalidArgument, Describe(st));
     FUZZ_CHECK(chunks_.active() == st.ok(), "ChunkAssembler active() after Start");
     chunk_total_ = total;
+    weights_chunk_bytes_ = chunk_bytes_;  // a later Welcome does not change this transfer's
     chunk_shadow_.clear();
     if (st.ok() && total == 0) FUZZ_CHECK(chunks_.complete(), "an empty transfer is complete");
   }
@@ -261,7 +262,7 @@ class TransferDriver {
     }
     FUZZ_CHECK(was_active, "a chunk was accepted without a transfer");
     FUZZ_CHECK(c.offset == chunk_shadow_.size(), "a chunk was accepted at the wrong offset");
-    FUZZ_CHECK(!payload.empty() && payload.size() <= chunk_bytes_,
+    FUZZ_CHECK(!payload.empty() && payload.size() <= weights_chunk_bytes_,
                "a chunk of the wrong size was accepted");
     chunk_shadow_.append(payload);
     FUZZ_CHECK(chunk_shadow_.size() <= chunk_total_, "chunks overflow the transfer");
@@ -309,6 +310,7 @@ class TransferDriver {
   uint32_t chunk_bytes_ = 0;
   ChunkAssembler chunks_;
   bool place_next_ = false;
+  uint32_t weights_chunk_bytes_ = 0;  // the chunk size the weights transfer was started with
   uint64_t chunk_total_ = 0;
   std::string chunk_shadow_;
   ModelFileAssembler model_;
