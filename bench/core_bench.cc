@@ -10,6 +10,7 @@
 
 #include "bench/bench_main.h"
 #include "common/malloc_tuning.h"
+#include "coordinator/config.h"
 #include "coordinator/fed_avg.h"
 #include "protocols/codec.h"
 
@@ -59,7 +60,7 @@ void BM_Memcpy(benchmark::State& state) {
 }
 BENCHMARK(BM_Memcpy)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillisecond);
 
-constexpr uint32_t kChunkBytes = 1u << 20;  // the default network.chunk_bytes
+const uint32_t kChunkBytes = CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
 
 // A model's weights into WeightsChunk frames (1 MiB chunks), and back.
 void BM_EncodeChunks(benchmark::State& state) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "bench/bench_main.h"
+#include "coordinator/config.h"
 #include "protocols/codec.h"
 #include "protocols/secure_channel.h"
 #include "protocols/transport.h"
@@ -190,7 +191,7 @@ void BM_PlainZmq(benchmark::State& state) {
 }
 
 constexpr uint64_t kBytes = 6'653'480;  // the FedAvg CNN's 1,663,370 float32 parameters
-constexpr uint32_t kChunk = 1u << 20;   // the default network.chunk_bytes
+const uint32_t kChunk = CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
 
 void BM_SealUpload(benchmark::State& state) {
   const bool pieces = state.range(0) != 0;
@@ -221,13 +222,8 @@ void BM_OpenUpload(benchmark::State& state) {
   limits.max_payload_bytes = kChunk;
   ChunkAssembler assembler;
   if (placed) {
-    p.server->set_payload_placer([&](std::string_view head, size_t bytes) -> PayloadPlacement {
-      auto f = ParseFrameHead(head, bytes, limits);
-      if (!f.ok()) return {};
-      auto c = Decode<WeightsChunk>(*f);
-      if (!c.ok()) return {};
-      auto at = assembler.Place(*c, bytes);
-      return at.ok() ? std::move(at).value() : PayloadPlacement{};
+    p.server->set_payload_placer([&](std::string_view head, size_t bytes) {
+      return assembler.PlaceFrame(head, bytes, limits);
     });
   }
   const std::vector<float> delta(kBytes / sizeof(float), 0.25f);
@@ -246,7 +242,7 @@ void BM_OpenUpload(benchmark::State& state) {
       messages.clear();
       if (!p.server->OnWire(frame, &back, &messages).ok()) state.SkipWithError("open");
       for (const Plaintext& m : messages) {
-        auto f = m.placed ? ParseFrame(m.bytes, m.payload, limits) : ParseFrame(m.bytes, limits);
+        auto f = ParseFrame(m, limits);
         auto c = f.ok() ? Decode<WeightsChunk>(*f) : Result<WeightsChunk>(f.status());
         if (!c.ok() || !assembler.Add(*c, f->payload, f->payload_placed).ok()) {
           state.SkipWithError("assemble");

@@ -878,12 +878,7 @@ proto::PayloadPlacement Coordinator::Impl::PlaceChunk(const std::string& peer,
                                                       std::string_view head, size_t payload_bytes) {
   auto it = peers_.find(peer);
   if (it == peers_.end() || it->second.upload != Upload::kUploading) return {};
-  auto f = proto::ParseFrameHead(head, payload_bytes, limits_);
-  if (!f.ok() || f->type != proto::MessageType::kWeightsChunk) return {};
-  auto c = proto::Decode<proto::WeightsChunk>(*f);
-  if (!c.ok()) return {};
-  auto placement = it->second.assembler.Place(*c, payload_bytes);
-  return placement.ok() ? std::move(placement).value() : proto::PayloadPlacement{};
+  return it->second.assembler.PlaceFrame(head, payload_bytes, limits_);
 }
 
 void Coordinator::Impl::Dispatch(const proto::ChannelMessage& in) {

@@ -113,6 +113,11 @@ Result<FrameView> ParseFrame(std::string_view head, std::string_view placed_payl
   return f;
 }
 
+Result<FrameView> ParseFrame(const Plaintext& message, const Limits& limits) {
+  return message.placed ? ParseFrame(message.bytes, message.payload, limits)
+                        : ParseFrame(message.bytes, limits);
+}
+
 std::optional<FrameSplit> SplitFrame(std::string_view fixed_header, size_t frame_bytes) {
   if (fixed_header.size() < kFrameHeaderBytes) return std::nullopt;
   const char* p = fixed_header.data();
@@ -226,6 +231,17 @@ Result<PayloadPlacement> ChunkAssembler::Place(const WeightsChunk& c, uint64_t p
   char* at = At(c.offset);
   placed_ = at;
   return PayloadPlacement{at, data_};
+}
+
+PayloadPlacement ChunkAssembler::PlaceFrame(std::string_view head, size_t payload_bytes,
+                                           const Limits& limits) {
+  if (!active_) return {};
+  auto f = ParseFrameHead(head, payload_bytes, limits);
+  if (!f.ok() || f->type != MessageType::kWeightsChunk) return {};
+  auto c = Decode<WeightsChunk>(*f);
+  if (!c.ok()) return {};
+  auto placement = Place(*c, payload_bytes);
+  return placement.ok() ? std::move(placement).value() : PayloadPlacement{};
 }
 
 Status ChunkAssembler::Add(const WeightsChunk& c, std::string_view payload, bool placed) {

@@ -60,6 +60,8 @@ Result<FrameView> ParseFrame(std::string_view head, std::string_view placed_payl
 // The same checks for the head alone of a frame with a payload of `payload_bytes` still to
 // come (the returned view's payload is empty): what a payload placer decides from.
 Result<FrameView> ParseFrameHead(std::string_view head, size_t payload_bytes, const Limits& limits);
+// ParseFrame of a received message, placed or not.
+Result<FrameView> ParseFrame(const Plaintext& message, const Limits& limits);
 // What a message decoder needs before it has the whole frame: how many bytes of a frame of
 // `frame_bytes` bytes are its head (fixed + structured header) and how many its payload, read
 // from the first kFrameHeaderBytes. Only the magic, version and lengths are checked (the
@@ -156,6 +158,10 @@ class ChunkAssembler {
   // (placement.h), after the checks Add makes; ProtocolError naming what is wrong otherwise.
   // The chunk still counts only once Add is called with the placed payload.
   Result<PayloadPlacement> Place(const WeightsChunk& chunk, uint64_t payload_bytes);
+  // A payload placer's answer for a frame head (secure_channel.h): Place() for the next
+  // WeightsChunk of this transfer, no placement for anything else (the message is then read
+  // whole, and Add says what is wrong with it).
+  PayloadPlacement PlaceFrame(std::string_view head, size_t payload_bytes, const Limits& limits);
   // Takes the next chunk. `placed`: the payload is where Place() put it, and is accepted only
   // from this transfer and for the chunk that was placed (a delivery that a Reset or Start
   // overtook is refused); otherwise it is copied in.

@@ -24,6 +24,8 @@
 #include <string>
 #include <string_view>
 
+#include "protocols/framing.h"
+
 namespace shoal::proto {
 
 // Where a payload goes: `data` has room for all of it; null = keep it in the message.
@@ -40,13 +42,7 @@ struct Plaintext {
   std::shared_ptr<void> owner;  // when placed: keeps `payload` allocated
 
   // The whole message in one string (a copy of the payload when it was placed).
-  std::string Join() && {
-    if (!placed) return std::move(bytes);
-    std::string all;
-    all.reserve(bytes.size() + payload.size());
-    all.append(bytes).append(payload);
-    return all;
-  }
+  std::string Join() && { return placed ? proto::Join(bytes, payload) : std::move(bytes); }
 };
 
 }  // namespace shoal::proto

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -380,18 +379,17 @@ Status SecureSession::CheckFrame(std::string_view frame) const {
       // from the length its header claims (a ClientHello may claim 128 KiB, allocated as
       // 171 KiB) before the rest arrives: a record that claims more than it carries is refused
       // here instead. OpenSSL's peers never split these messages (each fits in one record).
-      size_t at = kRecordHeaderBytes;
-      while (at < kRecordHeaderBytes + body) {
+      for (size_t at = kRecordHeaderBytes; at < kRecordHeaderBytes + body;) {
         const size_t left = kRecordHeaderBytes + body - at;
-        const size_t claimed = left < kHandshakeHeaderBytes
-                                   ? SIZE_MAX
-                                   : (size_t{h[at + 1]} << 16) | (size_t{h[at + 2]} << 8) | h[at + 3];
-        if (claimed > left - std::min(left, kHandshakeHeaderBytes)) {
+        const size_t claimed =
+            left < kHandshakeHeaderBytes
+                ? left  // a cut header: refused below whatever it says
+                : (size_t{h[at + 1]} << 16) | (size_t{h[at + 2]} << 8) | h[at + 3];
+        if (left < kHandshakeHeaderBytes || claimed > left - kHandshakeHeaderBytes) {
           return ProtocolError("TLS handshake record at offset " + std::to_string(pos) +
-                               " holds part of a handshake message (" +
-                               (claimed == SIZE_MAX ? std::string("a cut header")
-                                                    : std::to_string(claimed) + " bytes claimed") +
-                               "); handshake messages must not be split across records");
+                               " holds part of a handshake message (" + std::to_string(claimed) +
+                               " bytes claimed, " + std::to_string(left) +
+                               " left); handshake messages must not be split across records");
         }
         at += kHandshakeHeaderBytes + claimed;
       }
@@ -554,8 +552,8 @@ Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
   ERR_clear_error();
   for (;;) {
     // Decrypt straight into the length prefix, the message (or its head), or the placed payload.
-    unsigned char* dst;
-    size_t want;
+    unsigned char* dst = nullptr;
+    size_t want = 0;
     switch (reading_) {
       case Reading::kLength:
         dst = length_bytes_ + length_have_;

@@ -97,6 +97,7 @@ class WorkerClient::Impl {
   std::unique_ptr<proto::ClientChannel> channel_;
   std::shared_ptr<const proto::TlsContext> tls_;  // null with --insecure
   proto::Welcome welcome_;
+  proto::Limits limits_;  // on messages from the coordinator, from the Welcome's chunk size
   std::unique_ptr<LocalTrainer> trainer_;       // used by the training thread only while it runs
   std::unique_ptr<LocalTrainer> eval_trainer_;  // this thread's, made when evaluation overlaps training
   nn::ModelSource model_source_;                // what the trainers were made from
@@ -384,8 +385,8 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
                        welcome_.model + "/" + std::to_string(welcome_.num_classes)));
   }
 
-  proto::Limits limits;
-  limits.max_payload_bytes = welcome_.chunk_bytes;
+  limits_ = proto::Limits{};
+  limits_.max_payload_bytes = welcome_.chunk_bytes;
   auto last_heard = Clock::now();
   auto last_sent_hb = Clock::time_point{};
   if (update_) Send(*update_);  // an update not yet acknowledged before a reconnect: offer it again
@@ -414,9 +415,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
     }
     if (!in->has_value()) continue;
     last_heard = Clock::now();
-    const proto::Plaintext& m = **in;
-    auto f = m.placed ? proto::ParseFrame(m.bytes, m.payload, limits)
-                      : proto::ParseFrame(m.bytes, limits);
+    auto f = proto::ParseFrame(**in, limits_);
     if (!f.ok()) {
       spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, f.status().message());
       continue;
@@ -593,15 +592,8 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
 // (placement.h); anything else, or a chunk the assembler would not take now, is read whole.
 proto::PayloadPlacement WorkerClient::Impl::PlaceWeights(std::string_view head,
                                                          size_t payload_bytes) {
-  if (pending_ == Pending::kNone || welcome_.chunk_bytes == 0) return {};
-  proto::Limits limits;
-  limits.max_payload_bytes = welcome_.chunk_bytes;
-  auto f = proto::ParseFrameHead(head, payload_bytes, limits);
-  if (!f.ok() || f->type != proto::MessageType::kWeightsChunk) return {};
-  auto c = proto::Decode<proto::WeightsChunk>(*f);
-  if (!c.ok()) return {};
-  auto placement = assembler_.Place(*c, payload_bytes);
-  return placement.ok() ? std::move(placement).value() : proto::PayloadPlacement{};
+  if (pending_ == Pending::kNone) return {};
+  return assembler_.PlaceFrame(head, payload_bytes, limits_);
 }
 
 Result<SessionEnd> WorkerClient::Impl::OnModelFile(const proto::FrameView& f) {

@@ -974,6 +974,31 @@ TEST_F(ChunkRejectTest, PlaceMakesAddsChecks) {
   ExpectProtocolError(idle.Place(Chunk(0), 4096).status(), "without a transfer");
 }
 
+// What a payload placer asks: the place of the next WeightsChunk's payload, none for any other
+// frame head (read whole then, and refused by Add with its reason).
+TEST_F(ChunkRejectTest, PlaceFrameAnswersForTheNextChunkOnly) {
+  auto head = [&](uint32_t i) {
+    const FramePieces f = EncodeChunkPieces(5, data_.data(), bytes_, 4096, i);
+    return f.head;
+  };
+  Limits limits;
+  limits.max_payload_bytes = 4096;
+  PayloadPlacement at = a_.PlaceFrame(head(0), 4096, limits);
+  ASSERT_NE(at.data, nullptr);
+  std::memcpy(at.data, Payload(0).data(), 4096);
+  ASSERT_TRUE(a_.Add(Chunk(0), std::string_view(at.data, 4096), true).ok());
+  EXPECT_EQ(a_.PlaceFrame(head(2), 4096, limits).data, nullptr);   // out of order
+  EXPECT_EQ(a_.PlaceFrame(head(1), 4092, limits).data, nullptr);   // lengths disagree
+  limits.max_payload_bytes = 1024;
+  EXPECT_EQ(a_.PlaceFrame(head(1), 4096, limits).data, nullptr);   // over the limit
+  limits.max_payload_bytes = 4096;
+  const std::string heartbeat = Encode(Heartbeat{});
+  EXPECT_EQ(a_.PlaceFrame(heartbeat, 0, limits).data, nullptr);    // not a chunk
+  EXPECT_NE(a_.PlaceFrame(head(1), 4096, limits).data, nullptr);
+  a_.Reset();
+  EXPECT_EQ(a_.PlaceFrame(head(1), 4096, limits).data, nullptr);   // no transfer
+}
+
 // A placed payload counts only for the transfer and the chunk that placed it.
 TEST_F(ChunkRejectTest, StalePlacedPayloadsAreRefused) {
   Result<PayloadPlacement> at = a_.Place(Chunk(0), 4096);
