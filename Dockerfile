@@ -33,7 +33,13 @@ WORKDIR /src
 # Only what the four executables are built from (tests, benchmarks and docs stay out, so
 # editing them does not invalidate this layer).
 COPY CMakeLists.txt ./
-COPY common/ common/
+COPY base/ base/
+COPY security/ security/
+COPY data/ data/
+COPY model/ model/
+COPY nn/ nn/
+COPY store/ store/
+COPY evaluator/ evaluator/
 COPY protocols/ protocols/
 COPY coordinator/ coordinator/
 COPY worker/ worker/

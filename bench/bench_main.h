@@ -6,7 +6,7 @@
 
 #include <benchmark/benchmark.h>
 
-#include "common/malloc_tuning.h"
+#include "base/malloc_tuning.h"
 
 #define SHOAL_BENCHMARK_MAIN()                                      \
   int main(int argc, char** argv) {                                 \

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "bench/bench_main.h"
-#include "common/malloc_tuning.h"
+#include "base/malloc_tuning.h"
 #include "coordinator/config.h"
 #include "coordinator/fed_avg.h"
 #include "protocols/codec.h"
@@ -17,9 +17,9 @@
 namespace shoal {
 namespace {
 
-ModelSpec FlatSpec(int64_t n) {
-  ModelSpec s;
-  s.tensors.push_back({"w", DType::kFloat32, {n}});
+model::ModelSpec FlatSpec(int64_t n) {
+  model::ModelSpec s;
+  s.tensors.push_back({"w", model::DType::kFloat32, {n}});
   return s;
 }
 
@@ -36,7 +36,7 @@ void BM_FedAvgFold(benchmark::State& state) {
   const int64_t n = state.range(0);
   const bool exact = state.range(1) != 0;
   const auto delta = RandomFloats(n);
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(FlatSpec(n), exact);
   for (auto _ : state) {
     benchmark::DoNotOptimize(agg.Fold(delta.data(), delta.size(), 600));
@@ -60,14 +60,14 @@ void BM_Memcpy(benchmark::State& state) {
 }
 BENCHMARK(BM_Memcpy)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillisecond);
 
-const uint32_t kChunkBytes = CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
+const uint32_t kChunkBytes = coordinator::CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
 
 // A model's weights into WeightsChunk frames (1 MiB chunks), and back.
 void BM_EncodeChunks(benchmark::State& state) {
   const int64_t n = state.range(0);
   const auto w = RandomFloats(n);
   for (auto _ : state) {
-    auto frames = proto::EncodeChunks(1, w.data(), w.size() * 4, kChunkBytes);
+    auto frames = protocols::EncodeChunks(1, w.data(), w.size() * 4, kChunkBytes);
     benchmark::DoNotOptimize(frames.data());
   }
   state.SetBytesProcessed(state.iterations() * n * 4);
@@ -77,14 +77,14 @@ BENCHMARK(BM_EncodeChunks)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillis
 void BM_DecodeChunks(benchmark::State& state) {
   const int64_t n = state.range(0);
   const auto w = RandomFloats(n);
-  const auto frames = proto::EncodeChunks(1, w.data(), w.size() * 4, kChunkBytes);
-  proto::Limits limits;
+  const auto frames = protocols::EncodeChunks(1, w.data(), w.size() * 4, kChunkBytes);
+  protocols::Limits limits;
   for (auto _ : state) {
-    proto::ChunkAssembler a;
+    protocols::ChunkAssembler a;
     if (!a.Start(1, w.size() * 4, kChunkBytes).ok()) state.SkipWithError("start");
     for (const auto& f : frames) {
-      auto view = proto::ParseFrame(f, limits);
-      auto c = proto::Decode<proto::WeightsChunk>(*view);
+      auto view = protocols::ParseFrame(f, limits);
+      auto c = protocols::Decode<protocols::WeightsChunk>(*view);
       if (!a.Add(*c, view->payload).ok()) state.SkipWithError("add");
     }
     benchmark::DoNotOptimize(a.Take().data());

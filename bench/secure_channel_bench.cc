@@ -34,7 +34,7 @@
 #include "protocols/secure_channel.h"
 #include "protocols/transport.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 namespace {
 
 namespace fs = std::filesystem;
@@ -191,7 +191,7 @@ void BM_PlainZmq(benchmark::State& state) {
 }
 
 constexpr uint64_t kBytes = 6'653'480;  // the FedAvg CNN's 1,663,370 float32 parameters
-const uint32_t kChunk = CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
+const uint32_t kChunk = coordinator::CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
 
 void BM_SealUpload(benchmark::State& state) {
   const bool pieces = state.range(0) != 0;
@@ -265,6 +265,6 @@ BENCHMARK(BM_SealUpload)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseReal
 BENCHMARK(BM_OpenUpload)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
-}  // namespace shoal::proto
+}  // namespace shoal::protocols
 
 SHOAL_BENCHMARK_MAIN();

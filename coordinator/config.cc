@@ -1,9 +1,9 @@
 #include "coordinator/config.h"
 
-#include "common/compression.h"
-#include "common/config.h"
+#include "model/compression.h"
+#include "base/config.h"
 
-namespace shoal {
+namespace shoal::coordinator {
 
 Status CoordinatorConfig::Validate() const {
   auto bad = [](const std::string& key, const std::string& why) {
@@ -45,7 +45,7 @@ Status CoordinatorConfig::Validate() const {
   if (epochs < 1) return bad("train.epochs", "must be at least 1");
   if (batch_size < 1) return bad("train.batch_size", "must be at least 1");
   if (!(lr > 0)) return bad("train.lr", "must be positive");
-  if (!ParseEncoding(compression).ok()) return bad("train.compression", "must be none, fp16 or int8");
+  if (!model::ParseEncoding(compression).ok()) return bad("train.compression", "must be none, fp16 or int8");
   if (eval_format != "idx" && eval_format != "csv" && eval_format != "none") {
     return bad("eval.format", "must be idx, csv or none");
   }
@@ -120,4 +120,4 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   return c;
 }
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

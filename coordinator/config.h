@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "common/status.h"
+#include "base/status.h"
 
-namespace shoal {
+namespace shoal::coordinator {
 
 struct CoordinatorConfig {
   // [run]
@@ -90,4 +90,4 @@ struct CoordinatorConfig {
 Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
                                                 const std::vector<std::string>& overrides);
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

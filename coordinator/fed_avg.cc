@@ -3,16 +3,16 @@
 #include <cmath>
 #include <cstring>
 
-#include "common/malloc_tuning.h"
+#include "base/malloc_tuning.h"
 
-namespace shoal {
+namespace shoal::coordinator {
 
 namespace {
 constexpr double kFixedScale = 4294967296.0;  // 2^32
 constexpr double kFixedLimit = 1073741824.0;  // 2^30: |value| * 2^32 stays far inside int64
 }  // namespace
 
-void FedAvg::Begin(const ModelSpec& spec, bool exact) {
+void FedAvg::Begin(const model::ModelSpec& spec, bool exact) {
   spec_ = spec;
   exact_ = exact;
   size_ = static_cast<size_t>(spec.total_numel());
@@ -76,12 +76,12 @@ Status FedAvg::Fold(const float* delta, size_t count, int64_t num_samples) {
   return Status::Ok();
 }
 
-Result<Weights> FedAvg::Finish(const Weights& global) const {
+Result<model::Weights> FedAvg::Finish(const model::Weights& global) const {
   if (updates_ == 0 || total_samples_ <= 0) return InvalidArgument("no update to aggregate");
   if (global.data.size() != size_) {
     return InvalidArgument("global model size does not match the accumulator");
   }
-  Weights out;
+  model::Weights out;
   out.spec = global.spec;
   out.data.resize(size_);
   const double inv = 1.0 / static_cast<double>(total_samples_);
@@ -112,4 +112,4 @@ std::vector<double> ReferenceFedAvg(const std::vector<float>& global,
   return out;
 }
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

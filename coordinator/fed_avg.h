@@ -18,26 +18,26 @@
 #include <cstdint>
 #include <vector>
 
-#include "common/status.h"
-#include "common/weights.h"
+#include "base/status.h"
+#include "model/weights.h"
 
-namespace shoal {
+namespace shoal::coordinator {
 
 class FedAvg {
  public:
   // Starts a round for models of `spec`: zeroes the accumulator.
-  void Begin(const ModelSpec& spec, bool exact = false);
+  void Begin(const model::ModelSpec& spec, bool exact = false);
   // Checks the update (size, sample count, every value finite) and only then folds it.
   // InvalidArgument / Rejected naming the problem; the accumulator is untouched on error.
   Status Fold(const float* delta, size_t count, int64_t num_samples);
   // The aggregate applied to `global`; InvalidArgument when no update was folded.
-  Result<Weights> Finish(const Weights& global) const;
+  Result<model::Weights> Finish(const model::Weights& global) const;
 
   int64_t total_samples() const { return total_samples_; }
   int updates() const { return updates_; }
 
  private:
-  ModelSpec spec_;
+  model::ModelSpec spec_;
   bool exact_ = false;
   size_t size_ = 0;
   std::vector<float> acc_;          // float mode
@@ -52,4 +52,4 @@ std::vector<double> ReferenceFedAvg(const std::vector<float>& global,
                                     const std::vector<std::vector<float>>& deltas,
                                     const std::vector<int64_t>& samples);
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

@@ -4,10 +4,10 @@
 
 #include <thread>
 
-#include "common/thread_name.h"
+#include "base/thread_name.h"
 #include "coordinator/dashboard_html.h"
 
-namespace shoal {
+namespace shoal::coordinator {
 
 bool IsLoopbackAddress(const std::string& a) {
   return a == "127.0.0.1" || a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0;
@@ -88,4 +88,4 @@ Result<int> HttpServer::Start() {
   return port;
 }
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

@@ -12,10 +12,10 @@
 #include <memory>
 #include <string>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "coordinator/status_board.h"
 
-namespace shoal {
+namespace shoal::coordinator {
 
 struct HttpOptions {
   std::string address = "127.0.0.1";
@@ -42,4 +42,4 @@ class HttpServer {
 
 bool IsLoopbackAddress(const std::string& address);
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

@@ -4,14 +4,14 @@
 #include <csignal>
 #include <cstdio>
 
-#include "common/cli_flags.h"
-#include "common/log.h"
-#include "common/malloc_tuning.h"
+#include "base/cli_flags.h"
+#include "base/log.h"
+#include "base/malloc_tuning.h"
 #include "coordinator/config.h"
 #include "coordinator/round_engine.h"
 
 namespace {
-shoal::Coordinator* g_coordinator = nullptr;
+shoal::coordinator::Coordinator* g_coordinator = nullptr;
 void OnSignal(int) {
   if (g_coordinator) g_coordinator->Stop();
 }
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
                   "DEBUGGING ONLY: no TLS; weights travel in clear text and anyone may join");
   CLI11_PARSE(app, argc, argv);
 
-  auto config = shoal::LoadCoordinatorConfig(flags.config_path(), flags.Overrides());
+  auto config = shoal::coordinator::LoadCoordinatorConfig(flags.config_path(), flags.Overrides());
   if (!config.ok()) {
     std::fprintf(stderr, "shoal-coordinator: %s\n", config.status().ToString().c_str());
     return 2;
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shoal-coordinator: %s\n", st.ToString().c_str());
     return 2;
   }
-  shoal::Coordinator coordinator(std::move(config).value());
+  shoal::coordinator::Coordinator coordinator(std::move(config).value());
   g_coordinator = &coordinator;
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

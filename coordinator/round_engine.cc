@@ -18,25 +18,26 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "common/malloc_tuning.h"
-#include "common/compression.h"
-#include "common/file_util.h"
-#include "common/pki.h"
-#include "common/sha256.h"
-#include "common/thread_name.h"
-#include "common/signing.h"
+#include "base/malloc_tuning.h"
+#include "model/compression.h"
+#include "base/file_util.h"
+#include "security/pki.h"
+#include "base/sha256.h"
+#include "base/thread_name.h"
+#include "security/signing.h"
 #include "coordinator/fed_avg.h"
 #include "coordinator/http_server.h"
-#include "coordinator/model_ops.h"
-#include "coordinator/model_store.h"
+#include "evaluator/model_ops.h"
+#include "store/script_copy.h"
+#include "store/model_store.h"
 #include "coordinator/status_board.h"
 #include "protocols/channel.h"
 #include "protocols/codec.h"
 
-namespace shoal {
+namespace shoal::coordinator {
 
 using Clock = std::chrono::steady_clock;
-using proto::ErrorCode;
+using protocols::ErrorCode;
 
 namespace {
 
@@ -88,7 +89,7 @@ uint64_t MixSeed(uint64_t seed, uint64_t round, uint64_t salt) {
 }
 
 // A central evaluation as recorded in version metas and metrics.jsonl.
-nlohmann::json CentralJson(const EvalMetrics& m) {
+nlohmann::json CentralJson(const model::EvalMetrics& m) {
   return {{"accuracy", m.accuracy}, {"loss", m.loss}, {"count", m.count}};
 }
 
@@ -113,9 +114,9 @@ class Coordinator::Impl {
     int64_t num_val = 0;
     Clock::time_point last_seen;
     Upload upload = Upload::kNone;
-    proto::UpdateReady ready;
+    protocols::UpdateReady ready;
     Clock::time_point ready_at;  // when `ready` arrived
-    proto::ChunkAssembler assembler;
+    protocols::ChunkAssembler assembler;
     int rounds_participated = 0;
   };
 
@@ -160,17 +161,17 @@ class Coordinator::Impl {
   // answer EvalTasks). With eval.overlap it runs while the next round trains; the version's
   // metrics and its round's record are completed when it is in.
   struct PendingEval {
-    VersionMeta meta;                // as committed, metrics["evaluation"] = "pending"
+    store::VersionMeta meta;                // as committed, metrics["evaluation"] = "pending"
     nlohmann::json record;           // the round's metrics.jsonl record, without its evaluation
     Clock::time_point round_started;
     Clock::time_point started;
     Clock::time_point federated_deadline;
-    std::future<Result<EvalMetrics>> central;
+    std::future<Result<model::EvalMetrics>> central;
     std::set<std::string> expected;  // worker names
     // Expected but not asked yet: the next round's TrainTask asks them (it carries the same
     // weights), and an EvalTask those it does not select.
     std::set<std::string> deferred;
-    std::map<std::string, proto::EvalResult> results;
+    std::map<std::string, protocols::EvalResult> results;
   };
 
   // Setup.
@@ -181,18 +182,18 @@ class Coordinator::Impl {
   // The message pump.
   bool PumpUntil(Clock::time_point deadline, const std::function<bool()>& done);
   void Housekeeping();
-  void Dispatch(const proto::ChannelMessage& in);
-  bool Authorize(const proto::ChannelMessage& in);
-  void OnJoinRequest(const proto::ChannelMessage& in, const proto::FrameView& f);
+  void Dispatch(const protocols::ChannelMessage& in);
+  bool Authorize(const protocols::ChannelMessage& in);
+  void OnJoinRequest(const protocols::ChannelMessage& in, const protocols::FrameView& f);
   Status SetUpChannel();
   void RefreshEnrollment(bool force);
   void RecordChannelEvents();
-  void OnHello(const std::string& id, const proto::FrameView& f, const std::string& identity);
-  void OnUpdateReady(Peer& p, const proto::FrameView& f);
-  void OnChunk(Peer& p, const proto::FrameView& f);
-  proto::PayloadPlacement PlaceChunk(const std::string& peer, std::string_view head,
+  void OnHello(const std::string& id, const protocols::FrameView& f, const std::string& identity);
+  void OnUpdateReady(Peer& p, const protocols::FrameView& f);
+  void OnChunk(Peer& p, const protocols::FrameView& f);
+  protocols::PayloadPlacement PlaceChunk(const std::string& peer, std::string_view head,
                                      size_t payload_bytes);
-  void OnEvalResult(Peer& p, const proto::FrameView& f);
+  void OnEvalResult(Peer& p, const protocols::FrameView& f);
   void SendTo(const std::string& id, std::shared_ptr<const std::string> frame,
               bool may_overtake = false);
   void SendTo(const std::string& id, std::string frame) {
@@ -201,7 +202,7 @@ class Coordinator::Impl {
   void SendError(const std::string& id, ErrorCode code, uint64_t round, const std::string& msg);
   template <class M>
   void SendMsg(const std::string& id, const M& m) {
-    SendTo(id, proto::Encode(m));
+    SendTo(id, protocols::Encode(m));
   }
   void DropPeer(const std::string& id, const std::string& why);
   void EndUpload(Peer& p);
@@ -211,7 +212,7 @@ class Coordinator::Impl {
 
   // One round.
   Status RunRound(uint64_t round, int attempt, bool* committed);
-  void StartEvaluation(VersionMeta meta, nlohmann::json record, Clock::time_point round_started,
+  void StartEvaluation(store::VersionMeta meta, nlohmann::json record, Clock::time_point round_started,
                        bool next_round_follows);
   void SendDeferredEvalTasks();
   bool EvaluationDone() const;
@@ -219,7 +220,7 @@ class Coordinator::Impl {
   Status FinishEvaluation();
   // Completes the pending evaluation: the version's meta, the round's record, the printed row.
   Status CompleteEvaluation();
-  Status CompleteResumedEvaluation(const VersionMeta& meta);
+  Status CompleteResumedEvaluation(const store::VersionMeta& meta);
   std::vector<std::string> SelectWorkers(uint64_t round, int attempt);
   void Publish();
   double RoundDeadlineSeconds();
@@ -229,21 +230,21 @@ class Coordinator::Impl {
 
   CoordinatorConfig cfg_;
   std::atomic<bool>& stop_;
-  proto::Limits limits_;
-  std::unique_ptr<proto::ServerChannel> channel_;
+  protocols::Limits limits_;
+  std::unique_ptr<protocols::ServerChannel> channel_;
   // Enrolled workers by certificate fingerprint (from the CA's issued.json) and revoked names,
   // reloaded when those files change (checked every housekeeping pass, 200 ms).
-  std::map<std::string, pki::WorkerRecord> enrolled_;
+  std::map<std::string, security::WorkerRecord> enrolled_;
   std::set<std::string> revoked_;
   std::string enrollment_stamp_;
   std::string run_id_;
-  std::unique_ptr<ModelStore> store_;
-  std::unique_ptr<CentralEvaluator> evaluator_;
-  nn::ModelSource model_;               // script_bytes released once model_frames_ are built
+  std::unique_ptr<store::ModelStore> store_;
+  std::unique_ptr<evaluator::CentralEvaluator> evaluator_;
+  model::ModelSource model_;               // script_bytes released once model_frames_ are built
   std::string model_sha256_;            // hex, torchscript runs only
   uint64_t model_bytes_ = 0;            // size of the TorchScript file, 0 for built-ins
   std::vector<std::shared_ptr<const std::string>> model_frames_;  // ModelFile frames sent after every Welcome
-  Weights global_;
+  model::Weights global_;
   uint64_t version_ = 0;
   uint64_t next_round_ = 1;
   std::map<std::string, Peer> peers_;  // by connection id
@@ -252,7 +253,7 @@ class Coordinator::Impl {
   std::optional<PendingEval> eval_;
   Status eval_status_;  // a failed background evaluation, reported by the round that sees it
   FedAvg fedavg_;
-  Encoding encoding_ = Encoding::kF32;  // train.compression
+  model::Encoding encoding_ = model::Encoding::kF32;  // train.compression
   std::vector<float> decoded_;          // a compressed update decoded for folding
   Clock::time_point last_housekeeping_ = Clock::now();
 
@@ -260,7 +261,7 @@ class Coordinator::Impl {
   std::unique_ptr<HttpServer> http_;
   std::string state_ = "starting";
   std::map<std::string, WorkerStats> stats_;  // by worker name
-  std::string started_at_ = UtcNow();
+  std::string started_at_ = store::UtcNow();
 };
 
 Coordinator::Coordinator(CoordinatorConfig config)
@@ -269,14 +270,14 @@ Coordinator::~Coordinator() = default;
 Status Coordinator::Run() { return impl_->Run(); }
 
 Status Coordinator::Impl::Prepare() {
-  spdlog::info("runtime {}", ConfigureModelRuntime(cfg_.threads));
-  SHOAL_ASSIGN_OR_RETURN(ModelStore store, ModelStore::Open(cfg_.run_dir));
-  store_ = std::make_unique<ModelStore>(std::move(store));
+  spdlog::info("runtime {}", evaluator::ConfigureModelRuntime(cfg_.threads));
+  SHOAL_ASSIGN_OR_RETURN(store::ModelStore store, store::ModelStore::Open(cfg_.run_dir));
+  store_ = std::make_unique<store::ModelStore>(std::move(store));
   // The key that signs exported models (shoalctl export / verify).
-  SHOAL_RETURN_IF_ERROR(EnsureCoordinatorKey(cfg_.run_dir));
+  SHOAL_RETURN_IF_ERROR(security::EnsureCoordinatorKey(cfg_.run_dir));
   SHOAL_RETURN_IF_ERROR(LoadModel());
   if (cfg_.eval_format != "none") {
-    SHOAL_ASSIGN_OR_RETURN(evaluator_, CentralEvaluator::Create(
+    SHOAL_ASSIGN_OR_RETURN(evaluator_, evaluator::CentralEvaluator::Create(
                                            model_, cfg_.input_shape, cfg_.num_classes,
                                            cfg_.eval_format, cfg_.eval_path, cfg_.eval_split,
                                            cfg_.eval_label_column, cfg_.eval_limit));
@@ -284,19 +285,19 @@ Status Coordinator::Impl::Prepare() {
     ReleaseFreeMemory();  // the decoded test set's intermediate copies
   }
   SHOAL_RETURN_IF_ERROR(Resume());
-  ReleaseModelRuntime();  // initial weights are made: LibTorch stays only for central evaluation
+  evaluator::ReleaseModelRuntime();  // initial weights are made: LibTorch stays only for central evaluation
   rs_.round = next_round_ - 1;  // what status shows until the next round starts
   if (model_.is_script()) {
     // Encoded once; the bytes themselves are no longer needed (the evaluator holds its module).
-    for (auto& f : proto::EncodeModelFile(model_.script_bytes, cfg_.chunk_bytes)) {
+    for (auto& f : protocols::EncodeModelFile(model_.script_bytes, cfg_.chunk_bytes)) {
       model_frames_.push_back(std::make_shared<const std::string>(std::move(f)));
     }
     FreeStorage(model_.script_bytes);
   }
-  if (auto versions = ListVersions(cfg_.run_dir); versions.ok()) {
+  if (auto versions = store::ListVersions(cfg_.run_dir); versions.ok()) {
     for (const auto& v : *versions) board_.AddVersion(v.ToJson());
   }
-  if (auto recs = ReadMetricsLog(cfg_.run_dir); recs.ok()) {
+  if (auto recs = store::ReadMetricsLog(cfg_.run_dir); recs.ok()) {
     for (const auto& r : *recs) {
       board_.AddRound(r);
       // A resumed run's worker table starts from the history: who took part in which round.
@@ -322,9 +323,9 @@ Status Coordinator::Impl::Prepare() {
   state_ = "waiting";
   Publish();
 
-  encoding_ = *ParseEncoding(cfg_.compression);  // validated with the config
-  if (encoding_ != Encoding::kF32) {
-    spdlog::info("updates travel as {} with error feedback on the workers", EncodingName(encoding_));
+  encoding_ = *model::ParseEncoding(cfg_.compression);  // validated with the config
+  if (encoding_ != model::Encoding::kF32) {
+    spdlog::info("updates travel as {} with error feedback on the workers", model::EncodingName(encoding_));
   }
   SHOAL_RETURN_IF_ERROR(SetUpChannel());
   SHOAL_ASSIGN_OR_RETURN(std::string endpoint, channel_->Bind(cfg_.bind));
@@ -342,7 +343,7 @@ Status Coordinator::Impl::Prepare() {
 // only ca.crt, and lets a client without a certificate finish the handshake so it can redeem a
 // join token (such a session may send nothing else).
 Status Coordinator::Impl::SetUpChannel() {
-  proto::ChannelOptions co;
+  protocols::ChannelOptions co;
   co.max_message_bytes = limits_.max_frame_bytes();
   co.handshake_timeout_ms = static_cast<int>(cfg_.handshake_timeout_ms);
   co.max_concurrent_sends = static_cast<size_t>(cfg_.max_concurrent_sends);
@@ -352,7 +353,7 @@ Status Coordinator::Impl::SetUpChannel() {
         "!!! INSECURE MODE (--insecure / security.insecure): no TLS. Weights and updates travel "
         "in clear text, any process that can reach the port can join as any worker name, and "
         "nothing is authenticated. Use only for debugging on a trusted host.");
-    channel_ = std::make_unique<proto::ServerChannel>(co);
+    channel_ = std::make_unique<protocols::ServerChannel>(co);
     return Status::Ok();
   }
   const std::string& dir = cfg_.ca_dir;
@@ -364,25 +365,25 @@ Status Coordinator::Impl::SetUpChannel() {
     }
     return text;
   };
-  SHOAL_ASSIGN_OR_RETURN(std::string ca, read(pki::CaCertPath(dir)));
-  SHOAL_ASSIGN_OR_RETURN(std::string cert, read(pki::CoordinatorCertPath(dir)));
-  SHOAL_ASSIGN_OR_RETURN(std::string key, read(pki::CoordinatorKeyPath(dir)));
-  proto::TlsConfig tc;
+  SHOAL_ASSIGN_OR_RETURN(std::string ca, read(security::CaCertPath(dir)));
+  SHOAL_ASSIGN_OR_RETURN(std::string cert, read(security::CoordinatorCertPath(dir)));
+  SHOAL_ASSIGN_OR_RETURN(std::string key, read(security::CoordinatorKeyPath(dir)));
+  protocols::TlsConfig tc;
   tc.cert_pem = cert + ca;
   tc.key_pem = std::move(key);
   tc.ca_pem = ca;
   tc.require_peer_certificate = false;  // join-token enrollment; see Authorize()
-  auto tls = proto::TlsContext::Server(tc);
+  auto tls = protocols::TlsContext::Server(tc);
   if (!tls.ok()) return tls.status().Annotate("security.ca_dir " + dir);
   co.tls = std::move(tls).value();
-  channel_ = std::make_unique<proto::ServerChannel>(co);
+  channel_ = std::make_unique<protocols::ServerChannel>(co);
   channel_->set_payload_placer([this](const std::string& peer, std::string_view head,
                                       size_t payload_bytes) {
     return PlaceChunk(peer, head, payload_bytes);
   });
   RefreshEnrollment(/*force=*/true);
-  SHOAL_ASSIGN_OR_RETURN(std::string fingerprint, pki::CaFingerprint(ca));
-  spdlog::info("TLS: CA {} fingerprint {}; {} workers enrolled, {} revoked", pki::CaCertPath(dir),
+  SHOAL_ASSIGN_OR_RETURN(std::string fingerprint, security::CaFingerprint(ca));
+  spdlog::info("TLS: CA {} fingerprint {}; {} workers enrolled, {} revoked", security::CaCertPath(dir),
                fingerprint, enrolled_.size(), revoked_.size());
   return Status::Ok();
 }
@@ -401,8 +402,8 @@ void Coordinator::Impl::RefreshEnrollment(bool force) {
     }
   }
   if (!force && stamp == enrollment_stamp_) return;
-  auto records = pki::ListEnrolled(cfg_.ca_dir);
-  auto revoked = pki::RevokedNames(cfg_.ca_dir);
+  auto records = security::ListEnrolled(cfg_.ca_dir);
+  auto revoked = security::RevokedNames(cfg_.ca_dir);
   if (!records.ok() || !revoked.ok()) {
     // Keep the previous tables (fail closed for revocations already known).
     spdlog::error("cannot read the CA's enrollment files: {}",
@@ -437,7 +438,7 @@ void Coordinator::Impl::RecordChannelEvents() {
 
 // With TLS: the peer must have presented an enrolled, unrevoked certificate, and once admitted
 // every message on that connection must come from the same certificate name.
-bool Coordinator::Impl::Authorize(const proto::ChannelMessage& in) {
+bool Coordinator::Impl::Authorize(const protocols::ChannelMessage& in) {
   if (!channel_->secure()) return true;
   auto refuse = [&](const char* reason, const std::string& why) {
     board_.CountRejection(reason);
@@ -472,7 +473,7 @@ bool Coordinator::Impl::Authorize(const proto::ChannelMessage& in) {
 }
 
 // Enrollment: redeem a one-time join token against the worker's CSR and return its certificate.
-void Coordinator::Impl::OnJoinRequest(const proto::ChannelMessage& in, const proto::FrameView& f) {
+void Coordinator::Impl::OnJoinRequest(const protocols::ChannelMessage& in, const protocols::FrameView& f) {
   auto fail = [&](const std::string& why) {
     board_.CountRejection("join_refused");
     spdlog::warn("join refused: {}", why);
@@ -481,18 +482,18 @@ void Coordinator::Impl::OnJoinRequest(const proto::ChannelMessage& in, const pro
   };
   if (!channel_->secure()) return fail("this coordinator runs --insecure; there is nothing to join");
   if (in.authenticated) return fail("already holds a certificate; a JoinRequest needs none");
-  auto req = proto::Decode<proto::JoinRequest>(f);
+  auto req = protocols::Decode<protocols::JoinRequest>(f);
   if (!req.ok()) return fail(req.status().message());
-  if (req->protocol_version != proto::kProtocolVersion) {
+  if (req->protocol_version != protocols::kProtocolVersion) {
     return fail("protocol version " + std::to_string(req->protocol_version) + " not supported");
   }
-  auto cert = pki::RedeemJoinToken(cfg_.ca_dir, req->token_id, req->secret, req->csr_pem);
+  auto cert = security::RedeemJoinToken(cfg_.ca_dir, req->token_id, req->secret, req->csr_pem);
   if (!cert.ok()) return fail(cert.status().message());
-  auto ca = ReadFile(pki::CaCertPath(cfg_.ca_dir), 1 << 20);
+  auto ca = ReadFile(security::CaCertPath(cfg_.ca_dir), 1 << 20);
   if (!ca.ok()) return fail(ca.status().message());
-  auto info = pki::VerifyPeerCert(*ca, *cert);
+  auto info = security::VerifyPeerCert(*ca, *cert);
   if (!info.ok()) return fail("issued certificate does not verify: " + info.status().message());
-  proto::JoinResponse resp;
+  protocols::JoinResponse resp;
   resp.worker_name = info->common_name;
   resp.cert_pem = std::move(cert).value();
   resp.ca_pem = std::move(ca).value();
@@ -509,7 +510,7 @@ void Coordinator::Impl::OnJoinRequest(const proto::ChannelMessage& in, const pro
 Status Coordinator::Impl::LoadModel() {
   model_.name = cfg_.model;
   if (!model_.is_script()) return Status::Ok();
-  const std::string info_path = RunInfoPath(cfg_.run_dir);
+  const std::string info_path = store::RunInfoPath(cfg_.run_dir);
   if (PathExists(info_path)) {
     SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(info_path, 1 << 20));
     auto j = nlohmann::json::parse(text, nullptr, false);
@@ -518,7 +519,7 @@ Status Coordinator::Impl::LoadModel() {
     }
     const std::string run_model =
         j.contains("model") && j["model"].is_string() ? j["model"].get<std::string>() : "";
-    if (run_model != nn::kTorchScriptModel) {
+    if (run_model != model::kTorchScriptModel) {
       return InvalidArgument(cfg_.run_dir + " holds a run of model '" + run_model +
                              "', the config asks for 'torchscript'");
     }
@@ -526,32 +527,32 @@ Status Coordinator::Impl::LoadModel() {
       return Corrupt(info_path + ": a torchscript run without model_sha256");
     }
     model_sha256_ = j["model_sha256"].get<std::string>();
-    SHOAL_ASSIGN_OR_RETURN(model_.script_bytes, ReadRunScriptModel(cfg_.run_dir, model_sha256_));
-    if (auto now = ReadFile(cfg_.model_path, nn::kMaxScriptModelBytes);
+    SHOAL_ASSIGN_OR_RETURN(model_.script_bytes, store::ReadRunScriptModel(cfg_.run_dir, model_sha256_));
+    if (auto now = ReadFile(cfg_.model_path, model::kMaxScriptModelBytes);
         now.ok() && ToHex(Sha256::Of(now->data(), now->size())) != model_sha256_) {
       spdlog::warn("model.path {} is not the file this run started with; the resumed run keeps "
                    "training its copy {}",
-                   cfg_.model_path, ScriptModelPath(cfg_.run_dir));
+                   cfg_.model_path, store::ScriptModelPath(cfg_.run_dir));
     }
   } else {
-    auto bytes = ReadFile(cfg_.model_path, nn::kMaxScriptModelBytes);
+    auto bytes = ReadFile(cfg_.model_path, model::kMaxScriptModelBytes);
     if (!bytes.ok()) return bytes.status().Annotate("model.path");
     model_.script_bytes = std::move(bytes).value();
     model_sha256_ = ToHex(Sha256::Of(model_.script_bytes.data(), model_.script_bytes.size()));
     // Checked before anything is written, so a bad file leaves no half-made run behind.
-    auto initial = InitialWeights(model_, cfg_.input_shape, cfg_.num_classes, cfg_.seed);
+    auto initial = evaluator::InitialWeights(model_, cfg_.input_shape, cfg_.num_classes, cfg_.seed);
     if (!initial.ok()) return initial.status().Annotate("model.path " + cfg_.model_path);
     SHOAL_RETURN_IF_ERROR(MakeDirs(cfg_.run_dir + "/model"));
-    SHOAL_RETURN_IF_ERROR(WriteFileAtomic(ScriptModelPath(cfg_.run_dir), model_.script_bytes));
+    SHOAL_RETURN_IF_ERROR(WriteFileAtomic(store::ScriptModelPath(cfg_.run_dir), model_.script_bytes));
   }
   model_bytes_ = model_.script_bytes.size();
-  spdlog::info("torchscript model {} ({} bytes, sha256={}) from {}", ScriptModelPath(cfg_.run_dir),
+  spdlog::info("torchscript model {} ({} bytes, sha256={}) from {}", store::ScriptModelPath(cfg_.run_dir),
                model_bytes_, model_sha256_, cfg_.model_path);
   return Status::Ok();
 }
 
 Status Coordinator::Impl::Resume() {
-  const std::string info_path = RunInfoPath(cfg_.run_dir);
+  const std::string info_path = store::RunInfoPath(cfg_.run_dir);
   if (PathExists(info_path)) {
     SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(info_path, 1 << 20));
     auto j = nlohmann::json::parse(text, nullptr, false);
@@ -570,7 +571,7 @@ Status Coordinator::Impl::Resume() {
                            {"input_shape", cfg_.input_shape},
                            {"num_classes", cfg_.num_classes},
                            {"seed", cfg_.seed},
-                           {"created_at", UtcNow()}};
+                           {"created_at", store::UtcNow()}};
     if (model_.is_script()) {
       info["model_path"] = cfg_.model_path;
       info["model_sha256"] = model_sha256_;
@@ -580,10 +581,10 @@ Status Coordinator::Impl::Resume() {
   }
 
   std::vector<std::string> problems;
-  SHOAL_ASSIGN_OR_RETURN(auto versions, ListVersions(cfg_.run_dir, &problems));
+  SHOAL_ASSIGN_OR_RETURN(auto versions, store::ListVersions(cfg_.run_dir, &problems));
   for (const auto& p : problems) spdlog::error("skipping unreadable version: {}", p);
   for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
-    auto w = LoadVersion(cfg_.run_dir, *it);
+    auto w = store::LoadVersion(cfg_.run_dir, *it);
     if (!w.ok()) {
       spdlog::error("version v{} is unusable ({}); falling back to the previous one", it->version,
                     w.status().ToString());
@@ -596,13 +597,13 @@ Status Coordinator::Impl::Resume() {
                  it->round, it->sha256);
     return CompleteResumedEvaluation(*it);
   }
-  SHOAL_ASSIGN_OR_RETURN(global_, InitialWeights(model_, cfg_.input_shape, cfg_.num_classes,
+  SHOAL_ASSIGN_OR_RETURN(global_, evaluator::InitialWeights(model_, cfg_.input_shape, cfg_.num_classes,
                                                  cfg_.seed));
-  VersionMeta meta;
+  store::VersionMeta meta;
   meta.version = 0;
   meta.round = 0;
   if (evaluator_) {
-    SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, evaluator_->Evaluate(global_));
+    SHOAL_ASSIGN_OR_RETURN(model::EvalMetrics m, evaluator_->Evaluate(global_));
     meta.metrics = {{"central", CentralJson(m)}};
   }
   SHOAL_RETURN_IF_ERROR(store_->Commit(global_, meta));
@@ -616,22 +617,22 @@ Status Coordinator::Impl::Resume() {
 // A version committed just before the coordinator stopped may have no metrics yet (its
 // evaluation was running) and its round no record in metrics.jsonl: both are completed here,
 // with the central evaluation (the workers' federated results are gone with the old process).
-Status Coordinator::Impl::CompleteResumedEvaluation(const VersionMeta& resumed) {
+Status Coordinator::Impl::CompleteResumedEvaluation(const store::VersionMeta& resumed) {
   if (resumed.round == 0) return Status::Ok();
   const bool pending = resumed.metrics.value("evaluation", "") == "pending";
   bool recorded = false;
-  if (auto recs = ReadMetricsLog(cfg_.run_dir); recs.ok()) {
+  if (auto recs = store::ReadMetricsLog(cfg_.run_dir); recs.ok()) {
     for (const auto& r : *recs) {
       recorded |= r.value("version", uint64_t{0}) == resumed.version;
     }
   }
   if (!pending && recorded) return Status::Ok();
-  VersionMeta meta = resumed;
+  store::VersionMeta meta = resumed;
   nlohmann::json evaluation = {{"overlapped", false}, {"after_restart", true}};
   if (pending) {
     meta.metrics["central"] = nullptr;
     if (evaluator_) {
-      SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, evaluator_->Evaluate(global_));
+      SHOAL_ASSIGN_OR_RETURN(model::EvalMetrics m, evaluator_->Evaluate(global_));
       meta.metrics["central"] = CentralJson(m);
       evaluation["central_cpu_s"] = m.cpu_seconds;
     }
@@ -651,7 +652,7 @@ Status Coordinator::Impl::CompleteResumedEvaluation(const VersionMeta& resumed) 
                           {"train_loss", meta.metrics.value("train_loss", nlohmann::json(nullptr))},
                           {"evaluation", evaluation},
                           {"time", meta.created_at},
-                          {"evaluated_at", UtcNow()}};
+                          {"evaluated_at", store::UtcNow()}};
     SHOAL_RETURN_IF_ERROR(store_->AppendMetrics(rec));
   }
   return Status::Ok();
@@ -692,13 +693,13 @@ Status Coordinator::Impl::Run() {
   }
   if (Status st = FinishEvaluation(); !st.ok() && result.ok()) result = st;
   if (stop_ && result.ok()) result = Unavailable("stopped before the run finished");
-  proto::Shutdown bye;
+  protocols::Shutdown bye;
   bye.reason = result.ok() ? "run finished" : result.ToString();
   for (const auto& [id, p] : peers_) SendMsg(id, bye);
   channel_->Flush(2000);
   if (result.ok()) {
     std::printf("final model: v%llu %s\n", static_cast<unsigned long long>(version_),
-                VersionWeightsPath(cfg_.run_dir, version_).c_str());
+                store::VersionWeightsPath(cfg_.run_dir, version_).c_str());
     std::fflush(stdout);
   }
   state_ = result.ok() ? "finished" : (stop_ ? "stopped" : "failed");
@@ -834,14 +835,14 @@ void Coordinator::Impl::Publish() {
                     {"evaluating_version", eval_ ? nlohmann::json(eval_->meta.version) : nullptr},
                     {"min_workers", cfg_.min_workers},
                     {"started_at", started_at_},
-                    {"updated_at", UtcNow()}});
+                    {"updated_at", store::UtcNow()}});
 }
 
 void Coordinator::Impl::SendError(const std::string& id, ErrorCode code, uint64_t round,
                                   const std::string& msg) {
   board_.CountRejection(ReasonName(code));
   if (WorkerStats* ws = StatsFor(id)) ++ws->rejected;
-  proto::Error e;
+  protocols::Error e;
   e.code = code;
   e.round = round;
   e.message = msg;
@@ -874,27 +875,27 @@ void Coordinator::Impl::DropPeer(const std::string& id, const std::string& why) 
 
 // An update's chunk is decrypted straight into the update being assembled (placement.h); any
 // other message, or a chunk the assembler would not take now, is read whole and dispatched.
-proto::PayloadPlacement Coordinator::Impl::PlaceChunk(const std::string& peer,
+protocols::PayloadPlacement Coordinator::Impl::PlaceChunk(const std::string& peer,
                                                       std::string_view head, size_t payload_bytes) {
   auto it = peers_.find(peer);
   if (it == peers_.end() || it->second.upload != Upload::kUploading) return {};
   return it->second.assembler.PlaceFrame(head, payload_bytes, limits_);
 }
 
-void Coordinator::Impl::Dispatch(const proto::ChannelMessage& in) {
+void Coordinator::Impl::Dispatch(const protocols::ChannelMessage& in) {
   const size_t bytes = in.message.size() + in.placed_payload.size();
   rs_.bytes_in += bytes + in.peer.size();
   board_.AddBytes(bytes, 0);
-  auto frame = in.placed ? proto::ParseFrame(in.message, in.placed_payload, limits_)
-                         : proto::ParseFrame(in.message, limits_);
-  if (frame.ok() && frame->type == proto::MessageType::kJoinRequest) {
+  auto frame = in.placed ? protocols::ParseFrame(in.message, in.placed_payload, limits_)
+                         : protocols::ParseFrame(in.message, limits_);
+  if (frame.ok() && frame->type == protocols::MessageType::kJoinRequest) {
     OnJoinRequest(in, *frame);
     return;
   }
   if (!Authorize(in)) return;
   if (WorkerStats* ws = StatsFor(in.peer)) {
     ws->bytes_in += bytes;
-    ws->last_seen = UtcNow();
+    ws->last_seen = store::UtcNow();
   }
   auto it = peers_.find(in.peer);
   const std::string who = it != peers_.end() ? it->second.name : "(unadmitted)";
@@ -903,7 +904,7 @@ void Coordinator::Impl::Dispatch(const proto::ChannelMessage& in) {
     SendError(in.peer, ErrorCode::kBadMessage, rs_.round, frame.status().message());
     return;
   }
-  if (frame->type == proto::MessageType::kHello) {
+  if (frame->type == protocols::MessageType::kHello) {
     OnHello(in.peer, *frame, in.identity);
     return;
   }
@@ -914,32 +915,32 @@ void Coordinator::Impl::Dispatch(const proto::ChannelMessage& in) {
   Peer& p = it->second;
   p.last_seen = Clock::now();
   switch (frame->type) {
-    case proto::MessageType::kHeartbeat: {
-      proto::Heartbeat hb;
+    case protocols::MessageType::kHeartbeat: {
+      protocols::Heartbeat hb;
       hb.unix_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                              std::chrono::system_clock::now().time_since_epoch())
                                              .count());
-      SendTo(p.id, std::make_shared<const std::string>(proto::Encode(hb)), /*may_overtake=*/true);
+      SendTo(p.id, std::make_shared<const std::string>(protocols::Encode(hb)), /*may_overtake=*/true);
       break;
     }
-    case proto::MessageType::kUpdateReady: OnUpdateReady(p, *frame); break;
-    case proto::MessageType::kWeightsChunk: OnChunk(p, *frame); break;
-    case proto::MessageType::kEvalResult: OnEvalResult(p, *frame); break;
-    case proto::MessageType::kError: {
-      auto e = proto::Decode<proto::Error>(*frame);
+    case protocols::MessageType::kUpdateReady: OnUpdateReady(p, *frame); break;
+    case protocols::MessageType::kWeightsChunk: OnChunk(p, *frame); break;
+    case protocols::MessageType::kEvalResult: OnEvalResult(p, *frame); break;
+    case protocols::MessageType::kError: {
+      auto e = protocols::Decode<protocols::Error>(*frame);
       spdlog::warn("worker={} reports error: {}", p.name, e.ok() ? e->message : e.status().message());
       break;
     }
     default:
-      spdlog::warn("worker={} sent unexpected {}", p.name, proto::MessageTypeName(frame->type));
+      spdlog::warn("worker={} sent unexpected {}", p.name, protocols::MessageTypeName(frame->type));
       SendError(p.id, ErrorCode::kBadMessage, rs_.round,
-                std::string("unexpected message ") + proto::MessageTypeName(frame->type));
+                std::string("unexpected message ") + protocols::MessageTypeName(frame->type));
   }
 }
 
-void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f,
+void Coordinator::Impl::OnHello(const std::string& id, const protocols::FrameView& f,
                                 const std::string& identity) {
-  auto hello = proto::Decode<proto::Hello>(f);
+  auto hello = protocols::Decode<protocols::Hello>(f);
   if (!hello.ok()) {
     spdlog::warn("rejected Hello: {}", hello.status().message());
     SendError(id, ErrorCode::kBadMessage, 0, hello.status().message());
@@ -949,7 +950,7 @@ void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f
     spdlog::warn("worker={} not admitted: {}", hello->name, why);
     SendError(id, ErrorCode::kNotAdmitted, 0, why);
   };
-  if (hello->protocol_version != proto::kProtocolVersion) {
+  if (hello->protocol_version != protocols::kProtocolVersion) {
     SendError(id, ErrorCode::kVersionMismatch, 0,
               "protocol version " + std::to_string(hello->protocol_version) + " not supported");
     return;
@@ -961,8 +962,8 @@ void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f
                   identity + "')");
   }
   if (hello->input_shape != cfg_.input_shape) {
-    return refuse("input shape " + ShapeString(hello->input_shape) +
-                  " does not match the federation's model input " + ShapeString(cfg_.input_shape));
+    return refuse("input shape " + model::ShapeString(hello->input_shape) +
+                  " does not match the federation's model input " + model::ShapeString(cfg_.input_shape));
   }
   if (hello->num_classes < 1 || hello->num_classes > cfg_.num_classes) {
     return refuse("silo has labels up to " + std::to_string(hello->num_classes - 1) +
@@ -987,11 +988,11 @@ void Coordinator::Impl::OnHello(const std::string& id, const proto::FrameView& f
 
   WorkerStats& ws = stats_[p.name];
   ws.state = "connected";
-  if (ws.first_seen.empty()) ws.first_seen = UtcNow();
-  ws.last_seen = UtcNow();
+  if (ws.first_seen.empty()) ws.first_seen = store::UtcNow();
+  ws.last_seen = store::UtcNow();
   ws.samples = p.num_train;
   ws.val_samples = p.num_val;
-  proto::Welcome w;
+  protocols::Welcome w;
   w.run_id = run_id_;
   w.worker_name = p.name;
   w.model = cfg_.model;
@@ -1017,8 +1018,8 @@ void Coordinator::Impl::SendTrainTask(const Peer& p) {
   }
 }
 
-void Coordinator::Impl::OnUpdateReady(Peer& p, const proto::FrameView& f) {
-  auto m = proto::Decode<proto::UpdateReady>(f);
+void Coordinator::Impl::OnUpdateReady(Peer& p, const protocols::FrameView& f) {
+  auto m = protocols::Decode<protocols::UpdateReady>(f);
   if (!m.ok()) {
     spdlog::warn("worker={} bad UpdateReady: {}", p.name, m.status().message());
     SendError(p.id, ErrorCode::kBadMessage, rs_.round, m.status().message());
@@ -1035,7 +1036,7 @@ void Coordinator::Impl::OnUpdateReady(Peer& p, const proto::FrameView& f) {
   if (!rs_.selected.count(p.name)) return reject(ErrorCode::kStale, "worker not selected this round");
   if (auto acc = rs_.accepted.find(p.name); acc != rs_.accepted.end()) {
     if (acc->second == m->sha256) {  // a resend of the accepted update: same ack, counted once
-      proto::Ack ack;
+      protocols::Ack ack;
       ack.round = rs_.round;
       ack.sha256 = acc->second;
       SendMsg(p.id, ack);
@@ -1055,14 +1056,14 @@ void Coordinator::Impl::OnUpdateReady(Peer& p, const proto::FrameView& f) {
   if (m->encoding != static_cast<uint8_t>(encoding_)) {
     return reject(ErrorCode::kBadUpdate, "encoding " + std::to_string(m->encoding) +
                                              " is not this run's train.compression (" +
-                                             EncodingName(encoding_) + ")");
+                                             model::EncodingName(encoding_) + ")");
   }
-  const uint64_t expected = EncodedBytes(encoding_, global_.data.size());
+  const uint64_t expected = model::EncodedBytes(encoding_, global_.data.size());
   if (m->total_bytes != expected) {
     return reject(ErrorCode::kBadUpdate, "total_bytes " + std::to_string(m->total_bytes) +
                                              " does not match the model's " +
                                              std::to_string(expected) + " (" +
-                                             EncodingName(encoding_) + ")");
+                                             model::EncodingName(encoding_) + ")");
   }
   if (m->sha256.size() != 32) return reject(ErrorCode::kBadUpdate, "sha256 must be 32 bytes");
   if (!std::isfinite(m->train_loss)) return reject(ErrorCode::kBadUpdate, "train_loss is not finite");
@@ -1101,14 +1102,14 @@ void Coordinator::Impl::MaybeGrant() {
       continue;
     }
     ++rs_.uploading;
-    proto::UploadGrant g;
+    protocols::UploadGrant g;
     g.round = rs_.round;
     SendMsg(p.id, g);
   }
 }
 
-void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
-  auto c = proto::Decode<proto::WeightsChunk>(f);
+void Coordinator::Impl::OnChunk(Peer& p, const protocols::FrameView& f) {
+  auto c = protocols::Decode<protocols::WeightsChunk>(f);
   if (!c.ok() || p.upload != Upload::kUploading) {
     const std::string why = !c.ok() ? c.status().message() : "chunk without an upload grant";
     spdlog::warn("round={} worker={} chunk rejected: {}", rs_.round, p.name, why);
@@ -1131,11 +1132,11 @@ void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
   if (std::string(d.begin(), d.end()) != p.ready.sha256) {
     return fail("update bytes do not match the SHA-256 announced in UpdateReady");
   }
-  if (encoding_ != Encoding::kF32) {  // decoded into a buffer kept across updates
+  if (encoding_ != model::Encoding::kF32) {  // decoded into a buffer kept across updates
     decoded_.resize(global_.data.size());
     const std::string_view bytes(reinterpret_cast<const char*>(delta.data()),
                                  delta.size() * sizeof(float));
-    if (Status st = DecodeDelta(encoding_, bytes, decoded_.size(), decoded_.data()); !st.ok()) {
+    if (Status st = model::DecodeDelta(encoding_, bytes, decoded_.size(), decoded_.data()); !st.ok()) {
       return fail(st.message());
     }
     delta.swap(decoded_);
@@ -1161,7 +1162,7 @@ void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
       {"train_loss", p.ready.train_loss},
       {"ready_s", std::chrono::duration<double>(p.ready_at - rs_.started).count()},
       {"accepted_s", took}};
-  proto::Ack ack;
+  protocols::Ack ack;
   ack.round = rs_.round;
   ack.sha256 = p.ready.sha256;
   SendMsg(p.id, ack);
@@ -1172,8 +1173,8 @@ void Coordinator::Impl::OnChunk(Peer& p, const proto::FrameView& f) {
   MaybeGrant();
 }
 
-void Coordinator::Impl::OnEvalResult(Peer& p, const proto::FrameView& f) {
-  auto m = proto::Decode<proto::EvalResult>(f);
+void Coordinator::Impl::OnEvalResult(Peer& p, const protocols::FrameView& f) {
+  auto m = protocols::Decode<protocols::EvalResult>(f);
   if (!m.ok()) {
     SendError(p.id, ErrorCode::kBadMessage, rs_.round, m.status().message());
     return;
@@ -1209,7 +1210,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   *committed = false;
   SHOAL_RETURN_IF_ERROR(eval_status_);  // the previous version's evaluation failed
   const auto t_start = Clock::now();
-  const std::string started_at = UtcNow();
+  const std::string started_at = store::UtcNow();
   // WAIT
   if (!PumpUntil(After(cfg_.wait_timeout_s),
                  [&] { return peers_.size() >= static_cast<size_t>(cfg_.min_workers); })) {
@@ -1227,7 +1228,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   rs_.selected.insert(selected.begin(), selected.end());
   fedavg_.Begin(global_.spec, cfg_.deterministic);
   const auto t_broadcast = Clock::now();
-  proto::TrainTask task;
+  protocols::TrainTask task;
   task.run_id = run_id_;
   task.round = round;
   task.version = version_;
@@ -1238,13 +1239,13 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   task.seed = MixSeed(cfg_.seed, round, 0);
   task.deadline_ms = static_cast<uint32_t>(cfg_.round_timeout_s * 1000);
   task.spec = global_.spec;
-  task.chunk_count = proto::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
-  rs_.train_frames.push_back(std::make_shared<const std::string>(proto::Encode(task)));
+  task.chunk_count = protocols::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
+  rs_.train_frames.push_back(std::make_shared<const std::string>(protocols::Encode(task)));
   if (eval_ && !eval_->deferred.empty()) {
     task.eval_round = eval_->meta.round;
-    rs_.train_task_with_eval = std::make_shared<const std::string>(proto::Encode(task));
+    rs_.train_task_with_eval = std::make_shared<const std::string>(protocols::Encode(task));
   }
-  for (auto& c : proto::EncodeChunks(round, global_.data.data(), global_.spec.total_bytes(),
+  for (auto& c : protocols::EncodeChunks(round, global_.data.data(), global_.spec.total_bytes(),
                                      cfg_.chunk_bytes)) {
     rs_.train_frames.push_back(std::make_shared<const std::string>(std::move(c)));
   }
@@ -1283,7 +1284,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
 
   // AGGREGATE
   const auto t_agg = Clock::now();
-  SHOAL_ASSIGN_OR_RETURN(Weights next, fedavg_.Finish(global_));
+  SHOAL_ASSIGN_OR_RETURN(model::Weights next, fedavg_.Finish(global_));
   const double aggregate_s = SecondsSince(t_agg);
 
   // The previous version's evaluation must be complete before this version is committed: it
@@ -1295,7 +1296,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
 
   // COMMIT: the weights are durable before anyone evaluates them; the metrics follow.
   const auto t_commit = Clock::now();
-  VersionMeta meta;
+  store::VersionMeta meta;
   meta.version = version_ + 1;
   meta.parent = version_;
   meta.round = round;
@@ -1344,7 +1345,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   return Status::Ok();
 }
 
-void Coordinator::Impl::StartEvaluation(VersionMeta meta, nlohmann::json record,
+void Coordinator::Impl::StartEvaluation(store::VersionMeta meta, nlohmann::json record,
                                         Clock::time_point round_started, bool next_round_follows) {
   PendingEval& ev = eval_.emplace();
   ev.meta = std::move(meta);
@@ -1376,15 +1377,15 @@ void Coordinator::Impl::StartEvaluation(VersionMeta meta, nlohmann::json record,
 void Coordinator::Impl::SendDeferredEvalTasks() {
   if (!eval_ || eval_->deferred.empty()) return;
   PendingEval& ev = *eval_;
-  proto::EvalTask et;
+  protocols::EvalTask et;
   et.run_id = run_id_;
   et.round = ev.meta.round;
   et.version = ev.meta.version;
   et.spec = global_.spec;
-  et.chunk_count = proto::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
+  et.chunk_count = protocols::ChunkCount(global_.spec.total_bytes(), cfg_.chunk_bytes);
   std::vector<std::shared_ptr<const std::string>> frames{
-      std::make_shared<const std::string>(proto::Encode(et))};
-  for (auto& c : proto::EncodeChunks(et.round, global_.data.data(), global_.spec.total_bytes(),
+      std::make_shared<const std::string>(protocols::Encode(et))};
+  for (auto& c : protocols::EncodeChunks(et.round, global_.data.data(), global_.spec.total_bytes(),
                                      cfg_.chunk_bytes)) {
     frames.push_back(std::make_shared<const std::string>(std::move(c)));
   }
@@ -1419,7 +1420,7 @@ Status Coordinator::Impl::CompleteEvaluation() {
   nlohmann::json central = nullptr;
   nlohmann::json evaluation = {{"overlapped", cfg_.eval_overlap}};
   if (ev.central.valid()) {
-    SHOAL_ASSIGN_OR_RETURN(EvalMetrics m, ev.central.get());
+    SHOAL_ASSIGN_OR_RETURN(model::EvalMetrics m, ev.central.get());
     central = CentralJson(m);
     evaluation["central_cpu_s"] = m.cpu_seconds;
   }
@@ -1453,7 +1454,7 @@ Status Coordinator::Impl::CompleteEvaluation() {
   rec["central"] = central;
   rec["federated"] = federated;
   rec["evaluation"] = evaluation;
-  rec["evaluated_at"] = UtcNow();
+  rec["evaluated_at"] = store::UtcNow();
   if (!cfg_.eval_overlap) {  // the round waited for it
     rec["phases_s"]["evaluate"] = seconds;
     rec["wall_s"] = SecondsSince(ev.round_started);
@@ -1488,4 +1489,4 @@ void Coordinator::Impl::PrintRow(const nlohmann::json& r) {
   std::fflush(stdout);
 }
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

@@ -13,10 +13,10 @@
 #include <memory>
 #include <string>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "coordinator/config.h"
 
-namespace shoal {
+namespace shoal::coordinator {
 
 class Coordinator {
  public:
@@ -38,4 +38,4 @@ class Coordinator {
   std::atomic<bool> stop_{false};
 };
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

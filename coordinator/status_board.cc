@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <sstream>
 
-namespace shoal {
+namespace shoal::coordinator {
 namespace {
 
 const double kBuckets[] = {0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
@@ -191,4 +191,4 @@ std::string StatusBoard::Prometheus() const {
   return o.str();
 }
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

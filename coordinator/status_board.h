@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace shoal {
+namespace shoal::coordinator {
 
 class StatusBoard {
  public:
@@ -51,4 +51,4 @@ class StatusBoard {
   uint64_t bytes_out_ = 0;
 };
 
-}  // namespace shoal
+}  // namespace shoal::coordinator

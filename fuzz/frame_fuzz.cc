@@ -20,9 +20,9 @@
 #include <string_view>
 #include <vector>
 
-#include "common/sha256.h"
-#include "common/status.h"
-#include "common/weights.h"
+#include "base/sha256.h"
+#include "base/status.h"
+#include "model/weights.h"
 #include "fuzz/frame_format.h"
 #include "fuzz/fuzz_support.h"
 #include "protocols/codec.h"
@@ -31,12 +31,12 @@
 namespace shoal::fuzz {
 namespace {
 
-using namespace shoal::proto;
+using namespace shoal::protocols;
 using frame_format::kMaxTransferBytes;
 
 // Largest single allocation a decoder may make: the tensor vector of a spec at its count limit
 // (names and shapes are far smaller), plus slack for error strings and stream internals.
-constexpr size_t kDecodeCap = kMaxTensors * sizeof(TensorSpec) + 4096;
+constexpr size_t kDecodeCap = kMaxTensors * sizeof(model::TensorSpec) + 4096;
 // Assemblers allocate their buffer once, from a size already checked against the cap.
 constexpr size_t kAssemblerCap = kMaxTransferBytes + 4096;
 
@@ -71,13 +71,13 @@ void DecodeOne(const FrameView& view) {
 
   if constexpr (std::is_same_v<M, TrainTask> || std::is_same_v<M, EvalTask>) {
     // The worker validates every received spec before using its sizes.
-    const ModelSpec& spec = m->spec;
+    const model::ModelSpec& spec = m->spec;
     Status st = spec.Validate();
     if (st.ok()) {
       FUZZ_CHECK(spec.total_bytes() > 0 &&
-                     spec.total_bytes() <= SpecLimits::kMaxTotalElements * 4,
+                     spec.total_bytes() <= model::SpecLimits::kMaxTotalElements * 4,
                  "a validated spec has an impossible size");
-      (void)spec.Diff(ModelSpec{});
+      (void)spec.Diff(model::ModelSpec{});
       (void)spec.Diff(spec);
     } else {
       FUZZ_CHECK(st.code() == Code::kInvalidArgument, Describe(st));
@@ -226,7 +226,7 @@ class TransferDriver {
     }
   }
 
-  void StartFromSpec(uint64_t round, const ModelSpec& spec) {
+  void StartFromSpec(uint64_t round, const model::ModelSpec& spec) {
     if (!spec.Validate().ok()) return;
     const int64_t bytes = spec.total_bytes();
     if (bytes <= 0 || static_cast<uint64_t>(bytes) > kMaxTransferBytes) return;

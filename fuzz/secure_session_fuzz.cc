@@ -31,7 +31,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "fuzz/fuzz_support.h"
 #include "fuzz/secure_format.h"
 #include "fuzz/test_pki.h"
@@ -42,7 +42,7 @@ namespace shoal::fuzz {
 namespace {
 
 using namespace shoal::fuzz::secure_format;
-using proto::SecureSession;
+using protocols::SecureSession;
 using Frames = std::vector<std::string>;
 
 // Slack above the message cap for one allocation: OpenSSL's record buffers are ~17 KiB, and
@@ -55,9 +55,9 @@ const TestContexts& Contexts() {
 }
 
 struct PairSetup {
-  std::shared_ptr<const proto::TlsContext> server;
+  std::shared_ptr<const protocols::TlsContext> server;
   size_t constructed_cap;
-  std::shared_ptr<const proto::TlsContext> client;
+  std::shared_ptr<const protocols::TlsContext> client;
   size_t effective_cap;  // what the server must enforce once the handshake is done
   bool authenticated;    // the client presents a certificate
 };
@@ -67,7 +67,7 @@ PairSetup Setup(Pair pair) {
   switch (pair) {
     case kJoin:
       return {c.enroll_server, kEnrollCap, c.join_client,
-              std::min(kEnrollCap, proto::kUnauthenticatedMaxMessageBytes), false};
+              std::min(kEnrollCap, protocols::kUnauthenticatedMaxMessageBytes), false};
     case kOptional:
       return {c.enroll_server, kEnrollCap, c.client, kEnrollCap, true};
     case kMutual:
@@ -87,13 +87,13 @@ class Server {
     Status st = Call([&] { return session_.Start(&out); });
     FUZZ_CHECK(st.ok() && out.empty(), "server Start: " + st.ToString());
     session_.set_payload_placer([this](std::string_view head, size_t payload_bytes) {
-      const auto split = proto::SplitFrame(head, head.size() + payload_bytes);
+      const auto split = protocols::SplitFrame(head, head.size() + payload_bytes);
       FUZZ_CHECK(split && split->head_bytes == head.size() && split->payload_bytes > 0,
                  "the placer was asked about something that is not a frame's head");
       FUZZ_CHECK(head.size() + payload_bytes <= message_cap_, "placement above the cap");
-      if (++placer_calls_ % 2 == 0) return proto::PayloadPlacement{};
+      if (++placer_calls_ % 2 == 0) return protocols::PayloadPlacement{};
       auto buffer = std::make_shared<std::string>(payload_bytes, '\0');
-      return proto::PayloadPlacement{buffer->data(), buffer};
+      return protocols::PayloadPlacement{buffer->data(), buffer};
     });
   }
 
@@ -292,7 +292,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(!server.session().established(), "a forged handshake completed");
     return 0;
   }
-  shoal::proto::SecureSession client(setup.client);
+  shoal::protocols::SecureSession client(setup.client);
   Handshake(client, server, setup);
   if (kind == kForged) {
     FeedRawFrames(server, r);

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "common/sha256.h"
-#include "common/weights.h"
+#include "base/sha256.h"
+#include "model/weights.h"
 #include "fuzz/frame_format.h"
 #include "fuzz/secure_format.h"
 #include "fuzz/test_pki.h"
@@ -28,7 +28,7 @@
 
 namespace fs = std::filesystem;
 using namespace shoal;
-using namespace shoal::proto;
+using namespace shoal::protocols;
 using Frames = std::vector<std::string>;
 
 namespace {
@@ -47,10 +47,10 @@ std::string Floats(std::vector<float> v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
 }
 
-ModelSpec SmallSpec() {
-  ModelSpec spec;
-  spec.tensors.push_back({"fc.weight", DType::kFloat32, {2, 3}});
-  spec.tensors.push_back({"fc.bias", DType::kFloat32, {2}});
+model::ModelSpec SmallSpec() {
+  model::ModelSpec spec;
+  spec.tensors.push_back({"fc.weight", model::DType::kFloat32, {2, 3}});
+  spec.tensors.push_back({"fc.bias", model::DType::kFloat32, {2}});
   return spec;
 }
 
@@ -360,21 +360,21 @@ void SecureSeeds() {
 
 void WeightsSeeds() {
   const std::string t = "weights_fuzz";
-  Weights w;
+  model::Weights w;
   w.spec = SmallSpec();
   w.data = {0.5f, -1.f, 2.f, 3.25f, 4.f, 5.f, 6.f, 7.f};
-  Write(t, "small", EncodeWeightsFile(w));
+  Write(t, "small", model::EncodeWeightsFile(w));
 
-  Weights scalar;  // rank 0 tensor: one element
-  scalar.spec.tensors.push_back({"scale", DType::kFloat32, {}});
+  model::Weights scalar;  // rank 0 tensor: one element
+  scalar.spec.tensors.push_back({"scale", model::DType::kFloat32, {}});
   scalar.data = {1.f};
-  Write(t, "scalar", EncodeWeightsFile(scalar));
+  Write(t, "scalar", model::EncodeWeightsFile(scalar));
 
-  Weights deep;
-  deep.spec.tensors.push_back({"conv.weight", DType::kFloat32, {1, 1, 2, 1, 1, 1, 1, 2}});
-  deep.spec.tensors.push_back({"conv.bias", DType::kFloat32, {1}});
+  model::Weights deep;
+  deep.spec.tensors.push_back({"conv.weight", model::DType::kFloat32, {1, 1, 2, 1, 1, 1, 1, 2}});
+  deep.spec.tensors.push_back({"conv.bias", model::DType::kFloat32, {1}});
   deep.data = {1, 2, 3, 4, 5};
-  Write(t, "rank8", EncodeWeightsFile(deep));
+  Write(t, "rank8", model::EncodeWeightsFile(deep));
 }
 
 // ---------------------------------------------------------------------------------------------

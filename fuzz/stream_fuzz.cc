@@ -24,7 +24,7 @@
 namespace shoal::fuzz {
 namespace {
 
-using namespace shoal::proto;
+using namespace shoal::protocols;
 
 size_t CapFor(uint8_t selector) { return size_t{1} << (selector % 21); }  // 1 B .. 1 MiB
 
@@ -80,7 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     if (!failed) {
-      FUZZ_CHECK(reader.buffered() <= frame_cap + piece + shoal::proto::kGreetingBytes + 4,
+      FUZZ_CHECK(reader.buffered() <= frame_cap + piece + shoal::protocols::kGreetingBytes + 4,
                  "reader holds " + std::to_string(reader.buffered()) + " bytes");
     }
   }
@@ -91,7 +91,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // A greeting the reader refused is refused when fed in one piece too.
   if (failed && std::string(reader.error_reason()) == "bad_greeting" && frames == 0) {
     FrameReader whole(secure, peer_is_server, CapFor(0));
-    whole.Feed(stream.substr(0, shoal::proto::kGreetingBytes));
+    whole.Feed(stream.substr(0, shoal::protocols::kGreetingBytes));
     auto r = whole.Next();
     FUZZ_CHECK(!r.ok(), "greeting refused in pieces but accepted whole");
   }

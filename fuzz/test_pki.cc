@@ -3,8 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "common/file_util.h"
-#include "common/pki.h"
+#include "base/file_util.h"
+#include "security/pki.h"
 #include "fuzz/fuzz_support.h"
 
 namespace shoal::fuzz {
@@ -21,9 +21,9 @@ std::string Read(const std::string& path) {
   return std::move(r).value();
 }
 
-std::shared_ptr<const proto::TlsContext> Make(const proto::TlsConfig& config, bool server,
+std::shared_ptr<const protocols::TlsContext> Make(const protocols::TlsConfig& config, bool server,
                                               const char* what) {
-  auto ctx = server ? proto::TlsContext::Server(config) : proto::TlsContext::Client(config);
+  auto ctx = server ? protocols::TlsContext::Server(config) : protocols::TlsContext::Client(config);
   if (!ctx.ok()) Die(what, ctx.status());
   return *ctx;
 }
@@ -34,15 +34,15 @@ TestPki MakeTestPki() {
   TempDir dir;
   const std::string ca_dir = dir.path() + "/ca";
   const std::string bundle = dir.path() + "/worker-1";
-  if (Status st = pki::InitCa(ca_dir); !st.ok()) Die("InitCa", st);
-  if (Status st = pki::Enroll(ca_dir, "worker-1", bundle); !st.ok()) Die("Enroll", st);
+  if (Status st = security::InitCa(ca_dir); !st.ok()) Die("InitCa", st);
+  if (Status st = security::Enroll(ca_dir, "worker-1", bundle); !st.ok()) Die("Enroll", st);
   TestPki p;
-  p.ca = Read(pki::CaCertPath(ca_dir));
-  p.server_cert = Read(pki::CoordinatorCertPath(ca_dir));
-  p.server_key = Read(pki::CoordinatorKeyPath(ca_dir));
-  p.client_cert = Read(pki::BundleCertPath(bundle));
-  p.client_key = Read(pki::BundleKeyPath(bundle));
-  Result<std::string> fp = pki::CaFingerprint(p.ca);
+  p.ca = Read(security::CaCertPath(ca_dir));
+  p.server_cert = Read(security::CoordinatorCertPath(ca_dir));
+  p.server_key = Read(security::CoordinatorKeyPath(ca_dir));
+  p.client_cert = Read(security::BundleCertPath(bundle));
+  p.client_key = Read(security::BundleKeyPath(bundle));
+  Result<std::string> fp = security::CaFingerprint(p.ca);
   if (!fp.ok()) Die("CaFingerprint", fp.status());
   p.ca_fingerprint = *fp;
   return p;
@@ -50,25 +50,25 @@ TestPki MakeTestPki() {
 
 TestContexts MakeTestContexts(const TestPki& pki) {
   TestContexts c;
-  proto::TlsConfig server;
+  protocols::TlsConfig server;
   server.cert_pem = pki.server_cert;
   server.key_pem = pki.server_key;
   server.ca_pem = pki.ca;
   c.server = Make(server, true, "server TlsContext");
 
-  proto::TlsConfig enroll = server;
+  protocols::TlsConfig enroll = server;
   enroll.cert_pem = pki.server_cert + pki.ca;
   enroll.require_peer_certificate = false;
   c.enroll_server = Make(enroll, true, "enrollment server TlsContext");
 
-  proto::TlsConfig client;
+  protocols::TlsConfig client;
   client.cert_pem = pki.client_cert;
   client.key_pem = pki.client_key;
   client.ca_pem = pki.ca;
   client.expected_peer_name = "coordinator";
   c.client = Make(client, false, "client TlsContext");
 
-  proto::TlsConfig join;
+  protocols::TlsConfig join;
   join.expected_peer_name = "coordinator";
   join.ca_fingerprint = pki.ca_fingerprint;
   c.join_client = Make(join, false, "join client TlsContext");

@@ -22,14 +22,14 @@ TestPki MakeTestPki();
 
 struct TestContexts {
   // The coordinator's usual server: every client must present a certificate from the CA.
-  std::shared_ptr<const proto::TlsContext> server;
+  std::shared_ptr<const protocols::TlsContext> server;
   // The coordinator with enrollment enabled: a client certificate is optional
   // (require_peer_certificate = false) and the chain it sends includes the CA certificate.
-  std::shared_ptr<const proto::TlsContext> enroll_server;
+  std::shared_ptr<const protocols::TlsContext> enroll_server;
   // A worker with its certificate (expects the server name "coordinator").
-  std::shared_ptr<const proto::TlsContext> client;
+  std::shared_ptr<const protocols::TlsContext> client;
   // A worker joining with a token: no certificate, trusts the CA by fingerprint.
-  std::shared_ptr<const proto::TlsContext> join_client;
+  std::shared_ptr<const protocols::TlsContext> join_client;
 };
 
 TestContexts MakeTestContexts(const TestPki& pki);

@@ -14,9 +14,9 @@
 #include <cstring>
 #include <string>
 
-#include "common/sha256.h"
-#include "common/status.h"
-#include "common/weights.h"
+#include "base/sha256.h"
+#include "base/status.h"
+#include "model/weights.h"
 #include "fuzz/fuzz_support.h"
 
 namespace shoal::fuzz {
@@ -30,9 +30,9 @@ constexpr size_t kMinFileBytes = 8 + 8 + 8 + 32;
 size_t AllocationCapFor(size_t input) { return 64 * input + (1u << 20); }
 
 void DecodeAndCheck(const std::string& bytes) {
-  Result<Weights> w = [&] {
+  Result<model::Weights> w = [&] {
     AllocationCap cap(AllocationCapFor(bytes.size()), "DecodeWeightsFile");
-    return DecodeWeightsFile(bytes, "fuzz.shw");
+    return model::DecodeWeightsFile(bytes, "fuzz.shw");
   }();
   if (!w.ok()) {
     FUZZ_CHECK(w.status().code() == Code::kCorrupt, w.status().ToString());
@@ -45,8 +45,8 @@ void DecodeAndCheck(const std::string& bytes) {
   (void)w->FirstNonFinite();
   for (size_t i = 0; i < w->spec.tensors.size(); ++i) (void)w->Offset(i);
 
-  const std::string again = EncodeWeightsFile(*w);
-  Result<Weights> w2 = DecodeWeightsFile(again, "again.shw");
+  const std::string again = model::EncodeWeightsFile(*w);
+  Result<model::Weights> w2 = model::DecodeWeightsFile(again, "again.shw");
   FUZZ_CHECK(w2.ok(), "re-encoded file refused: " + w2.status().ToString());
   FUZZ_CHECK(w2->spec == w->spec, "spec changed across a round trip");
   FUZZ_CHECK(w2->data.size() == w->data.size() &&

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-namespace shoal::proto {
+namespace shoal::protocols {
 
 using Clock = std::chrono::steady_clock;
 
@@ -38,7 +38,7 @@ SocketOptions ForChannel(const ChannelOptions& o, bool server) {
 
 }  // namespace
 
-Result<std::shared_ptr<const TlsContext>> WorkerTls(const pki::Bundle& bundle,
+Result<std::shared_ptr<const TlsContext>> WorkerTls(const security::Bundle& bundle,
                                                     const std::string& server_name) {
   TlsConfig tc;
   tc.cert_pem = bundle.cert_pem;
@@ -441,4 +441,4 @@ Result<std::optional<Plaintext>> ClientChannel::RecvMessage(int timeout_ms) {
   return std::optional<Plaintext>(std::move(m));
 }
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

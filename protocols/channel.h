@@ -34,12 +34,12 @@
 #include <string_view>
 #include <vector>
 
-#include "common/pki.h"
-#include "common/status.h"
+#include "security/pki.h"
+#include "base/status.h"
 #include "protocols/secure_channel.h"
 #include "protocols/transport.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 
 struct ChannelOptions {
   // TLS context (TlsContext::Server for the coordinator, ::Client for a worker). Null = plain
@@ -86,7 +86,7 @@ struct ChannelEvent {
 
 // A worker's client TLS context from its enrollment bundle: its key and certificate, trusting
 // only the bundle's CA, and requiring the coordinator's certificate to carry `server_name`.
-Result<std::shared_ptr<const TlsContext>> WorkerTls(const pki::Bundle& bundle,
+Result<std::shared_ptr<const TlsContext>> WorkerTls(const security::Bundle& bundle,
                                                     const std::string& server_name);
 
 // Pacing of the server's sends: a large message is encrypted (and copied) slice by slice, only
@@ -219,4 +219,4 @@ class ClientChannel {
   std::deque<Plaintext> ready_;
 };
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

@@ -2,11 +2,11 @@
 
 #include <algorithm>
 
-#include "common/malloc_tuning.h"
-#include "common/sha256.h"
+#include "base/malloc_tuning.h"
+#include "base/sha256.h"
 #include "protocols/framing.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 namespace {
 
 constexpr char kMagic[4] = {'S', 'H', 'L', '1'};
@@ -363,4 +363,4 @@ void ModelFileAssembler::Reset() {
   FreeStorage(data_);
 }
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

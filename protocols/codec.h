@@ -24,11 +24,11 @@
 
 #include <cereal/archives/portable_binary.hpp>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "protocols/messages.h"
 #include "protocols/placement.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 
 inline constexpr size_t kFrameHeaderBytes = 16;
 // The payload limit until a Welcome gives the run's chunk size (network.chunk_bytes, 1 MiB by
@@ -223,4 +223,4 @@ class ModelFileAssembler {
   std::string data_;
 };
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

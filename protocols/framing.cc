@@ -4,9 +4,9 @@
 #include <cstdint>
 #include <utility>
 
-#include "common/malloc_tuning.h"
+#include "base/malloc_tuning.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 namespace {
 
 constexpr char kMagic[] = "SHOAL";
@@ -165,4 +165,4 @@ Result<std::optional<std::string>> FrameReader::Next() {
   return std::optional<std::string>(std::exchange(body_, std::string()));
 }
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

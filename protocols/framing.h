@@ -11,9 +11,9 @@
 #include <string>
 #include <string_view>
 
-#include "common/status.h"
+#include "base/status.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 
 // Largest cap a frame can have (the length prefix is 32-bit).
 inline constexpr size_t kMaxFrameCap = 0xFFFFFFFFu;
@@ -59,4 +59,4 @@ class FrameReader {
   size_t AppendBody(std::string_view bytes);
 };
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

@@ -30,9 +30,9 @@
 
 #include <cereal/cereal.hpp>
 
-#include "common/weights.h"
+#include "model/weights.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 
 // Bumped on any incompatible change to a message below or to the frame layout.
 // 2: Welcome.model_bytes and ModelFile (user-supplied TorchScript models).
@@ -63,8 +63,8 @@ const char* MessageTypeName(MessageType t);
 
 // Limits on strings and vectors inside structured headers.
 inline constexpr uint64_t kMaxStringBytes = 4096;
-inline constexpr uint64_t kMaxShapeRank = SpecLimits::kMaxRank;
-inline constexpr uint64_t kMaxTensors = SpecLimits::kMaxTensors;
+inline constexpr uint64_t kMaxShapeRank = model::SpecLimits::kMaxRank;
+inline constexpr uint64_t kMaxTensors = model::SpecLimits::kMaxTensors;
 
 // Typed error codes carried by Error messages.
 enum class ErrorCode : uint16_t {
@@ -78,9 +78,9 @@ enum class ErrorCode : uint16_t {
   kRunFinished = 8,
 };
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols
 
-namespace shoal::proto::internal {
+namespace shoal::protocols::internal {
 
 // Length-checked string and vector I/O. On input, a length above `max` throws
 // cereal::Exception before any allocation; the codec turns it into a ProtocolError.
@@ -108,7 +108,7 @@ void BoundedVector(Archive& ar, std::vector<T>& v, uint64_t max) {
 }
 
 template <class Archive>
-void SpecField(Archive& ar, ModelSpec& spec) {
+void SpecField(Archive& ar, model::ModelSpec& spec) {
   uint64_t n = spec.tensors.size();
   ar(n);
   if constexpr (Archive::is_loading::value) {
@@ -116,17 +116,17 @@ void SpecField(Archive& ar, ModelSpec& spec) {
     spec.tensors.resize(n);
   }
   for (auto& t : spec.tensors) {
-    BoundedString(ar, t.name, SpecLimits::kMaxNameBytes);
+    BoundedString(ar, t.name, model::SpecLimits::kMaxNameBytes);
     uint8_t dtype = static_cast<uint8_t>(t.dtype);
     ar(dtype);
-    t.dtype = static_cast<DType>(dtype);
+    t.dtype = static_cast<model::DType>(dtype);
     BoundedVector(ar, t.shape, kMaxShapeRank);
   }
 }
 
-}  // namespace shoal::proto::internal
+}  // namespace shoal::protocols::internal
 
-namespace shoal::proto {
+namespace shoal::protocols {
 
 struct Hello {
   static constexpr MessageType kType = MessageType::kHello;
@@ -188,7 +188,7 @@ struct TrainTask {
   double lr = 0.01;
   uint64_t seed = 0;
   uint32_t deadline_ms = 0;  // time left in the round when sent
-  ModelSpec spec;
+  model::ModelSpec spec;
   uint32_t chunk_count = 0;
   uint8_t compression = 0;  // how to encode the update (common/compression.h Encoding)
   // Non-zero: before training, evaluate these weights (version `version`, made by round
@@ -209,7 +209,7 @@ struct EvalTask {
   std::string run_id;
   uint64_t round = 0;
   uint64_t version = 0;
-  ModelSpec spec;
+  model::ModelSpec spec;
   uint32_t chunk_count = 0;
   template <class A> void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
@@ -337,4 +337,4 @@ struct Shutdown {
   template <class A> void serialize(A& ar) { internal::BoundedString(ar, reason); }
 };
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

@@ -26,7 +26,7 @@
 
 #include "protocols/framing.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 
 // Where a payload goes: `data` has room for all of it; null = keep it in the message.
 struct PayloadPlacement {
@@ -42,7 +42,7 @@ struct Plaintext {
   std::shared_ptr<void> owner;  // when placed: keeps `payload` allocated
 
   // The whole message in one string (a copy of the payload when it was placed).
-  std::string Join() && { return placed ? proto::Join(bytes, payload) : std::move(bytes); }
+  std::string Join() && { return placed ? protocols::Join(bytes, payload) : std::move(bytes); }
 };
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

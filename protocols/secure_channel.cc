@@ -17,10 +17,10 @@
 #include <optional>
 #include <utility>
 
-#include "common/malloc_tuning.h"
+#include "base/malloc_tuning.h"
 #include "protocols/codec.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 namespace {
 
 // TLS record layout (RFC 8446 section 5): type(1) legacy_version(2) length(2), then the body.
@@ -771,4 +771,4 @@ Status SecureSession::SealRawForTesting(std::string_view plaintext, std::vector<
   return DrainOutput(out);
 }
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

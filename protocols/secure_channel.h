@@ -49,7 +49,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "protocols/placement.h"
 
 // OpenSSL types, declared here so that this header does not include OpenSSL.
@@ -57,7 +57,7 @@ typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
 typedef struct bio_st BIO;
 
-namespace shoal::proto {
+namespace shoal::protocols {
 
 // Largest application message a session accepts by default.
 inline constexpr size_t kDefaultMaxMessageBytes = size_t{80} << 20;  // 80 MiB
@@ -230,4 +230,4 @@ class SecureSession {
   size_t placed_have_ = 0;
 };
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

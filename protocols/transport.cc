@@ -9,9 +9,9 @@
 
 #include <zmq.hpp>
 
-#include "common/malloc_tuning.h"
+#include "base/malloc_tuning.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -472,4 +472,4 @@ Status DealerSocket::SendOwned(std::string&& frame) {
   return impl_->Send(zmq::message_t(prefix.data(), prefix.size()), std::move(body));
 }
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

@@ -32,10 +32,10 @@
 #include <string_view>
 #include <vector>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "protocols/framing.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 
 // Milliseconds from now until `deadline`, rounded up (a wait never ends early and spins);
 // 0 once it has passed (receive timeouts).
@@ -148,4 +148,4 @@ class DealerSocket {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

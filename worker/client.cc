@@ -13,20 +13,21 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/compression.h"
-#include "common/dataset.h"
-#include "common/malloc_tuning.h"
-#include "common/nn/runtime.h"
-#include "common/sha256.h"
-#include "common/thread_name.h"
-#include "common/signing.h"
-#include "common/file_util.h"
-#include "common/pki.h"
+#include "model/compression.h"
+#include "data/dataset.h"
+#include "base/malloc_tuning.h"
+#include "nn/runtime.h"
+#include "base/sha256.h"
+#include "base/thread_name.h"
+#include "security/signing.h"
+#include "base/hex.h"
+#include "base/file_util.h"
+#include "security/pki.h"
 #include "protocols/channel.h"
 #include "protocols/codec.h"
 #include "worker/trainer.h"
 
-namespace shoal {
+namespace shoal::worker {
 
 using Clock = std::chrono::steady_clock;
 
@@ -69,21 +70,21 @@ class WorkerClient::Impl {
   Status SetUpSecurity();
   Status Join(const std::string& token_text);
   Result<SessionEnd> Session();
-  Result<SessionEnd> Handle(const proto::FrameView& f);
-  Result<SessionEnd> OnModelFile(const proto::FrameView& f);
-  proto::PayloadPlacement PlaceWeights(std::string_view head, size_t payload_bytes);
-  Status EnsureTrainers(const nn::ModelSource& source, const std::string& key);
+  Result<SessionEnd> Handle(const protocols::FrameView& f);
+  Result<SessionEnd> OnModelFile(const protocols::FrameView& f);
+  protocols::PayloadPlacement PlaceWeights(std::string_view head, size_t payload_bytes);
+  Status EnsureTrainers(const model::ModelSource& source, const std::string& key);
   Result<LocalTrainer*> EvalTrainer();
   void StartTraining();
   void FinishTraining();
   // Federated evaluation of `w` (version `version`, made by round `round`) on the validation
   // split; sends the EvalResult.
-  void Evaluate(const Weights& w, const std::string& run_id, uint64_t round, uint64_t version,
+  void Evaluate(const model::Weights& w, const std::string& run_id, uint64_t round, uint64_t version,
                 bool release_memory);
   template <class M>
   void Send(const M& m, std::string_view payload = {}) {
-    Status st = channel_->Send(proto::Encode(m, payload));
-    if (!st.ok()) spdlog::warn("send {}: {}", proto::MessageTypeName(M::kType), st.ToString());
+    Status st = channel_->Send(protocols::Encode(m, payload));
+    if (!st.ok()) spdlog::warn("send {}: {}", protocols::MessageTypeName(M::kType), st.ToString());
   }
   void SleepInterruptible(uint32_t ms);
 
@@ -92,34 +93,34 @@ class WorkerClient::Impl {
   // Readable when the session loop should look again before its timeout: the loop waits for
   // messages, the training thread's end and heartbeat times in one poll (no periodic wake-ups).
   const int wake_fd_;
-  Dataset train_;
-  Dataset val_;
-  std::unique_ptr<proto::ClientChannel> channel_;
-  std::shared_ptr<const proto::TlsContext> tls_;  // null with --insecure
-  proto::Welcome welcome_;
-  proto::Limits limits_;  // on messages from the coordinator, from the Welcome's chunk size
+  data::Dataset train_;
+  data::Dataset val_;
+  std::unique_ptr<protocols::ClientChannel> channel_;
+  std::shared_ptr<const protocols::TlsContext> tls_;  // null with --insecure
+  protocols::Welcome welcome_;
+  protocols::Limits limits_;  // on messages from the coordinator, from the Welcome's chunk size
   std::unique_ptr<LocalTrainer> trainer_;       // used by the training thread only while it runs
   std::unique_ptr<LocalTrainer> eval_trainer_;  // this thread's, made when evaluation overlaps training
-  nn::ModelSource model_source_;                // what the trainers were made from
+  model::ModelSource model_source_;                // what the trainers were made from
   std::string model_key_;    // which model the trainers hold (name, classes, file digest)
   bool model_ready_ = false;  // this session's model is loaded (a TorchScript file has arrived)
-  proto::ModelFileAssembler model_assembler_;  // the TorchScript file being received
+  protocols::ModelFileAssembler model_assembler_;  // the TorchScript file being received
 
   // Incoming transfer (TrainTask or EvalTask weights).
   enum class Pending { kNone, kTrain, kEval } pending_ = Pending::kNone;
-  proto::TrainTask train_task_;
-  proto::EvalTask eval_task_;
-  proto::ChunkAssembler assembler_;
+  protocols::TrainTask train_task_;
+  protocols::EvalTask eval_task_;
+  protocols::ChunkAssembler assembler_;
 
   // Training in progress.
   std::atomic<bool> cancel_{false};
   std::future<Result<TrainOutcome>> training_;
   std::atomic<bool> training_done_{false};  // set by the training thread as it returns
-  Weights train_global_;
-  proto::TrainTask running_task_;
+  model::Weights train_global_;
+  protocols::TrainTask running_task_;
 
   // Finished update waiting for its grant / ack.
-  std::optional<proto::UpdateReady> update_;
+  std::optional<protocols::UpdateReady> update_;
   std::vector<float> delta_;     // the update as sent (encoded bytes when compressed)
   std::vector<float> residual_;  // error feedback: what compression dropped so far
 };
@@ -134,13 +135,13 @@ void WorkerClient::Stop() {
 }
 
 Status WorkerClient::Impl::LoadSilo() {
-  Result<Dataset> all = cfg_.data_format == "csv"
-                            ? LoadCsvDataset(cfg_.data_path, cfg_.label_column, cfg_.limit)
-                            : LoadIdxDataset(cfg_.data_path, cfg_.data_split, cfg_.limit);
+  Result<data::Dataset> all = cfg_.data_format == "csv"
+                            ? data::LoadCsvDataset(cfg_.data_path, cfg_.label_column, cfg_.limit)
+                            : data::LoadIdxDataset(cfg_.data_path, cfg_.data_split, cfg_.limit);
   if (!all.ok()) return all.status().Annotate("silo");
   if (all->size() < 2) return InvalidArgument("silo " + cfg_.data_path + " has fewer than 2 samples");
   const int64_t classes = all->num_classes();
-  auto split = SplitValidation(std::move(*all), cfg_.val_fraction, cfg_.split_seed);
+  auto split = data::SplitValidation(std::move(*all), cfg_.val_fraction, cfg_.split_seed);
   train_ = std::move(split.first);
   val_ = std::move(split.second);
   // Held for the whole run and read one batch at a time: the training images are kept packed
@@ -149,7 +150,7 @@ Status WorkerClient::Impl::LoadSilo() {
   train_.PackImages();
   spdlog::info("worker={} silo {} ({}): train={} val={} sample_shape={} classes={}", cfg_.name,
                cfg_.data_path, cfg_.data_format, train_.size(), val_.size(),
-               ShapeString(train_.sample_shape), classes);
+               model::ShapeString(train_.sample_shape), classes);
   if (train_.is_packed()) {
     spdlog::info("worker={} training images packed: {:.1f} MB instead of {:.1f}", cfg_.name,
                  train_.packed.bytes() / 1e6, raw_bytes / 1e6);
@@ -168,13 +169,13 @@ Status WorkerClient::Impl::SetUpSecurity() {
   if (cfg_.insecure) {
     spdlog::warn("!!! INSECURE MODE (--insecure): no TLS. This worker's weight updates travel in "
                  "clear text and the coordinator is not authenticated. Debugging only.");
-    if (cfg_.coordinator.empty()) cfg_.coordinator = pki::kDefaultCoordinatorAddress;
+    if (cfg_.coordinator.empty()) cfg_.coordinator = security::kDefaultCoordinatorAddress;
     return Status::Ok();
   }
-  if (!PathExists(pki::BundleCertPath(cfg_.bundle))) {
+  if (!PathExists(security::BundleCertPath(cfg_.bundle))) {
     if (cfg_.join_token.empty()) {
       return NotFound("security.bundle " + cfg_.bundle + " holds no certificate (" +
-                      pki::BundleCertPath(cfg_.bundle) +
+                      security::BundleCertPath(cfg_.bundle) +
                       "); enroll with `shoalctl enroll` or pass --join TOKEN");
     }
     std::string token = cfg_.join_token;
@@ -187,17 +188,17 @@ Status WorkerClient::Impl::SetUpSecurity() {
     spdlog::info("worker={} already enrolled ({}); the join token is not used", cfg_.name,
                  cfg_.bundle);
   }
-  SHOAL_ASSIGN_OR_RETURN(pki::Bundle b, pki::LoadBundle(cfg_.bundle));
+  SHOAL_ASSIGN_OR_RETURN(security::Bundle b, security::LoadBundle(cfg_.bundle));
   if (b.name != cfg_.name) {
     return InvalidArgument("bundle " + cfg_.bundle + " was issued to '" + b.name +
                            "', not to worker.name '" + cfg_.name + "'");
   }
   if (cfg_.coordinator.empty()) cfg_.coordinator = b.coordinator_address;
-  auto tls = proto::WorkerTls(b, cfg_.server_name);
+  auto tls = protocols::WorkerTls(b, cfg_.server_name);
   if (!tls.ok()) return tls.status().Annotate("security.bundle " + cfg_.bundle);
   tls_ = std::move(tls).value();
   spdlog::info("worker={} TLS with certificate {} (CA fingerprint {})", cfg_.name,
-               pki::BundleCertPath(cfg_.bundle), b.ca_fingerprint);
+               security::BundleCertPath(cfg_.bundle), b.ca_fingerprint);
   return Status::Ok();
 }
 
@@ -206,52 +207,52 @@ Status WorkerClient::Impl::SetUpSecurity() {
 // discovery-token-ca-cert-hash); then a CSR for a fresh key goes out with the token's secret,
 // and the signed certificate comes back. Nothing is sent before the coordinator is verified.
 Status WorkerClient::Impl::Join(const std::string& token_text) {
-  SHOAL_ASSIGN_OR_RETURN(pki::ParsedToken token, pki::ParseJoinToken(token_text));
+  SHOAL_ASSIGN_OR_RETURN(security::ParsedToken token, security::ParseJoinToken(token_text));
   const std::string address = cfg_.coordinator.empty() ? token.coordinator_address : cfg_.coordinator;
-  proto::TlsConfig tc;
+  protocols::TlsConfig tc;
   tc.ca_fingerprint = token.ca_fingerprint;
   tc.expected_peer_name = cfg_.server_name;
-  SHOAL_ASSIGN_OR_RETURN(auto tls, proto::TlsContext::Client(tc));
-  SHOAL_ASSIGN_OR_RETURN(pki::KeyAndCsr kc, pki::MakeKeyAndCsr(cfg_.name));
+  SHOAL_ASSIGN_OR_RETURN(auto tls, protocols::TlsContext::Client(tc));
+  SHOAL_ASSIGN_OR_RETURN(security::KeyAndCsr kc, security::MakeKeyAndCsr(cfg_.name));
   spdlog::info("worker={} joining the federation at {} with token {} (CA fingerprint {})",
                cfg_.name, address, token.id, token.ca_fingerprint);
   const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<uint32_t>(
                                            cfg_.hello_timeout_ms * 4, 20000));
-  proto::ChannelOptions co;
+  protocols::ChannelOptions co;
   co.tls = tls;
   co.max_message_bytes = 1 << 20;
-  proto::ClientChannel channel(co);
+  protocols::ClientChannel channel(co);
   SHOAL_RETURN_IF_ERROR(channel.Connect(address));
-  proto::JoinRequest req;
+  protocols::JoinRequest req;
   req.token_id = token.id;
   req.secret = token.secret;
   req.csr_pem = kc.csr_pem;
-  SHOAL_RETURN_IF_ERROR(channel.Send(proto::Encode(req)));
+  SHOAL_RETURN_IF_ERROR(channel.Send(protocols::Encode(req)));
   while (!stop_ && Clock::now() < deadline) {
     auto in = channel.Recv(100);
     if (!in.ok()) return in.status().Annotate("join " + address);
     if (!in->has_value()) continue;
-    proto::Limits limits;
-    SHOAL_ASSIGN_OR_RETURN(proto::FrameView f, proto::ParseFrame(**in, limits));
-    if (f.type == proto::MessageType::kError) {
-      auto e = proto::Decode<proto::Error>(f);
+    protocols::Limits limits;
+    SHOAL_ASSIGN_OR_RETURN(protocols::FrameView f, protocols::ParseFrame(**in, limits));
+    if (f.type == protocols::MessageType::kError) {
+      auto e = protocols::Decode<protocols::Error>(f);
       return Rejected("coordinator refused the join: " + (e.ok() ? e->message : e.status().message()));
     }
-    if (f.type != proto::MessageType::kJoinResponse) continue;
-    SHOAL_ASSIGN_OR_RETURN(proto::JoinResponse resp, proto::Decode<proto::JoinResponse>(f));
+    if (f.type != protocols::MessageType::kJoinResponse) continue;
+    SHOAL_ASSIGN_OR_RETURN(protocols::JoinResponse resp, protocols::Decode<protocols::JoinResponse>(f));
     // The CA handed back must be the one the token pins, and the certificate must be ours.
-    SHOAL_RETURN_IF_ERROR(pki::CheckCertMatchesFingerprint(resp.ca_pem, token.ca_fingerprint)
+    SHOAL_RETURN_IF_ERROR(security::CheckCertMatchesFingerprint(resp.ca_pem, token.ca_fingerprint)
                               .Annotate("JoinResponse CA"));
-    SHOAL_ASSIGN_OR_RETURN(pki::CertInfo info, pki::VerifyPeerCert(resp.ca_pem, resp.cert_pem));
+    SHOAL_ASSIGN_OR_RETURN(security::CertInfo info, security::VerifyPeerCert(resp.ca_pem, resp.cert_pem));
     if (info.common_name != cfg_.name || !info.client_auth) {
       return Rejected("coordinator returned a certificate for '" + info.common_name + "'");
     }
-    proto::TlsConfig check;  // fails when the certificate is not for our key
+    protocols::TlsConfig check;  // fails when the certificate is not for our key
     check.cert_pem = resp.cert_pem;
     check.key_pem = kc.key_pem;
     check.ca_pem = resp.ca_pem;
-    SHOAL_RETURN_IF_ERROR(proto::TlsContext::Client(check).status().Annotate("JoinResponse"));
-    SHOAL_RETURN_IF_ERROR(pki::WriteBundle(cfg_.bundle, cfg_.name, kc.key_pem, resp.cert_pem,
+    SHOAL_RETURN_IF_ERROR(protocols::TlsContext::Client(check).status().Annotate("JoinResponse"));
+    SHOAL_RETURN_IF_ERROR(security::WriteBundle(cfg_.bundle, cfg_.name, kc.key_pem, resp.cert_pem,
                                            resp.ca_pem, address));
     spdlog::info("worker={} enrolled: certificate sha256 {} written to {}", cfg_.name,
                  info.fingerprint, cfg_.bundle);
@@ -292,12 +293,12 @@ Status WorkerClient::Impl::Run() {
 }
 
 Result<SessionEnd> WorkerClient::Impl::Session() {
-  proto::ChannelOptions co;
+  protocols::ChannelOptions co;
   co.tls = tls_;
   co.socket.linger_ms = 0;
   co.socket.wake_fd = wake_fd_;  // the training thread's end and Stop() end a wait
-  co.max_message_bytes = proto::kMaxChunkBytes + (1 << 20);  // a chunk plus its headers
-  channel_ = std::make_unique<proto::ClientChannel>(co);
+  co.max_message_bytes = protocols::kMaxChunkBytes + (1 << 20);  // a chunk plus its headers
+  channel_ = std::make_unique<protocols::ClientChannel>(co);
   pending_ = Pending::kNone;
   assembler_.Reset();
   if (tls_) {
@@ -306,7 +307,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
     });
   }
   SHOAL_RETURN_IF_ERROR(channel_->Connect(cfg_.coordinator));
-  proto::Hello hello;
+  protocols::Hello hello;
   hello.name = cfg_.name;
   hello.num_train = train_.size();
   hello.num_val = val_.size();
@@ -315,7 +316,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   Send(hello);
 
   // Wait for Welcome.
-  proto::Limits hello_limits;
+  protocols::Limits hello_limits;
   const auto hello_deadline = Clock::now() + std::chrono::milliseconds(cfg_.hello_timeout_ms);
   bool admitted = false;
   while (!stop_ && !admitted && Clock::now() < hello_deadline) {
@@ -331,23 +332,23 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
       return SessionEnd::kReconnect;
     }
     if (!in->has_value()) continue;
-    auto f = proto::ParseFrame(**in, hello_limits);
+    auto f = protocols::ParseFrame(**in, hello_limits);
     if (!f.ok()) {
       spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, f.status().message());
       continue;
     }
-    if (f->type == proto::MessageType::kError) {
-      auto e = proto::Decode<proto::Error>(*f);
+    if (f->type == protocols::MessageType::kError) {
+      auto e = protocols::Decode<protocols::Error>(*f);
       const std::string msg = e.ok() ? e->message : e.status().message();
-      if (e.ok() && (e->code == proto::ErrorCode::kNotAdmitted ||
-                     e->code == proto::ErrorCode::kVersionMismatch)) {
+      if (e.ok() && (e->code == protocols::ErrorCode::kNotAdmitted ||
+                     e->code == protocols::ErrorCode::kVersionMismatch)) {
         return Rejected("coordinator refused this worker: " + msg);
       }
       spdlog::warn("worker={} coordinator error at hello: {}", cfg_.name, msg);
       continue;
     }
-    if (f->type == proto::MessageType::kWelcome) {
-      auto w = proto::Decode<proto::Welcome>(*f);
+    if (f->type == protocols::MessageType::kWelcome) {
+      auto w = protocols::Decode<protocols::Welcome>(*f);
       if (!w.ok()) return w.status();
       welcome_ = std::move(w).value();
       admitted = true;
@@ -355,7 +356,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   }
   if (stop_) return SessionEnd::kShutdown;
   if (!admitted) return SessionEnd::kReconnect;
-  if (welcome_.chunk_bytes == 0 || welcome_.chunk_bytes > proto::kMaxChunkBytes ||
+  if (welcome_.chunk_bytes == 0 || welcome_.chunk_bytes > protocols::kMaxChunkBytes ||
       welcome_.heartbeat_ms == 0 || welcome_.peer_timeout_ms == 0) {
     return ProtocolError("coordinator sent an invalid Welcome");
   }
@@ -363,13 +364,13 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
                welcome_.model, cfg_.coordinator);
   model_ready_ = false;
   model_assembler_.Reset();
-  if (welcome_.model == nn::kTorchScriptModel) {
+  if (welcome_.model == model::kTorchScriptModel) {
     // The file follows as ModelFile pieces; the trainers are made when it is complete.
     if (welcome_.model_bytes == 0) {
       return ProtocolError("Welcome for a torchscript model without its size");
     }
     if (Status st = model_assembler_.Start(welcome_.model_bytes, welcome_.chunk_bytes,
-                                           nn::kMaxScriptModelBytes);
+                                           model::kMaxScriptModelBytes);
         !st.ok()) {
       return Rejected("coordinator's TorchScript model cannot be accepted: " + st.message());
     }
@@ -381,11 +382,11 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
                            welcome_.model + "'");
     }
     SHOAL_RETURN_IF_ERROR(
-        EnsureTrainers(nn::ModelSource{welcome_.model, ""},
+        EnsureTrainers(model::ModelSource{welcome_.model, ""},
                        welcome_.model + "/" + std::to_string(welcome_.num_classes)));
   }
 
-  limits_ = proto::Limits{};
+  limits_ = protocols::Limits{};
   limits_.max_payload_bytes = welcome_.chunk_bytes;
   auto last_heard = Clock::now();
   auto last_sent_hb = Clock::time_point{};
@@ -393,7 +394,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   while (!stop_) {
     const auto now = Clock::now();
     if (now - last_sent_hb >= std::chrono::milliseconds(welcome_.heartbeat_ms)) {
-      proto::Heartbeat hb;
+      protocols::Heartbeat hb;
       hb.busy = training_.valid() ? 1 : 0;
       Send(hb);
       last_sent_hb = now;
@@ -415,7 +416,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
     }
     if (!in->has_value()) continue;
     last_heard = Clock::now();
-    auto f = proto::ParseFrame(**in, limits_);
+    auto f = protocols::ParseFrame(**in, limits_);
     if (!f.ok()) {
       spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, f.status().message());
       continue;
@@ -427,26 +428,26 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
 }
 
 // Returns kReconnect to continue the session, anything else to end it.
-Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
+Result<SessionEnd> WorkerClient::Impl::Handle(const protocols::FrameView& f) {
   constexpr SessionEnd kContinue = SessionEnd::kReconnect;
   switch (f.type) {
-    case proto::MessageType::kHeartbeat:
-    case proto::MessageType::kWelcome:
+    case protocols::MessageType::kHeartbeat:
+    case protocols::MessageType::kWelcome:
       return kContinue;
-    case proto::MessageType::kShutdown: {
-      auto m = proto::Decode<proto::Shutdown>(f);
+    case protocols::MessageType::kShutdown: {
+      auto m = protocols::Decode<protocols::Shutdown>(f);
       spdlog::info("worker={} coordinator says shutdown: {}", cfg_.name, m.ok() ? m->reason : "");
       return SessionEnd::kShutdown;
     }
-    case proto::MessageType::kModelFile:
+    case protocols::MessageType::kModelFile:
       return OnModelFile(f);
-    case proto::MessageType::kTrainTask: {
+    case protocols::MessageType::kTrainTask: {
       if (!model_ready_) {  // the model file precedes every task; a piece must have been lost
         spdlog::warn("worker={} TrainTask before the model file was complete; reconnecting",
                      cfg_.name);
         return SessionEnd::kReconnectNow;
       }
-      auto m = proto::Decode<proto::TrainTask>(f);
+      auto m = protocols::Decode<protocols::TrainTask>(f);
       if (!m.ok() || m->spec.Validate().ok() == false || m->epochs == 0 || m->batch_size == 0 ||
           !(m->lr > 0)) {
         spdlog::warn("worker={} invalid TrainTask ignored", cfg_.name);
@@ -476,13 +477,13 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       }
       return kContinue;
     }
-    case proto::MessageType::kEvalTask: {
+    case protocols::MessageType::kEvalTask: {
       if (!model_ready_) {
         spdlog::warn("worker={} EvalTask before the model file was complete; reconnecting",
                      cfg_.name);
         return SessionEnd::kReconnectNow;
       }
-      auto m = proto::Decode<proto::EvalTask>(f);
+      auto m = protocols::Decode<protocols::EvalTask>(f);
       if (!m.ok() || !m->spec.Validate().ok()) {
         spdlog::warn("worker={} invalid EvalTask ignored", cfg_.name);
         return kContinue;
@@ -502,8 +503,8 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       }
       return kContinue;
     }
-    case proto::MessageType::kWeightsChunk: {
-      auto c = proto::Decode<proto::WeightsChunk>(f);
+    case protocols::MessageType::kWeightsChunk: {
+      auto c = protocols::Decode<protocols::WeightsChunk>(f);
       if (!c.ok()) return kContinue;
       if (Status st = assembler_.Add(*c, f.payload, f.payload_placed); !st.ok()) {
         spdlog::warn("worker={} weights transfer failed: {}", cfg_.name, st.message());
@@ -524,7 +525,7 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
         }
         StartTraining();
       } else if (pending_ == Pending::kEval) {
-        Weights w;
+        model::Weights w;
         w.spec = eval_task_.spec;
         w.data = assembler_.Take();
         Evaluate(w, eval_task_.run_id, eval_task_.round, eval_task_.version, /*release_memory=*/true);
@@ -532,13 +533,13 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       pending_ = Pending::kNone;
       return kContinue;
     }
-    case proto::MessageType::kUploadGrant: {
-      auto g = proto::Decode<proto::UploadGrant>(f);
+    case protocols::MessageType::kUploadGrant: {
+      auto g = protocols::Decode<protocols::UploadGrant>(f);
       if (!g.ok() || !update_ || g->round != update_->round) return kContinue;
       const uint64_t bytes = delta_.size() * sizeof(float);
-      for (uint32_t i = 0; i < proto::ChunkCount(bytes, welcome_.chunk_bytes); ++i) {
+      for (uint32_t i = 0; i < protocols::ChunkCount(bytes, welcome_.chunk_bytes); ++i) {
         // Sealed from the update's own storage: no copy of the chunk into a frame first.
-        const proto::FramePieces frame = proto::EncodeChunkPieces(
+        const protocols::FramePieces frame = protocols::EncodeChunkPieces(
             update_->round, delta_.data(), bytes, welcome_.chunk_bytes, i);
         if (Status st = channel_->Send(frame.head, frame.payload); !st.ok()) {
           spdlog::warn("worker={} upload: {}", cfg_.name, st.ToString());
@@ -547,8 +548,8 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       }
       return kContinue;
     }
-    case proto::MessageType::kAck: {
-      auto a = proto::Decode<proto::Ack>(f);
+    case protocols::MessageType::kAck: {
+      auto a = protocols::Decode<protocols::Ack>(f);
       if (a.ok() && update_ && a->round == update_->round && a->sha256 == update_->sha256) {
         spdlog::info("round={} worker={} update acknowledged", a->round, cfg_.name);
         update_.reset();
@@ -556,20 +557,20 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       }
       return kContinue;
     }
-    case proto::MessageType::kError: {
-      auto e = proto::Decode<proto::Error>(f);
+    case protocols::MessageType::kError: {
+      auto e = protocols::Decode<protocols::Error>(f);
       if (!e.ok()) return kContinue;
       spdlog::warn("round={} worker={} coordinator error {}: {}", e->round, cfg_.name,
                    static_cast<int>(e->code), e->message);
       switch (e->code) {
-        case proto::ErrorCode::kUnknownPeer:
+        case protocols::ErrorCode::kUnknownPeer:
           return SessionEnd::kReconnectNow;
-        case proto::ErrorCode::kNotAdmitted:
-        case proto::ErrorCode::kVersionMismatch:
+        case protocols::ErrorCode::kNotAdmitted:
+        case protocols::ErrorCode::kVersionMismatch:
           return Rejected("coordinator refused this worker: " + e->message);
-        case proto::ErrorCode::kStale:
-        case proto::ErrorCode::kBadUpdate:
-        case proto::ErrorCode::kDuplicate:
+        case protocols::ErrorCode::kStale:
+        case protocols::ErrorCode::kBadUpdate:
+        case protocols::ErrorCode::kDuplicate:
           if (update_ && e->round == update_->round) {
             update_.reset();
             FreeStorage(delta_);
@@ -580,7 +581,7 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
       }
     }
     default:
-      spdlog::warn("worker={} unexpected {} ignored", cfg_.name, proto::MessageTypeName(f.type));
+      spdlog::warn("worker={} unexpected {} ignored", cfg_.name, protocols::MessageTypeName(f.type));
       return kContinue;
   }
 }
@@ -590,19 +591,19 @@ Result<SessionEnd> WorkerClient::Impl::Handle(const proto::FrameView& f) {
 // new copy; a file that does not load here is fatal.
 // The weights of a task are decrypted straight into the buffer they are assembled in
 // (placement.h); anything else, or a chunk the assembler would not take now, is read whole.
-proto::PayloadPlacement WorkerClient::Impl::PlaceWeights(std::string_view head,
+protocols::PayloadPlacement WorkerClient::Impl::PlaceWeights(std::string_view head,
                                                          size_t payload_bytes) {
   if (pending_ == Pending::kNone) return {};
   return assembler_.PlaceFrame(head, payload_bytes, limits_);
 }
 
-Result<SessionEnd> WorkerClient::Impl::OnModelFile(const proto::FrameView& f) {
+Result<SessionEnd> WorkerClient::Impl::OnModelFile(const protocols::FrameView& f) {
   constexpr SessionEnd kContinue = SessionEnd::kReconnect;
   if (!model_assembler_.active()) {
     spdlog::warn("worker={} ModelFile without a model transfer ignored", cfg_.name);
     return kContinue;
   }
-  auto m = proto::Decode<proto::ModelFile>(f);
+  auto m = protocols::Decode<protocols::ModelFile>(f);
   Status st = m.ok() ? model_assembler_.Add(*m, f.payload) : m.status();
   if (!st.ok()) {
     spdlog::warn("worker={} model file transfer failed: {}; reconnecting for a new copy", cfg_.name,
@@ -613,10 +614,10 @@ Result<SessionEnd> WorkerClient::Impl::OnModelFile(const proto::FrameView& f) {
   }
   if (!model_assembler_.complete()) return kContinue;
   const std::string sha256 = HexEncode(model_assembler_.sha256());
-  nn::ModelSource source{nn::kTorchScriptModel, model_assembler_.Take()};
+  model::ModelSource source{model::kTorchScriptModel, model_assembler_.Take()};
   spdlog::info("worker={} TorchScript model received: {} bytes sha256={}", cfg_.name,
                source.script_bytes.size(), sha256);
-  st = EnsureTrainers(source, std::string(nn::kTorchScriptModel) + "/" +
+  st = EnsureTrainers(source, std::string(model::kTorchScriptModel) + "/" +
                                   std::to_string(welcome_.num_classes) + "/" + sha256);
   if (!st.ok()) {
     return Rejected("the coordinator's TorchScript model cannot be used: " + st.message());
@@ -626,7 +627,7 @@ Result<SessionEnd> WorkerClient::Impl::OnModelFile(const proto::FrameView& f) {
 
 // Makes the trainers for `source` unless they already hold the model `key` names (a reconnect
 // to the same run). Training of a previous, different model is cancelled first.
-Status WorkerClient::Impl::EnsureTrainers(const nn::ModelSource& source, const std::string& key) {
+Status WorkerClient::Impl::EnsureTrainers(const model::ModelSource& source, const std::string& key) {
   if (trainer_ && key == model_key_) {
     model_ready_ = true;
     return Status::Ok();
@@ -665,7 +666,7 @@ Result<LocalTrainer*> WorkerClient::Impl::EvalTrainer() {
 }
 
 void WorkerClient::Impl::StartTraining() {
-  const proto::TrainTask& t = running_task_;
+  const protocols::TrainTask& t = running_task_;
   TrainSettings s;
   s.epochs = static_cast<int>(t.epochs);
   s.batch_size = static_cast<int>(t.batch_size);
@@ -701,7 +702,7 @@ void WorkerClient::Impl::FinishTraining() {
   // LibTorch's training workspace is free now; with the executables' malloc settings it would
   // stay mapped and the next transfers would grow the heap around it.
   ReleaseFreeMemory();
-  const proto::TrainTask& t = running_task_;
+  const protocols::TrainTask& t = running_task_;
   if (!result.ok()) {
     spdlog::warn("round={} worker={} training ended: {}", t.round, cfg_.name, result.status().ToString());
     return;
@@ -710,22 +711,22 @@ void WorkerClient::Impl::FinishTraining() {
   spdlog::info("round={} worker={} trained: epochs={} samples={} loss={:.4f} seconds={:.1f}", t.round,
                cfg_.name, t.epochs, o.samples, o.mean_loss, o.seconds);
   FreeStorage(train_global_.data);
-  auto encoding = EncodingFromWire(t.compression);
+  auto encoding = model::EncodingFromWire(t.compression);
   if (!encoding.ok()) {
     spdlog::warn("round={} worker={} {}; update dropped", t.round, cfg_.name,
                  encoding.status().message());
     return;
   }
-  if (*encoding == Encoding::kF32 && residual_.empty()) {
+  if (*encoding == model::Encoding::kF32 && residual_.empty()) {
     delta_ = std::move(o.delta);
   } else {
     // Quantized with error feedback: what this round's encoding drops is carried into the next.
     std::string bytes;
-    EncodeDelta(*encoding, o.delta.data(), o.delta.size(), &residual_, &bytes);
+    model::EncodeDelta(*encoding, o.delta.data(), o.delta.size(), &residual_, &bytes);
     delta_.assign(bytes.size() / sizeof(float), 0.0f);
     std::memcpy(delta_.data(), bytes.data(), bytes.size());
   }
-  proto::UpdateReady u;
+  protocols::UpdateReady u;
   u.run_id = t.run_id;
   u.round = t.round;
   u.base_version = t.version;
@@ -741,9 +742,9 @@ void WorkerClient::Impl::FinishTraining() {
   Send(u);
 }
 
-void WorkerClient::Impl::Evaluate(const Weights& w, const std::string& run_id, uint64_t round,
+void WorkerClient::Impl::Evaluate(const model::Weights& w, const std::string& run_id, uint64_t round,
                                   uint64_t version, bool release_memory) {
-  auto m = [&]() -> Result<EvalMetrics> {
+  auto m = [&]() -> Result<model::EvalMetrics> {
     SHOAL_ASSIGN_OR_RETURN(LocalTrainer * evaluator, EvalTrainer());
     return evaluator->Evaluate(w, val_);
   }();
@@ -752,7 +753,7 @@ void WorkerClient::Impl::Evaluate(const Weights& w, const std::string& run_id, u
                  m.status().ToString());
     return;
   }
-  proto::EvalResult r;
+  protocols::EvalResult r;
   r.run_id = run_id;
   r.round = round;
   r.version = version;
@@ -766,4 +767,4 @@ void WorkerClient::Impl::Evaluate(const Weights& w, const std::string& run_id, u
                cfg_.name, r.version, 100 * r.accuracy, r.loss, r.count);
 }
 
-}  // namespace shoal
+}  // namespace shoal::worker

@@ -10,10 +10,10 @@
 #include <atomic>
 #include <memory>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "worker/config.h"
 
-namespace shoal {
+namespace shoal::worker {
 
 class WorkerClient {
  public:
@@ -33,4 +33,4 @@ class WorkerClient {
   std::atomic<bool> stop_{false};
 };
 
-}  // namespace shoal
+}  // namespace shoal::worker

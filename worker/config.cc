@@ -1,8 +1,8 @@
 #include "worker/config.h"
 
-#include "common/config.h"
+#include "base/config.h"
 
-namespace shoal {
+namespace shoal::worker {
 
 Status WorkerConfig::Validate() const {
   auto bad = [](const std::string& key, const std::string& why) {
@@ -57,4 +57,4 @@ Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
   return c;
 }
 
-}  // namespace shoal
+}  // namespace shoal::worker

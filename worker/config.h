@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "common/status.h"
+#include "base/status.h"
 
-namespace shoal {
+namespace shoal::worker {
 
 struct WorkerConfig {
   // [worker]
@@ -50,4 +50,4 @@ struct WorkerConfig {
 Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
                                       const std::vector<std::string>& overrides);
 
-}  // namespace shoal
+}  // namespace shoal::worker

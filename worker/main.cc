@@ -2,14 +2,14 @@
 #include <csignal>
 #include <cstdio>
 
-#include "common/cli_flags.h"
-#include "common/log.h"
-#include "common/malloc_tuning.h"
+#include "base/cli_flags.h"
+#include "base/log.h"
+#include "base/malloc_tuning.h"
 #include "worker/client.h"
 #include "worker/config.h"
 
 namespace {
-shoal::WorkerClient* g_worker = nullptr;
+shoal::worker::WorkerClient* g_worker = nullptr;
 void OnSignal(int) {
   if (g_worker) g_worker->Stop();
 }
@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   flags.AddSwitch(app, "--insecure", "security.insecure",
                   "DEBUGGING ONLY: no TLS; weights travel in clear text");
   CLI11_PARSE(app, argc, argv);
-  auto config = shoal::LoadWorkerConfig(flags.config_path(), flags.Overrides());
+  auto config = shoal::worker::LoadWorkerConfig(flags.config_path(), flags.Overrides());
   if (!config.ok()) {
     std::fprintf(stderr, "shoal-worker: %s\n", config.status().ToString().c_str());
     return 2;
@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shoal-worker: %s\n", st.ToString().c_str());
     return 2;
   }
-  shoal::WorkerClient worker(std::move(config).value());
+  shoal::worker::WorkerClient worker(std::move(config).value());
   g_worker = &worker;
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

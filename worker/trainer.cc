@@ -2,19 +2,19 @@
 
 #include <chrono>
 
-#include "common/cpu_time.h"
-#include "common/nn/models.h"
+#include "base/cpu_time.h"
+#include "nn/models.h"
 
-namespace shoal {
+namespace shoal::worker {
 namespace {
 
 class TorchTrainer : public LocalTrainer {
  public:
   TorchTrainer(std::shared_ptr<nn::Net> net) : net_(std::move(net)), spec_(nn::SpecOf(*net_)) {}
 
-  const ModelSpec& spec() const override { return spec_; }
+  const model::ModelSpec& spec() const override { return spec_; }
 
-  Result<TrainOutcome> Train(Weights global, const Dataset& data,
+  Result<TrainOutcome> Train(model::Weights global, const data::Dataset& data,
                              const TrainSettings& s, const std::atomic<bool>& cancel,
                              const std::function<void(const TrainProgress&)>& progress) override {
     if (data.size() == 0) return InvalidArgument("no training samples");
@@ -80,7 +80,7 @@ class TorchTrainer : public LocalTrainer {
     return out;
   }
 
-  Result<EvalMetrics> Evaluate(const Weights& weights, const Dataset& data) override {
+  Result<model::EvalMetrics> Evaluate(const model::Weights& weights, const data::Dataset& data) override {
     SHOAL_RETURN_IF_ERROR(nn::SetWeights(*net_, weights));
     try {
       return nn::Evaluate(*net_, data);
@@ -93,16 +93,16 @@ class TorchTrainer : public LocalTrainer {
 
  private:
   std::shared_ptr<nn::Net> net_;
-  ModelSpec spec_;
+  model::ModelSpec spec_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const nn::ModelSource& model,
+Result<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const model::ModelSource& model,
                                                            const std::vector<int64_t>& input_shape,
                                                            int64_t num_classes) {
   SHOAL_ASSIGN_OR_RETURN(auto net, nn::MakeModel(model, input_shape, num_classes, 0));
   return std::unique_ptr<LocalTrainer>(std::make_unique<TorchTrainer>(std::move(net)));
 }
 
-}  // namespace shoal
+}  // namespace shoal::worker

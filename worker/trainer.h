@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "common/dataset.h"
-#include "common/eval_metrics.h"
-#include "common/nn/model_source.h"
-#include "common/status.h"
-#include "common/weights.h"
+#include "data/dataset.h"
+#include "model/eval_metrics.h"
+#include "model/model_source.h"
+#include "base/status.h"
+#include "model/weights.h"
 
-namespace shoal {
+namespace shoal::worker {
 
 struct TrainSettings {
   int epochs = 1;
@@ -46,18 +46,18 @@ class LocalTrainer {
  public:
   // A built-in model, or a TorchScript model loaded from model.script_bytes (InvalidArgument
   // naming the problem when it does not load or fit input_shape / num_classes).
-  static Result<std::unique_ptr<LocalTrainer>> Create(const nn::ModelSource& model,
+  static Result<std::unique_ptr<LocalTrainer>> Create(const model::ModelSource& model,
                                                       const std::vector<int64_t>& input_shape,
                                                       int64_t num_classes);
   virtual ~LocalTrainer() = default;
   // `global` is taken by value: its buffer becomes the returned delta, so a round holds one
   // model-sized vector besides the net instead of three (global, local, delta).
-  virtual Result<TrainOutcome> Train(Weights global, const Dataset& data,
+  virtual Result<TrainOutcome> Train(model::Weights global, const data::Dataset& data,
                                      const TrainSettings& settings, const std::atomic<bool>& cancel,
                                      const std::function<void(const TrainProgress&)>& progress) = 0;
-  virtual Result<EvalMetrics> Evaluate(const Weights& weights, const Dataset& data) = 0;
+  virtual Result<model::EvalMetrics> Evaluate(const model::Weights& weights, const data::Dataset& data) = 0;
   // The model's tensors (names and shapes, in wire order): what a task's weights must match.
-  virtual const ModelSpec& spec() const = 0;
+  virtual const model::ModelSpec& spec() const = 0;
 };
 
-}  // namespace shoal
+}  // namespace shoal::worker

@@ -13,8 +13,8 @@
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
-#include "common/compression.h"
-#include "common/pki.h"
+#include "model/compression.h"
+#include "security/pki.h"
 #include "protocols/channel.h"
 
 namespace shoal::loadgen {
@@ -39,7 +39,7 @@ inline uint64_t Mix(uint64_t z) {  // splitmix64 finalizer
 //   f16   word j = halves of values 2j and 2j + 1 (zero past the last value: padding)
 //   int8  the block scales (all scale / 127), then 4 int8 values in [-127, 127] per word
 struct DeltaLayout {
-  Encoding encoding = Encoding::kF32;
+  model::Encoding encoding = model::Encoding::kF32;
   uint64_t count = 0;        // values
   uint64_t scale_bytes = 0;  // int8: 4 bytes per block of kInt8Block values
   float scale = 1e-3f;
@@ -51,20 +51,20 @@ void FillWords(const DeltaLayout& l, uint64_t key, uint64_t first, size_t n, uin
     const uint64_t j = first + i;
     const uint64_t z = Mix(key + (j + 1) * 0x9e3779b97f4a7c15ULL);
     switch (l.encoding) {
-      case Encoding::kF32: {
+      case model::Encoding::kF32: {
         const float v = static_cast<float>(static_cast<int32_t>(z >> 40) - (1 << 23)) * k;
         std::memcpy(&out[i], &v, 4);
         break;
       }
-      case Encoding::kF16: {
+      case model::Encoding::kF16: {
         const float a = static_cast<float>(static_cast<int32_t>(z >> 40) - (1 << 23)) * k;
         const float b = static_cast<float>(static_cast<int32_t>((z >> 8) & 0xffffff) - (1 << 23)) * k;
-        const uint32_t lo = 2 * j < l.count ? FloatToHalf(a) : 0;
-        const uint32_t hi = 2 * j + 1 < l.count ? FloatToHalf(b) : 0;
+        const uint32_t lo = 2 * j < l.count ? model::FloatToHalf(a) : 0;
+        const uint32_t hi = 2 * j + 1 < l.count ? model::FloatToHalf(b) : 0;
         out[i] = lo | (hi << 16);
         break;
       }
-      case Encoding::kInt8: {
+      case model::Encoding::kInt8: {
         const uint64_t byte = 4 * j;
         if (byte < l.scale_bytes) {
           const float s = l.scale / 127.0f;
@@ -84,16 +84,16 @@ void FillWords(const DeltaLayout& l, uint64_t key, uint64_t first, size_t n, uin
   }
 }
 
-const char* ErrorName(proto::ErrorCode c) {
+const char* ErrorName(protocols::ErrorCode c) {
   switch (c) {
-    case proto::ErrorCode::kBadMessage: return "bad_message";
-    case proto::ErrorCode::kVersionMismatch: return "version_mismatch";
-    case proto::ErrorCode::kNotAdmitted: return "not_admitted";
-    case proto::ErrorCode::kUnknownPeer: return "unknown_peer";
-    case proto::ErrorCode::kStale: return "stale";
-    case proto::ErrorCode::kBadUpdate: return "bad_update";
-    case proto::ErrorCode::kDuplicate: return "duplicate";
-    case proto::ErrorCode::kRunFinished: return "run_finished";
+    case protocols::ErrorCode::kBadMessage: return "bad_message";
+    case protocols::ErrorCode::kVersionMismatch: return "version_mismatch";
+    case protocols::ErrorCode::kNotAdmitted: return "not_admitted";
+    case protocols::ErrorCode::kUnknownPeer: return "unknown_peer";
+    case protocols::ErrorCode::kStale: return "stale";
+    case protocols::ErrorCode::kBadUpdate: return "bad_update";
+    case protocols::ErrorCode::kDuplicate: return "duplicate";
+    case protocols::ErrorCode::kRunFinished: return "run_finished";
   }
   return "other";
 }
@@ -123,7 +123,7 @@ MdCtx NewSha256() {
 struct Fleet::PrefixHash {
   uint64_t shared_key = 0;
   uint64_t prefix_bytes = 0;
-  Encoding encoding = Encoding::kF32;
+  model::Encoding encoding = model::Encoding::kF32;
   uint64_t count = 0;
   MdCtx ctx;
 };
@@ -136,7 +136,7 @@ struct Fleet::Worker {
   std::string name;
   uint64_t name_hash = 0;
   std::unique_ptr<Link> link;
-  std::shared_ptr<const proto::TlsContext> tls;  // its certificate (null: plain)
+  std::shared_ptr<const protocols::TlsContext> tls;  // its certificate (null: plain)
   int fd = -1;                 // the link's ZMQ_FD, registered with epoll
   State state = State::kNotStarted;
   bool reconnect_now = false;  // decided while handling a message; done after the receive loop
@@ -145,7 +145,7 @@ struct Fleet::Worker {
   Clock::time_point hello_sent;
   Clock::time_point last_heard;
   Clock::time_point last_hb;
-  proto::Welcome welcome;
+  protocols::Welcome welcome;
   uint32_t model_pieces_expected = 0;
   uint32_t model_pieces = 0;
 
@@ -161,7 +161,7 @@ struct Fleet::Worker {
   uint64_t task_seed = 0;
   uint64_t task_total = 0;  // bytes of the global model (float32)
   uint64_t task_count = 0;  // its values
-  Encoding task_encoding = Encoding::kF32;  // how the update must travel (TrainTask.compression)
+  model::Encoding task_encoding = model::Encoding::kF32;  // how the update must travel (TrainTask.compression)
   uint64_t task_eval_round = 0;  // TrainTask.eval_round: evaluate the weights first
   std::string eval_run_id;
   uint64_t eval_round = 0;
@@ -175,7 +175,7 @@ struct Fleet::Worker {
 
   // The update offered and not yet acknowledged.
   bool has_update = false;
-  proto::UpdateReady ready;
+  protocols::UpdateReady ready;
   uint64_t delta_key = 0;     // this worker's values
   uint64_t shared_key = 0;    // the round's shared prefix
   uint64_t prefix_bytes = 0;  // bytes [0, prefix_bytes) use shared_key
@@ -225,13 +225,13 @@ Status Fleet::SetUpTls() {
   int issued = 0;
   for (auto& w : workers_) {
     const std::string dir = opt_.bundles_dir + "/" + w->name;
-    if (!std::filesystem::exists(pki::BundleKeyPath(dir))) {
+    if (!std::filesystem::exists(security::BundleKeyPath(dir))) {
       if (opt_.ca_dir.empty()) return NotFound("no bundle " + dir + " and no --ca-dir to issue it");
-      SHOAL_RETURN_IF_ERROR(pki::Enroll(opt_.ca_dir, w->name, dir, opt_.endpoint));
+      SHOAL_RETURN_IF_ERROR(security::Enroll(opt_.ca_dir, w->name, dir, opt_.endpoint));
       ++issued;
     }
-    SHOAL_ASSIGN_OR_RETURN(pki::Bundle bundle, pki::LoadBundle(dir));
-    SHOAL_ASSIGN_OR_RETURN(w->tls, proto::WorkerTls(bundle, opt_.server_name));
+    SHOAL_ASSIGN_OR_RETURN(security::Bundle bundle, security::LoadBundle(dir));
+    SHOAL_ASSIGN_OR_RETURN(w->tls, protocols::WorkerTls(bundle, opt_.server_name));
   }
   spdlog::info("TLS: {} bundles ready under {} ({} issued) in {:.1f} s", workers_.size(),
                opt_.bundles_dir, issued, Seconds(Clock::now() - t0));
@@ -310,7 +310,7 @@ void Fleet::Start(Worker& w) {
   w.state = Worker::State::kHello;
   w.xfer = Worker::Xfer::kNone;
   w.model_pieces = w.model_pieces_expected = 0;
-  proto::Hello h;
+  protocols::Hello h;
   h.name = w.name;
   h.num_train = opt_.num_train;
   h.num_val = opt_.num_val;
@@ -350,9 +350,9 @@ void Fleet::Pump(Worker& w) {
 void Fleet::Handle(Worker& w, std::string_view message) {
   ++messages_in_;
   w.last_heard = Clock::now();
-  proto::Limits limits;
-  limits.max_payload_bytes = proto::kMaxChunkBytes;
-  auto f = proto::ParseFrame(message, limits);
+  protocols::Limits limits;
+  limits.max_payload_bytes = protocols::kMaxChunkBytes;
+  auto f = protocols::ParseFrame(message, limits);
   if (!f.ok()) {
     ++bad_frames_;
     spdlog::warn("worker={} bad frame: {}", w.name, f.status().message());
@@ -363,13 +363,13 @@ void Fleet::Handle(Worker& w, std::string_view message) {
     return;
   }
   switch (f->type) {
-    case proto::MessageType::kHeartbeat:
+    case protocols::MessageType::kHeartbeat:
       ++heartbeats_in_;
       return;
-    case proto::MessageType::kWelcome: {
+    case protocols::MessageType::kWelcome: {
       if (w.state != Worker::State::kHello) return;
-      auto m = proto::Decode<proto::Welcome>(*f);
-      if (!m.ok() || m->chunk_bytes == 0 || m->chunk_bytes > proto::kMaxChunkBytes ||
+      auto m = protocols::Decode<protocols::Welcome>(*f);
+      if (!m.ok() || m->chunk_bytes == 0 || m->chunk_bytes > protocols::kMaxChunkBytes ||
           m->chunk_bytes % 4 != 0 || m->heartbeat_ms == 0 || m->peer_timeout_ms == 0) {
         spdlog::error("worker={} invalid Welcome", w.name);
         w.state = Worker::State::kGaveUp;
@@ -382,7 +382,7 @@ void Fleet::Handle(Worker& w, std::string_view message) {
       // heartbeating in lockstep leaves the coordinator idle between bursts).
       w.last_hb = Clock::now() - std::chrono::microseconds(
                                      Mix(w.name_hash) % (uint64_t{w.welcome.heartbeat_ms} * 1000));
-      w.model_pieces_expected = proto::ChunkCount(w.welcome.model_bytes, w.welcome.chunk_bytes);
+      w.model_pieces_expected = protocols::ChunkCount(w.welcome.model_bytes, w.welcome.chunk_bytes);
       if (++admitted_ == opt_.workers && all_admitted_s < 0) {
         all_admitted_s = Elapsed();
         spdlog::info("all {} workers admitted after {:.2f} s (run={} model={} chunk_bytes={})",
@@ -397,8 +397,8 @@ void Fleet::Handle(Worker& w, std::string_view message) {
       }
       return;
     }
-    case proto::MessageType::kModelFile: {
-      auto m = proto::Decode<proto::ModelFile>(*f);
+    case protocols::MessageType::kModelFile: {
+      auto m = protocols::Decode<protocols::ModelFile>(*f);
       if (!m.ok() || m->index != w.model_pieces || m->count != w.model_pieces_expected) {
         spdlog::warn("worker={} unexpected ModelFile piece; reconnecting", w.name);
         w.reconnect_now = true;
@@ -408,8 +408,8 @@ void Fleet::Handle(Worker& w, std::string_view message) {
       ++model_files_;
       return;
     }
-    case proto::MessageType::kTrainTask: {
-      auto m = proto::Decode<proto::TrainTask>(*f);
+    case protocols::MessageType::kTrainTask: {
+      auto m = protocols::Decode<protocols::TrainTask>(*f);
       if (!m.ok() || !m->spec.Validate().ok() || m->epochs == 0 || m->batch_size == 0 ||
           !(m->lr > 0)) {
         spdlog::warn("worker={} invalid TrainTask ignored", w.name);
@@ -421,13 +421,13 @@ void Fleet::Handle(Worker& w, std::string_view message) {
         return;
       }
       const uint64_t total = static_cast<uint64_t>(m->spec.total_bytes());
-      const uint32_t count = proto::ChunkCount(total, w.welcome.chunk_bytes);
+      const uint32_t count = protocols::ChunkCount(total, w.welcome.chunk_bytes);
       if (count != m->chunk_count) {
         spdlog::warn("worker={} TrainTask announces {} chunks, expected {}", w.name, m->chunk_count,
                      count);
         return;
       }
-      auto encoding = EncodingFromWire(m->compression);
+      auto encoding = model::EncodingFromWire(m->compression);
       if (!encoding.ok()) {
         spdlog::warn("worker={} TrainTask ignored: {}", w.name, encoding.status().message());
         return;
@@ -448,8 +448,8 @@ void Fleet::Handle(Worker& w, std::string_view message) {
       w.task_eval_round = m->eval_round;
       return;
     }
-    case proto::MessageType::kEvalTask: {
-      auto m = proto::Decode<proto::EvalTask>(*f);
+    case protocols::MessageType::kEvalTask: {
+      auto m = protocols::Decode<protocols::EvalTask>(*f);
       if (!m.ok() || !m->spec.Validate().ok()) {
         spdlog::warn("worker={} invalid EvalTask ignored", w.name);
         return;
@@ -458,25 +458,25 @@ void Fleet::Handle(Worker& w, std::string_view message) {
       w.xfer = Worker::Xfer::kEval;
       w.xfer_round = m->round;
       w.xfer_total = total;
-      w.xfer_count = proto::ChunkCount(total, w.welcome.chunk_bytes);
+      w.xfer_count = protocols::ChunkCount(total, w.welcome.chunk_bytes);
       w.xfer_next = 0;
       w.eval_run_id = m->run_id;
       w.eval_round = m->round;
       w.eval_version = m->version;
       return;
     }
-    case proto::MessageType::kWeightsChunk:
+    case protocols::MessageType::kWeightsChunk:
       OnChunk(w, *f);
       return;
-    case proto::MessageType::kUploadGrant: {
-      auto g = proto::Decode<proto::UploadGrant>(*f);
+    case protocols::MessageType::kUploadGrant: {
+      auto g = protocols::Decode<protocols::UploadGrant>(*f);
       if (!g.ok() || !w.has_update || g->round != w.ready.round || w.queued_for_hash) return;
       ++StatsFor(g->round).grants;
       Upload(w);
       return;
     }
-    case proto::MessageType::kAck: {
-      auto a = proto::Decode<proto::Ack>(*f);
+    case protocols::MessageType::kAck: {
+      auto a = protocols::Decode<protocols::Ack>(*f);
       if (!a.ok() || !w.has_update || a->round != w.ready.round || a->sha256 != w.ready.sha256) {
         return;
       }
@@ -489,29 +489,29 @@ void Fleet::Handle(Worker& w, std::string_view message) {
       w.has_update = false;
       return;
     }
-    case proto::MessageType::kError: {
-      auto e = proto::Decode<proto::Error>(*f);
+    case protocols::MessageType::kError: {
+      auto e = protocols::Decode<protocols::Error>(*f);
       if (!e.ok()) return;
       ++errors_[ErrorName(e->code)];
       spdlog::debug("round={} worker={} coordinator error {}: {}", e->round, w.name,
                     ErrorName(e->code), e->message);
       switch (e->code) {
-        case proto::ErrorCode::kUnknownPeer:
+        case protocols::ErrorCode::kUnknownPeer:
           // The coordinator does not know this connection: it dropped the worker, or ZeroMQ
           // reconnected underneath (a new TCP connection gets a new routing id).
           spdlog::info("worker={} unknown to the coordinator; Hello again on a new connection",
                        w.name);
           w.reconnect_now = true;
           return;
-        case proto::ErrorCode::kNotAdmitted:
-        case proto::ErrorCode::kVersionMismatch:
+        case protocols::ErrorCode::kNotAdmitted:
+        case protocols::ErrorCode::kVersionMismatch:
           spdlog::error("worker={} refused by the coordinator: {}", w.name, e->message);
           w.state = Worker::State::kGaveUp;
           ++gave_up_;
           return;
-        case proto::ErrorCode::kStale:
-        case proto::ErrorCode::kBadUpdate:
-        case proto::ErrorCode::kDuplicate:
+        case protocols::ErrorCode::kStale:
+        case protocols::ErrorCode::kBadUpdate:
+        case protocols::ErrorCode::kDuplicate:
           if (w.has_update && e->round == w.ready.round) {
             ++StatsFor(e->round).rejected;
             spdlog::warn("round={} worker={} update rejected ({}): {}", e->round, w.name,
@@ -523,21 +523,21 @@ void Fleet::Handle(Worker& w, std::string_view message) {
           return;
       }
     }
-    case proto::MessageType::kShutdown: {
-      auto m = proto::Decode<proto::Shutdown>(*f);
+    case protocols::MessageType::kShutdown: {
+      auto m = protocols::Decode<protocols::Shutdown>(*f);
       if (m.ok()) shutdown_reason_ = m->reason;
       w.state = Worker::State::kFinished;
       ++finished_;
       return;
     }
     default:
-      spdlog::warn("worker={} unexpected {} ignored", w.name, proto::MessageTypeName(f->type));
+      spdlog::warn("worker={} unexpected {} ignored", w.name, protocols::MessageTypeName(f->type));
       return;
   }
 }
 
-void Fleet::OnChunk(Worker& w, const proto::FrameView& f) {
-  auto c = proto::Decode<proto::WeightsChunk>(f);
+void Fleet::OnChunk(Worker& w, const protocols::FrameView& f) {
+  auto c = protocols::Decode<protocols::WeightsChunk>(f);
   auto fail = [&](const std::string& why) {
     spdlog::warn("worker={} weights transfer failed: {}", w.name, why);
     ++bad_frames_;
@@ -582,7 +582,7 @@ void Fleet::OnChunk(Worker& w, const proto::FrameView& f) {
 }
 
 void Fleet::SendEvalResult(Worker& w) {
-  proto::EvalResult r;
+  protocols::EvalResult r;
   r.run_id = w.eval_run_id;
   r.round = w.eval_round;
   r.version = w.eval_version;
@@ -611,7 +611,7 @@ void Fleet::Tick(Worker& w, Clock::time_point now) {
       return;
   }
   if (now - w.last_hb >= std::chrono::milliseconds(w.welcome.heartbeat_ms)) {
-    proto::Heartbeat hb;
+    protocols::Heartbeat hb;
     hb.unix_ms = UnixMs();
     hb.busy = w.training ? 1 : 0;
     SendMsg(w, hb);
@@ -671,11 +671,11 @@ void Fleet::FinishTraining(Worker& w) {
   w.training = false;
   w.layout.encoding = w.task_encoding;
   w.layout.count = w.task_count;
-  w.layout.scale_bytes = w.task_encoding == Encoding::kInt8
-                             ? 4 * ((w.task_count + kInt8Block - 1) / kInt8Block)
+  w.layout.scale_bytes = w.task_encoding == model::Encoding::kInt8
+                             ? 4 * ((w.task_count + model::kInt8Block - 1) / model::kInt8Block)
                              : 0;
   w.layout.scale = static_cast<float>(opt_.delta_scale);
-  const uint64_t total = EncodedBytes(w.task_encoding, w.task_count);
+  const uint64_t total = model::EncodedBytes(w.task_encoding, w.task_count);
   w.update_bytes = total;
   w.delta_key = Mix(w.task_seed ^ w.name_hash);
   w.shared_key = Mix(w.task_seed ^ 0x5ca1ab1e0ddba11ULL);
@@ -696,7 +696,7 @@ void Fleet::FinishTraining(Worker& w) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len = 0;
   EVP_DigestFinal_ex(ctx.get(), digest, &digest_len);
-  proto::UpdateReady u;
+  protocols::UpdateReady u;
   u.run_id = w.task_run_id;
   u.round = w.task_round;
   u.base_version = w.task_version;
@@ -717,17 +717,17 @@ void Fleet::Upload(Worker& w) {
   const auto t0 = Clock::now();
   const uint32_t chunk = w.welcome.chunk_bytes;
   const uint64_t total = w.ready.total_bytes;
-  const uint32_t count = proto::ChunkCount(total, chunk);
+  const uint32_t count = protocols::ChunkCount(total, chunk);
   scratch_.resize(chunk / 4);
   for (uint32_t i = 0; i < count; ++i) {
-    proto::WeightsChunk c;
+    protocols::WeightsChunk c;
     c.round = w.ready.round;
     c.index = i;
     c.count = count;
     c.offset = uint64_t{i} * chunk;
     const uint64_t len = std::min<uint64_t>(chunk, total - c.offset);
     FillBytes(w, c.offset, len, scratch_.data());
-    Send(w, proto::Encode(c, std::string_view(reinterpret_cast<const char*>(scratch_.data()), len)));
+    Send(w, protocols::Encode(c, std::string_view(reinterpret_cast<const char*>(scratch_.data()), len)));
   }
   upload_s_ += Seconds(Clock::now() - t0);
 }

@@ -37,7 +37,7 @@
 #include <zmq.hpp>
 
 #include "bench/loadgen/link.h"
-#include "common/status.h"
+#include "base/status.h"
 #include "protocols/codec.h"
 #include "protocols/secure_channel.h"
 
@@ -111,7 +111,7 @@ class Fleet {
   void Pump(Worker& w);
   void MarkForCheck(Worker& w);
   void Handle(Worker& w, std::string_view message);
-  void OnChunk(Worker& w, const proto::FrameView& f);
+  void OnChunk(Worker& w, const protocols::FrameView& f);
   void SendEvalResult(Worker& w);  // the synthetic federated evaluation result
   void Tick(Worker& w, Clock::time_point now);
   void FinishTraining(Worker& w);
@@ -121,7 +121,7 @@ class Fleet {
   void Send(Worker& w, std::string_view message);
   template <class M>
   void SendMsg(Worker& w, const M& m) {
-    Send(w, proto::Encode(m));
+    Send(w, protocols::Encode(m));
   }
   RoundStats& StatsFor(uint64_t round);
   double Elapsed() const;

@@ -8,13 +8,13 @@ namespace shoal::loadgen {
 
 namespace {
 // A chunk plus its headers, as the real worker accepts (worker/client.cc).
-constexpr size_t kMaxMessageBytes = size_t{proto::kMaxChunkBytes} + (size_t{1} << 20);
+constexpr size_t kMaxMessageBytes = size_t{protocols::kMaxChunkBytes} + (size_t{1} << 20);
 }  // namespace
 
-Link::Link(zmq::context_t& context, std::shared_ptr<const proto::TlsContext> tls)
+Link::Link(zmq::context_t& context, std::shared_ptr<const protocols::TlsContext> tls)
     : socket_(context, zmq::socket_type::stream),
       reader_(/*secure=*/tls != nullptr, /*peer_is_server=*/true,
-              tls ? proto::kMaxWireFrameBytes : kMaxMessageBytes),
+              tls ? protocols::kMaxWireFrameBytes : kMaxMessageBytes),
       tls_(std::move(tls)) {
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::reconnect_ivl, 200);
@@ -26,7 +26,7 @@ Link::Link(zmq::context_t& context, std::shared_ptr<const proto::TlsContext> tls
 }
 
 Result<std::unique_ptr<Link>> Link::Create(zmq::context_t& context,
-                                           std::shared_ptr<const proto::TlsContext> tls) {
+                                           std::shared_ptr<const protocols::TlsContext> tls) {
   try {
     return std::unique_ptr<Link>(new Link(context, std::move(tls)));
   } catch (const zmq::error_t& e) {
@@ -41,7 +41,7 @@ Status Link::Connect(const std::string& endpoint) {
     return InvalidArgument("connect " + endpoint + ": " + e.what());
   }
   if (!tls_) return Status::Ok();
-  session_ = std::make_unique<proto::SecureSession>(tls_, kMaxMessageBytes);
+  session_ = std::make_unique<protocols::SecureSession>(tls_, kMaxMessageBytes);
   std::vector<std::string> hello;
   SHOAL_RETURN_IF_ERROR(session_->Start(&hello));
   for (const auto& f : hello) SHOAL_RETURN_IF_ERROR(SendFrame(f));
@@ -85,7 +85,7 @@ Status Link::Send(std::string_view message) {
 
 Status Link::SendFrame(std::string_view payload) {
   if (!failure_.ok()) return failure_;
-  const std::string header = proto::FrameHeader(payload.size());
+  const std::string header = protocols::FrameHeader(payload.size());
   zmq::message_t frame(header.size() + payload.size());
   std::memcpy(frame.data(), header.data(), header.size());
   if (!payload.empty()) {
@@ -131,7 +131,7 @@ Result<bool> Link::Next() {
       if (data.size() == 0) {
         if (id_.empty()) {  // connected: the greeting, then what waited
           id_ = id.to_string();
-          const std::string g = proto::Greeting(tls_ != nullptr);
+          const std::string g = protocols::Greeting(tls_ != nullptr);
           SendRaw(zmq::message_t(g.data(), g.size()));
           for (auto& frame : outbox_) SendRaw(std::move(frame));
           outbox_.clear();

@@ -19,7 +19,7 @@
 
 #include <zmq.hpp>
 
-#include "common/status.h"
+#include "base/status.h"
 #include "protocols/framing.h"
 #include "protocols/secure_channel.h"
 
@@ -30,7 +30,7 @@ class Link {
   // A new STREAM socket; Unavailable when ZeroMQ cannot make one (ZMQ_MAX_SOCKETS, EMFILE).
   // `tls` null = plain (the coordinator must run --insecure).
   static Result<std::unique_ptr<Link>> Create(zmq::context_t& context,
-                                              std::shared_ptr<const proto::TlsContext> tls);
+                                              std::shared_ptr<const protocols::TlsContext> tls);
   Link(const Link&) = delete;
   Link& operator=(const Link&) = delete;
 
@@ -76,7 +76,7 @@ class Link {
   uint64_t bytes_received() const { return bytes_received_; }
 
  private:
-  Link(zmq::context_t& context, std::shared_ptr<const proto::TlsContext> tls);
+  Link(zmq::context_t& context, std::shared_ptr<const protocols::TlsContext> tls);
   // Moves the next whole frame into frame_; false when none is ready yet.
   Result<bool> Next();
   // TLS: feeds frame_ to the session; answers handshake flights, sends what waited for the
@@ -87,13 +87,13 @@ class Link {
 
   zmq::socket_t socket_;
   int fd_ = -1;
-  proto::FrameReader reader_;
+  protocols::FrameReader reader_;
   bool has_bytes_ = false;
   std::string id_;  // the connection, once up
   std::vector<zmq::message_t> outbox_;  // frames sent before the connection was up
   std::string frame_;
-  std::shared_ptr<const proto::TlsContext> tls_;
-  std::unique_ptr<proto::SecureSession> session_;
+  std::shared_ptr<const protocols::TlsContext> tls_;
+  std::unique_ptr<protocols::SecureSession> session_;
   std::deque<std::string> waiting_;  // plaintext messages sent before the handshake completed
   std::deque<std::string> opened_;   // decrypted messages not yet handed over
   Status failure_;

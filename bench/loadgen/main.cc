@@ -18,8 +18,8 @@
 #include <spdlog/spdlog.h>
 
 #include "bench/loadgen/fleet.h"
-#include "common/log.h"
-#include "common/malloc_tuning.h"
+#include "base/log.h"
+#include "base/malloc_tuning.h"
 
 namespace {
 

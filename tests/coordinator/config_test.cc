@@ -91,7 +91,7 @@ class ConfigTest : public ::testing::Test {
   void ExpectError(const std::string& text, const std::vector<std::string>& overrides,
                    const std::vector<std::string>& needles) {
     const std::string path = Write(text);
-    Result<CoordinatorConfig> c = LoadCoordinatorConfig(path, overrides);
+    Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(path, overrides);
     ASSERT_FALSE(c.ok()) << "accepted:\n" << text;
     EXPECT_EQ(c.status().code(), Code::kInvalidArgument) << c.status().ToString();
     for (const auto& needle : needles) {
@@ -104,25 +104,25 @@ class ConfigTest : public ::testing::Test {
 
 TEST_F(ConfigTest, SecureByDefault) {
   // No CA and no --insecure: refused, with a message that says what to do.
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig("", {});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig("", {});
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
   EXPECT_TRUE(Contains(c.status().message(), "security.ca_dir")) << c.status().message();
   EXPECT_TRUE(Contains(c.status().message(), "shoalctl ca init")) << c.status().message();
   EXPECT_TRUE(Contains(c.status().message(), "--insecure")) << c.status().message();
-  EXPECT_FALSE(CoordinatorConfig().insecure);
-  auto with_ca = LoadCoordinatorConfig("", {"security.ca_dir=/etc/shoal/ca"});
+  EXPECT_FALSE(coordinator::CoordinatorConfig().insecure);
+  auto with_ca = coordinator::LoadCoordinatorConfig("", {"security.ca_dir=/etc/shoal/ca"});
   ASSERT_TRUE(with_ca.ok()) << with_ca.status().ToString();
   EXPECT_EQ(with_ca->ca_dir, "/etc/shoal/ca");
-  auto insecure = LoadCoordinatorConfig("", {"security.insecure=true"});
+  auto insecure = coordinator::LoadCoordinatorConfig("", {"security.insecure=true"});
   ASSERT_TRUE(insecure.ok()) << insecure.status().ToString();
   EXPECT_TRUE(insecure->insecure);
 }
 
 TEST_F(ConfigTest, DefaultsWhenPathEmpty) {
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig("", {"security.ca_dir=ca"});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig("", {"security.ca_dir=ca"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  CoordinatorConfig d;
+  coordinator::CoordinatorConfig d;
   d.ca_dir = "ca";
   EXPECT_EQ(c->run_dir, d.run_dir);
   EXPECT_EQ(c->run_id, d.run_id);
@@ -147,7 +147,7 @@ TEST_F(ConfigTest, DefaultsWhenPathEmpty) {
 }
 
 TEST_F(ConfigTest, ValuesAreReadFromFile) {
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig(Write(kFullConfig), {});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(Write(kFullConfig), {});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->run_dir, "runs/test");
   EXPECT_EQ(c->run_id, "run-abc");
@@ -189,12 +189,12 @@ TEST_F(ConfigTest, RepositoryDemoConfigLoads) {
   const fs::path src = env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path().parent_path();
   const std::string path = (src / "configs" / "coordinator.toml").string();
   if (!fs::exists(path)) GTEST_SKIP() << path << " not found";
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig(path, {});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(path, {});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
 }
 
 TEST_F(ConfigTest, OverridesWinOverTheFile) {
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig(
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(
       Write(kFullConfig), {"run.rounds=7", "network.bind=tcp://127.0.0.1:0",
                            "model.input_shape=[3,32,32]", "selection.fraction=0.25",
                            "eval.federated=true", "run.dir=runs/over ride"});
@@ -209,16 +209,16 @@ TEST_F(ConfigTest, OverridesWinOverTheFile) {
 }
 
 TEST_F(ConfigTest, OverridesApplyWithoutAFile) {
-  Result<CoordinatorConfig> c =
-      LoadCoordinatorConfig("", {"run.rounds=2", "train.lr=0.5", "security.insecure=true"});
+  Result<coordinator::CoordinatorConfig> c =
+      coordinator::LoadCoordinatorConfig("", {"run.rounds=2", "train.lr=0.5", "security.insecure=true"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->rounds, 2);
   EXPECT_EQ(c->lr, 0.5);
 }
 
 TEST_F(ConfigTest, LastOverrideWins) {
-  Result<CoordinatorConfig> c =
-      LoadCoordinatorConfig("", {"run.rounds=2", "run.rounds=4", "security.ca_dir=ca"});
+  Result<coordinator::CoordinatorConfig> c =
+      coordinator::LoadCoordinatorConfig("", {"run.rounds=2", "run.rounds=4", "security.ca_dir=ca"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->rounds, 4);
 }
@@ -230,7 +230,7 @@ TEST_F(ConfigTest, UnknownKeyInFileIsNamed) {
 }
 
 TEST_F(ConfigTest, UnknownKeyInOverrideIsNamed) {
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig("", {"run.roundz=7"});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig("", {"run.roundz=7"});
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
   EXPECT_TRUE(Contains(c.status().message(), "run.roundz")) << c.status().message();
@@ -239,7 +239,7 @@ TEST_F(ConfigTest, UnknownKeyInOverrideIsNamed) {
 TEST_F(ConfigTest, MalformedOverrideIsRejected) {
   for (const char* o : {"run.rounds", "=7", "run..rounds=7", "run.rounds.x=7"}) {
     SCOPED_TRACE(o);
-    Result<CoordinatorConfig> c = LoadCoordinatorConfig("", {o});
+    Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig("", {o});
     ASSERT_FALSE(c.ok());
     EXPECT_EQ(c.status().code(), Code::kInvalidArgument) << c.status().ToString();
   }
@@ -276,33 +276,33 @@ TEST_F(ConfigTest, ValidateFailuresNameTheKey) {
   ExpectError("[eval]\nformat = \"parquet\"\n", {}, {"eval.format"});
   // Validation errors also say which file they come from.
   const std::string path = Write("[run]\nrounds = 0\n");
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig(path, {});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(path, {});
   ASSERT_FALSE(c.ok());
   EXPECT_TRUE(Contains(c.status().message(), path)) << c.status().message();
 }
 
 TEST_F(ConfigTest, ValidateFailureFromOverride) {
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig(Write(kFullConfig), {"selection.min_fit=5"});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(Write(kFullConfig), {"selection.min_fit=5"});
   ASSERT_FALSE(c.ok());
   EXPECT_TRUE(Contains(c.status().message(), "selection.min_fit")) << c.status().message();
 }
 
 TEST_F(ConfigTest, SyntaxErrorNamesFileAndLine) {
   const std::string path = Write("[run]\nrounds = 3\ndir = \"unterminated\n[model]\n");
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig(path, {});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(path, {});
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
   EXPECT_TRUE(Contains(c.status().message(), path + ":3")) << c.status().message();
 
   const std::string path2 = Write("[run]\n\n\n\nrounds = = 3\n", "second.toml");
-  c = LoadCoordinatorConfig(path2, {});
+  c = coordinator::LoadCoordinatorConfig(path2, {});
   ASSERT_FALSE(c.ok());
   EXPECT_TRUE(Contains(c.status().message(), path2 + ":5")) << c.status().message();
 }
 
 TEST_F(ConfigTest, MissingFileIsAnError) {
   const std::string path = dir_ + "/missing.toml";
-  Result<CoordinatorConfig> c = LoadCoordinatorConfig(path, {});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(path, {});
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Code::kNotFound);
   EXPECT_TRUE(Contains(c.status().message(), path)) << c.status().message();

@@ -18,20 +18,20 @@ bool Contains(const std::string& haystack, const std::string& needle) {
 }
 
 // ~101k parameters: a small CNN-like layout.
-ModelSpec BigSpec() {
-  ModelSpec spec;
-  spec.tensors.push_back({"conv1.weight", DType::kFloat32, {32, 1, 5, 5}});
-  spec.tensors.push_back({"conv1.bias", DType::kFloat32, {32}});
-  spec.tensors.push_back({"fc1.weight", DType::kFloat32, {128, 784}});
-  spec.tensors.push_back({"fc1.bias", DType::kFloat32, {128}});
-  spec.tensors.push_back({"fc2.weight", DType::kFloat32, {10, 128}});
-  spec.tensors.push_back({"fc2.bias", DType::kFloat32, {10}});
+model::ModelSpec BigSpec() {
+  model::ModelSpec spec;
+  spec.tensors.push_back({"conv1.weight", model::DType::kFloat32, {32, 1, 5, 5}});
+  spec.tensors.push_back({"conv1.bias", model::DType::kFloat32, {32}});
+  spec.tensors.push_back({"fc1.weight", model::DType::kFloat32, {128, 784}});
+  spec.tensors.push_back({"fc1.bias", model::DType::kFloat32, {128}});
+  spec.tensors.push_back({"fc2.weight", model::DType::kFloat32, {10, 128}});
+  spec.tensors.push_back({"fc2.bias", model::DType::kFloat32, {10}});
   return spec;
 }
 
-ModelSpec TinySpec(int64_t n) {
-  ModelSpec spec;
-  spec.tensors.push_back({"w", DType::kFloat32, {n}});
+model::ModelSpec TinySpec(int64_t n) {
+  model::ModelSpec spec;
+  spec.tensors.push_back({"w", model::DType::kFloat32, {n}});
   return spec;
 }
 
@@ -43,7 +43,7 @@ std::vector<float> Random(size_t n, float lo, float hi, std::mt19937& rng) {
 }
 
 struct Round {
-  Weights global;
+  model::Weights global;
   std::vector<std::vector<float>> deltas;
   std::vector<int64_t> samples;
 };
@@ -59,8 +59,8 @@ Round MakeRound(uint32_t seed) {
   return r;
 }
 
-Result<Weights> Aggregate(const Round& r, const std::vector<size_t>& order, bool exact = false) {
-  FedAvg agg;
+Result<model::Weights> Aggregate(const Round& r, const std::vector<size_t>& order, bool exact = false) {
+  coordinator::FedAvg agg;
   agg.Begin(r.global.spec, exact);
   for (size_t k : order) {
     Status st = agg.Fold(r.deltas[k].data(), r.deltas[k].size(), r.samples[k]);
@@ -90,15 +90,15 @@ void ExpectClose(const std::vector<float>& got, const std::vector<double>& want)
 TEST(FedAvgTest, MatchesDoublePrecisionReference) {
   const Round r = MakeRound(1);
   ASSERT_GT(r.global.spec.total_numel(), 100000);
-  Result<Weights> got = Aggregate(r, {0, 1, 2, 3, 4});
+  Result<model::Weights> got = Aggregate(r, {0, 1, 2, 3, 4});
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->spec, r.global.spec);
-  ExpectClose(got->data, ReferenceFedAvg(r.global.data, r.deltas, r.samples));
+  ExpectClose(got->data, coordinator::ReferenceFedAvg(r.global.data, r.deltas, r.samples));
 }
 
 TEST(FedAvgTest, ReferenceIsTheWeightedMean) {
   // The reference itself, on a case small enough to check by hand: 1 + (1*3 + 3*(-1)) / 4 = 1.
-  const std::vector<double> ref = ReferenceFedAvg({1.0f, 0.0f}, {{3.0f, 4.0f}, {-1.0f, 0.0f}}, {1, 3});
+  const std::vector<double> ref = coordinator::ReferenceFedAvg({1.0f, 0.0f}, {{3.0f, 4.0f}, {-1.0f, 0.0f}}, {1, 3});
   ASSERT_EQ(ref.size(), 2u);
   EXPECT_DOUBLE_EQ(ref[0], 1.0);
   EXPECT_DOUBLE_EQ(ref[1], 1.0);
@@ -106,16 +106,16 @@ TEST(FedAvgTest, ReferenceIsTheWeightedMean) {
 
 TEST(FedAvgTest, FoldOrderDoesNotMatter) {
   const Round r = MakeRound(2);
-  const std::vector<double> ref = ReferenceFedAvg(r.global.data, r.deltas, r.samples);
+  const std::vector<double> ref = coordinator::ReferenceFedAvg(r.global.data, r.deltas, r.samples);
   std::vector<size_t> order = {0, 1, 2, 3, 4};
-  Result<Weights> first = Aggregate(r, order);
+  Result<model::Weights> first = Aggregate(r, order);
   ASSERT_TRUE(first.ok());
   std::mt19937 rng(3);
   for (int trial = 0; trial < 4; ++trial) {
     std::shuffle(order.begin(), order.end(), rng);
     SCOPED_TRACE("order " + std::to_string(order[0]) + std::to_string(order[1]) +
                  std::to_string(order[2]) + std::to_string(order[3]) + std::to_string(order[4]));
-    Result<Weights> other = Aggregate(r, order);
+    Result<model::Weights> other = Aggregate(r, order);
     ASSERT_TRUE(other.ok());
     ExpectClose(other->data, ref);
     std::vector<double> first_d(first->data.begin(), first->data.end());
@@ -124,37 +124,37 @@ TEST(FedAvgTest, FoldOrderDoesNotMatter) {
 }
 
 TEST(FedAvgTest, ExactSmallCase) {
-  Weights global;
+  model::Weights global;
   global.spec = TinySpec(2);
   global.data = {1.0f, 2.0f};
   const std::vector<float> a = {2.0f, 0.0f};
   const std::vector<float> b = {0.0f, 4.0f};
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(global.spec);
   ASSERT_TRUE(agg.Fold(a.data(), a.size(), 1).ok());
   ASSERT_TRUE(agg.Fold(b.data(), b.size(), 3).ok());
   EXPECT_EQ(agg.updates(), 2);
   EXPECT_EQ(agg.total_samples(), 4);
-  Result<Weights> out = agg.Finish(global);
+  Result<model::Weights> out = agg.Finish(global);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ(out->data, (std::vector<float>{1.5f, 5.0f}));
 }
 
 TEST(FedAvgTest, SingleUpdateIsAppliedAsIs) {
-  Weights global;
+  model::Weights global;
   global.spec = TinySpec(3);
   global.data = {0.25f, -1.0f, 8.0f};
   const std::vector<float> d = {0.5f, 1.0f, -8.0f};
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(global.spec);
   ASSERT_TRUE(agg.Fold(d.data(), d.size(), 7).ok());
-  Result<Weights> out = agg.Finish(global);
+  Result<model::Weights> out = agg.Finish(global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->data, (std::vector<float>{0.75f, 0.0f, 0.0f}));
 }
 
 TEST(FedAvgTest, FoldRejectsSizeMismatch) {
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(TinySpec(4));
   const std::vector<float> d(5, 1.0f);
   Status st = agg.Fold(d.data(), 5, 1);
@@ -167,7 +167,7 @@ TEST(FedAvgTest, FoldRejectsSizeMismatch) {
 }
 
 TEST(FedAvgTest, FoldRejectsNonPositiveSampleCount) {
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(TinySpec(2));
   const std::vector<float> d = {1.0f, 1.0f};
   for (int64_t n : {int64_t{0}, int64_t{-1}, std::numeric_limits<int64_t>::min()}) {
@@ -181,9 +181,9 @@ TEST(FedAvgTest, FoldRejectsNonPositiveSampleCount) {
 }
 
 TEST(FedAvgTest, FoldRejectsNonFiniteNamingTheTensor) {
-  const ModelSpec spec = BigSpec();
+  const model::ModelSpec spec = BigSpec();
   const size_t n = static_cast<size_t>(spec.total_numel());
-  Weights probe;
+  model::Weights probe;
   probe.spec = spec;
   const size_t fc1 = static_cast<size_t>(probe.Offset(2));  // fc1.weight
   struct Case {
@@ -197,7 +197,7 @@ TEST(FedAvgTest, FoldRejectsNonFiniteNamingTheTensor) {
                         Case{"-Inf", 0, -std::numeric_limits<float>::infinity(), "conv1.weight"},
                         Case{"last NaN", n - 1, std::numeric_limits<float>::quiet_NaN(), "fc2.bias"}}) {
     SCOPED_TRACE(c.what);
-    FedAvg agg;
+    coordinator::FedAvg agg;
     agg.Begin(spec);
     std::vector<float> d(n, 0.5f);
     d[c.index] = c.value;
@@ -212,9 +212,9 @@ TEST(FedAvgTest, FoldRejectsNonFiniteNamingTheTensor) {
 
 TEST(FedAvgTest, RejectedUpdateLeavesAccumulatorUntouched) {
   const Round r = MakeRound(4);
-  Result<Weights> clean = Aggregate(r, {0, 1, 2});
+  Result<model::Weights> clean = Aggregate(r, {0, 1, 2});
 
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(r.global.spec);
   ASSERT_TRUE(agg.Fold(r.deltas[0].data(), r.deltas[0].size(), r.samples[0]).ok());
   ASSERT_TRUE(agg.Fold(r.deltas[1].data(), r.deltas[1].size(), r.samples[1]).ok());
@@ -232,19 +232,19 @@ TEST(FedAvgTest, RejectedUpdateLeavesAccumulatorUntouched) {
   EXPECT_EQ(agg.updates(), 3);
   EXPECT_EQ(agg.total_samples(), 1 + 17 + 600);
 
-  Result<Weights> got = agg.Finish(r.global);
+  Result<model::Weights> got = agg.Finish(r.global);
   ASSERT_TRUE(clean.ok());
   ASSERT_TRUE(got.ok());
   EXPECT_TRUE(got->data == clean->data) << "a rejected update changed the aggregate";
 }
 
 TEST(FedAvgTest, FinishWithoutUpdatesFails) {
-  Weights global;
+  model::Weights global;
   global.spec = TinySpec(2);
   global.data = {1.0f, 2.0f};
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(global.spec);
-  Result<Weights> out = agg.Finish(global);
+  Result<model::Weights> out = agg.Finish(global);
   ASSERT_FALSE(out.ok());
   EXPECT_EQ(out.status().code(), Code::kInvalidArgument);
   // Only rejected updates is the same as none.
@@ -254,23 +254,23 @@ TEST(FedAvgTest, FinishWithoutUpdatesFails) {
 }
 
 TEST(FedAvgTest, FinishRejectsGlobalOfOtherSize) {
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(TinySpec(2));
   const std::vector<float> d = {1.0f, 1.0f};
   ASSERT_TRUE(agg.Fold(d.data(), d.size(), 1).ok());
-  Weights global;
+  model::Weights global;
   global.spec = TinySpec(3);
   global.data = {0.0f, 0.0f, 0.0f};
   EXPECT_FALSE(agg.Finish(global).ok());
 }
 
 TEST(FedAvgTest, BeginResetsBetweenRounds) {
-  Weights global;
+  model::Weights global;
   global.spec = TinySpec(2);
   global.data = {1.0f, 2.0f};
   const std::vector<float> a = {100.0f, -100.0f};
   const std::vector<float> b = {2.0f, 4.0f};
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(global.spec);
   ASSERT_TRUE(agg.Fold(a.data(), a.size(), 1000).ok());
   ASSERT_TRUE(agg.Finish(global).ok());
@@ -280,13 +280,13 @@ TEST(FedAvgTest, BeginResetsBetweenRounds) {
   EXPECT_EQ(agg.total_samples(), 0);
   EXPECT_FALSE(agg.Finish(global).ok());
   ASSERT_TRUE(agg.Fold(b.data(), b.size(), 2).ok());
-  Result<Weights> out = agg.Finish(global);
+  Result<model::Weights> out = agg.Finish(global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->data, (std::vector<float>{3.0f, 6.0f}));
 }
 
 TEST(FedAvgTest, BeginResizesForANewSpec) {
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(TinySpec(2));
   const std::vector<float> two = {1.0f, 1.0f};
   ASSERT_TRUE(agg.Fold(two.data(), two.size(), 1).ok());
@@ -294,10 +294,10 @@ TEST(FedAvgTest, BeginResizesForANewSpec) {
   EXPECT_FALSE(agg.Fold(two.data(), two.size(), 1).ok());
   const std::vector<float> three = {1.0f, 2.0f, 3.0f};
   ASSERT_TRUE(agg.Fold(three.data(), three.size(), 1).ok());
-  Weights global;
+  model::Weights global;
   global.spec = TinySpec(3);
   global.data = {0.0f, 0.0f, 0.0f};
-  Result<Weights> out = agg.Finish(global);
+  Result<model::Weights> out = agg.Finish(global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->data, three);
 }
@@ -320,11 +320,11 @@ TEST(FedAvgExactTest, MatchesTheReferenceWeightedMean) {
   const Round r = MakeRound(12);
   auto got = Aggregate(r, {4, 2, 0, 3, 1}, /*exact=*/true);
   ASSERT_TRUE(got.ok());
-  ExpectClose(got->data, ReferenceFedAvg(r.global.data, r.deltas, r.samples));
+  ExpectClose(got->data, coordinator::ReferenceFedAvg(r.global.data, r.deltas, r.samples));
 }
 
 TEST(FedAvgExactTest, RejectsValuesBeyondTheFixedPointRange) {
-  FedAvg agg;
+  coordinator::FedAvg agg;
   agg.Begin(TinySpec(2), /*exact=*/true);
   const std::vector<float> huge = {1.0f, 1e6f};
   EXPECT_EQ(agg.Fold(huge.data(), huge.size(), 20000).code(), Code::kRejected);

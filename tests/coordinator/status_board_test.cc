@@ -9,7 +9,7 @@ namespace {
 // A long run keeps every round on the board but the participant lists of the last 100 only
 // (the full lists stay in metrics.jsonl and the version files).
 TEST(StatusBoardTest, OldRoundsKeepCountsNotParticipantLists) {
-  StatusBoard board;
+  coordinator::StatusBoard board;
   for (int r = 1; r <= 150; ++r) {
     nlohmann::json names = nlohmann::json::array({"w1", "w2", "w" + std::to_string(r)});
     board.AddRound({{"round", r},
@@ -44,7 +44,7 @@ TEST(StatusBoardTest, OldRoundsKeepCountsNotParticipantLists) {
 // A version is listed when it is committed and its metrics arrive after its evaluation: the
 // entry is replaced in place, not added twice.
 TEST(StatusBoardTest, VersionMetricsArriveAfterTheCommit) {
-  StatusBoard board;
+  coordinator::StatusBoard board;
   board.AddVersion({{"version", 0}, {"metrics", {{"central", 0.1}}}});
   board.AddVersion({{"version", 1}, {"metrics", {{"evaluation", "pending"}}}});
   board.UpdateVersion({{"version", 1}, {"metrics", {{"central", 0.8}}}});

@@ -11,11 +11,12 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "common/file_util.h"
-#include "common/sha256.h"
-#include "common/weights.h"
-#include "coordinator/model_ops.h"
-#include "coordinator/model_store.h"
+#include "base/file_util.h"
+#include "base/sha256.h"
+#include "model/weights.h"
+#include "evaluator/model_ops.h"
+#include "store/script_copy.h"
+#include "store/model_store.h"
 #include "tests/export/python_fixture.h"
 #include "tests/integration/process.h"
 
@@ -55,7 +56,7 @@ std::string FileSha256(const std::string& path) {
 
 // Writes what byo_model.py check compares a state_dict with: `json_path` lists the tensors,
 // `json_path`.bin holds their float32 values.
-void WriteExpected(const Weights& w, const std::string& json_path) {
+void WriteExpected(const model::Weights& w, const std::string& json_path) {
   nlohmann::json tensors = nlohmann::json::array();
   for (const auto& t : w.spec.tensors) tensors.push_back({{"name", t.name}, {"shape", t.shape}});
   const std::string bin = std::filesystem::path(json_path).filename().string() + ".bin";
@@ -136,17 +137,17 @@ TEST_F(ByoModelTest, FederationTrainsAUserModelAndExportsItWithTheFederatedWeigh
   }
 
   // 2. The run keeps its own copy of the file and records where it came from.
-  const nlohmann::json info = ReadJson(RunInfoPath(run));
+  const nlohmann::json info = ReadJson(store::RunInfoPath(run));
   EXPECT_EQ(info["model"], "torchscript");
   EXPECT_EQ(info["model_path"], user_model);
   EXPECT_EQ(info["model_sha256"], FileSha256(user_model));
-  EXPECT_EQ(testing::ReadText(ScriptModelPath(run)), testing::ReadText(user_model));
+  EXPECT_EQ(testing::ReadText(store::ScriptModelPath(run)), testing::ReadText(user_model));
 
   // 3. Versions hold the user's parameters: v0 is exactly what the file was saved with.
-  auto versions = ListVersions(run);
+  auto versions = store::ListVersions(run);
   ASSERT_TRUE(versions.ok()) << versions.status().ToString();
   ASSERT_EQ(versions->size(), 3u);
-  auto v0 = LoadVersion(run, versions->front());
+  auto v0 = store::LoadVersion(run, versions->front());
   ASSERT_TRUE(v0.ok()) << v0.status().ToString();
   std::vector<std::string> names;
   for (const auto& t : v0->spec.tensors) names.push_back(t.name);
@@ -159,8 +160,8 @@ TEST_F(ByoModelTest, FederationTrainsAUserModelAndExportsItWithTheFederatedWeigh
       << log;
 
   // 4. Federated training improved the model.
-  const VersionMeta& v1 = (*versions)[1];
-  const VersionMeta& v2 = (*versions)[2];
+  const store::VersionMeta& v1 = (*versions)[1];
+  const store::VersionMeta& v2 = (*versions)[2];
   ASSERT_TRUE(v2.metrics["central"].is_object()) << v2.ToJson().dump();
   const double acc0 = versions->front().metrics["central"]["accuracy"].get<double>();
   const double acc1 = v1.metrics["central"]["accuracy"].get<double>();
@@ -191,7 +192,7 @@ TEST_F(ByoModelTest, FederationTrainsAUserModelAndExportsItWithTheFederatedWeigh
 
   // 6. Python: the exported state_dict is v2's weights bit for bit, the class is the user's, and
   //    the test-set accuracy is the one the coordinator recorded.
-  auto weights = LoadVersion(run, v2);
+  auto weights = store::LoadVersion(run, v2);
   ASSERT_TRUE(weights.ok()) << weights.status().ToString();
   WriteExpected(*weights, dir_ + "/expected-v2.json");
   ASSERT_EQ(Run({kPython, SHOAL_BYO_MODEL_PY, "check", model_pt, dir_ + "/expected-v2.json"},
@@ -221,9 +222,9 @@ TEST_F(ByoModelTest, FederationTrainsAUserModelAndExportsItWithTheFederatedWeigh
   EXPECT_TRUE(Contains(log, "final model: v2")) << log;
 
   // 8. A modified copy is detected, by the coordinator and by export.
-  std::string copy = testing::ReadText(ScriptModelPath(run));
+  std::string copy = testing::ReadText(store::ScriptModelPath(run));
   copy[copy.size() / 2] ^= 0x01;
-  ASSERT_TRUE(WriteFileAtomic(ScriptModelPath(run), copy).ok());
+  ASSERT_TRUE(WriteFileAtomic(store::ScriptModelPath(run), copy).ok());
   EXPECT_NE(Run(CoordinatorArgs(run, user_model, 3), "resume-tampered", &log, 60s), 0) << log;
   EXPECT_TRUE(Contains(log, "was modified or replaced")) << log;
   EXPECT_EQ(Run({BinDir() + "/shoalctl", "export", run, "--out", dir_ + "/bad/model.pt"},
@@ -249,8 +250,8 @@ TEST_F(ByoModelTest, ModelsThatDoNotFitAreRefusedAtStartNamingTheProblem) {
     EXPECT_TRUE(Contains(log, "model.path " + model)) << log;
     EXPECT_TRUE(Contains(log, c.message)) << log;
     // Nothing is left behind that a later start would resume.
-    EXPECT_FALSE(PathExists(RunInfoPath(run)));
-    EXPECT_FALSE(PathExists(ScriptModelPath(run)));
+    EXPECT_FALSE(PathExists(store::RunInfoPath(run)));
+    EXPECT_FALSE(PathExists(store::ScriptModelPath(run)));
   }
   std::string log;
   EXPECT_EQ(Run(CoordinatorArgs(dir_ + "/run-missing", dir_ + "/no-such.pt", 1), "missing", &log,

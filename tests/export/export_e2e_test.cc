@@ -12,11 +12,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "common/dataset.h"
-#include "common/file_util.h"
-#include "common/nn/models.h"
-#include "common/signing.h"
-#include "coordinator/model_store.h"
+#include "data/dataset.h"
+#include "base/file_util.h"
+#include "nn/models.h"
+#include "security/signing.h"
+#include "store/model_store.h"
 #include "tests/export/python_fixture.h"
 #include "tests/integration/process.h"
 
@@ -102,10 +102,10 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   ASSERT_EQ(*coord_code, 0) << coord.Log();
   for (auto& w : workers) EXPECT_TRUE(w->Wait(30s).has_value()) << w->Log();
 
-  auto versions = ListVersions(run);
+  auto versions = store::ListVersions(run);
   ASSERT_TRUE(versions.ok()) << versions.status().ToString();
   ASSERT_EQ(versions->size(), 3u);
-  const VersionMeta& v2 = versions->back();
+  const store::VersionMeta& v2 = versions->back();
   ASSERT_EQ(v2.version, 2u);
   ASSERT_TRUE(v2.metrics["central"].is_object()) << v2.ToJson().dump();
   const double recorded_accuracy = v2.metrics["central"]["accuracy"].get<double>();
@@ -121,7 +121,7 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   const double export_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("shoalctl export took %.2f s\n%s", export_s, log.c_str());
-  ASSERT_TRUE(PathExists(CoordinatorKeyPath(run))) << "export must create the coordinator key";
+  ASSERT_TRUE(PathExists(security::SigningKeyPath(run))) << "export must create the coordinator key";
   const nlohmann::json meta = ReadJson(dir_ + "/out/model.json");
   ASSERT_TRUE(meta.is_object()) << testing::ReadText(dir_ + "/out/model.json");
   EXPECT_EQ(meta["version"], 2);
@@ -136,7 +136,7 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   EXPECT_EQ(meta["lineage"][2]["version"], 0);
   EXPECT_EQ(meta["lineage"][0]["participants"], nlohmann::json({"silo-1", "silo-2"}));
   EXPECT_EQ(meta["signature"]["algorithm"], "ed25519");
-  auto coordinator_pub = PublicKey::Load(CoordinatorPublicKeyPath(run));
+  auto coordinator_pub = security::PublicKey::Load(security::SigningPublicKeyPath(run));
   ASSERT_TRUE(coordinator_pub.ok()) << coordinator_pub.status().ToString();
   EXPECT_EQ(meta["signature"]["public_key_fingerprint"], coordinator_pub->fingerprint());
 
@@ -201,7 +201,7 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
             3)
       << log;
 
-  auto stranger = PrivateKey::Generate();
+  auto stranger = security::PrivateKey::Generate();
   ASSERT_TRUE(stranger.ok());
   ASSERT_TRUE(WriteFileAtomic(dir_ + "/stranger.pub", stranger->public_key().pem()).ok());
   EXPECT_EQ(Run({BinDir() + "/shoalctl", "verify", model_pt, "--pubkey", dir_ + "/stranger.pub"},
@@ -243,7 +243,7 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   EXPECT_EQ(metadata->status, 200);
   EXPECT_EQ(nlohmann::json::parse(metadata->body)["version"], 2);
 
-  auto test200 = LoadIdxDataset(kFashion, "t10k", 200);
+  auto test200 = data::LoadIdxDataset(kFashion, "t10k", 200);
   ASSERT_TRUE(test200.ok()) << test200.status().ToString();
   const std::vector<float> test200_values = test200->FloatFeatures();
   nlohmann::json inputs = nlohmann::json::array();
@@ -260,12 +260,12 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   ASSERT_EQ(answer["predictions"].size(), 200u);
 
   // The C++ model with the same stored weights.
-  auto weights = LoadVersion(run, v2);
+  auto weights = store::LoadVersion(run, v2);
   ASSERT_TRUE(weights.ok()) << weights.status().ToString();
   auto net = nn::MakeModel("mlp", {1, 28, 28}, 10, 0);
   ASSERT_TRUE(net.ok());
   ASSERT_TRUE(nn::SetWeights(**net, *weights).ok());
-  const EvalMetrics cpp = nn::Evaluate(**net, *test200);
+  const model::EvalMetrics cpp = nn::Evaluate(**net, *test200);
   torch::NoGradGuard no_grad;
   const torch::Tensor cpp_classes = (*net)->forward(nn::ModelInput(nn::FeaturesTensor(*test200))).argmax(1);
   int64_t served_correct = 0;

@@ -1,6 +1,6 @@
 // TorchScript export of the built-in models (outputs and parameters against the C++ modules)
 // and Ed25519 signing (known answer, round trips, tampering, wrong keys, coordinator key files).
-#include "common/nn/export.h"
+#include "nn/export.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -10,9 +10,10 @@
 #include <filesystem>
 #include <sstream>
 
-#include "common/file_util.h"
-#include "common/nn/models.h"
-#include "common/signing.h"
+#include "base/file_util.h"
+#include "base/hex.h"
+#include "nn/models.h"
+#include "security/signing.h"
 
 namespace shoal {
 namespace {
@@ -28,7 +29,7 @@ struct ModelCase {
 };
 
 void PrintTo(const ModelCase& c, std::ostream* os) {
-  *os << c.name << " " << ShapeString(c.input_shape) << " " << c.num_classes << " classes";
+  *os << c.name << " " << model::ShapeString(c.input_shape) << " " << c.num_classes << " classes";
 }
 
 std::string CaseName(const ::testing::TestParamInfo<ModelCase>& info) {
@@ -43,7 +44,7 @@ TEST_P(ExportModelTest, ExportedModuleHoldsTheWeightsAndComputesTheSameLogits) {
   const ModelCase& c = GetParam();
   auto net = nn::MakeModel(c.name, c.input_shape, c.num_classes, /*seed=*/7);
   ASSERT_TRUE(net.ok()) << net.status().ToString();
-  const Weights weights = nn::GetWeights(**net);
+  const model::Weights weights = nn::GetWeights(**net);
 
   auto exported = nn::ExportTorchScript(c.name, c.input_shape, c.num_classes, weights);
   ASSERT_TRUE(exported.ok()) << exported.status().ToString();
@@ -101,7 +102,7 @@ INSTANTIATE_TEST_SUITE_P(BuiltinModels, ExportModelTest,
 // Images are kept as bytes and converted batch by batch; the model must see exactly the floats
 // it saw when datasets held static_cast<float>(x) / 255.0f (training and evaluation unchanged).
 TEST(ModelInputTest, PixelBatchesBecomeExactlyTheFloatsOfXOver255) {
-  Dataset images;
+  data::Dataset images;
   images.sample_shape = {1, 16, 16};
   for (int v = 0; v < 256; ++v) images.pixels.push_back(static_cast<uint8_t>(255 - v));
   images.labels = {3};
@@ -118,7 +119,7 @@ TEST(ModelInputTest, PixelBatchesBecomeExactlyTheFloatsOfXOver255) {
     ASSERT_EQ(got, expected[static_cast<size_t>(v)]);
   }
   // CSV rows are floats already and pass through untouched.
-  Dataset rows_csv;
+  data::Dataset rows_csv;
   rows_csv.sample_shape = {2};
   rows_csv.features = {0.25f, -7.5f};
   rows_csv.labels = {0};
@@ -130,7 +131,7 @@ TEST(ModelInputTest, PixelBatchesBecomeExactlyTheFloatsOfXOver255) {
 TEST(ExportTest, VerifyScriptModuleCatchesAModuleThatDiffersFromTheNet) {
   auto net = nn::MakeModel("mlp", {1, 28, 28}, 10, 3);
   ASSERT_TRUE(net.ok());
-  Weights w = nn::GetWeights(**net);
+  model::Weights w = nn::GetWeights(**net);
   w.data.back() += 1e-3f;  // fc3.bias[9]
   torch::jit::Module module;
   ASSERT_TRUE(nn::BuildScriptModule("mlp", {1, 28, 28}, 10, w, &module).ok());
@@ -144,7 +145,7 @@ TEST(ExportTest, VerifyScriptModuleCatchesAModuleThatDiffersFromTheNet) {
 TEST(ExportTest, WeightsOfAnotherModelAreRefusedNamingTheDifference) {
   auto net = nn::MakeModel("mlp", {1, 28, 28}, 10, 1);
   ASSERT_TRUE(net.ok());
-  const Weights w = nn::GetWeights(**net);
+  const model::Weights w = nn::GetWeights(**net);
   auto r = nn::ExportTorchScript("mlp", {1, 28, 28}, 5, w);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
@@ -158,7 +159,7 @@ TEST(ExportTest, WeightsOfAnotherModelAreRefusedNamingTheDifference) {
 TEST(ExportTest, UnknownModelShapeAndNonFiniteWeightsAreRefused) {
   auto net = nn::MakeModel("logreg", {4}, 2, 1);
   ASSERT_TRUE(net.ok());
-  Weights w = nn::GetWeights(**net);
+  model::Weights w = nn::GetWeights(**net);
 
   auto unknown = nn::ExportTorchScript("resnet", {4}, 2, w);
   ASSERT_FALSE(unknown.ok());
@@ -204,7 +205,7 @@ constexpr const char* kP256Public =
     "-----END PUBLIC KEY-----\n";
 
 TEST(SigningTest, MatchesTheOpensslCommandLine) {
-  auto key = PrivateKey::FromPem(kKatPrivate);
+  auto key = security::PrivateKey::FromPem(kKatPrivate);
   ASSERT_TRUE(key.ok()) << key.status().ToString();
   EXPECT_EQ(key->public_key().fingerprint(), kKatFingerprint);
   EXPECT_EQ(key->public_key().pem(), kKatPublic);
@@ -212,7 +213,7 @@ TEST(SigningTest, MatchesTheOpensslCommandLine) {
   ASSERT_TRUE(sig.ok());
   EXPECT_EQ(HexEncode(*sig), kKatSignature);  // Ed25519 is deterministic
 
-  auto pub = PublicKey::FromPem(kKatPublic);
+  auto pub = security::PublicKey::FromPem(kKatPublic);
   ASSERT_TRUE(pub.ok()) << pub.status().ToString();
   EXPECT_EQ(pub->fingerprint(), kKatFingerprint);
   auto raw = HexDecode(kKatSignature);
@@ -221,7 +222,7 @@ TEST(SigningTest, MatchesTheOpensslCommandLine) {
 }
 
 TEST(SigningTest, RoundTripAndTamperedBytesFail) {
-  auto key = PrivateKey::Generate();
+  auto key = security::PrivateKey::Generate();
   ASSERT_TRUE(key.ok()) << key.status().ToString();
   const std::string data = "{\"model\":\"mlp\",\"version\":3}";
   auto sig = key->Sign(data);
@@ -244,17 +245,17 @@ TEST(SigningTest, RoundTripAndTamperedBytesFail) {
   // PEM round trips keep the key.
   auto pem = key->ToPem();
   ASSERT_TRUE(pem.ok());
-  auto again = PrivateKey::FromPem(*pem);
+  auto again = security::PrivateKey::FromPem(*pem);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->public_key().fingerprint(), key->public_key().fingerprint());
-  auto pub = PublicKey::FromPem(key->public_key().pem());
+  auto pub = security::PublicKey::FromPem(key->public_key().pem());
   ASSERT_TRUE(pub.ok());
   EXPECT_TRUE(pub->Verify(data, *sig).ok());
 }
 
 TEST(SigningTest, WrongKeyFails) {
-  auto a = PrivateKey::Generate();
-  auto b = PrivateKey::Generate();
+  auto a = security::PrivateKey::Generate();
+  auto b = security::PrivateKey::Generate();
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_NE(a->public_key().fingerprint(), b->public_key().fingerprint());
   auto sig = a->Sign("payload");
@@ -263,15 +264,15 @@ TEST(SigningTest, WrongKeyFails) {
 }
 
 TEST(SigningTest, BadPemIsRefused) {
-  auto garbage = PublicKey::FromPem("not a key");
+  auto garbage = security::PublicKey::FromPem("not a key");
   ASSERT_FALSE(garbage.ok());
   EXPECT_EQ(garbage.status().code(), Code::kInvalidArgument);
-  auto ec = PublicKey::FromPem(kP256Public);
+  auto ec = security::PublicKey::FromPem(kP256Public);
   ASSERT_FALSE(ec.ok());
   EXPECT_TRUE(Contains(ec.status().message(), "not an Ed25519 key")) << ec.status().message();
   // A public key where a private key is expected, and the other way round.
-  EXPECT_FALSE(PrivateKey::FromPem(kKatPublic).ok());
-  EXPECT_FALSE(PublicKey::FromPem(std::string(70000, 'A')).ok());
+  EXPECT_FALSE(security::PrivateKey::FromPem(kKatPublic).ok());
+  EXPECT_FALSE(security::PublicKey::FromPem(std::string(70000, 'A')).ok());
 }
 
 TEST(SigningTest, HexDecodeRejectsBadText) {
@@ -297,41 +298,41 @@ class SigningKeyFilesTest : public ::testing::Test {
 };
 
 TEST_F(SigningKeyFilesTest, EnsureCoordinatorKeyCreatesOnceWithPrivatePermissions) {
-  ASSERT_TRUE(EnsureCoordinatorKey(dir_).ok());
-  const std::string priv = CoordinatorKeyPath(dir_);
-  const std::string pub = CoordinatorPublicKeyPath(dir_);
+  ASSERT_TRUE(security::EnsureCoordinatorKey(dir_).ok());
+  const std::string priv = security::SigningKeyPath(dir_);
+  const std::string pub = security::SigningPublicKeyPath(dir_);
   EXPECT_EQ(Mode(priv), 0600u);
   EXPECT_EQ(Mode(dir_ + "/keys"), 0700u);
-  auto key = PrivateKey::Load(priv);
+  auto key = security::PrivateKey::Load(priv);
   ASSERT_TRUE(key.ok()) << key.status().ToString();
-  auto pub_key = PublicKey::Load(pub);
+  auto pub_key = security::PublicKey::Load(pub);
   ASSERT_TRUE(pub_key.ok());
   EXPECT_EQ(pub_key->fingerprint(), key->public_key().fingerprint());
 
   // A second call keeps the key; a missing public half is rewritten from the private key.
-  ASSERT_TRUE(EnsureCoordinatorKey(dir_).ok());
-  EXPECT_EQ(PrivateKey::Load(priv)->public_key().fingerprint(), key->public_key().fingerprint());
+  ASSERT_TRUE(security::EnsureCoordinatorKey(dir_).ok());
+  EXPECT_EQ(security::PrivateKey::Load(priv)->public_key().fingerprint(), key->public_key().fingerprint());
   std::filesystem::remove(pub);
-  ASSERT_TRUE(EnsureCoordinatorKey(dir_).ok());
-  EXPECT_EQ(PublicKey::Load(pub)->fingerprint(), key->public_key().fingerprint());
+  ASSERT_TRUE(security::EnsureCoordinatorKey(dir_).ok());
+  EXPECT_EQ(security::PublicKey::Load(pub)->fingerprint(), key->public_key().fingerprint());
 }
 
 TEST_F(SigningKeyFilesTest, MismatchedOrOrphanedKeyFilesAreReported) {
-  ASSERT_TRUE(EnsureCoordinatorKey(dir_).ok());
-  auto other = PrivateKey::Generate();
+  ASSERT_TRUE(security::EnsureCoordinatorKey(dir_).ok());
+  auto other = security::PrivateKey::Generate();
   ASSERT_TRUE(other.ok());
-  ASSERT_TRUE(WriteFileAtomic(CoordinatorPublicKeyPath(dir_), other->public_key().pem()).ok());
-  Status st = EnsureCoordinatorKey(dir_);
+  ASSERT_TRUE(WriteFileAtomic(security::SigningPublicKeyPath(dir_), other->public_key().pem()).ok());
+  Status st = security::EnsureCoordinatorKey(dir_);
   EXPECT_EQ(st.code(), Code::kCorrupt);
   EXPECT_TRUE(Contains(st.message(), "is not the public key of")) << st.message();
 
-  std::filesystem::remove(CoordinatorKeyPath(dir_));
-  st = EnsureCoordinatorKey(dir_);
+  std::filesystem::remove(security::SigningKeyPath(dir_));
+  st = security::EnsureCoordinatorKey(dir_);
   EXPECT_EQ(st.code(), Code::kCorrupt);
   EXPECT_TRUE(Contains(st.message(), "without its private key")) << st.message();
 
-  EXPECT_EQ(EnsureCoordinatorKey(dir_ + "/absent").code(), Code::kNotFound);
-  EXPECT_EQ(PrivateKey::Load(dir_ + "/absent.key").status().code(), Code::kNotFound);
+  EXPECT_EQ(security::EnsureCoordinatorKey(dir_ + "/absent").code(), Code::kNotFound);
+  EXPECT_EQ(security::PrivateKey::Load(dir_ + "/absent.key").status().code(), Code::kNotFound);
 }
 
 }  // namespace

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "common/file_util.h"
+#include "base/file_util.h"
 #include "tests/integration/process.h"
 #include "tests/integration/test_pki.h"
 

@@ -14,13 +14,14 @@
 #include <random>
 #include <sstream>
 
-#include "common/dataset.h"
-#include "common/file_util.h"
-#include "common/nn/export.h"
-#include "common/nn/models.h"
-#include "common/sha256.h"
+#include "data/dataset.h"
+#include "base/file_util.h"
+#include "nn/export.h"
+#include "nn/models.h"
+#include "base/sha256.h"
 #include "coordinator/config.h"
-#include "coordinator/model_ops.h"
+#include "evaluator/model_ops.h"
+#include "store/script_copy.h"
 #include "worker/trainer.h"
 
 namespace shoal {
@@ -94,14 +95,14 @@ TEST(ScriptModelTest, ParametersInModuleOrderAndWeightsRoundTrip) {
   auto net = nn::LoadScriptModel(UserModel(), {3, 4}, 2);
   ASSERT_TRUE(net.ok()) << net.status().ToString();
   EXPECT_TRUE((*net)->is_training());
-  const ModelSpec spec = nn::SpecOf(**net);
+  const model::ModelSpec spec = nn::SpecOf(**net);
   ASSERT_EQ(spec.tensors.size(), 3u);
   EXPECT_EQ(spec.tensors[0].name, "scale");
   EXPECT_EQ(spec.tensors[1].name, "layer.weight");
   EXPECT_EQ(spec.tensors[1].shape, (std::vector<int64_t>{2, 12}));
   EXPECT_EQ(spec.tensors[2].name, "layer.bias");
 
-  Weights w = nn::GetWeights(**net);
+  model::Weights w = nn::GetWeights(**net);
   ASSERT_EQ(w.data.size(), 1u + 24 + 2);
   EXPECT_EQ(w.data[0], 1.0f);
   for (size_t i = 0; i < w.data.size(); ++i) w.data[i] = 0.01f * static_cast<float>(i);
@@ -116,7 +117,7 @@ TEST(ScriptModelTest, ParametersInModuleOrderAndWeightsRoundTrip) {
   for (int k = 0; k < 12; ++k) want0 += w.data[1 + k];
   EXPECT_NEAR(y[0][0].item<float>(), want0 * w.data[0], 1e-5);
 
-  Weights other = w;
+  model::Weights other = w;
   other.spec.tensors[0].name = "gain";
   Status st = nn::SetWeights(**net, other);
   EXPECT_EQ(st.code(), Code::kInvalidArgument);
@@ -180,15 +181,15 @@ def forward(self, x: Tensor) -> Tensor:
 }
 
 TEST(ScriptModelTest, InitialWeightsAreTheFileParametersAndTheTrainerLearns) {
-  const nn::ModelSource source{nn::kTorchScriptModel, UserModel(3)};
-  auto initial = InitialWeights(source, {3, 4}, 2, /*seed=*/99);
+  const model::ModelSource source{model::kTorchScriptModel, UserModel(3)};
+  auto initial = evaluator::InitialWeights(source, {3, 4}, 2, /*seed=*/99);
   ASSERT_TRUE(initial.ok()) << initial.status().ToString();
   auto net = nn::LoadScriptModel(source.script_bytes, {3, 4}, 2);
   ASSERT_TRUE(net.ok());
   EXPECT_EQ(initial->data, nn::GetWeights(**net).data) << "the seed must not re-initialize";
 
   // Two classes told apart by the sign of the first feature.
-  Dataset data;
+  data::Dataset data;
   data.sample_shape = {3, 4};
   std::mt19937_64 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -198,11 +199,11 @@ TEST(ScriptModelTest, InitialWeightsAreTheFileParametersAndTheTrainerLearns) {
     data.features[i * 12] = label ? 1.0f + std::abs(normal(rng)) : -1.0f - std::abs(normal(rng));
     data.labels.push_back(label);
   }
-  auto trainer = LocalTrainer::Create(source, {3, 4}, 2);
+  auto trainer = worker::LocalTrainer::Create(source, {3, 4}, 2);
   ASSERT_TRUE(trainer.ok()) << trainer.status().ToString();
   auto before = (*trainer)->Evaluate(*initial, data);
   ASSERT_TRUE(before.ok()) << before.status().ToString();
-  TrainSettings s;
+  worker::TrainSettings s;
   s.epochs = 3;
   s.lr = 0.2;
   s.seed = 7;
@@ -210,7 +211,7 @@ TEST(ScriptModelTest, InitialWeightsAreTheFileParametersAndTheTrainerLearns) {
   auto out = (*trainer)->Train(*initial, data, s, cancel, nullptr);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   ASSERT_EQ(out->delta.size(), initial->data.size());
-  Weights trained = *initial;
+  model::Weights trained = *initial;
   for (size_t i = 0; i < trained.data.size(); ++i) trained.data[i] += out->delta[i];
   EXPECT_NE(out->delta[0], 0.0f) << "scale (a parameter of the top module) must be trained";
   EXPECT_NE(out->delta[1], 0.0f) << "layer.weight (of the submodule) must be trained";
@@ -232,7 +233,7 @@ TEST(ScriptModelTest, InitialWeightsAreTheFileParametersAndTheTrainerLearns) {
   }
   ASSERT_TRUE(WriteFileAtomic(dir + "/eval.csv", csv).ok());
   auto evaluator =
-      CentralEvaluator::Create(source, {12}, 2, "csv", dir + "/eval.csv", "", "label", 0);
+      evaluator::CentralEvaluator::Create(source, {12}, 2, "csv", dir + "/eval.csv", "", "label", 0);
   ASSERT_TRUE(evaluator.ok()) << evaluator.status().ToString();
   auto central = (*evaluator)->Evaluate(trained);
   ASSERT_TRUE(central.ok()) << central.status().ToString();
@@ -243,22 +244,22 @@ TEST(ScriptModelTest, InitialWeightsAreTheFileParametersAndTheTrainerLearns) {
 // A worker keeps its training images packed (Dataset::PackImages): batches formed from the
 // packed rows are the same tensors, so training and evaluation give the same numbers bit for bit.
 TEST(PackedSiloTest, TrainingAndEvaluationOnAPackedSiloAreBitIdentical) {
-  auto images = LoadIdxDataset("/usr/share/datasets/fashion-mnist", "train", 300);
+  auto images = data::LoadIdxDataset("/usr/share/datasets/fashion-mnist", "train", 300);
   if (!images.ok()) GTEST_SKIP() << "Fashion-MNIST not installed: " << images.status().ToString();
-  Dataset packed = *images;
+  data::Dataset packed = *images;
   packed.PackImages();
   ASSERT_TRUE(packed.is_packed());
   const torch::Tensor idx = torch::tensor({299, 0, 17, 17, 150}, torch::kInt64);
   EXPECT_TRUE(torch::equal(nn::SelectRows(packed, idx), nn::SelectRows(*images, idx)));
   EXPECT_TRUE(torch::equal(nn::SliceRows(packed, 32, 64), nn::SliceRows(*images, 32, 64)));
 
-  const nn::ModelSource cnn{"cnn", ""};
-  auto initial = InitialWeights(cnn, {1, 28, 28}, 10, 1);
+  const model::ModelSource cnn{"cnn", ""};
+  auto initial = evaluator::InitialWeights(cnn, {1, 28, 28}, 10, 1);
   ASSERT_TRUE(initial.ok()) << initial.status().ToString();
-  auto a = LocalTrainer::Create(cnn, {1, 28, 28}, 10);
-  auto b = LocalTrainer::Create(cnn, {1, 28, 28}, 10);
+  auto a = worker::LocalTrainer::Create(cnn, {1, 28, 28}, 10);
+  auto b = worker::LocalTrainer::Create(cnn, {1, 28, 28}, 10);
   ASSERT_TRUE(a.ok() && b.ok());
-  TrainSettings s;
+  worker::TrainSettings s;
   s.seed = 11;
   std::atomic<bool> cancel{false};
   auto plain = (*a)->Train(*initial, *images, s, cancel, nullptr);
@@ -277,7 +278,7 @@ TEST(ScriptModelTest, ExportHoldsTheNewWeightsInTheUsersArchitecture) {
   const std::string bytes = UserModel(4);
   auto net = nn::LoadScriptModel(bytes, {3, 4}, 2);
   ASSERT_TRUE(net.ok());
-  Weights w = nn::GetWeights(**net);
+  model::Weights w = nn::GetWeights(**net);
   for (float& v : w.data) v = -v + 0.25f;
   auto exported = nn::ExportScriptModel(bytes, {3, 4}, 2, w);
   ASSERT_TRUE(exported.ok()) << exported.status().ToString();
@@ -299,36 +300,36 @@ TEST(ScriptModelTest, ExportHoldsTheNewWeightsInTheUsersArchitecture) {
   }
   EXPECT_EQ(i, w.spec.tensors.size());
 
-  Weights wrong = w;
+  model::Weights wrong = w;
   wrong.spec.tensors[1].shape = {12, 2};
   auto refused = nn::ExportScriptModel(bytes, {3, 4}, 2, wrong);
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(Contains(refused.status().message(), "layer.weight")) << refused.status().message();
-  Weights nan = w;
+  model::Weights nan = w;
   nan.data[3] = NAN;
   EXPECT_FALSE(nn::ExportScriptModel(bytes, {3, 4}, 2, nan).ok());
 }
 
 TEST(ScriptModelTest, ConfigRequiresModelPathExactlyForTorchScript) {
-  auto ok = LoadCoordinatorConfig(
+  auto ok = coordinator::LoadCoordinatorConfig(
       "", {"model.name=torchscript", "model.path=/m/script.pt", "security.insecure=true"});
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->model_path, "/m/script.pt");
-  auto missing = LoadCoordinatorConfig("", {"model.name=torchscript"});
+  auto missing = coordinator::LoadCoordinatorConfig("", {"model.name=torchscript"});
   ASSERT_FALSE(missing.ok());
   EXPECT_TRUE(Contains(missing.status().message(), "model.path")) << missing.status().message();
-  auto stray = LoadCoordinatorConfig("", {"model.name=mlp", "model.path=/m/script.pt"});
+  auto stray = coordinator::LoadCoordinatorConfig("", {"model.name=mlp", "model.path=/m/script.pt"});
   ASSERT_FALSE(stray.ok());
   EXPECT_TRUE(Contains(stray.status().message(), "only used with model.name = torchscript"))
       << stray.status().message();
-  auto unknown = LoadCoordinatorConfig("", {"model.name=resnet"});
+  auto unknown = coordinator::LoadCoordinatorConfig("", {"model.name=resnet"});
   ASSERT_FALSE(unknown.ok());
   EXPECT_TRUE(Contains(unknown.status().message(), "model.name")) << unknown.status().message();
 }
 
 TEST(ScriptModelTest, RunCopyIsCheckedAgainstItsRecordedDigest) {
   const std::string run = TempDir() + "/run";
-  auto missing = ReadRunScriptModel(run, std::string(64, '0'));
+  auto missing = store::ReadRunScriptModel(run, std::string(64, '0'));
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), Code::kNotFound);
   EXPECT_TRUE(Contains(missing.status().message(), "model/script.pt"))
@@ -336,12 +337,12 @@ TEST(ScriptModelTest, RunCopyIsCheckedAgainstItsRecordedDigest) {
 
   const std::string bytes = UserModel();
   ASSERT_TRUE(MakeDirs(run + "/model").ok());
-  ASSERT_TRUE(WriteFileAtomic(ScriptModelPath(run), bytes).ok());
+  ASSERT_TRUE(WriteFileAtomic(store::ScriptModelPath(run), bytes).ok());
   const std::string sha = ToHex(Sha256::Of(bytes.data(), bytes.size()));
-  auto read = ReadRunScriptModel(run, sha);
+  auto read = store::ReadRunScriptModel(run, sha);
   ASSERT_TRUE(read.ok()) << read.status().ToString();
   EXPECT_EQ(*read, bytes);
-  auto other = ReadRunScriptModel(run, std::string(64, 'a'));
+  auto other = store::ReadRunScriptModel(run, std::string(64, 'a'));
   ASSERT_FALSE(other.ok());
   EXPECT_EQ(other.status().code(), Code::kCorrupt);
   EXPECT_TRUE(Contains(other.status().message(), "modified or replaced"))

@@ -11,8 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/file_util.h"
-#include "coordinator/model_store.h"
+#include "base/file_util.h"
+#include "store/model_store.h"
 #include "tests/integration/process.h"
 #include "tests/integration/test_pki.h"
 #include "tests/integration/scripted_worker.h"
@@ -107,23 +107,23 @@ class FaultTest : public ::testing::Test {
     return std::make_unique<Process>(argv, dir_ + "/" + name + ".log");
   }
 
-  std::shared_ptr<const proto::TlsContext> Tls(const std::string& name) {
+  std::shared_ptr<const protocols::TlsContext> Tls(const std::string& name) {
     return pki_->pki().ClientTls(name);
   }
 
-  std::vector<VersionMeta> Versions(const std::string& run = "") {
-    auto v = ListVersions(run.empty() ? dir_ + "/run" : run);
+  std::vector<store::VersionMeta> Versions(const std::string& run = "") {
+    auto v = store::ListVersions(run.empty() ? dir_ + "/run" : run);
     EXPECT_TRUE(v.ok()) << v.status().ToString();
-    return v.ok() ? *v : std::vector<VersionMeta>{};
+    return v.ok() ? *v : std::vector<store::VersionMeta>{};
   }
-  Weights Load(const VersionMeta& m, const std::string& run = "") {
-    auto w = LoadVersion(run.empty() ? dir_ + "/run" : run, m);
+  model::Weights Load(const store::VersionMeta& m, const std::string& run = "") {
+    auto w = store::LoadVersion(run.empty() ? dir_ + "/run" : run, m);
     EXPECT_TRUE(w.ok()) << w.status().ToString();
-    return w.ok() ? *w : Weights{};
+    return w.ok() ? *w : model::Weights{};
   }
 
   // Expects next == base + sum(n_k d_k) / sum(n_k), elementwise within float rounding.
-  static void ExpectWeightedMean(const Weights& base, const Weights& next,
+  static void ExpectWeightedMean(const model::Weights& base, const model::Weights& next,
                                  const std::vector<std::vector<float>>& deltas,
                                  const std::vector<int64_t>& n) {
     ASSERT_EQ(base.data.size(), next.data.size());
@@ -161,7 +161,7 @@ class FaultTest : public ::testing::Test {
     auto v = Versions();
     ASSERT_EQ(v.size(), rounds + 1);
     for (const auto& m : v) Load(m);
-    auto recs = ReadMetricsLog(run);
+    auto recs = store::ReadMetricsLog(run);
     ASSERT_TRUE(recs.ok()) << recs.status().ToString();
     ASSERT_EQ(recs->size(), rounds);
     for (size_t i = 0; i < rounds; ++i) {
@@ -261,8 +261,8 @@ TEST_F(FaultTest, UpdateResentAfterACrashBeforeTheAckIsCountedOnce) {
   ASSERT_TRUE(a.Hello().ok());
   auto reply = a.Announce(ta->task, da, 40);
   ASSERT_TRUE(reply.ok()) << reply.status().ToString();
-  ASSERT_EQ(reply->type, proto::MessageType::kAck) << "resend must be acknowledged, not re-uploaded";
-  auto ack = proto::Decode<proto::Ack>(*reply);
+  ASSERT_EQ(reply->type, protocols::MessageType::kAck) << "resend must be acknowledged, not re-uploaded";
+  auto ack = protocols::Decode<protocols::Ack>(*reply);
   ASSERT_TRUE(ack.ok());
   const Digest d = Sha256::Of(da.data(), da.size() * 4);
   EXPECT_EQ(ack->sha256, std::string(d.begin(), d.end()));
@@ -291,8 +291,8 @@ TEST_F(FaultTest, StragglerUpdateAfterTheDeadlineIsRejectedAsStaleNotFoldedLater
   ASSERT_EQ(tb2->task.round, 2u);
   auto late = b.Announce(tb->task, RandomDelta(n, 6), 50);
   ASSERT_TRUE(late.ok());
-  ASSERT_EQ(late->type, proto::MessageType::kError);
-  EXPECT_EQ(ScriptedWorker::ErrorCodeOf(*late), proto::ErrorCode::kStale);
+  ASSERT_EQ(late->type, protocols::MessageType::kError);
+  EXPECT_EQ(ScriptedWorker::ErrorCodeOf(*late), protocols::ErrorCode::kStale);
 
   auto ta2 = a.NextTrainTask(20s);
   ASSERT_TRUE(ta2.ok());
@@ -351,11 +351,11 @@ TEST_F(FaultTest, CoordinatorKilledMidRoundResumesToTheFaultFreeHash) {
     for (int i = 1; i <= 3; ++i) workers.push_back(StartWorker(name + "-w" + std::to_string(i), i));
     if (kill_mid_round) {
       // v1 committed means round 2 is under way: kill -9 there, then restart on the same port.
-      const std::string v1 = VersionMetaPath(run_dir, 1);
+      const std::string v1 = store::VersionMetaPath(run_dir, 1);
       for (int i = 0; i < 1200 && !PathExists(v1); ++i) std::this_thread::sleep_for(20ms);
       EXPECT_TRUE(PathExists(v1)) << coord->Log();
       coord->Kill(SIGKILL);
-      EXPECT_FALSE(PathExists(VersionMetaPath(run_dir, 3))) << "killed too late to test a resume";
+      EXPECT_FALSE(PathExists(store::VersionMetaPath(run_dir, 3))) << "killed too late to test a resume";
       coord = StartCoordinator(args, {}, run_dir, bind, name + "-coordinator2.log");
     }
     auto code = coord->Wait(180s);
@@ -382,7 +382,7 @@ TEST_F(FaultTest, CrashBetweenWriteAndRenameKeepsThePreviousVersionAndResumes) {
   const std::vector<std::string> args = {"--rounds", "2", "--min-workers", "2", "--min-fit", "2"};
   const std::string bind = RunUntilInjectedCrash(args, "v000002.shw");
   ASSERT_FALSE(bind.empty());
-  EXPECT_FALSE(PathExists(VersionWeightsPath(dir_ + "/run", 2)));
+  EXPECT_FALSE(PathExists(store::VersionWeightsPath(dir_ + "/run", 2)));
   auto v = Versions();
   ASSERT_EQ(v.size(), 2u) << "v2 must not be visible";
   for (const auto& m : v) Load(m);  // both verify
@@ -412,7 +412,7 @@ TEST_F(FaultTest, CrashBeforeAnEvaluationIsRecordedIsCompletedOnRestart) {
   ASSERT_EQ(v.size(), 3u);
   EXPECT_EQ(v[2].metrics.value("evaluation", ""), "pending");
   EXPECT_TRUE(v[2].metrics["central"].is_null());
-  auto recs = ReadMetricsLog(run);
+  auto recs = store::ReadMetricsLog(run);
   ASSERT_TRUE(recs.ok());
   ASSERT_EQ(recs->size(), 1u) << "only round 1 was recorded before the crash";
 
@@ -426,7 +426,7 @@ TEST_F(FaultTest, CrashBeforeAnEvaluationIsRecordedIsCompletedOnRestart) {
     ASSERT_TRUE(v[2].metrics["central"].is_object()) << v[2].ToJson().dump();
     EXPECT_EQ(v[2].metrics["central"]["count"].get<int64_t>(), 200);
     EXPECT_EQ(v[2].metrics["samples"].get<int64_t>(), 1800);  // 2 x 1000, 10% held out
-    recs = ReadMetricsLog(run);
+    recs = store::ReadMetricsLog(run);
     ASSERT_TRUE(recs.ok());
     ASSERT_EQ(recs->size(), 2u) << (round == 0 ? "round 2's record missing"
                                                 : "round 2 recorded again by a second restart");
@@ -452,8 +452,8 @@ TEST_F(FaultTest, KilledEvaluatorProcessIsReplacedAndTheRunFinishes) {
                                  "--epochs", "3"});
   auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
   const std::string run = dir_ + "/run";
-  for (int i = 0; i < 3000 && !PathExists(VersionMetaPath(run, 1)); ++i) std::this_thread::sleep_for(20ms);
-  ASSERT_TRUE(PathExists(VersionMetaPath(run, 1))) << coord->Log();
+  for (int i = 0; i < 3000 && !PathExists(store::VersionMetaPath(run, 1)); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(PathExists(store::VersionMetaPath(run, 1))) << coord->Log();
   pid_t evaluator = -1;
   std::ifstream children("/proc/" + std::to_string(coord->pid()) + "/task/" +
                          std::to_string(coord->pid()) + "/children");
@@ -486,9 +486,9 @@ TEST_F(FaultTest, EvaluatorThatKeepsDyingStopsTheRunAndARestartResumes) {
   EXPECT_NE(log.find("restart 3 of 3"), std::string::npos) << log;
   EXPECT_NE(log.find("3 restarts within the last 10 min"), std::string::npos) << log;
   const std::string run = dir_ + "/run";
-  EXPECT_FALSE(PathExists(VersionMetaPath(run, 5)));
+  EXPECT_FALSE(PathExists(store::VersionMetaPath(run, 5)));
   for (const auto& m : Versions()) Load(m);  // what was committed verifies
-  auto before = ReadMetricsLog(run);
+  auto before = store::ReadMetricsLog(run);
   ASSERT_TRUE(before.ok());
   EXPECT_EQ(before->size(), 3u);  // v1..v3 evaluated; v4 committed, its evaluation pending
 
@@ -562,12 +562,12 @@ TEST_F(FaultTest, CorruptLatestVersionIsReportedAndTheRunResumesFromThePreviousO
   w2->Wait(30s);
   // Damage v2: one flipped byte in its weights, and a torn meta for a would-be v3.
   const std::string run = dir_ + "/run";
-  auto bytes = ReadFile(VersionWeightsPath(run, 2));
+  auto bytes = ReadFile(store::VersionWeightsPath(run, 2));
   ASSERT_TRUE(bytes.ok());
   std::string damaged = *bytes;
   damaged[damaged.size() / 2] ^= 0x40;
-  ASSERT_TRUE(WriteFileAtomic(VersionWeightsPath(run, 2), damaged).ok());
-  ASSERT_TRUE(WriteFileAtomic(VersionMetaPath(run, 3), "{\"version\": 3, \"sha").ok());
+  ASSERT_TRUE(WriteFileAtomic(store::VersionWeightsPath(run, 2), damaged).ok());
+  ASSERT_TRUE(WriteFileAtomic(store::VersionMetaPath(run, 3), "{\"version\": 3, \"sha").ok());
 
   // Asked for 3 rounds, the restarted coordinator reports both, resumes from v1 and redoes round 2.
   coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2"}, {}, "", bind,

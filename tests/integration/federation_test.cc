@@ -4,8 +4,8 @@
 
 #include <filesystem>
 
-#include "common/file_util.h"
-#include "coordinator/model_store.h"
+#include "base/file_util.h"
+#include "store/model_store.h"
 #include "tests/integration/process.h"
 #include "tests/integration/test_pki.h"
 
@@ -88,14 +88,14 @@ TEST_F(FederationTest, ThreeWorkersTrainThreeRoundsAndCommitVersions) {
   }
 
   // Versions v0..v3 exist, chain by parent, and their weights match their SHA-256.
-  auto versions = ListVersions(dir_ + "/run");
+  auto versions = store::ListVersions(dir_ + "/run");
   ASSERT_TRUE(versions.ok()) << versions.status().ToString();
   ASSERT_EQ(versions->size(), 4u);
   for (size_t i = 0; i < versions->size(); ++i) {
     const auto& v = (*versions)[i];
     EXPECT_EQ(v.version, i);
     EXPECT_EQ(v.round, i);
-    auto w = LoadVersion(dir_ + "/run", v);
+    auto w = store::LoadVersion(dir_ + "/run", v);
     EXPECT_TRUE(w.ok()) << w.status().ToString();
     EXPECT_EQ(v.sha256.size(), 64u);
     if (i > 0) {
@@ -106,7 +106,7 @@ TEST_F(FederationTest, ThreeWorkersTrainThreeRoundsAndCommitVersions) {
   }
 
   // One metrics record per round, with both kinds of evaluation; accuracy clearly improves.
-  auto recs = ReadMetricsLog(dir_ + "/run");
+  auto recs = store::ReadMetricsLog(dir_ + "/run");
   ASSERT_TRUE(recs.ok());
   ASSERT_EQ(recs->size(), 3u);
   for (size_t i = 0; i < 3; ++i) {
@@ -136,7 +136,7 @@ TEST_F(FederationTest, ThreeWorkersTrainThreeRoundsAndCommitVersions) {
     }
     // The weights go to each worker once a round: the TrainTask of round r+1 also asks for the
     // evaluation of v_r (same weights). Only the last version needs EvalTasks of its own.
-    auto v0 = LoadVersion(dir_ + "/run", (*versions)[0]);
+    auto v0 = store::LoadVersion(dir_ + "/run", (*versions)[0]);
     ASSERT_TRUE(v0.ok());
     const double model_bytes = 4.0 * static_cast<double>(v0->data.size());
     const double out = r["bytes_out"].get<double>();
@@ -195,12 +195,12 @@ TEST_F(FederationTest, Int8CompressedUpdatesTrainAndShrinkTheUploads) {
                                   dir_ + "/silos/silo-" + std::to_string(i)));
   }
   ASSERT_EQ(coord->Wait(240s), 0) << coord->Log();
-  auto versions = ListVersions(dir_ + "/run");
+  auto versions = store::ListVersions(dir_ + "/run");
   ASSERT_TRUE(versions.ok() && versions->size() == 4u);
-  auto v0 = LoadVersion(dir_ + "/run", (*versions)[0]);
+  auto v0 = store::LoadVersion(dir_ + "/run", (*versions)[0]);
   ASSERT_TRUE(v0.ok());
   const double float_update_bytes = 4.0 * static_cast<double>(v0->data.size());
-  auto recs = ReadMetricsLog(dir_ + "/run");
+  auto recs = store::ReadMetricsLog(dir_ + "/run");
   ASSERT_TRUE(recs.ok() && recs->size() == 3u);
   for (const auto& r : *recs) {
     // Two updates per round plus small messages (heartbeats, UpdateReady).

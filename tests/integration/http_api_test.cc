@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/file_util.h"
+#include "base/file_util.h"
 #include "tests/integration/process.h"
 #include "tests/integration/test_pki.h"
 

@@ -5,8 +5,8 @@
 
 #include <filesystem>
 
-#include "common/file_util.h"
-#include "coordinator/model_store.h"
+#include "base/file_util.h"
+#include "store/model_store.h"
 #include "tests/integration/process.h"
 #include "tests/integration/test_pki.h"
 
@@ -95,8 +95,8 @@ TEST_F(PartitionTest, PartitionedWorkerIsDroppedAtTheDeadlineAndRejoinsAfterTheL
 
   // Both take part in round 1; then the link is cut.
   const std::string run = dir_ + "/run";
-  for (int i = 0; i < 1500 && !PathExists(VersionMetaPath(run, 1)); ++i) std::this_thread::sleep_for(20ms);
-  ASSERT_TRUE(PathExists(VersionMetaPath(run, 1))) << coord.Log() << far.Log();
+  for (int i = 0; i < 1500 && !PathExists(store::VersionMetaPath(run, 1)); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(PathExists(store::VersionMetaPath(run, 1))) << coord.Log() << far.Log();
   ASSERT_EQ(Sh("ip link set " + host_if_ + " down"), 0);
   const auto cut = std::chrono::steady_clock::now();
   // The coordinator drops "far" (deadline, then peer timeout) and keeps going with "near" for
@@ -115,7 +115,7 @@ TEST_F(PartitionTest, PartitionedWorkerIsDroppedAtTheDeadlineAndRejoinsAfterTheL
   EXPECT_TRUE(far.Wait(30s).has_value()) << "partitioned worker hung\n" << far.Log();
   EXPECT_TRUE(near.Wait(30s).has_value()) << near.Log();
 
-  auto versions = ListVersions(run);
+  auto versions = store::ListVersions(run);
   ASSERT_TRUE(versions.ok());
   ASSERT_EQ(versions->size(), 6u);
   bool dropped = false, rejoined = false;

@@ -21,9 +21,9 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
-#include "common/file_util.h"
-#include "common/pki.h"
-#include "coordinator/model_store.h"
+#include "base/file_util.h"
+#include "security/pki.h"
+#include "store/model_store.h"
 #include "protocols/channel.h"
 #include "protocols/codec.h"
 #include "protocols/transport.h"
@@ -339,7 +339,7 @@ TEST_F(SecurityTest, OnlyEnrolledCertificatesGetIn) {
   // Signed by this federation's CA key but never recorded as issued (a copied CA key, a
   // forged issuance): refused by the enrollment check.
   std::filesystem::copy(pki_->ca_dir(), dir_ + "/ca-copy", std::filesystem::copy_options::recursive);
-  ASSERT_TRUE(pki::Enroll(dir_ + "/ca-copy", "ghost", dir_ + "/ghost").ok());
+  ASSERT_TRUE(security::Enroll(dir_ + "/ca-copy", "ghost", dir_ + "/ghost").ok());
   ScriptedWorker ghost(endpoint_, "ghost", testing::TestPki::ClientTlsFromBundle(dir_ + "/ghost"));
   st = ghost.Hello(5s);
   ASSERT_FALSE(st.ok());
@@ -348,10 +348,10 @@ TEST_F(SecurityTest, OnlyEnrolledCertificatesGetIn) {
 
   // No certificate at all: only a JoinRequest is accepted in such a session.
   {
-    proto::TlsConfig tc;
-    tc.ca_fingerprint = *pki::CaFingerprint(*ReadFile(pki::CaCertPath(pki_->ca_dir())));
-    tc.expected_peer_name = pki::kCoordinatorCommonName;
-    ScriptedWorker anonymous(endpoint_, "good", *proto::TlsContext::Client(tc));
+    protocols::TlsConfig tc;
+    tc.ca_fingerprint = *security::CaFingerprint(*ReadFile(security::CaCertPath(pki_->ca_dir())));
+    tc.expected_peer_name = security::kCoordinatorCommonName;
+    ScriptedWorker anonymous(endpoint_, "good", *protocols::TlsContext::Client(tc));
     st = anonymous.Hello(5s);
     ASSERT_FALSE(st.ok());
     EXPECT_NE(st.message().find("no client certificate"), std::string::npos) << st.message();
@@ -359,10 +359,10 @@ TEST_F(SecurityTest, OnlyEnrolledCertificatesGetIn) {
 
   // Garbage and truncated TLS from a raw socket: the session is dropped and counted.
   {
-    proto::SocketOptions so;
+    protocols::SocketOptions so;
     so.secure = true;
     so.linger_ms = 1000;
-    proto::DealerSocket raw(so);
+    protocols::DealerSocket raw(so);
     ASSERT_TRUE(raw.Connect(endpoint_).ok());
     ASSERT_TRUE(raw.Send(std::string("\x16\x03\x01\x00\x05hello", 10)).ok());
     ASSERT_TRUE(raw.Send(std::string(1000, '\x17')).ok());
@@ -388,7 +388,7 @@ TEST_F(SecurityTest, ClaimedNameMustMatchTheCertificate) {
       << st.message();
   EXPECT_TRUE(WaitRejections("identity_mismatch", 1));
   // The victim keeps its connection and its admission.
-  auto hb = victim.Await({proto::MessageType::kHeartbeat}, 5s);
+  auto hb = victim.Await({protocols::MessageType::kHeartbeat}, 5s);
   EXPECT_TRUE(hb.ok()) << hb.status().ToString();
   EXPECT_EQ(WaitState("victim", "connected"), "connected");
 }
@@ -408,7 +408,7 @@ TEST_F(SecurityTest, HostileStreamsAreCutOffAndMemoryStaysBounded) {
   const int64_t rss_before = RssKiB(coord_->pid());
   int64_t rss_max = rss_before;
   auto sample = [&] { rss_max = std::max(rss_max, RssKiB(coord_->pid())); };
-  const std::string shoal_tls = proto::Greeting(/*secure=*/true);
+  const std::string shoal_tls = protocols::Greeting(/*secure=*/true);
   auto le32 = [](uint32_t n) {
     return std::string{static_cast<char>(n), static_cast<char>(n >> 8), static_cast<char>(n >> 16),
                        static_cast<char>(n >> 24)};
@@ -470,7 +470,7 @@ TEST_F(SecurityTest, HostileStreamsAreCutOffAndMemoryStaysBounded) {
   sample();
   EXPECT_LT(rss_max - rss_before, 48 * 1024)
       << "coordinator RSS grew from " << rss_before << " KiB to " << rss_max << " KiB";
-  auto hb = victim.Await({proto::MessageType::kHeartbeat}, 5s);
+  auto hb = victim.Await({protocols::MessageType::kHeartbeat}, 5s);
   EXPECT_TRUE(hb.ok()) << hb.status().ToString();
   EXPECT_EQ(WaitState("victim", "connected"), "connected");
 }
@@ -495,7 +495,7 @@ TEST_F(SecurityTest, JoinTokenWorksOnceAndExpires) {
   Partition(3, 600);
   // Two workers are needed to start a round, so the coordinator stays up for all three joins.
   StartCoordinator({"--rounds", "1", "--min-workers", "2", "--set", "selection.wait_timeout_s=120"});
-  auto token = pki::CreateJoinToken(pki_->ca_dir(), "joiner", 600, endpoint_);
+  auto token = security::CreateJoinToken(pki_->ca_dir(), "joiner", 600, endpoint_);
   ASSERT_TRUE(token.ok()) << token.status().ToString();
 
   auto argv = WorkerArgv("joiner", 1, "");
@@ -525,7 +525,7 @@ TEST_F(SecurityTest, JoinTokenWorksOnceAndExpires) {
   EXPECT_FALSE(PathExists(dir_ + "/reuse-creds/worker.crt"));
 
   // An expired token.
-  auto short_lived = pki::CreateJoinToken(pki_->ca_dir(), "late", 1, endpoint_);
+  auto short_lived = security::CreateJoinToken(pki_->ca_dir(), "late", 1, endpoint_);
   ASSERT_TRUE(short_lived.ok());
   std::this_thread::sleep_for(2100ms);
   auto late = WorkerArgv("late", 3, endpoint_);
@@ -551,9 +551,9 @@ TEST_F(SecurityTest, RevokedWorkerIsCutOffAndCannotReconnect) {
                  dir_ + "/revoke.log");
   ASSERT_EQ(revoke.Wait(30s), 0) << revoke.Log();
   const auto revoked_at = std::chrono::steady_clock::now();
-  auto err = b.Await({proto::MessageType::kError}, 10s);
+  auto err = b.Await({protocols::MessageType::kError}, 10s);
   ASSERT_TRUE(err.ok()) << err.status().ToString();
-  EXPECT_EQ(ScriptedWorker::ErrorCodeOf(*err), proto::ErrorCode::kNotAdmitted);
+  EXPECT_EQ(ScriptedWorker::ErrorCodeOf(*err), protocols::ErrorCode::kNotAdmitted);
   std::fprintf(stderr, "revocation took effect after %.0f ms\n",
                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                          revoked_at)
@@ -566,7 +566,7 @@ TEST_F(SecurityTest, RevokedWorkerIsCutOffAndCannotReconnect) {
   EXPECT_EQ(WaitState("b", "revoked"), "revoked");
   EXPECT_GE(Rejections("revoked"), 2);
   // The other worker is unaffected.
-  EXPECT_TRUE(a.Await({proto::MessageType::kHeartbeat}, 5s).ok());
+  EXPECT_TRUE(a.Await({protocols::MessageType::kHeartbeat}, 5s).ok());
   EXPECT_EQ(WaitState("a", "connected"), "connected");
 }
 
@@ -581,7 +581,7 @@ TEST_F(SecurityTest, PoisonedUpdatesAreRejectedAndOthersUnaffected) {
   auto tg = good.NextTrainTask();
   ASSERT_TRUE(tb.ok() && tg.ok());
   const size_t n = tb->global.data.size();
-  auto expect_rejected = [&](Result<proto::Ack> r, const std::string& needle) {
+  auto expect_rejected = [&](Result<protocols::Ack> r, const std::string& needle) {
     ASSERT_FALSE(r.ok()) << "accepted an update that should name " << needle;
     EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().message();
   };
@@ -603,10 +603,10 @@ TEST_F(SecurityTest, PoisonedUpdatesAreRejectedAndOthersUnaffected) {
   auto ack = good.SendUpdate(tg->task, delta, 100);
   ASSERT_TRUE(ack.ok()) << ack.status().ToString();
   ASSERT_EQ(coord_->Wait(120s), 0) << coord_->Log();
-  auto versions = ListVersions(dir_ + "/run");
+  auto versions = store::ListVersions(dir_ + "/run");
   ASSERT_TRUE(versions.ok() && versions->size() == 2u);
-  auto v0 = LoadVersion(dir_ + "/run", (*versions)[0]);
-  auto v1 = LoadVersion(dir_ + "/run", (*versions)[1]);
+  auto v0 = store::LoadVersion(dir_ + "/run", (*versions)[0]);
+  auto v1 = store::LoadVersion(dir_ + "/run", (*versions)[1]);
   ASSERT_TRUE(v0.ok() && v1.ok());
   for (size_t i = 0; i < n; ++i) {
     ASSERT_TRUE(std::isfinite(v1->data[i]));
@@ -638,12 +638,12 @@ class WireTest : public SecurityTest {
     for (auto& w : workers) EXPECT_EQ(w->Wait(30s), 0) << w->Log();
     const std::string wire = tap.Captured();
     EXPECT_GT(wire.size(), 100000u);  // the models did cross
-    auto versions = ListVersions(dir_ + "/run");
+    auto versions = store::ListVersions(dir_ + "/run");
     EXPECT_TRUE(versions.ok() && versions->size() == 3u);
     size_t hits = 0;
     windows = 0;
     for (int v = 0; v < 2; ++v) {
-      auto w = LoadVersion(dir_ + "/run", (*versions)[v]);
+      auto w = store::LoadVersion(dir_ + "/run", (*versions)[v]);
       EXPECT_TRUE(w.ok());
       const char* bytes = reinterpret_cast<const char*>(w->data.data());
       const size_t n = w->data.size() * sizeof(float);

@@ -9,8 +9,8 @@
 
 #include <gtest/gtest.h>
 
-#include "common/file_util.h"
-#include "common/pki.h"
+#include "base/file_util.h"
+#include "security/pki.h"
 #include "protocols/channel.h"
 #include "tests/integration/process.h"
 
@@ -20,8 +20,8 @@ class TestPki {
  public:
   // Creates DIR/ca (once) with a coordinator certificate valid for localhost / 127.0.0.1.
   explicit TestPki(const std::string& dir) : dir_(dir), ca_dir_(dir + "/ca") {
-    if (!PathExists(pki::CaCertPath(ca_dir_))) {
-      Status st = pki::InitCa(ca_dir_);
+    if (!PathExists(security::CaCertPath(ca_dir_))) {
+      Status st = security::InitCa(ca_dir_);
       EXPECT_TRUE(st.ok()) << st.ToString();
     }
   }
@@ -30,8 +30,8 @@ class TestPki {
   // A bundle for `name` (issued on first use) in DIR/bundles/NAME.
   std::string Bundle(const std::string& name) const {
     const std::string out = dir_ + "/bundles/" + name;
-    if (!PathExists(pki::BundleCertPath(out))) {
-      Status st = pki::Enroll(ca_dir_, name, out);
+    if (!PathExists(security::BundleCertPath(out))) {
+      Status st = security::Enroll(ca_dir_, name, out);
       EXPECT_TRUE(st.ok()) << st.ToString();
     }
     return out;
@@ -43,16 +43,16 @@ class TestPki {
   }
 
   // A client TLS context holding `name`'s certificate, for scripted workers.
-  std::shared_ptr<const proto::TlsContext> ClientTls(const std::string& name) const {
+  std::shared_ptr<const protocols::TlsContext> ClientTls(const std::string& name) const {
     return ClientTlsFromBundle(Bundle(name));
   }
 
   // The same from any bundle directory (e.g. one issued by another CA).
-  static std::shared_ptr<const proto::TlsContext> ClientTlsFromBundle(const std::string& dir) {
-    auto b = pki::LoadBundle(dir);
+  static std::shared_ptr<const protocols::TlsContext> ClientTlsFromBundle(const std::string& dir) {
+    auto b = security::LoadBundle(dir);
     EXPECT_TRUE(b.ok()) << b.status().ToString();
     if (!b.ok()) return nullptr;
-    auto tls = proto::WorkerTls(*b, pki::kCoordinatorCommonName);
+    auto tls = protocols::WorkerTls(*b, security::kCoordinatorCommonName);
     EXPECT_TRUE(tls.ok()) << tls.status().ToString();
     return tls.ok() ? *tls : nullptr;
   }

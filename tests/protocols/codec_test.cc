@@ -17,7 +17,7 @@
 #include "protocols/messages.h"
 #include "tests/testing/allocation_tracker.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 namespace {
 
 using testing::AllocationScope;
@@ -56,10 +56,10 @@ std::string RawFrame(uint16_t version, uint16_t type, const std::string& header,
   return f + header + payload;
 }
 
-ModelSpec TwoTensorSpec() {
-  ModelSpec spec;
-  spec.tensors.push_back({"fc1.weight", DType::kFloat32, {200, 784}});
-  spec.tensors.push_back({"fc1.bias", DType::kFloat32, {200}});
+model::ModelSpec TwoTensorSpec() {
+  model::ModelSpec spec;
+  spec.tensors.push_back({"fc1.weight", model::DType::kFloat32, {200, 784}});
+  spec.tensors.push_back({"fc1.bias", model::DType::kFloat32, {200}});
   return spec;
 }
 
@@ -218,7 +218,7 @@ TEST(CodecTest, EvalTaskRoundTrip) {
   in.round = 4;
   in.version = 4;
   in.spec = TwoTensorSpec();
-  in.spec.tensors.push_back({"out.scalar", DType::kFloat32, {}});  // rank 0 survives too
+  in.spec.tensors.push_back({"out.scalar", model::DType::kFloat32, {}});  // rank 0 survives too
   in.chunk_count = 9;
   const EvalTask out = RoundTrip(in);
   EXPECT_EQ(out.run_id, in.run_id);
@@ -356,7 +356,7 @@ TEST(CodecTest, ShapeRankAboveLimitIsRejected) {
 
 TEST(CodecTest, TensorNameAboveLimitIsRejected) {
   TrainTask t = SampleTrainTask();
-  t.spec.tensors[0].name.assign(SpecLimits::kMaxNameBytes + 1, 'w');
+  t.spec.tensors[0].name.assign(model::SpecLimits::kMaxNameBytes + 1, 'w');
   ExpectProtocolError(ParseAndDecode<TrainTask>(Encode(t)));
 }
 
@@ -1213,4 +1213,4 @@ TEST(ModelFileTest, PieceAfterCompletionIsRejected) {
 }
 
 }  // namespace
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

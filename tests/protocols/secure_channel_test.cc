@@ -31,7 +31,7 @@
 #include "protocols/transport.h"
 #include "tests/testing/allocation_tracker.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 namespace {
 
 namespace fs = std::filesystem;
@@ -973,4 +973,4 @@ TEST_F(SecureChannelTest, ChannelsPlacePayloadsBothWays) {
 }
 
 }  // namespace
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

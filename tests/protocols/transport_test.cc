@@ -16,7 +16,7 @@
 
 #include "tests/testing/allocation_tracker.h"
 
-namespace shoal::proto {
+namespace shoal::protocols {
 namespace {
 
 using namespace std::chrono_literals;
@@ -406,4 +406,4 @@ TEST_F(TransportTest, ConnectionLimitAndIdleConnections) {
 }
 
 }  // namespace
-}  // namespace shoal::proto
+}  // namespace shoal::protocols

@@ -6,13 +6,15 @@
 #include <map>
 #include <optional>
 
-#include "common/file_util.h"
-#include "common/nn/export.h"
-#include "common/sha256.h"
-#include "common/signing.h"
-#include "common/weights.h"
-#include "coordinator/model_ops.h"
-#include "coordinator/model_store.h"
+#include "base/file_util.h"
+#include "base/hex.h"
+#include "nn/export.h"
+#include "base/sha256.h"
+#include "security/signing.h"
+#include "model/weights.h"
+#include "store/script_copy.h"
+#include "model/model_source.h"
+#include "store/model_store.h"
 
 namespace shoal::ctl {
 namespace {
@@ -38,7 +40,7 @@ struct RunInfo {
 };
 
 Result<RunInfo> ReadRunInfo(const std::string& run_dir) {
-  const std::string path = RunInfoPath(run_dir);
+  const std::string path = store::RunInfoPath(run_dir);
   auto text = ReadFile(path, 1 << 20);
   if (!text.ok()) {
     if (text.status().code() == Code::kNotFound) {
@@ -57,7 +59,7 @@ Result<RunInfo> ReadRunInfo(const std::string& run_dir) {
     if (j.contains("class_names")) {
       info.class_names = j.at("class_names").get<std::vector<std::string>>();
     }
-    if (info.model == nn::kTorchScriptModel) {
+    if (info.model == model::kTorchScriptModel) {
       info.model_sha256 = j.at("model_sha256").get<std::string>();
       info.model_path = j.value("model_path", "");
     }
@@ -72,7 +74,7 @@ Result<RunInfo> ReadRunInfo(const std::string& run_dir) {
   return info;
 }
 
-std::optional<double> CentralAccuracy(const VersionMeta& v) {
+std::optional<double> CentralAccuracy(const store::VersionMeta& v) {
   const auto& m = v.metrics;
   if (!m.is_object() || !m.contains("central") || !m["central"].is_object()) return std::nullopt;
   const auto& c = m["central"];
@@ -80,12 +82,12 @@ std::optional<double> CentralAccuracy(const VersionMeta& v) {
   return c["accuracy"].get<double>();
 }
 
-Result<VersionMeta> SelectVersion(const std::vector<VersionMeta>& versions,
+Result<store::VersionMeta> SelectVersion(const std::vector<store::VersionMeta>& versions,
                                   const std::string& which, const std::string& run_dir) {
   if (versions.empty()) return NotFound(run_dir + " holds no committed version");
   if (which == "latest") return versions.back();
   if (which == "best") {
-    const VersionMeta* best = nullptr;
+    const store::VersionMeta* best = nullptr;
     double best_acc = -1;
     for (const auto& v : versions) {
       auto acc = CentralAccuracy(v);
@@ -117,11 +119,11 @@ Result<VersionMeta> SelectVersion(const std::vector<VersionMeta>& versions,
 }
 
 // The chain from `leaf` back to v0 through the parents, newest first.
-Result<nlohmann::json> Lineage(const std::vector<VersionMeta>& versions, const VersionMeta& leaf) {
-  std::map<uint64_t, const VersionMeta*> by_version;
+Result<nlohmann::json> Lineage(const std::vector<store::VersionMeta>& versions, const store::VersionMeta& leaf) {
+  std::map<uint64_t, const store::VersionMeta*> by_version;
   for (const auto& v : versions) by_version[v.version] = &v;
   nlohmann::json chain = nlohmann::json::array();
-  const VersionMeta* cur = &leaf;
+  const store::VersionMeta* cur = &leaf;
   while (true) {
     nlohmann::json entry = {{"version", cur->version},
                             {"round", cur->round},
@@ -218,18 +220,18 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req, const ModelExport
                            " names, the model has " + std::to_string(info.num_classes) +
                            " classes");
   }
-  SHOAL_ASSIGN_OR_RETURN(auto versions, ListVersions(req.run_dir));
-  SHOAL_ASSIGN_OR_RETURN(VersionMeta meta, SelectVersion(versions, req.version, req.run_dir));
+  SHOAL_ASSIGN_OR_RETURN(auto versions, store::ListVersions(req.run_dir));
+  SHOAL_ASSIGN_OR_RETURN(store::VersionMeta meta, SelectVersion(versions, req.version, req.run_dir));
   SHOAL_ASSIGN_OR_RETURN(nlohmann::json lineage, Lineage(versions, meta));
-  SHOAL_ASSIGN_OR_RETURN(Weights weights, LoadVersion(req.run_dir, meta));
+  SHOAL_ASSIGN_OR_RETURN(model::Weights weights, store::LoadVersion(req.run_dir, meta));
 
-  SHOAL_RETURN_IF_ERROR(EnsureCoordinatorKey(req.run_dir));
-  SHOAL_ASSIGN_OR_RETURN(PrivateKey key, PrivateKey::Load(CoordinatorKeyPath(req.run_dir)));
+  SHOAL_RETURN_IF_ERROR(security::EnsureCoordinatorKey(req.run_dir));
+  SHOAL_ASSIGN_OR_RETURN(security::PrivateKey key, security::PrivateKey::Load(security::SigningKeyPath(req.run_dir)));
 
   Result<nn::ExportedModel> exported = Internal("not exported");
-  if (info.model == nn::kTorchScriptModel) {
+  if (info.model == model::kTorchScriptModel) {
     // The user's architecture from the run's own copy, holding the version's weights.
-    SHOAL_ASSIGN_OR_RETURN(std::string script, ReadRunScriptModel(req.run_dir, info.model_sha256));
+    SHOAL_ASSIGN_OR_RETURN(std::string script, store::ReadRunScriptModel(req.run_dir, info.model_sha256));
     exported = exporter.script(script, info.input_shape, info.num_classes, weights);
   } else {
     exported = exporter.builtin(info.model, info.input_shape, info.num_classes, weights);
@@ -259,10 +261,10 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req, const ModelExport
        {{"max_abs_diff", exported->max_abs_diff},
         {"samples", exported->check_samples},
         {"tolerance", nn::kExportTolerance}}},
-      {"exported_at", UtcNow()},
+      {"exported_at", store::UtcNow()},
       {"public_key_pem", key.public_key().pem()},
   };
-  if (info.model == nn::kTorchScriptModel) {
+  if (info.model == model::kTorchScriptModel) {
     j["script_model"] = {{"path", info.model_path}, {"sha256", info.model_sha256}};
   }
   SHOAL_ASSIGN_OR_RETURN(std::string signed_bytes, SignedBytes(j));
@@ -288,12 +290,12 @@ Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::str
   SHOAL_ASSIGN_OR_RETURN(std::string json_text, ReadFile(json_path, kMaxMetadataBytes));
 
   // The trusted key, if any, is read before any check so a bad --pubkey is an error (exit 2).
-  std::optional<PublicKey> trusted;
+  std::optional<security::PublicKey> trusted;
   if (!pubkey_path.empty()) {
-    SHOAL_ASSIGN_OR_RETURN(PublicKey k, PublicKey::Load(pubkey_path));
+    SHOAL_ASSIGN_OR_RETURN(security::PublicKey k, security::PublicKey::Load(pubkey_path));
     trusted = std::move(k);
   } else if (!run_dir.empty()) {
-    auto k = PublicKey::Load(CoordinatorPublicKeyPath(run_dir));
+    auto k = security::PublicKey::Load(security::SigningPublicKeyPath(run_dir));
     if (!k.ok()) return k.status().Annotate("coordinator public key of " + run_dir);
     trusted = std::move(k).value();
   }
@@ -326,7 +328,7 @@ Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::str
   const std::string sig_hex = str(sig_block, "signature");
   const std::string claimed_fp = str(sig_block, "public_key_fingerprint");
   auto signature = HexDecode(sig_hex);
-  auto embedded = PublicKey::FromPem(str(j, "public_key_pem"));
+  auto embedded = security::PublicKey::FromPem(str(j, "public_key_pem"));
   auto signed_bytes = SignedBytes(j);
   if (!sig_block.is_object() || str(sig_block, "algorithm") != "ed25519") {
     out.failures.push_back(json_path + " has no ed25519 signature block");

@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "common/nn/export.h"
-#include "common/status.h"
-#include "common/weights.h"
+#include "nn/export.h"
+#include "base/status.h"
+#include "model/weights.h"
 
 namespace shoal::ctl {
 
@@ -38,11 +38,11 @@ struct ExportRequest {
 struct ModelExporter {
   std::function<Result<nn::ExportedModel>(const std::string& name,
                                           const std::vector<int64_t>& input_shape,
-                                          int64_t num_classes, const Weights& weights)>
+                                          int64_t num_classes, const model::Weights& weights)>
       builtin;
   std::function<Result<nn::ExportedModel>(const std::string& script_bytes,
                                           const std::vector<int64_t>& input_shape,
-                                          int64_t num_classes, const Weights& weights)>
+                                          int64_t num_classes, const model::Weights& weights)>
       script;
 };
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "common/partition.h"
-#include "common/status.h"
+#include "data/partition.h"
+#include "base/status.h"
 
 namespace shoal {
 namespace {
@@ -47,20 +47,20 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows, size_t left_a
 }
 
 Status RunPartition(const PartitionFlags& flags) {
-  PartitionOptions opts;
-  Result<PartitionScheme> scheme = ParsePartitionScheme(flags.scheme);
+  data::PartitionOptions opts;
+  Result<data::PartitionScheme> scheme = data::ParsePartitionScheme(flags.scheme);
   if (!scheme.ok()) return scheme.status().Annotate("--scheme");
   opts.scheme = *scheme;
   opts.workers = flags.workers;
   opts.alpha = flags.alpha;
   opts.seed = flags.seed;
   opts.limit = flags.limit;
-  SHOAL_ASSIGN_OR_RETURN(std::vector<SiloReport> reports,
-                         PartitionDataset(flags.source, flags.out, opts, flags.label_column));
+  SHOAL_ASSIGN_OR_RETURN(std::vector<data::SiloReport> reports,
+                         data::PartitionDataset(flags.source, flags.out, opts, flags.label_column));
 
   std::ostringstream params;
-  params << "scheme " << PartitionSchemeName(opts.scheme);
-  if (opts.scheme == PartitionScheme::kDirichlet) params << ", alpha " << opts.alpha;
+  params << "scheme " << data::PartitionSchemeName(opts.scheme);
+  if (opts.scheme == data::PartitionScheme::kDirichlet) params << ", alpha " << opts.alpha;
   params << ", seed " << opts.seed;
   if (opts.limit > 0) params << ", limit " << opts.limit;
   std::cout << "partitioned " << flags.source << " into " << reports.size() << " silos ("
@@ -74,7 +74,7 @@ Status RunPartition(const PartitionFlags& flags) {
   int64_t total = 0;
   std::vector<int64_t> class_totals(classes, 0);
   for (size_t i = 0; i < reports.size(); ++i) {
-    const SiloReport& r = reports[i];
+    const data::SiloReport& r = reports[i];
     std::vector<std::string> row = {std::to_string(i + 1), r.dir, std::to_string(r.size)};
     for (size_t c = 0; c < classes && c < r.label_histogram.size(); ++c) {
       row.push_back(std::to_string(r.label_histogram[c]));

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "common/file_util.h"
-#include "common/pki.h"
-#include "common/status.h"
+#include "base/file_util.h"
+#include "security/pki.h"
+#include "base/status.h"
 
 namespace shoal::ctl {
 namespace {
@@ -56,7 +56,7 @@ void AddCaCommand(CLI::App& app) {
   ca->require_subcommand(1);
   struct Args {
     std::string dir;
-    pki::CaOptions options;
+    security::CaOptions options;
     std::vector<std::string> sans;
   };
   auto args = std::make_shared<Args>();
@@ -71,15 +71,15 @@ void AddCaCommand(CLI::App& app) {
                    "(repeatable; default DNS:localhost DNS:coordinator IP:127.0.0.1)");
   init->callback([args] {
     if (!args->sans.empty()) args->options.coordinator_sans = args->sans;
-    Check(pki::InitCa(args->dir, args->options));
-    auto pem = ReadFile(pki::CaCertPath(args->dir), 1 << 20);
+    Check(security::InitCa(args->dir, args->options));
+    auto pem = ReadFile(security::CaCertPath(args->dir), 1 << 20);
     if (!pem.ok()) Fail(pem.status());
-    auto fingerprint = pki::CaFingerprint(*pem);
+    auto fingerprint = security::CaFingerprint(*pem);
     if (!fingerprint.ok()) Fail(fingerprint.status());
     std::printf("created CA in %s\n", args->dir.c_str());
     std::printf("ca fingerprint (sha256): %s\n", fingerprint->c_str());
-    std::printf("coordinator: %s, %s\n", pki::CoordinatorCertPath(args->dir).c_str(),
-                pki::CoordinatorKeyPath(args->dir).c_str());
+    std::printf("coordinator: %s, %s\n", security::CoordinatorCertPath(args->dir).c_str(),
+                security::CoordinatorKeyPath(args->dir).c_str());
   });
 }
 
@@ -96,7 +96,7 @@ void AddEnrollCommand(CLI::App& app) {
   cmd->add_option("--coordinator", args->coordinator,
                   "Coordinator address for the bundle (default: the CA's)");
   cmd->callback([args] {
-    Check(pki::Enroll(args->ca_dir, args->name, args->out_dir, args->coordinator));
+    Check(security::Enroll(args->ca_dir, args->name, args->out_dir, args->coordinator));
     std::printf("enrolled %s: bundle in %s (copy it to the worker; worker.key is secret)\n",
                 args->name.c_str(), args->out_dir.c_str());
   });
@@ -120,7 +120,7 @@ void AddTokenCommand(CLI::App& app) {
   create->callback([args] {
     auto ttl = ParseDuration(args->ttl);
     if (!ttl.ok()) Fail(ttl.status());
-    auto text = pki::CreateJoinToken(args->ca_dir, args->name, *ttl, args->coordinator);
+    auto text = security::CreateJoinToken(args->ca_dir, args->name, *ttl, args->coordinator);
     if (!text.ok()) Fail(text.status());
     std::printf("%s\n", text->c_str());
   });
@@ -135,7 +135,7 @@ void AddRevokeCommand(CLI::App& app) {
   cmd->add_option("name", args->name, "Worker name")->required();
   cmd->add_option("--ca", args->ca_dir, "CA directory")->required();
   cmd->callback([args] {
-    Check(pki::Revoke(args->ca_dir, args->name));
+    Check(security::Revoke(args->ca_dir, args->name));
     std::printf("revoked %s\n", args->name.c_str());
   });
 }
@@ -150,7 +150,7 @@ void AddEnrolledCommand(CLI::App& app) {
   cmd->add_option("--ca", args->ca_dir, "CA directory")->required();
   cmd->add_flag("--json", args->json, "Print JSON");
   cmd->callback([args] {
-    auto records = pki::ListEnrolled(args->ca_dir);
+    auto records = security::ListEnrolled(args->ca_dir);
     if (!records.ok()) Fail(records.status());
     if (args->json) {
       json arr = json::array();
@@ -169,7 +169,7 @@ void AddEnrolledCommand(CLI::App& app) {
     std::printf("%-24s %-32s %-20s %-6s %s\n", "name", "serial", "expires", "how", "revoked");
     for (const auto& r : *records) {
       std::printf("%-24s %-32s %-20s %-6s %s\n", r.name.c_str(), r.serial.c_str(),
-                  pki::UtcText(r.not_after).c_str(), r.how.c_str(), r.revoked ? "yes" : "no");
+                  security::UtcText(r.not_after).c_str(), r.how.c_str(), r.revoked ? "yes" : "no");
     }
   });
 }

@@ -8,8 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/file_util.h"
-#include "coordinator/model_store.h"
+#include "base/file_util.h"
+#include "store/model_store.h"
 
 namespace shoal::ctl {
 namespace {
@@ -45,15 +45,15 @@ Result<json> Fetch(const Source& s, const std::string& path) {
 }
 
 Result<json> OfflineModels(const std::string& dir) {
-  SHOAL_ASSIGN_OR_RETURN(auto versions, ListVersions(dir));
+  SHOAL_ASSIGN_OR_RETURN(auto versions, store::ListVersions(dir));
   json arr = json::array();
   for (const auto& v : versions) arr.push_back(v.ToJson());
   return arr;
 }
 
 Result<json> OfflineRounds(const std::string& dir) {
-  if (!PathExists(RunInfoPath(dir))) return NotFound(dir + " is not a Shoal run directory");
-  SHOAL_ASSIGN_OR_RETURN(auto recs, ReadMetricsLog(dir));
+  if (!PathExists(store::RunInfoPath(dir))) return NotFound(dir + " is not a Shoal run directory");
+  SHOAL_ASSIGN_OR_RETURN(auto recs, store::ReadMetricsLog(dir));
   return json(recs);
 }
 
@@ -74,9 +74,9 @@ Result<json> OfflineWorkers(const std::string& dir) {
 }
 
 Result<json> OfflineStatus(const std::string& dir) {
-  SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(RunInfoPath(dir), 1 << 20));
+  SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(store::RunInfoPath(dir), 1 << 20));
   json info = json::parse(text, nullptr, false);
-  if (info.is_discarded()) return Corrupt(RunInfoPath(dir) + ": not valid JSON");
+  if (info.is_discarded()) return Corrupt(store::RunInfoPath(dir) + ": not valid JSON");
   SHOAL_ASSIGN_OR_RETURN(json models, OfflineModels(dir));
   json s = {{"run_id", info.value("run_id", "")}, {"model", info.value("model", "")},
             {"state", "offline"}};
@@ -239,8 +239,8 @@ void AddRunCommands(CLI::App& app) {
     if (*verify) {
       if (models->run_dir.empty()) Fail(InvalidArgument("--verify needs a RUN_DIR"));
       for (auto& v : *j) {
-        auto meta = VersionMeta::FromJson(v);
-        auto w = meta.ok() ? LoadVersion(models->run_dir, *meta) : Result<Weights>(meta.status());
+        auto meta = store::VersionMeta::FromJson(v);
+        auto w = meta.ok() ? store::LoadVersion(models->run_dir, *meta) : Result<model::Weights>(meta.status());
         checks.push_back(w.ok() ? "ok" : "BAD: " + w.status().message());
         v["verified"] = w.ok();
         all_ok = all_ok && w.ok();

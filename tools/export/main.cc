@@ -4,7 +4,7 @@
 // Same command line as shoalctl: `shoal-export export RUN_DIR --out model.pt [...]`.
 #include <CLI/CLI.hpp>
 
-#include "common/nn/export.h"
+#include "nn/export.h"
 #include "tools/ctl/export_cmd.h"
 
 int main(int argc, char** argv) {

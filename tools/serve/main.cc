@@ -13,9 +13,9 @@
 #include <cstdio>
 #include <thread>
 
-#include "common/file_util.h"
-#include "common/log.h"
-#include "common/nn/runtime.h"
+#include "base/file_util.h"
+#include "base/log.h"
+#include "nn/runtime.h"
 #include "tools/serve/server.h"
 
 namespace {

@@ -14,8 +14,8 @@
 #include <mutex>
 #include <sstream>
 
-#include "common/file_util.h"
-#include "common/sha256.h"
+#include "base/file_util.h"
+#include "base/sha256.h"
 
 namespace shoal::serve {
 namespace {

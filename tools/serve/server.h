@@ -28,7 +28,7 @@
 #include <string_view>
 #include <utility>
 
-#include "common/status.h"
+#include "base/status.h"
 
 namespace shoal::serve {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "common/file_util.h"
+#include "base/file_util.h"
 #include "tools/ctl/export_cmd.h"
 #include "tools/ctl/partition_cmd.h"
 #include "tools/ctl/pki_cmds.h"

@@ -1,0 +1,49 @@
+#include "base/sha256.h"
+
+#include <openssl/evp.h>
+
+#include <cstdlib>
+
+namespace shoal {
+
+struct Sha256::Impl {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx{EVP_MD_CTX_new(), &EVP_MD_CTX_free};
+};
+
+Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
+  // Failure here means OpenSSL itself is broken (out of memory): an invariant, not input.
+  if (!impl_->ctx || EVP_DigestInit_ex(impl_->ctx.get(), EVP_sha256(), nullptr) != 1) std::abort();
+}
+Sha256::~Sha256() = default;
+Sha256::Sha256(Sha256&&) noexcept = default;
+Sha256& Sha256::operator=(Sha256&&) noexcept = default;
+
+void Sha256::Update(const void* data, size_t size) {
+  if (size == 0) return;
+  if (EVP_DigestUpdate(impl_->ctx.get(), data, size) != 1) std::abort();
+}
+
+Digest Sha256::Finish() {
+  Digest d{};
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(impl_->ctx.get(), d.data(), &len) != 1 || len != d.size()) std::abort();
+  return d;
+}
+
+Digest Sha256::Of(const void* data, size_t size) {
+  Sha256 h;
+  h.Update(data, size);
+  return h.Finish();
+}
+
+std::string ToHex(const Digest& d) {
+  static const char* kHex = "0123456789abcdef";
+  std::string s(d.size() * 2, '0');
+  for (size_t i = 0; i < d.size(); ++i) {
+    s[2 * i] = kHex[d[i] >> 4];
+    s[2 * i + 1] = kHex[d[i] & 15];
+  }
+  return s;
+}
+
+}  // namespace shoal

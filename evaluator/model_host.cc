@@ -1,0 +1,350 @@
+// model_ops.h for the coordinator: the work is done by a shoal-evaluator child process
+// (coordinator/model_host.h explains why and the protocol).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "base/file_util.h"
+#include "base/restart_budget.h"
+#include "evaluator/model_host.h"
+#include "evaluator/model_ops.h"
+
+namespace shoal::evaluator {
+namespace {
+
+constexpr const char* kEvaluator = "shoal-evaluator";
+
+// SHOAL_EVALUATOR, else beside this executable, else on PATH.
+Result<std::string> FindEvaluator() {
+  if (const char* env = std::getenv("SHOAL_EVALUATOR"); env != nullptr && *env != '\0') {
+    if (::access(env, X_OK) != 0) {
+      return NotFound(std::string("SHOAL_EVALUATOR=") + env + " is not an executable file");
+    }
+    return std::string(env);
+  }
+  auto found = FindCompanionExecutable(kEvaluator);
+  if (!found.ok()) {
+    return NotFound(found.status().message() +
+                    " (the coordinator's LibTorch process: initial weights and central "
+                    "evaluation); install it beside shoal-coordinator or set SHOAL_EVALUATOR");
+  }
+  return found;
+}
+
+std::string DescribeExit(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    return "was killed by signal " + std::to_string(sig) + " (" + strsignal(sig) + ")";
+  }
+  return "stopped";
+}
+
+// One shoal-evaluator process; requests are serialized.
+class Host {
+ public:
+  static Result<std::shared_ptr<Host>> Start(int threads) {
+    SHOAL_ASSIGN_OR_RETURN(std::string path, FindEvaluator());
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      return ErrnoStatus("socketpair for", kEvaluator);
+    }
+    const char* level = spdlog::level::to_string_view(spdlog::get_level()).data();
+    std::vector<std::string> args = {path, "--log-level", level};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      ::close(sv[0]);
+      ::close(sv[1]);
+      return ErrnoStatus("fork for", kEvaluator);
+    }
+    if (pid == 0) {  // the child: async-signal-safe calls only, then exec
+      if (sv[1] == 3) {
+        ::fcntl(3, F_SETFD, 0);
+      } else if (::dup2(sv[1], 3) < 0) {
+        ::_exit(127);
+      }
+      ::close_range(4, ~0U, 0);  // none of the coordinator's sockets and files
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(sv[1]);
+    auto host = std::shared_ptr<Host>(new Host(sv[0], pid));
+    SHOAL_ASSIGN_OR_RETURN(nlohmann::json reply,
+                           host->Call({{"op", "configure"}, {"threads", threads}}, nullptr, 0));
+    host->runtime_ = reply.value("runtime", "") + " (in " + kEvaluator + ", pid " +
+                     std::to_string(pid) + ")";
+    return host;
+  }
+
+  ~Host() {
+    ::close(fd_);  // the child reads end-of-stream and exits
+    AwaitExit(100);
+    if (!exited_) {
+      ::kill(pid_, SIGKILL);
+      Reap(0);
+    }
+  }
+
+  const std::string& runtime() const { return runtime_; }
+
+  // Sends a request (with `blob`) and returns the reply's header; its blob goes to `read_blob`
+  // (which must read exactly the announced bytes) or is skipped.
+  Result<nlohmann::json> Call(
+      const nlohmann::json& request, const void* blob, uint64_t n,
+      const std::function<Status(const nlohmann::json&, uint64_t)>& read_blob = nullptr) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!broken_.ok()) return broken_;
+    auto reply = [&]() -> Result<nlohmann::json> {
+      SHOAL_RETURN_IF_ERROR(model_host::Write(fd_, request, blob, n));
+      SHOAL_ASSIGN_OR_RETURN(model_host::Header h, model_host::ReadHeader(fd_));
+      const Status st = model_host::StatusFromJson(h.json.value("status", nlohmann::json()));
+      if (!st.ok()) {
+        SHOAL_RETURN_IF_ERROR(model_host::SkipBlob(fd_, h.blob_bytes));
+        return st;
+      }
+      if (read_blob) {
+        SHOAL_RETURN_IF_ERROR(read_blob(h.json, h.blob_bytes));
+      } else {
+        SHOAL_RETURN_IF_ERROR(model_host::SkipBlob(fd_, h.blob_bytes));
+      }
+      return h.json;
+    }();
+    if (!reply.ok() && (reply.status().code() == Code::kUnavailable ||
+                        reply.status().code() == Code::kProtocol)) {
+      // The stream is unusable from here on: say why, once the child's fate is known.
+      AwaitExit(40);
+      broken_ = Unavailable(std::string(kEvaluator) + " (pid " + std::to_string(pid_) + ") " +
+                            (exited_ ? DescribeExit(exit_status_) : "stopped answering") + ": " +
+                            reply.status().message());
+      return broken_;
+    }
+    return reply;
+  }
+
+  int fd() const { return fd_; }
+  // The process died or its stream broke: every call fails from here on.
+  bool broken() {
+    std::lock_guard<std::mutex> l(mu_);
+    return !broken_.ok();
+  }
+
+ private:
+  Host(int fd, pid_t pid) : fd_(fd), pid_(pid) {}
+
+  // Waits up to `tries` x 50 ms for the child to exit (it has been told to, or has died).
+  void AwaitExit(int tries) {
+    for (int i = 0; i < tries && !exited_; ++i) {
+      Reap(WNOHANG);
+      if (!exited_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  void Reap(int flags) {
+    int status = 0;
+    if (::waitpid(pid_, &status, flags) == pid_) {
+      exited_ = true;
+      exit_status_ = status;
+    }
+  }
+
+  std::mutex mu_;
+  int fd_;
+  pid_t pid_;
+  std::string runtime_;
+  Status broken_;
+  bool exited_ = false;
+  int exit_status_ = 0;
+};
+
+std::mutex g_mu;
+int g_threads = 1;
+std::weak_ptr<Host> g_host;
+std::shared_ptr<Host> g_startup;  // kept from ConfigureModelRuntime to ReleaseModelRuntime
+
+Result<std::shared_ptr<Host>> SharedHost() {
+  std::lock_guard<std::mutex> l(g_mu);
+  if (auto h = g_host.lock()) return h;
+  SHOAL_ASSIGN_OR_RETURN(auto h, Host::Start(g_threads));
+  g_host = h;
+  return h;
+}
+
+// A new process in place of `broken` (which its last user then releases).
+Result<std::shared_ptr<Host>> ReplaceHost(const std::shared_ptr<Host>& broken) {
+  {
+    std::lock_guard<std::mutex> l(g_mu);
+    if (g_host.lock() == broken) g_host.reset();
+    if (g_startup == broken) g_startup.reset();
+  }
+  return SharedHost();
+}
+
+// The fields every request about a model carries; the TorchScript archive is the blob.
+nlohmann::json ModelRequest(const char* op, const model::ModelSource& model,
+                            const std::vector<int64_t>& input_shape, int64_t num_classes) {
+  return {{"op", op}, {"model", model.name}, {"input_shape", input_shape},
+          {"num_classes", num_classes}};
+}
+
+// Opens an evaluator (its test set loaded) in `host`'s process; the reply has its id and size.
+Result<nlohmann::json> OpenEvaluator(Host& host, const nlohmann::json& request,
+                                     const std::string& script) {
+  return host.Call(request, script.data(), script.size());
+}
+
+// A central evaluator in the child process. When the process dies during an evaluation (the OOM
+// killer, a crashing TorchScript model, kill -9), a new one is started after a back-off (250 ms,
+// doubling with each restart in the last 10 minutes), the test set opened again and the
+// evaluation repeated; an evaluation that also kills the new process is not tried a third time.
+// At most kMaxRestarts restarts within any 10 minutes: a process that keeps dying stops the run
+// (a coordinator restart resumes it), one that dies now and then in a long run is replaced each
+// time. Either way the error names the process, its pid and how it ended.
+class RemoteEvaluator : public CentralEvaluator {
+ public:
+  static constexpr int kMaxRestarts = 3;
+  static constexpr std::chrono::minutes kRestartWindow{10};
+
+  RemoteEvaluator(std::shared_ptr<Host> host, nlohmann::json open_request, std::string script,
+                  int64_t id, int64_t size)
+      : host_(std::move(host)), open_request_(std::move(open_request)),
+        script_(std::move(script)), id_(id), size_(size) {}
+  ~RemoteEvaluator() override {
+    (void)host_->Call({{"op", "close_evaluator"}, {"id", id_}}, nullptr, 0);
+  }
+
+  Result<model::EvalMetrics> Evaluate(const model::Weights& weights) override {
+    auto m = EvaluateOnce(weights);
+    if (m.ok() || !host_->broken()) return m;
+    const auto delay = restarts_.Take(RestartBudget::Clock::now());
+    const std::string window = std::to_string(kRestartWindow.count()) + " min";
+    if (!delay) {
+      return m.status().Annotate("not restarted: " + std::to_string(kMaxRestarts) +
+                                 " restarts within the last " + window);
+    }
+    const auto delay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(*delay).count();
+    spdlog::warn("{}; starting a new {} in {} ms and evaluating again (restart {} of {} within {})",
+                 m.status().message(), kEvaluator, delay_ms,
+                 restarts_.Recent(RestartBudget::Clock::now()), kMaxRestarts, window);
+    std::this_thread::sleep_for(*delay);
+    SHOAL_ASSIGN_OR_RETURN(auto host, ReplaceHost(host_));
+    auto opened = OpenEvaluator(*host, open_request_, script_);
+    if (!opened.ok()) return opened.status().Annotate("reopening the central evaluation");
+    host_ = std::move(host);
+    id_ = opened->value("id", int64_t{-1});
+    spdlog::info("{} restarted: {}", kEvaluator, host_->runtime());
+    auto again = EvaluateOnce(weights);
+    if (!again.ok()) {
+      return again.status().Annotate("the same evaluation after restarting " +
+                                     std::string(kEvaluator));
+    }
+    return again;
+  }
+  int64_t size() const override { return size_; }
+
+ private:
+  Result<model::EvalMetrics> EvaluateOnce(const model::Weights& weights) {
+    SHOAL_ASSIGN_OR_RETURN(
+        nlohmann::json r,
+        host_->Call({{"op", "evaluate"}, {"id", id_}, {"spec", weights.spec.ToJson()}},
+                    weights.data.data(), weights.data.size() * sizeof(float)));
+    model::EvalMetrics m;
+    try {
+      m.count = r.at("count").get<int64_t>();
+      m.loss = r.at("loss").get<double>();
+      m.accuracy = r.at("accuracy").get<double>();
+      m.cpu_seconds = r.value("cpu_seconds", 0.0);
+    } catch (const nlohmann::json::exception& e) {
+      return ProtocolError(std::string(kEvaluator) + " evaluation reply: " + e.what());
+    }
+    return m;
+  }
+
+  std::shared_ptr<Host> host_;
+  const nlohmann::json open_request_;
+  const std::string script_;
+  int64_t id_;
+  const int64_t size_;
+  RestartBudget restarts_{kMaxRestarts, kRestartWindow, std::chrono::milliseconds(250),
+                         std::chrono::seconds(4)};
+};
+
+}  // namespace
+
+std::string ConfigureModelRuntime(int threads) {
+  {
+    std::lock_guard<std::mutex> l(g_mu);
+    g_threads = threads;
+  }
+  auto host = SharedHost();
+  if (!host.ok()) return "unavailable: " + host.status().ToString();
+  std::lock_guard<std::mutex> l(g_mu);
+  g_startup = *host;
+  return (*host)->runtime();
+}
+
+void ReleaseModelRuntime() {
+  std::shared_ptr<Host> last;
+  std::lock_guard<std::mutex> l(g_mu);
+  last.swap(g_startup);  // (the process, if this was its last user, ends after the unlock)
+}
+
+Result<model::Weights> InitialWeights(const model::ModelSource& model,
+                               const std::vector<int64_t>& input_shape, int64_t num_classes,
+                               uint64_t seed) {
+  SHOAL_ASSIGN_OR_RETURN(auto host, SharedHost());
+  nlohmann::json req = ModelRequest("initial_weights", model, input_shape, num_classes);
+  req["seed"] = seed;
+  model::Weights w;
+  auto read = [&](const nlohmann::json& reply, uint64_t n) -> Status {
+    auto spec = model::ModelSpec::FromJson(reply.value("spec", nlohmann::json()));
+    Status st = spec.ok() ? spec->Validate() : spec.status();
+    if (st.ok() && static_cast<uint64_t>(spec->total_bytes()) != n) {
+      st = ProtocolError(std::to_string(n) + " bytes of weights for a spec of " +
+                         std::to_string(spec->total_bytes()));
+    }
+    if (!st.ok()) {
+      SHOAL_RETURN_IF_ERROR(model_host::SkipBlob(host->fd(), n));
+      return st.Annotate(std::string(kEvaluator) + " initial weights");
+    }
+    w.spec = std::move(spec).value();
+    w.data.resize(static_cast<size_t>(w.spec.total_numel()));
+    return model_host::ReadBlob(host->fd(), w.data.data(), n);
+  };
+  SHOAL_RETURN_IF_ERROR(
+      host->Call(req, model.script_bytes.data(), model.script_bytes.size(), read).status());
+  return w;
+}
+
+Result<std::unique_ptr<CentralEvaluator>> CentralEvaluator::Create(
+    const model::ModelSource& model, const std::vector<int64_t>& input_shape, int64_t num_classes,
+    const std::string& format, const std::string& path, const std::string& split,
+    const std::string& label_column, int64_t limit) {
+  SHOAL_ASSIGN_OR_RETURN(auto host, SharedHost());
+  nlohmann::json req = ModelRequest("open_evaluator", model, input_shape, num_classes);
+  req["format"] = format;
+  req["path"] = path;
+  req["split"] = split;
+  req["label_column"] = label_column;
+  req["limit"] = limit;
+  SHOAL_ASSIGN_OR_RETURN(nlohmann::json r, OpenEvaluator(*host, req, model.script_bytes));
+  return std::unique_ptr<CentralEvaluator>(std::make_unique<RemoteEvaluator>(
+      std::move(host), std::move(req), model.script_bytes, r.value("id", int64_t{-1}),
+      r.value("size", int64_t{0})));
+}
+
+}  // namespace shoal::evaluator

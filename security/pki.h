@@ -1,0 +1,185 @@
+// The federation's PKI: a private CA, the coordinator's TLS certificate, worker enrollment
+// (offline bundles or one-time join tokens), revocation, and peer-certificate checks.
+//
+// Keys are ECDSA P-256, certificates X.509 v3 signed with SHA-256, serials 128 random bits.
+// A fingerprint is the lowercase hex SHA-256 of a certificate's DER encoding.
+//
+// CA directory layout (made by InitCa; the directory is created mode 0700 when missing):
+//   ca.key, ca.crt                 the CA (CN "Shoal federation CA", 10 years); key mode 0600
+//   coordinator.key, .crt          serverAuth leaf (CN "coordinator", 2 years, SANs); key 0600
+//   ca.json                        {format, ca_fingerprint, created_at, coordinator_address}
+//   issued.json                    every certificate issued to a worker (never a secret)
+//   tokens.json                    join tokens: id, SHA-256 of the secret, name, expiry, used
+//   revoked.json                   revoked worker names and the serials issued to them
+//   .lock                          flock serializing read-modify-write of the JSON files
+// Every file is replaced atomically; a key file is created 0600 and never overwritten.
+//
+// Join token (as kubeadm's discovery-token-ca-cert-hash):
+//   shoal1.<id: 16 hex>.<secret: 32 hex>.<CA fingerprint: 64 hex>.<base64url(coordinator)>
+// The worker learns from it which CA to trust and where the coordinator is; it proves it holds
+// the secret when the coordinator redeems the token against the worker's CSR.
+//
+// Times are Unix seconds (UTC).
+//
+// Errors:
+//   InvalidArgument  a bad worker name, SAN, address, TTL, token text, PEM text or CSR.
+//   NotFound         a CA directory, CA file, token id or worker name that does not exist.
+//   Corrupt          a CA JSON file that is not what Shoal writes; a fingerprint mismatch.
+//   Rejected         refused by policy: the CA or bundle already exists, a used, expired or
+//                    wrong-secret token, a CSR whose CN is not the token's name, a revoked
+//                    name, a peer certificate that does not verify against the CA.
+//   IoError          reading, writing, locking or chmod failed.
+//   Internal         OpenSSL failed to generate, encode or sign.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace shoal::security {
+
+inline constexpr const char* kCaCommonName = "Shoal federation CA";
+inline constexpr const char* kCoordinatorCommonName = "coordinator";
+inline constexpr const char* kDefaultCoordinatorAddress = "tcp://127.0.0.1:5555";
+inline constexpr int64_t kCaValidityDays = 3650;
+inline constexpr int64_t kCoordinatorValidityDays = 730;
+inline constexpr int64_t kWorkerValidityDays = 365;
+
+// File names inside a CA directory and an enrollment bundle.
+std::string CaKeyPath(const std::string& ca_dir);
+std::string CaCertPath(const std::string& ca_dir);
+std::string CoordinatorKeyPath(const std::string& ca_dir);
+std::string CoordinatorCertPath(const std::string& ca_dir);
+std::string BundleKeyPath(const std::string& bundle_dir);   // worker.key
+std::string BundleCertPath(const std::string& bundle_dir);  // worker.crt
+std::string BundleCaPath(const std::string& bundle_dir);    // ca.crt
+
+struct CaOptions {
+  // The coordinator's ZeroMQ address written to ca.json, bundles and tokens by default.
+  std::string coordinator_address = kDefaultCoordinatorAddress;
+  // subjectAltNames of the coordinator certificate, each "DNS:name" or "IP:address".
+  std::vector<std::string> coordinator_sans = {"DNS:localhost", "DNS:coordinator", "IP:127.0.0.1"};
+  // Issue time; 0 means the current time.
+  int64_t now = 0;
+};
+
+// Creates a new CA in `dir` (see the layout above). Rejected when dir already holds a CA.
+Status InitCa(const std::string& dir, const CaOptions& options = CaOptions());
+
+// SHA-256 hex of the DER of the first certificate in `ca_cert_pem`.
+Result<std::string> CaFingerprint(const std::string& ca_cert_pem);
+
+// Ok when the certificate's fingerprint equals `expected_hex` (case-insensitive, 64 hex
+// characters; InvalidArgument otherwise), Corrupt when it differs.
+Status CheckCertMatchesFingerprint(const std::string& ca_cert_pem, const std::string& expected_hex);
+
+// 1 to 64 characters of [A-Za-z0-9._-], not "." or "..".
+Status ValidateWorkerName(const std::string& name);
+// "tcp://HOST:PORT" that a worker can connect to: a host of [A-Za-z0-9.-] or a bracketed IPv6
+// address, a port of 1-65535 (no "*" wildcard: that is for binding).
+Status ValidateCoordinatorAddress(const std::string& address);
+
+// Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (UTC), as the CA's JSON files record times.
+std::string UtcText(int64_t unix_seconds);
+
+// Issues an offline enrollment bundle in `out_dir` (created when missing): worker.key (0600),
+// worker.crt (CN = name, clientAuth, 1 year), ca.crt and bundle.json {name, coordinator,
+// ca_fingerprint}. An empty coordinator_address uses the one in ca.json. Rejected when out_dir
+// already holds a worker.key or the name is revoked. Records the certificate in issued.json.
+Status Enroll(const std::string& ca_dir, const std::string& name, const std::string& out_dir,
+              const std::string& coordinator_address = "");
+
+// Writes an enrollment bundle (the layout Enroll makes) from parts: used by a worker that joined
+// with a token. Rejected when out_dir already holds a worker.key.
+Status WriteBundle(const std::string& out_dir, const std::string& name, const std::string& key_pem,
+                   const std::string& cert_pem, const std::string& ca_pem,
+                   const std::string& coordinator_address);
+
+struct Bundle {
+  std::string name;
+  std::string coordinator_address;
+  std::string key_pem;
+  std::string cert_pem;
+  std::string ca_pem;
+  std::string ca_fingerprint;
+};
+// Reads a bundle directory. NotFound without bundle.json, Corrupt when its CA is not the one
+// bundle.json names.
+Result<Bundle> LoadBundle(const std::string& dir);
+
+struct ParsedToken {
+  std::string id;                   // 16 lowercase hex
+  std::string secret;               // 32 lowercase hex
+  std::string ca_fingerprint;       // 64 lowercase hex
+  std::string coordinator_address;  // decoded
+};
+
+// Creates a one-time join token for worker `name`, valid for ttl_seconds (1 s to 30 days) from
+// `now` (0 = the current time). An empty coordinator_address uses the one in ca.json. Only the
+// id, SHA-256 of the secret, the name, the expiry and used=false are stored (tokens.json).
+Result<std::string> CreateJoinToken(const std::string& ca_dir, const std::string& name,
+                                    int64_t ttl_seconds,
+                                    const std::string& coordinator_address = "", int64_t now = 0);
+
+// Checks the shape of a token (prefix, five parts, lengths, hex, base64url, address) and splits
+// it. InvalidArgument naming the bad part otherwise.
+Result<ParsedToken> ParseJoinToken(const std::string& token);
+
+// Redeems a join token against a worker's CSR and returns the signed certificate PEM
+// (CN = the token's name, clientAuth, 1 year, the CSR's public key; nothing else of the CSR is
+// copied). Checks, each with its own error: the token id is known (NotFound), the secret matches
+// (constant time), the token is not used and not expired at `now`, the CSR is a well-formed
+// P-256 request whose signature verifies, its CN is the token's name, the name is not revoked.
+// The token is marked used in tokens.json before the certificate is recorded and returned.
+Result<std::string> RedeemJoinToken(const std::string& ca_dir, const std::string& token_id,
+                                    const std::string& secret, const std::string& csr_pem,
+                                    int64_t now = 0);
+
+struct KeyAndCsr {
+  std::string key_pem;  // PKCS#8, unencrypted
+  std::string csr_pem;  // CN = name, signed with the key
+};
+// A new P-256 key and a CSR for it, for the worker side of a join.
+Result<KeyAndCsr> MakeKeyAndCsr(const std::string& name);
+
+// Adds `name` and every serial issued to it to revoked.json. NotFound when the CA never issued
+// a certificate to that name. Revoking again is Ok (and picks up serials issued since).
+Status Revoke(const std::string& ca_dir, const std::string& name);
+// The revoked names (empty when revoked.json does not exist yet).
+Result<std::set<std::string>> RevokedNames(const std::string& ca_dir);
+// The serials (lowercase hex) of every revoked certificate.
+Result<std::set<std::string>> RevokedSerials(const std::string& ca_dir);
+
+struct CertInfo {
+  std::string common_name;
+  std::string serial;       // lowercase hex
+  std::string fingerprint;  // SHA-256 hex of the DER
+  int64_t not_before = 0;
+  int64_t not_after = 0;
+  bool client_auth = false;       // extendedKeyUsage contains clientAuth
+  bool server_auth = false;       // extendedKeyUsage contains serverAuth
+  std::vector<std::string> sans;  // "DNS:name" / "IP:address"
+};
+
+// Verifies that `cert_pem` is a leaf (not a CA) signed by the CA in `ca_cert_pem` and valid at
+// `now` (0 = the current time). Rejected with OpenSSL's reason otherwise. It does not consult
+// revocation: check the returned name and serial against RevokedNames/ListEnrolled.
+Result<CertInfo> VerifyPeerCert(const std::string& ca_cert_pem, const std::string& cert_pem,
+                                int64_t now = 0);
+
+struct WorkerRecord {
+  std::string name;
+  std::string serial;
+  std::string fingerprint;
+  int64_t issued_at = 0;
+  int64_t not_after = 0;
+  std::string how;  // "bundle" or "token"
+  bool revoked = false;
+};
+// Every certificate issued to a worker, in issue order.
+Result<std::vector<WorkerRecord>> ListEnrolled(const std::string& ca_dir);
+
+}  // namespace shoal::security

@@ -1,0 +1,213 @@
+// model_ops.h through the coordinator's out-of-process runtime (model_host.cc): the calls run
+// in a shoal-evaluator child, the results are exact, failures of that process are reported
+// instead of hanging or crashing the coordinator, and the child gets none of its descriptors.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "evaluator/model_ops.h"
+#include "tests/integration/process.h"
+
+namespace shoal {
+namespace {
+
+class ModelHostTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string bin = testing::BinDir() + "/shoal-evaluator";
+    ASSERT_EQ(::access(bin.c_str(), X_OK), 0) << bin << " not built";
+    ::setenv("SHOAL_EVALUATOR", bin.c_str(), 1);
+    char tmpl[] = "/tmp/shoal-host-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // 10 rows of 3 features, labels 0 x4, 1 x3, 2 x3.
+  std::string WriteCsv() {
+    const std::string path = dir_ + "/eval.csv";
+    std::ofstream f(path);
+    f << "a,b,c,label\n";
+    const int labels[] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 0};
+    for (int i = 0; i < 10; ++i) f << i << "," << 0.5 * i << "," << -i << "," << labels[i] << "\n";
+    return path;
+  }
+
+  // The evaluator process's pid, from ConfigureModelRuntime's "(in shoal-evaluator, pid N)".
+  static pid_t EvaluatorPid(const std::string& runtime) {
+    const auto at = runtime.rfind("pid ");
+    return at == std::string::npos ? -1 : static_cast<pid_t>(std::atol(runtime.c_str() + at + 4));
+  }
+
+  std::string dir_;
+};
+
+TEST_F(ModelHostTest, InitialWeightsComeFromTheChildAndAreDeterministicInTheSeed) {
+  const std::string runtime = evaluator::ConfigureModelRuntime(1);
+  EXPECT_NE(runtime.find("blas="), std::string::npos) << runtime;
+  const pid_t child = EvaluatorPid(runtime);
+  ASSERT_GT(child, 0) << runtime;
+  EXPECT_NE(child, ::getpid());
+  auto a = evaluator::InitialWeights({"mlp", ""}, {1, 28, 28}, 10, 7);
+  auto b = evaluator::InitialWeights({"mlp", ""}, {1, 28, 28}, 10, 7);
+  auto c = evaluator::InitialWeights({"mlp", ""}, {1, 28, 28}, 10, 8);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok()) << a.status().ToString();
+  ASSERT_EQ(a->spec.total_numel(), static_cast<int64_t>(a->data.size()));
+  EXPECT_EQ(a->spec.tensors.front().name, "fc1.weight");
+  EXPECT_EQ(a->data, b->data);
+  EXPECT_NE(a->data, c->data);
+  EXPECT_EQ(a->FirstNonFinite(), -1);
+  // A model the child cannot make: its error, word for word, and the connection still works.
+  auto bad = evaluator::InitialWeights({"resnet", ""}, {1, 28, 28}, 10, 7);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("resnet"), std::string::npos) << bad.status().ToString();
+  EXPECT_TRUE(evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1).ok());
+  evaluator::ReleaseModelRuntime();  // nothing holds the child any more: it exits
+  for (int i = 0; i < 100 && ::kill(child, 0) == 0; ++i) ::usleep(50 * 1000);
+  EXPECT_NE(::kill(child, 0), 0) << "the evaluator process outlived its last user";
+}
+
+// Zero weights give every class the same logit: the prediction is class 0 (4 of 10 samples)
+// and the cross-entropy is exactly ln 3.
+TEST_F(ModelHostTest, CentralEvaluationInTheChildIsExact) {
+  auto spec = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  auto eval = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+  ASSERT_TRUE(eval.ok()) << eval.status().ToString();
+  EXPECT_EQ((*eval)->size(), 10);
+  model::Weights zero = *spec;
+  std::fill(zero.data.begin(), zero.data.end(), 0.0f);
+  auto m = (*eval)->Evaluate(zero);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->count, 10);
+  EXPECT_DOUBLE_EQ(m->accuracy, 0.4);
+  EXPECT_NEAR(m->loss, std::log(3.0), 1e-6);
+  EXPECT_GE(m->cpu_seconds, 0.0);
+
+  // Weights that do not fit their spec are refused by the child, which keeps serving.
+  model::Weights wrong = zero;
+  wrong.data.pop_back();
+  auto refused = (*eval)->Evaluate(wrong);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kInvalidArgument) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("bytes of weights"), std::string::npos);
+  EXPECT_TRUE((*eval)->Evaluate(zero).ok());
+
+  // Bad evaluation data: the loader's message, from the child.
+  auto missing = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", dir_ + "/nope.csv", "",
+                                          "label", 0);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("nope.csv"), std::string::npos)
+      << missing.status().ToString();
+}
+
+// The child dies (OOM killer, a crashing TorchScript model, kill -9) between evaluations: a new
+// process takes over, opens the test set again and the evaluation is exact as before.
+TEST_F(ModelHostTest, AKilledEvaluatorProcessIsReplacedAndTheEvaluationRepeated) {
+  const pid_t child = EvaluatorPid(evaluator::ConfigureModelRuntime(1));
+  ASSERT_GT(child, 0);
+  auto eval = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+  ASSERT_TRUE(eval.ok()) << eval.status().ToString();
+  auto w = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);
+  ASSERT_TRUE(w.ok());
+  std::fill(w->data.begin(), w->data.end(), 0.0f);
+  ASSERT_EQ(::kill(child, SIGKILL), 0);
+  auto m = (*eval)->Evaluate(*w);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->count, 10);
+  EXPECT_DOUBLE_EQ(m->accuracy, 0.4);
+  EXPECT_NEAR(m->loss, std::log(3.0), 1e-6);
+  EXPECT_TRUE((*eval)->Evaluate(*w).ok());  // the new process keeps serving
+  eval->reset();
+  evaluator::ReleaseModelRuntime();
+  auto again = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);  // and a released one is replaced
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+}
+
+// An evaluation that kills every process it runs in is tried twice, then reported: the error
+// names the process, its pid and the signal, and nothing hangs. Processes that keep dying on
+// later evaluations are replaced at most 3 times within 10 minutes, each after a back-off
+// (250, 500, 1000 ms).
+TEST_F(ModelHostTest, AnEvaluationThatKeepsKillingTheProcessIsReportedNotRetriedForever) {
+  evaluator::ReleaseModelRuntime();  // no process from before: the ones started below see the variable
+  auto w = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  struct Unset {
+    ~Unset() { ::unsetenv("SHOAL_FAULT_EVALUATOR_ABORT"); }
+  } unset;
+  ::setenv("SHOAL_FAULT_EVALUATOR_ABORT", "1", 1);  // each new process dies at its first one
+  {
+    auto eval = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+    ASSERT_TRUE(eval.ok()) << eval.status().ToString();
+    auto m = (*eval)->Evaluate(*w);
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), Code::kUnavailable);
+    EXPECT_NE(m.status().message().find("after restarting shoal-evaluator"), std::string::npos)
+        << m.status().ToString();
+    EXPECT_NE(m.status().message().find("was killed by signal 9"), std::string::npos)
+        << m.status().ToString();
+  }
+  ::setenv("SHOAL_FAULT_EVALUATOR_ABORT", "2", 1);  // each new process dies at its second one
+  auto eval = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+  ASSERT_TRUE(eval.ok()) << eval.status().ToString();
+  ASSERT_TRUE((*eval)->Evaluate(*w).ok());
+  const auto start = std::chrono::steady_clock::now();
+  for (int restart = 1; restart <= 3; ++restart) {
+    auto m = (*eval)->Evaluate(*w);  // dies, replaced, repeated in the new process
+    ASSERT_TRUE(m.ok()) << "restart " << restart << ": " << m.status().ToString();
+    EXPECT_EQ(m->count, 10);
+  }
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1750))
+      << "the three restarts did not wait 250 + 500 + 1000 ms";
+  auto last = (*eval)->Evaluate(*w);
+  ASSERT_FALSE(last.ok());
+  EXPECT_NE(last.status().message().find("3 restarts within the last 10 min"), std::string::npos)
+      << last.status().ToString();
+  EXPECT_NE(last.status().message().find("killed by signal 9"), std::string::npos)
+      << last.status().ToString();
+}
+
+// The child must not hold the coordinator's sockets or files (a listening socket kept open by a
+// child would survive the coordinator).
+TEST_F(ModelHostTest, TheChildInheritsNoDescriptorsButItsOwn) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);  // deliberately without CLOEXEC
+  ASSERT_GE(listener, 0);
+  struct stat st;
+  ASSERT_EQ(::fstat(listener, &st), 0);
+  const std::string mine = "socket:[" + std::to_string(st.st_ino) + "]";
+  const pid_t child = EvaluatorPid(evaluator::ConfigureModelRuntime(1));
+  ASSERT_GT(child, 0);
+  int sockets = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(child) + "/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    EXPECT_NE(target, mine) << "fd " << e.path().filename() << " is the parent's listening socket";
+    sockets += target.rfind("socket:", 0) == 0;
+  }
+  EXPECT_EQ(sockets, 1) << "only its end of the connection to the coordinator";
+  ::close(listener);
+  evaluator::ReleaseModelRuntime();
+}
+
+TEST_F(ModelHostTest, AMissingEvaluatorExecutableIsNamed) {
+  ::setenv("SHOAL_EVALUATOR", (dir_ + "/no-such-evaluator").c_str(), 1);
+  auto w = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), Code::kNotFound);
+  EXPECT_NE(w.status().message().find("no-such-evaluator"), std::string::npos)
+      << w.status().ToString();
+}
+
+}  // namespace
+}  // namespace shoal
