@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-# Reference numbers from /work/shared/docs/anchors.md and issue #7.
+# Reference numbers from the published anchors (FedAvg, Flower) and issue #7.
 FLOWER = {
     "round_s": {3: 31.6, 10: 33.6},
     "acc_3_clients": [0.803, 0.841, 0.860, 0.868, 0.875],

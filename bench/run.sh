@@ -4,7 +4,7 @@
 #
 #   bench/run.sh [--quick] [--out DIR] [--build-dir DIR] [--no-build] [--secure|--insecure]
 #                [--sections micro,round_overhead,coordinator_scale,time_to_accuracy,bytes_on_wire]
-#                [--tta-rounds N] [--no-early-stop] [--keep-work] [--check]
+#                [--tta-rounds N] [--no-early-stop] [--keep-work] [--check] [--publish]
 #
 #   --quick       small settings (3 workers, 1,000-2,000 samples per silo, MLP/CNN, 2-3 rounds,
 #                 no 100 MB cases): 1.5-3.5 minutes on 2 cores; CI runs it (ctest -L bench).
@@ -24,6 +24,10 @@
 #                 bench/run.sh --sections round_overhead --no-10w --overhead-rounds 2
 #   --keep-work   keep silos and model versions under DIR/work (large).
 #   --check       validate the results folder at the end (bench/check_results.py).
+#   --publish     a full run only: copy its summary and raw numbers to docs/bench/ as a dated
+#                 pair (docs/bench/YYYY-MM-DD-HHMM.md and .json) and its plots over
+#                 docs/bench/*.png, for a commit of its own. The README's short table is
+#                 updated by hand only when a headline figure moves.
 # Needs /usr/bin/python3 and, for the plots, python3-matplotlib (Debian).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,8 +37,9 @@ BUILD_DIR="$REPO/build"
 BUILD=1
 SECURITY=auto
 CHECK=0
+PUBLISH=0
 PASS=()
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -48,6 +53,7 @@ while [ $# -gt 0 ]; do
     --sections|--tta-rounds|--overhead-rounds|--stop-at) PASS+=("$1" "$2"); shift ;;
     --sections=*|--tta-rounds=*|--overhead-rounds=*|--stop-at=*|--no-early-stop|--no-10w|--keep-work) PASS+=("$1") ;;
     --check) CHECK=1 ;;
+    --publish) PUBLISH=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -123,5 +129,17 @@ if [ -f "$OUT/results.json" ]; then
 fi
 if [ "$CHECK" = 1 ]; then
   "$PY" "$REPO/bench/check_results.py" "$OUT" || status=1
+fi
+if [ "$PUBLISH" = 1 ]; then
+  if [ "$QUICK" = 1 ] || [ "$status" != 0 ] || [ ! -f "$OUT/summary.md" ]; then
+    echo "bench/run.sh: --publish takes a complete full run; nothing copied to docs/bench" >&2
+    status=1
+  else
+    STAMP=$(date -u +%Y-%m-%d-%H%M)
+    cp "$OUT/summary.md" "$REPO/docs/bench/$STAMP.md"
+    cp "$OUT/results.json" "$REPO/docs/bench/$STAMP.json"
+    cp "$OUT"/*.png "$REPO/docs/bench/" 2>/dev/null || true
+    echo "published: docs/bench/$STAMP.md (add a line for it to docs/bench/README.md)"
+  fi
 fi
 exit $status

@@ -14,12 +14,12 @@ PKGS=(
 )
 # Test-only tools: promtool lints /metrics, headless Chromium renders the dashboard, Debian's
 # python3-torch loads exported models, clang's libFuzzer + sanitizers run the fuzz targets
-# (llvm-14 for llvm-symbolizer), matplotlib draws the benchmark plots, Docker runs the
+# (llvm-14 for llvm-symbolizer), clang-format checks the formatting, matplotlib draws the benchmark plots, Docker runs the
 # docker compose end-to-end test (tests/e2e; the test starts dockerd itself). Skipped with
 # SHOAL_RUNTIME_ONLY=1.
 if [ "${SHOAL_RUNTIME_ONLY:-0}" != "1" ]; then
   PKGS+=(prometheus chromium python3-torch python3-numpy python3-matplotlib
-         clang-14 libclang-rt-14-dev llvm-14
+         clang-14 clang-format-14 libclang-rt-14-dev llvm-14
          docker.io docker-compose debootstrap)
 fi
 missing=()
