@@ -1,7 +1,5 @@
 // Offline enrollment bundles (pki.h): issuing one from the CA, writing one from parts (a worker
 // that joined with a token), and reading one.
-#include "security/pki.h"
-
 #include <openssl/crypto.h>
 
 #include <nlohmann/json.hpp>
@@ -9,6 +7,7 @@
 
 #include "base/file_util.h"
 #include "security/ca_store.h"
+#include "security/pki.h"
 #include "security/x509.h"
 
 namespace shoal::security {
@@ -72,15 +71,18 @@ Status WriteBundle(const std::string& out_dir, const std::string& name, const st
   SHOAL_RETURN_IF_ERROR(WriteKeyFile(BundleKeyPath(out_dir), key_pem));
   SHOAL_RETURN_IF_ERROR(WriteFileAtomic(BundleCertPath(out_dir), cert_pem));
   SHOAL_RETURN_IF_ERROR(WriteFileAtomic(BundleCaPath(out_dir), ca_pem));
-  json bundle = {{"name", name}, {"coordinator", coordinator_address}, {"ca_fingerprint", fingerprint}};
+  json bundle = {
+      {"name", name}, {"coordinator", coordinator_address}, {"ca_fingerprint", fingerprint}};
   return SaveJson(out_dir + "/bundle.json", bundle);
 }
 
 Result<Bundle> LoadBundle(const std::string& dir) {
   const std::string meta_path = dir + "/bundle.json";
   if (!PathExists(meta_path)) {
-    return NotFound(dir + " is not an enrollment bundle (no bundle.json; make one with "
-                          "`shoalctl enroll NAME --ca CA_DIR --out " + dir + "`)");
+    return NotFound(dir +
+                    " is not an enrollment bundle (no bundle.json; make one with "
+                    "`shoalctl enroll NAME --ca CA_DIR --out " +
+                    dir + "`)");
   }
   SHOAL_ASSIGN_OR_RETURN(json meta, LoadJson(meta_path, json::object()));
   Bundle b;

@@ -1,7 +1,5 @@
 // The CA itself: its directory's file names, the name and address rules every issuing path
 // checks, creating a CA, and its fingerprint.
-#include "security/pki.h"
-
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
 
@@ -15,6 +13,7 @@
 #include "base/file_util.h"
 #include "base/hex.h"
 #include "security/ca_store.h"
+#include "security/pki.h"
 #include "security/x509.h"
 
 namespace shoal::security {
@@ -62,7 +61,6 @@ std::string UtcText(int64_t t) {
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
-
 
 std::string CaKeyPath(const std::string& d) { return d + "/ca.key"; }
 std::string CaCertPath(const std::string& d) { return d + "/ca.crt"; }

@@ -1,8 +1,6 @@
 // One-time join tokens (pki.h): creating one, parsing its text, redeeming it against a
 // worker's CSR, and the worker's key and CSR. The hex parts of a token are checked with
 // IsLowerHex before they are decoded, so their HexDecode cannot fail.
-#include "security/pki.h"
-
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -17,6 +15,7 @@
 #include "base/hex.h"
 #include "base/sha256.h"
 #include "security/ca_store.h"
+#include "security/pki.h"
 #include "security/x509.h"
 
 namespace shoal::security {

@@ -1,15 +1,13 @@
 // Revocation and the record of issued certificates (pki.h): revoking a worker name with every
 // serial issued to it, and listing what was issued.
-#include "security/pki.h"
-
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "security/ca_store.h"
+#include "security/pki.h"
 
 namespace shoal::security {
 
@@ -60,7 +58,6 @@ Result<std::set<std::string>> RevokedSerials(const std::string& ca_dir) {
   for (const auto& r : revoked) out.insert(r.serials.begin(), r.serials.end());
   return out;
 }
-
 
 Result<std::vector<WorkerRecord>> ListEnrolled(const std::string& ca_dir) {
   SHOAL_RETURN_IF_ERROR(RequireCa(ca_dir));

@@ -1,6 +1,4 @@
 // Peer-certificate checks against the federation CA (pki.h).
-#include "security/pki.h"
-
 #include <arpa/inet.h>
 #include <openssl/x509v3.h>
 
@@ -8,6 +6,7 @@
 #include <string>
 
 #include "security/ca_store.h"
+#include "security/pki.h"
 #include "security/x509.h"
 
 namespace shoal::security {

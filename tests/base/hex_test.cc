@@ -54,7 +54,8 @@ TEST(HexTest, DecodeRejectsOddLengthsAndNamesTheFirstBadCharacter) {
     auto r = HexDecode(c.text);
     ASSERT_FALSE(r.ok()) << c.text;
     EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << c.text;
-    EXPECT_TRUE(Contains(r.status().message(), c.offset)) << c.text << ": " << r.status().ToString();
+    EXPECT_TRUE(Contains(r.status().message(), c.offset))
+        << c.text << ": " << r.status().ToString();
   }
   // A NUL inside the text is a bad character, not the end of it.
   EXPECT_FALSE(HexDecode(std::string("0\0", 2)).ok());
@@ -67,7 +68,7 @@ TEST(HexTest, IsLowerHexWantsExactlyThatManyLowerCaseDigits) {
   EXPECT_FALSE(IsLowerHex("0123456789abcdef", 17));
   EXPECT_FALSE(IsLowerHex("0123456789ABCDEF", 16));  // upper case is not the canonical form
   EXPECT_FALSE(IsLowerHex("0123456789abcdeg", 16));
-  EXPECT_FALSE(IsLowerHex(std::string("00\0" "0", 4), 4));
+  EXPECT_FALSE(IsLowerHex(std::string{'0', '0', '\0', '0'}, 4));
 }
 
 TEST(HexTest, DigestHexIsHexEncodeOfTheDigest) {
