@@ -1,5 +1,7 @@
 #include "base/hex.h"
 
+#include <algorithm>
+
 namespace shoal {
 
 std::string HexEncode(std::string_view bytes) {
@@ -32,6 +34,12 @@ Result<std::string> HexDecode(std::string_view hex) {
     out[i] = static_cast<char>(hi * 16 + lo);
   }
   return out;
+}
+
+bool IsLowerHex(std::string_view text, size_t digits) {
+  return text.size() == digits && std::all_of(text.begin(), text.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
 }
 
 }  // namespace shoal

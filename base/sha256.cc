@@ -3,6 +3,9 @@
 #include <openssl/evp.h>
 
 #include <cstdlib>
+#include <string_view>
+
+#include "base/hex.h"
 
 namespace shoal {
 
@@ -37,13 +40,7 @@ Digest Sha256::Of(const void* data, size_t size) {
 }
 
 std::string ToHex(const Digest& d) {
-  static const char* kHex = "0123456789abcdef";
-  std::string s(d.size() * 2, '0');
-  for (size_t i = 0; i < d.size(); ++i) {
-    s[2 * i] = kHex[d[i] >> 4];
-    s[2 * i + 1] = kHex[d[i] & 15];
-  }
-  return s;
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
 }
 
 }  // namespace shoal

@@ -30,6 +30,7 @@ class Sha256 {
   std::unique_ptr<Impl> impl_;
 };
 
+// HexEncode of the digest: 64 lowercase hex digits.
 std::string ToHex(const Digest& d);
 
 }  // namespace shoal

@@ -1,7 +1,10 @@
 #include "coordinator/config.h"
 
-#include "model/compression.h"
+#include <string>
+
 #include "base/config.h"
+#include "model/compression.h"
+#include "protocols/frame_layout.h"  // kMaxChunkBytes
 
 namespace shoal::coordinator {
 
@@ -14,8 +17,9 @@ Status CoordinatorConfig::Validate() const {
   if (bind.empty()) return bad("network.bind", "must not be empty");
   if (heartbeat_ms < 50) return bad("network.heartbeat_ms", "must be at least 50");
   if (peer_timeout_ms < 2 * heartbeat_ms) return bad("network.peer_timeout_ms", "must be at least twice heartbeat_ms");
-  if (chunk_bytes < 4096 || chunk_bytes > (64u << 20) || chunk_bytes % 4 != 0) {
-    return bad("network.chunk_bytes", "must be a multiple of 4 between 4096 and 67108864");
+  if (chunk_bytes < 4096 || chunk_bytes > protocols::kMaxChunkBytes || chunk_bytes % 4 != 0) {
+    return bad("network.chunk_bytes", "must be a multiple of 4 between 4096 and " +
+                                          std::to_string(protocols::kMaxChunkBytes));
   }
   if (max_concurrent_uploads < 1) return bad("network.max_concurrent_uploads", "must be at least 1");
   if (max_concurrent_sends < 1) return bad("network.max_concurrent_sends", "must be at least 1");

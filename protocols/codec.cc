@@ -7,20 +7,6 @@
 #include "protocols/framing.h"
 
 namespace shoal::protocols {
-namespace {
-
-constexpr char kMagic[4] = {'S', 'H', 'L', '1'};
-
-void PutLe(char* p, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
-uint64_t GetLe(const char* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
-  return v;
-}
-
-}  // namespace
 
 const char* MessageTypeName(MessageType t) {
   switch (t) {
@@ -56,21 +42,21 @@ Result<FrameView> ParseFixed(std::string_view head, size_t frame_bytes, const Li
     return ProtocolError("frame of " + std::to_string(frame_bytes) + " bytes exceeds the limit of " +
                          std::to_string(limits.max_frame_bytes()));
   }
-  const char* p = head.data();
-  if (std::memcmp(p, kMagic, 4) != 0) return ProtocolError("bad frame magic");
+  const std::optional<FixedHeader> fixed = ReadFixedHeader(head);
+  if (!fixed) return ProtocolError("bad frame magic");  // the length was checked above
   FrameView f;
-  f.version = static_cast<uint16_t>(GetLe(p + 4, 2));
+  f.version = fixed->version;
   if (f.version != kProtocolVersion) {
     return ProtocolError("protocol version " + std::to_string(f.version) + " is not supported (this build speaks " +
                          std::to_string(kProtocolVersion) + ")");
   }
-  const uint16_t type = static_cast<uint16_t>(GetLe(p + 6, 2));
+  const uint16_t type = fixed->type;
   if (type == 0 || type > kMaxMessageType) {
     return ProtocolError("unknown message type " + std::to_string(type));
   }
   f.type = static_cast<MessageType>(type);
-  const uint64_t h = GetLe(p + 8, 4);
-  const uint64_t n = GetLe(p + 12, 4);
+  const uint64_t h = fixed->header_bytes;
+  const uint64_t n = fixed->payload_bytes;
   if (h > limits.max_header_bytes) {
     return ProtocolError("header length " + std::to_string(h) + " exceeds the limit of " +
                          std::to_string(limits.max_header_bytes));
@@ -118,27 +104,13 @@ Result<FrameView> ParseFrame(const Plaintext& message, const Limits& limits) {
                         : ParseFrame(message.bytes, limits);
 }
 
-std::optional<FrameSplit> SplitFrame(std::string_view fixed_header, size_t frame_bytes) {
-  if (fixed_header.size() < kFrameHeaderBytes) return std::nullopt;
-  const char* p = fixed_header.data();
-  if (std::memcmp(p, kMagic, 4) != 0 || GetLe(p + 4, 2) != kProtocolVersion) return std::nullopt;
-  const uint64_t h = GetLe(p + 8, 4);
-  const uint64_t n = GetLe(p + 12, 4);
-  if (kFrameHeaderBytes + h + n != frame_bytes) return std::nullopt;
-  return FrameSplit{kFrameHeaderBytes + h, n};
-}
-
 namespace internal {
 
 std::string BuildFrameHead(MessageType type, const std::string& header, size_t payload_bytes) {
   std::string out(kFrameHeaderBytes + header.size(), '\0');
-  char* p = out.data();
-  std::memcpy(p, kMagic, 4);
-  PutLe(p + 4, kProtocolVersion, 2);
-  PutLe(p + 6, static_cast<uint16_t>(type), 2);
-  PutLe(p + 8, header.size(), 4);
-  PutLe(p + 12, payload_bytes, 4);
-  std::memcpy(p + kFrameHeaderBytes, header.data(), header.size());
+  WriteFixedHeader(out.data(), static_cast<uint16_t>(type), static_cast<uint32_t>(header.size()),
+                   static_cast<uint32_t>(payload_bytes));
+  std::memcpy(out.data() + kFrameHeaderBytes, header.data(), header.size());
   return out;
 }
 

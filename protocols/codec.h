@@ -1,15 +1,8 @@
-// Frame layout and the encode/decode functions for every message in messages.h.
-//
-// One ZeroMQ frame holds exactly one message:
-//   bytes  0..3   magic "SHL1"
-//   bytes  4..5   protocol version, u16 little-endian
-//   bytes  6..7   message type, u16 little-endian (MessageType)
-//   bytes  8..11  structured header length H, u32 little-endian (<= Limits::max_header_bytes)
-//   bytes 12..15  payload length P, u32 little-endian (<= Limits::max_payload_bytes)
-//   bytes 16..16+H        structured header (Cereal portable binary, little-endian)
-//   bytes 16+H..16+H+P    raw payload (tensor bytes, little-endian float32)
-// The frame size must equal 16 + H + P exactly. Decoding checks all of this before it touches
-// the header, and Cereal reads only through length-checked helpers (messages.h).
+// Encoding and decoding of every message in messages.h, one message per ZeroMQ frame: the
+// fixed header (frame_layout.h: magic, version, type, lengths), then the structured header
+// H (<= Limits::max_header_bytes), then the raw payload P (<= Limits::max_payload_bytes).
+// Decoding checks all of this before it touches the header, and Cereal reads only through
+// length-checked helpers (messages.h).
 // Errors: ProtocolError naming what was wrong (magic, version, type, lengths, header contents).
 #pragma once
 
@@ -25,18 +18,13 @@
 #include <cereal/archives/portable_binary.hpp>
 
 #include "base/status.h"
+#include "protocols/frame_layout.h"
 #include "protocols/messages.h"
 #include "protocols/placement.h"
 
 namespace shoal::protocols {
 
-inline constexpr size_t kFrameHeaderBytes = 16;
-// The payload limit until a Welcome gives the run's chunk size (network.chunk_bytes, 1 MiB by
-// default, up to kMaxChunkBytes).
-inline constexpr uint32_t kPreWelcomePayloadBytes = 4u << 20;
-inline constexpr uint32_t kMaxChunkBytes = 64u << 20;      // hard upper bound for any config
-inline constexpr uint32_t kMaxHeaderBytes = 1u << 20;      // 4096 tensors with long names fit
-
+// What a receiver accepts of a frame (the wire limits they default to: frame_layout.h).
 struct Limits {
   uint32_t max_header_bytes = kMaxHeaderBytes;
   uint32_t max_payload_bytes = kPreWelcomePayloadBytes;
@@ -62,15 +50,6 @@ Result<FrameView> ParseFrame(std::string_view head, std::string_view placed_payl
 Result<FrameView> ParseFrameHead(std::string_view head, size_t payload_bytes, const Limits& limits);
 // ParseFrame of a received message, placed or not.
 Result<FrameView> ParseFrame(const Plaintext& message, const Limits& limits);
-// What a message decoder needs before it has the whole frame: how many bytes of a frame of
-// `frame_bytes` bytes are its head (fixed + structured header) and how many its payload, read
-// from the first kFrameHeaderBytes. Only the magic, version and lengths are checked (the
-// receiver's limits are checked by ParseFrame); nullopt when they are not consistent.
-struct FrameSplit {
-  size_t head_bytes = 0;
-  size_t payload_bytes = 0;
-};
-std::optional<FrameSplit> SplitFrame(std::string_view fixed_header, size_t frame_bytes);
 
 namespace internal {
 

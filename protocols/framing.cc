@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "base/hex.h"
 #include "base/malloc_tuning.h"
 
 namespace shoal::protocols {
@@ -26,23 +27,13 @@ void PutLe32(unsigned char* p, size_t n) {
   p[3] = static_cast<unsigned char>(n >> 24);
 }
 
-std::string Hex(std::string_view bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
-
 // What a connection that does not start with Shoal's greeting most likely is.
 std::string Stranger(std::string_view head) {
   const auto b0 = head.empty() ? 0 : static_cast<unsigned char>(head[0]);
   if (b0 == 0xFF) return "a ZeroMQ (ZMTP) peer, not a Shoal peer";
   if (b0 == 0x16) return "a bare TLS handshake without Shoal's greeting (an older Shoal?)";
   if (b0 >= 'A' && b0 <= 'Z') return "text, not a Shoal peer (an HTTP request to the wrong port?)";
-  return "not a Shoal peer (first bytes " + Hex(head.substr(0, 8)) + ")";
+  return "not a Shoal peer (first bytes " + HexEncode(head.substr(0, 8)) + ")";
 }
 
 }  // namespace

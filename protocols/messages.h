@@ -31,14 +31,9 @@
 #include <cereal/cereal.hpp>
 
 #include "model/weights.h"
+#include "protocols/frame_layout.h"  // kProtocolVersion
 
 namespace shoal::protocols {
-
-// Bumped on any incompatible change to a message below or to the frame layout.
-// 2: Welcome.model_bytes and ModelFile (user-supplied TorchScript models).
-// 3: JoinRequest and JoinResponse (enrollment with a join token); TrainTask.compression and
-//    UpdateReady.encoding (fp16 / int8 updates).
-inline constexpr uint16_t kProtocolVersion = 4;
 
 enum class MessageType : uint16_t {
   kHello = 1,

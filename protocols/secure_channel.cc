@@ -17,8 +17,10 @@
 #include <optional>
 #include <utility>
 
+#include "base/hex.h"
 #include "base/malloc_tuning.h"
-#include "protocols/codec.h"
+#include "protocols/frame_layout.h"
+#include "security/openssl_util.h"
 
 namespace shoal::protocols {
 namespace {
@@ -42,31 +44,13 @@ constexpr size_t kHandshakeHeaderBytes = 4;  // msg_type(1) length(3)
 // chains are about 1-2 KB.
 constexpr long kMaxCertificateMessageBytes = 16 << 10;
 
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free_all(b); }
-};
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
-
-// Drains OpenSSL's (thread-local) error queue into one readable string.
-std::string TakeOpenSslErrors() {
-  std::string text;
-  char buf[256];
-  while (unsigned long e = ERR_get_error()) {
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!text.empty()) text += "; ";
-    text += buf;
-  }
-  ERR_clear_error();
-  return text.empty() ? "no OpenSSL error detail" : text;
-}
+using security::BioPtr;
+using security::EvpPkeyPtr;
+using security::OpenSslError;
+using security::OpenSslOwned;
+using security::X509Ptr;
+using security::X509StoreCtxPtr;
+using security::X509StorePtr;
 
 BioPtr ReadOnlyBio(const std::string& pem) {
   return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
@@ -83,7 +67,7 @@ Result<std::vector<X509Ptr>> ParseCertificates(const std::string& pem, const cha
   // Reading stops with "no start line" at the end of the input; anything else is a bad PEM.
   unsigned long last = ERR_peek_last_error();
   if (certs.empty() || (last != 0 && ERR_GET_REASON(last) != PEM_R_NO_START_LINE)) {
-    return InvalidArgument(std::string(what) + ": not a PEM certificate (" + TakeOpenSslErrors() +
+    return InvalidArgument(std::string(what) + ": not a PEM certificate (" + OpenSslError() +
                            ")");
   }
   ERR_clear_error();
@@ -98,22 +82,15 @@ std::string SubjectCommonName(X509* cert) {
   unsigned char* utf8 = nullptr;
   int len = ASN1_STRING_to_UTF8(&utf8, data);
   if (len < 0) return "";
-  std::string cn(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
-  OPENSSL_free(utf8);
-  return cn;
+  const OpenSslOwned<unsigned char> owned(utf8);
+  return std::string(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
 }
 
 std::string Sha256Hex(X509* cert) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (X509_digest(cert, EVP_sha256(), md, &len) != 1) return "";
-  static const char kHex[] = "0123456789abcdef";
-  std::string hex(2 * len, '0');
-  for (unsigned int i = 0; i < len; ++i) {
-    hex[2 * i] = kHex[md[i] >> 4];
-    hex[2 * i + 1] = kHex[md[i] & 15];
-  }
-  return hex;
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(md), len));
 }
 
 // A read-only memory BIO that reports "retry" (not EOF) once empty, so OpenSSL waits for the
@@ -198,7 +175,7 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
   ERR_clear_error();
   std::unique_ptr<SSL_CTX, CtxDeleter> ctx(
       SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
-  if (!ctx) return Internal(side + ": SSL_CTX_new failed: " + TakeOpenSslErrors());
+  if (!ctx) return Internal(side + ": SSL_CTX_new failed: " + OpenSslError());
   SSL_CTX* c = ctx.get();
 
   // Protocol and algorithms: TLS 1.3 with AES-GCM only, no resumption state to protect.
@@ -206,7 +183,7 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
       SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION) != 1 ||
       SSL_CTX_set_ciphersuites(c, "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256") != 1 ||
       SSL_CTX_set1_groups_list(c, "X25519:P-256") != 1) {
-    return Internal(side + ": cannot restrict protocol/suites: " + TakeOpenSslErrors());
+    return Internal(side + ": cannot restrict protocol/suites: " + OpenSslError());
   }
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_max_cert_list(c, kMaxCertificateMessageBytes);
@@ -226,21 +203,21 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
     SHOAL_ASSIGN_OR_RETURN(std::vector<X509Ptr> chain,
                            ParseCertificates(config.cert_pem, (side + ": cert_pem").c_str()));
     if (SSL_CTX_use_certificate(c, chain[0].get()) != 1) {
-      return InvalidArgument(side + ": certificate refused: " + TakeOpenSslErrors());
+      return InvalidArgument(side + ": certificate refused: " + OpenSslError());
     }
     for (size_t i = 1; i < chain.size(); ++i) {
       if (SSL_CTX_add1_chain_cert(c, chain[i].get()) != 1) {
-        return InvalidArgument(side + ": chain certificate refused: " + TakeOpenSslErrors());
+        return InvalidArgument(side + ": chain certificate refused: " + OpenSslError());
       }
     }
     {
       BioPtr bio = ReadOnlyBio(config.key_pem);
-      PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+      EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
       if (!key)
-        return InvalidArgument(side + ": key_pem: not a PEM private key (" + TakeOpenSslErrors() +
+        return InvalidArgument(side + ": key_pem: not a PEM private key (" + OpenSslError() +
                                ")");
       if (SSL_CTX_use_PrivateKey(c, key.get()) != 1 || SSL_CTX_check_private_key(c) != 1) {
-        return InvalidArgument(side + ": key_pem does not match cert_pem: " + TakeOpenSslErrors());
+        return InvalidArgument(side + ": key_pem does not match cert_pem: " + OpenSslError());
       }
     }
   }
@@ -266,7 +243,7 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
     X509_STORE* store = SSL_CTX_get_cert_store(c);
     for (const X509Ptr& ca : cas) {
       if (X509_STORE_add_cert(store, ca.get()) != 1) {
-        return InvalidArgument(side + ": ca_pem refused: " + TakeOpenSslErrors());
+        return InvalidArgument(side + ": ca_pem refused: " + OpenSslError());
       }
     }
     int mode = SSL_VERIFY_PEER;
@@ -295,7 +272,7 @@ SecureSession::SecureSession(std::shared_ptr<const TlsContext> context, size_t m
   if (!ssl_ || !rbio || !wbio) {
     BIO_free(rbio);
     BIO_free(wbio);
-    failure_ = Internal("cannot create TLS session: " + TakeOpenSslErrors());
+    failure_ = Internal("cannot create TLS session: " + OpenSslError());
     return;
   }
   BIO_set_data(wbio, &pending_out_);
@@ -307,7 +284,7 @@ SecureSession::SecureSession(std::shared_ptr<const TlsContext> context, size_t m
     const std::string& name = context_->expected_peer_name();
     if (!name.empty() && SSL_set1_host(ssl_.get(), name.c_str()) != 1) {
       failure_ =
-          InvalidArgument("expected_peer_name '" + name + "' refused: " + TakeOpenSslErrors());
+          InvalidArgument("expected_peer_name '" + name + "' refused: " + OpenSslError());
     }
   }
 }
@@ -348,7 +325,7 @@ Status SecureSession::FailFromOpenSsl(int ssl_error, const std::string& what) {
   } else if (ssl_error == SSL_ERROR_SYSCALL && first == 0) {
     detail += "unexpected end of the TLS stream";
   } else {
-    detail += TakeOpenSslErrors();
+    detail += OpenSslError();
   }
   std::string message = what + ": " + detail;
   return Fail(certificate_problem ? Rejected(std::move(message))
@@ -486,12 +463,11 @@ Status SecureSession::CheckPinnedChain() {
   if (X509_check_ca(ca) <= 0) {
     return Fail(Rejected("the certificate with the pinned fingerprint is not a CA"));
   }
-  std::unique_ptr<X509_STORE, void (*)(X509_STORE*)> store(X509_STORE_new(), X509_STORE_free);
-  std::unique_ptr<X509_STORE_CTX, void (*)(X509_STORE_CTX*)> ctx(X509_STORE_CTX_new(),
-                                                                 X509_STORE_CTX_free);
+  X509StorePtr store(X509_STORE_new());
+  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
   if (!store || !ctx || X509_STORE_add_cert(store.get(), ca) != 1 ||
       X509_STORE_CTX_init(ctx.get(), store.get(), leaf, chain) != 1) {
-    return Fail(Internal("cannot verify the pinned chain: " + TakeOpenSslErrors()));
+    return Fail(Internal("cannot verify the pinned chain: " + OpenSslError()));
   }
   X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);
   const std::string& name = context_->expected_peer_name();
@@ -505,7 +481,7 @@ Status SecureSession::CheckPinnedChain() {
   }
   BioPtr bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_X509(bio.get(), ca) != 1) {
-    return Fail(Internal("cannot encode the pinned CA: " + TakeOpenSslErrors()));
+    return Fail(Internal("cannot encode the pinned CA: " + OpenSslError()));
   }
   char* data = nullptr;
   long len = BIO_get_mem_data(bio.get(), &data);

@@ -21,6 +21,11 @@
 //
 // Times are Unix seconds (UTC).
 //
+// Where it lives: ca.cc (the CA, names and addresses), bundle.cc (offline enrollment),
+// join_token.cc (tokens and CSRs), revocation.cc (revocation, the issued list), verify.cc (peer
+// certificates); beneath them, internal to security/, ca_store.h (the CA directory: lock, JSON
+// files, the loaded CA) and x509.h (PEM, keys, certificate fields, issuing).
+//
 // Errors:
 //   InvalidArgument  a bad worker name, SAN, address, TTL, token text, PEM text or CSR.
 //   NotFound         a CA directory, CA file, token id or worker name that does not exist.

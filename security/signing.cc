@@ -14,50 +14,21 @@
 #include <cstring>
 
 #include "base/file_util.h"
-#include "security/openssl_util.h"
 #include "base/sha256.h"
+#include "security/openssl_util.h"
+#include "security/x509.h"  // BioText
 
 namespace shoal::security {
 namespace {
 
-using security::NoPassphrase;
-using security::OpenSslError;
-
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct PkeyCtxDeleter {
-  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
-struct BioDeleter {
-  void operator()(BIO* p) const { BIO_free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
-using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxDeleter>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-
-constexpr size_t kMaxPemBytes = 64 * 1024;
 constexpr size_t kSignatureBytes = 64;
-
-
-
-Result<std::string> BioContents(BIO* bio) {
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  if (len < 0 || (len > 0 && data == nullptr)) return Internal("OpenSSL memory BIO is unreadable");
-  return std::string(data, static_cast<size_t>(len));
-}
 
 Result<std::string> PublicPemOf(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_PUBKEY(bio.get(), key) != 1) {
     return Internal("write public key PEM: " + OpenSslError());
   }
-  return BioContents(bio.get());
+  return BioText(bio.get());
 }
 
 Result<std::string> FingerprintOf(EVP_PKEY* key) {
@@ -93,13 +64,13 @@ class Fd {
 }  // namespace
 
 struct PublicKey::Impl {
-  PkeyPtr key;
+  EvpPkeyPtr key;
   std::string pem;
   std::string fingerprint;
 };
 
 struct PrivateKey::Impl {
-  PkeyPtr key;
+  EvpPkeyPtr key;
   PublicKey public_key;
 };
 
@@ -119,7 +90,7 @@ Result<PublicKey> PublicKey::FromPem(std::string_view pem) {
   ERR_clear_error();
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return Internal("OpenSSL could not allocate a BIO");
-  PkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, NoPassphrase, nullptr));
+  EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, NoPassphrase, nullptr));
   if (!key) return InvalidArgument("not a PEM public key: " + OpenSslError());
   if (!IsEd25519(key.get())) return InvalidArgument("public key is not an Ed25519 key");
   SHOAL_ASSIGN_OR_RETURN(std::string canonical, PublicPemOf(key.get()));
@@ -141,7 +112,7 @@ Status PublicKey::Verify(std::string_view data, std::string_view signature) cons
                    "signature is 64");
   }
   ERR_clear_error();
-  MdCtxPtr ctx(EVP_MD_CTX_new());
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, impl_->key.get()) != 1) {
     return Internal("start Ed25519 verification: " + OpenSslError());
   }
@@ -163,12 +134,12 @@ PrivateKey::~PrivateKey() = default;
 
 Result<PrivateKey> PrivateKey::Generate() {
   ERR_clear_error();
-  PkeyCtxPtr ctx(EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, nullptr));
+  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, nullptr));
   EVP_PKEY* raw = nullptr;
   if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1 || EVP_PKEY_keygen(ctx.get(), &raw) != 1) {
     return Internal("generate Ed25519 key: " + OpenSslError());
   }
-  PkeyPtr key(raw);
+  EvpPkeyPtr key(raw);
   SHOAL_ASSIGN_OR_RETURN(PublicKey pub, PublicHalf(key.get()));
   return PrivateKey(std::make_unique<Impl>(Impl{std::move(key), std::move(pub)}));
 }
@@ -178,7 +149,7 @@ Result<PrivateKey> PrivateKey::FromPem(std::string_view pem) {
   ERR_clear_error();
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return Internal("OpenSSL could not allocate a BIO");
-  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr));
+  EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr));
   if (!key) return InvalidArgument("not an unencrypted PEM private key: " + OpenSslError());
   if (!IsEd25519(key.get())) return InvalidArgument("private key is not an Ed25519 key");
   SHOAL_ASSIGN_OR_RETURN(PublicKey pub, PublicHalf(key.get()));
@@ -201,7 +172,7 @@ Result<std::string> PrivateKey::ToPem() const {
                                        nullptr) != 1) {
     return Internal("write private key PEM: " + OpenSslError());
   }
-  return BioContents(bio.get());
+  return BioText(bio.get());
 }
 
 Status PrivateKey::Save(const std::string& private_path, const std::string& public_path) const {
@@ -214,7 +185,7 @@ Status PrivateKey::Save(const std::string& private_path, const std::string& publ
 
 Result<std::string> PrivateKey::Sign(std::string_view data) const {
   ERR_clear_error();
-  MdCtxPtr ctx(EVP_MD_CTX_new());
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, impl_->key.get()) != 1) {
     return Internal("start Ed25519 signing: " + OpenSslError());
   }
