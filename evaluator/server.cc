@@ -44,6 +44,15 @@ Status Server::Handle(const wire::Header& h) {
     if (op == "configure") {
       return Reply(Status::Ok(), {{"runtime", runtime_.Configure(j.at("threads").get<int>())}});
     }
+    if (op == "close_evaluator") {
+      evaluators_.erase(j.at("id").get<int64_t>());
+      ReleaseFreeMemory();
+      return Reply(Status::Ok());
+    }
+    if (op != "initial_weights" && op != "open_evaluator") {
+      return Reply(InvalidArgument("unknown request '" + op + "'"));
+    }
+    // The requests about a model.
     model::ModelSource model{j.at("model").get<std::string>(), std::move(script)};
     const auto shape = j.at("input_shape").get<std::vector<int64_t>>();
     const int64_t classes = j.at("num_classes").get<int64_t>();
@@ -53,27 +62,19 @@ Status Server::Handle(const wire::Header& h) {
       return Reply(Status::Ok(), {{"spec", w->spec.ToJson()}}, w->data.data(),
                    w->data.size() * sizeof(float));
     }
-    if (op == "open_evaluator") {
-      EvalData data{j.at("format").get<std::string>(), j.at("path").get<std::string>(),
-                    j.at("split").get<std::string>(), j.at("label_column").get<std::string>(),
-                    j.at("limit").get<int64_t>()};
-      auto e = runtime_.OpenEvaluator(model, shape, classes, data);
-      if (!e.ok()) return Reply(e.status());
-      const int64_t id = next_id_++;
-      const int64_t size = (*e)->size();
-      evaluators_[id] = std::move(e).value();
-      ReleaseFreeMemory();  // the decoded test set's intermediate copies
-      return Reply(Status::Ok(), {{"id", id}, {"size", size}});
-    }
-    if (op == "close_evaluator") {
-      evaluators_.erase(j.at("id").get<int64_t>());
-      ReleaseFreeMemory();
-      return Reply(Status::Ok());
-    }
+    EvalData data{j.at("format").get<std::string>(), j.at("path").get<std::string>(),
+                  j.at("split").get<std::string>(), j.at("label_column").get<std::string>(),
+                  j.at("limit").get<int64_t>()};
+    auto e = runtime_.OpenEvaluator(model, shape, classes, data);
+    if (!e.ok()) return Reply(e.status());
+    const int64_t id = next_id_++;
+    const int64_t size = (*e)->size();
+    evaluators_[id] = std::move(e).value();
+    ReleaseFreeMemory();  // the decoded test set's intermediate copies
+    return Reply(Status::Ok(), {{"id", id}, {"size", size}});
   } catch (const nlohmann::json::exception& e) {
     return Reply(InvalidArgument(std::string("bad ") + op + " request: " + e.what()));
   }
-  return Reply(InvalidArgument("unknown request '" + op + "'"));
 }
 
 Status Server::Evaluate(const wire::Header& h) {

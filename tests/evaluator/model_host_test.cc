@@ -48,7 +48,7 @@ class ModelHostTest : public ::testing::Test {
 
   static evaluator::EvalData Csv(const std::string& path) { return {"csv", path, "", "label", 0}; }
 
-  // The evaluator process's pid, from ConfigureModelRuntime's "(in shoal-evaluator, pid N)".
+  // The evaluator process's pid, from Configure's "(in shoal-evaluator, pid N)".
   static pid_t EvaluatorPid(const std::string& runtime) {
     const auto at = runtime.rfind("pid ");
     return at == std::string::npos ? -1 : static_cast<pid_t>(std::atol(runtime.c_str() + at + 4));
