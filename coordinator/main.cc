@@ -9,6 +9,7 @@
 #include "base/malloc_tuning.h"
 #include "coordinator/config.h"
 #include "coordinator/round_engine.h"
+#include "evaluator/child_process_runtime.h"
 
 namespace {
 shoal::coordinator::Coordinator* g_coordinator = nullptr;
@@ -59,7 +60,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shoal-coordinator: %s\n", st.ToString().c_str());
     return 2;
   }
-  shoal::coordinator::Coordinator coordinator(std::move(config).value());
+  // LibTorch work goes to a shoal-evaluator child: this process never loads LibTorch.
+  shoal::coordinator::Coordinator coordinator(std::move(config).value(),
+                                              shoal::evaluator::MakeChildProcessRuntime());
   g_coordinator = &coordinator;
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

@@ -27,7 +27,7 @@
 #include "security/signing.h"
 #include "coordinator/fed_avg.h"
 #include "coordinator/http_server.h"
-#include "evaluator/model_ops.h"
+#include "evaluator/model_runtime.h"
 #include "store/script_copy.h"
 #include "store/model_store.h"
 #include "coordinator/status_board.h"
@@ -97,7 +97,9 @@ nlohmann::json CentralJson(const model::EvalMetrics& m) {
 
 class Coordinator::Impl {
  public:
-  Impl(CoordinatorConfig config, std::atomic<bool>& stop) : cfg_(std::move(config)), stop_(stop) {
+  Impl(CoordinatorConfig config, std::unique_ptr<evaluator::ModelRuntime> runtime,
+       std::atomic<bool>& stop)
+      : cfg_(std::move(config)), stop_(stop), runtime_(std::move(runtime)) {
     limits_.max_payload_bytes = cfg_.chunk_bytes;
   }
 
@@ -239,6 +241,7 @@ class Coordinator::Impl {
   std::string enrollment_stamp_;
   std::string run_id_;
   std::unique_ptr<store::ModelStore> store_;
+  std::unique_ptr<evaluator::ModelRuntime> runtime_;
   std::unique_ptr<evaluator::CentralEvaluator> evaluator_;
   model::ModelSource model_;               // script_bytes released once model_frames_ are built
   std::string model_sha256_;            // hex, torchscript runs only
@@ -264,28 +267,28 @@ class Coordinator::Impl {
   std::string started_at_ = store::UtcNow();
 };
 
-Coordinator::Coordinator(CoordinatorConfig config)
-    : impl_(std::make_unique<Impl>(std::move(config), stop_)) {}
+Coordinator::Coordinator(CoordinatorConfig config, std::unique_ptr<evaluator::ModelRuntime> runtime)
+    : impl_(std::make_unique<Impl>(std::move(config), std::move(runtime), stop_)) {}
 Coordinator::~Coordinator() = default;
 Status Coordinator::Run() { return impl_->Run(); }
 
 Status Coordinator::Impl::Prepare() {
-  spdlog::info("runtime {}", evaluator::ConfigureModelRuntime(cfg_.threads));
+  spdlog::info("runtime {}", runtime_->Configure(cfg_.threads));
   SHOAL_ASSIGN_OR_RETURN(store::ModelStore store, store::ModelStore::Open(cfg_.run_dir));
   store_ = std::make_unique<store::ModelStore>(std::move(store));
   // The key that signs exported models (shoalctl export / verify).
   SHOAL_RETURN_IF_ERROR(security::EnsureCoordinatorKey(cfg_.run_dir));
   SHOAL_RETURN_IF_ERROR(LoadModel());
   if (cfg_.eval_format != "none") {
-    SHOAL_ASSIGN_OR_RETURN(evaluator_, evaluator::CentralEvaluator::Create(
+    SHOAL_ASSIGN_OR_RETURN(evaluator_, runtime_->OpenEvaluator(
                                            model_, cfg_.input_shape, cfg_.num_classes,
-                                           cfg_.eval_format, cfg_.eval_path, cfg_.eval_split,
-                                           cfg_.eval_label_column, cfg_.eval_limit));
+                                           {cfg_.eval_format, cfg_.eval_path, cfg_.eval_split,
+                                            cfg_.eval_label_column, cfg_.eval_limit}));
     spdlog::info("central evaluation on {} samples from {}", evaluator_->size(), cfg_.eval_path);
     ReleaseFreeMemory();  // the decoded test set's intermediate copies
   }
   SHOAL_RETURN_IF_ERROR(Resume());
-  evaluator::ReleaseModelRuntime();  // initial weights are made: LibTorch stays only for central evaluation
+  runtime_->Release();  // initial weights are made: LibTorch stays only for central evaluation
   rs_.round = next_round_ - 1;  // what status shows until the next round starts
   if (model_.is_script()) {
     // Encoded once; the bytes themselves are no longer needed (the evaluator holds its module).
@@ -540,7 +543,7 @@ Status Coordinator::Impl::LoadModel() {
     model_.script_bytes = std::move(bytes).value();
     model_sha256_ = ToHex(Sha256::Of(model_.script_bytes.data(), model_.script_bytes.size()));
     // Checked before anything is written, so a bad file leaves no half-made run behind.
-    auto initial = evaluator::InitialWeights(model_, cfg_.input_shape, cfg_.num_classes, cfg_.seed);
+    auto initial = runtime_->InitialWeights(model_, cfg_.input_shape, cfg_.num_classes, cfg_.seed);
     if (!initial.ok()) return initial.status().Annotate("model.path " + cfg_.model_path);
     SHOAL_RETURN_IF_ERROR(MakeDirs(cfg_.run_dir + "/model"));
     SHOAL_RETURN_IF_ERROR(WriteFileAtomic(store::ScriptModelPath(cfg_.run_dir), model_.script_bytes));
@@ -597,7 +600,7 @@ Status Coordinator::Impl::Resume() {
                  it->round, it->sha256);
     return CompleteResumedEvaluation(*it);
   }
-  SHOAL_ASSIGN_OR_RETURN(global_, evaluator::InitialWeights(model_, cfg_.input_shape, cfg_.num_classes,
+  SHOAL_ASSIGN_OR_RETURN(global_, runtime_->InitialWeights(model_, cfg_.input_shape, cfg_.num_classes,
                                                  cfg_.seed));
   store::VersionMeta meta;
   meta.version = 0;

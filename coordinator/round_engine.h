@@ -16,11 +16,17 @@
 #include "base/status.h"
 #include "coordinator/config.h"
 
+namespace shoal::evaluator {
+class ModelRuntime;
+}  // namespace shoal::evaluator
+
 namespace shoal::coordinator {
 
 class Coordinator {
  public:
-  explicit Coordinator(CoordinatorConfig config);
+  // `runtime` does the run's LibTorch work (initial weights, central evaluation): shoal-coordinator
+  // passes evaluator::MakeChildProcessRuntime(), tests may pass evaluator::MakeLocalRuntime().
+  Coordinator(CoordinatorConfig config, std::unique_ptr<evaluator::ModelRuntime> runtime);
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;

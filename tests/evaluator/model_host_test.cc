@@ -1,5 +1,5 @@
-// model_ops.h through the coordinator's out-of-process runtime (model_host.cc): the calls run
-// in a shoal-evaluator child, the results are exact, failures of that process are reported
+// The coordinator's ModelRuntime, MakeChildProcessRuntime (child_process_runtime.h): the calls
+// run in a shoal-evaluator child, the results are exact, failures of that process are reported
 // instead of hanging or crashing the coordinator, and the child gets none of its descriptors.
 #include <netinet/in.h>
 #include <signal.h>
@@ -15,9 +15,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 
-#include "evaluator/model_ops.h"
+#include "evaluator/child_process_runtime.h"
 #include "tests/integration/process.h"
 
 namespace shoal {
@@ -31,6 +32,7 @@ class ModelHostTest : public ::testing::Test {
     ::setenv("SHOAL_EVALUATOR", bin.c_str(), 1);
     char tmpl[] = "/tmp/shoal-host-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
+    runtime_ = evaluator::MakeChildProcessRuntime();
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
@@ -44,24 +46,27 @@ class ModelHostTest : public ::testing::Test {
     return path;
   }
 
-  // The evaluator process's pid, from ConfigureModelRuntime's "(in shoal-evaluator, pid N)".
+  static evaluator::EvalData Csv(const std::string& path) { return {"csv", path, "", "label", 0}; }
+
+  // The evaluator process's pid, from Configure's "(in shoal-evaluator, pid N)".
   static pid_t EvaluatorPid(const std::string& runtime) {
     const auto at = runtime.rfind("pid ");
     return at == std::string::npos ? -1 : static_cast<pid_t>(std::atol(runtime.c_str() + at + 4));
   }
 
   std::string dir_;
+  std::unique_ptr<evaluator::ModelRuntime> runtime_;
 };
 
 TEST_F(ModelHostTest, InitialWeightsComeFromTheChildAndAreDeterministicInTheSeed) {
-  const std::string runtime = evaluator::ConfigureModelRuntime(1);
+  const std::string runtime = runtime_->Configure(1);
   EXPECT_NE(runtime.find("blas="), std::string::npos) << runtime;
   const pid_t child = EvaluatorPid(runtime);
   ASSERT_GT(child, 0) << runtime;
   EXPECT_NE(child, ::getpid());
-  auto a = evaluator::InitialWeights({"mlp", ""}, {1, 28, 28}, 10, 7);
-  auto b = evaluator::InitialWeights({"mlp", ""}, {1, 28, 28}, 10, 7);
-  auto c = evaluator::InitialWeights({"mlp", ""}, {1, 28, 28}, 10, 8);
+  auto a = runtime_->InitialWeights({"mlp", ""}, {1, 28, 28}, 10, 7);
+  auto b = runtime_->InitialWeights({"mlp", ""}, {1, 28, 28}, 10, 7);
+  auto c = runtime_->InitialWeights({"mlp", ""}, {1, 28, 28}, 10, 8);
   ASSERT_TRUE(a.ok() && b.ok() && c.ok()) << a.status().ToString();
   ASSERT_EQ(a->spec.total_numel(), static_cast<int64_t>(a->data.size()));
   EXPECT_EQ(a->spec.tensors.front().name, "fc1.weight");
@@ -69,11 +74,11 @@ TEST_F(ModelHostTest, InitialWeightsComeFromTheChildAndAreDeterministicInTheSeed
   EXPECT_NE(a->data, c->data);
   EXPECT_EQ(a->FirstNonFinite(), -1);
   // A model the child cannot make: its error, word for word, and the connection still works.
-  auto bad = evaluator::InitialWeights({"resnet", ""}, {1, 28, 28}, 10, 7);
+  auto bad = runtime_->InitialWeights({"resnet", ""}, {1, 28, 28}, 10, 7);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("resnet"), std::string::npos) << bad.status().ToString();
-  EXPECT_TRUE(evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1).ok());
-  evaluator::ReleaseModelRuntime();  // nothing holds the child any more: it exits
+  EXPECT_TRUE(runtime_->InitialWeights({"logreg", ""}, {3}, 3, 1).ok());
+  runtime_->Release();  // nothing holds the child any more: it exits
   for (int i = 0; i < 100 && ::kill(child, 0) == 0; ++i) ::usleep(50 * 1000);
   EXPECT_NE(::kill(child, 0), 0) << "the evaluator process outlived its last user";
 }
@@ -81,9 +86,9 @@ TEST_F(ModelHostTest, InitialWeightsComeFromTheChildAndAreDeterministicInTheSeed
 // Zero weights give every class the same logit: the prediction is class 0 (4 of 10 samples)
 // and the cross-entropy is exactly ln 3.
 TEST_F(ModelHostTest, CentralEvaluationInTheChildIsExact) {
-  auto spec = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);
+  auto spec = runtime_->InitialWeights({"logreg", ""}, {3}, 3, 1);
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
-  auto eval = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+  auto eval = runtime_->OpenEvaluator({"logreg", ""}, {3}, 3, Csv(WriteCsv()));
   ASSERT_TRUE(eval.ok()) << eval.status().ToString();
   EXPECT_EQ((*eval)->size(), 10);
   model::Weights zero = *spec;
@@ -105,8 +110,7 @@ TEST_F(ModelHostTest, CentralEvaluationInTheChildIsExact) {
   EXPECT_TRUE((*eval)->Evaluate(zero).ok());
 
   // Bad evaluation data: the loader's message, from the child.
-  auto missing = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", dir_ + "/nope.csv", "",
-                                          "label", 0);
+  auto missing = runtime_->OpenEvaluator({"logreg", ""}, {3}, 3, Csv(dir_ + "/nope.csv"));
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("nope.csv"), std::string::npos)
       << missing.status().ToString();
@@ -115,11 +119,11 @@ TEST_F(ModelHostTest, CentralEvaluationInTheChildIsExact) {
 // The child dies (OOM killer, a crashing TorchScript model, kill -9) between evaluations: a new
 // process takes over, opens the test set again and the evaluation is exact as before.
 TEST_F(ModelHostTest, AKilledEvaluatorProcessIsReplacedAndTheEvaluationRepeated) {
-  const pid_t child = EvaluatorPid(evaluator::ConfigureModelRuntime(1));
+  const pid_t child = EvaluatorPid(runtime_->Configure(1));
   ASSERT_GT(child, 0);
-  auto eval = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+  auto eval = runtime_->OpenEvaluator({"logreg", ""}, {3}, 3, Csv(WriteCsv()));
   ASSERT_TRUE(eval.ok()) << eval.status().ToString();
-  auto w = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);
+  auto w = runtime_->InitialWeights({"logreg", ""}, {3}, 3, 1);
   ASSERT_TRUE(w.ok());
   std::fill(w->data.begin(), w->data.end(), 0.0f);
   ASSERT_EQ(::kill(child, SIGKILL), 0);
@@ -130,8 +134,8 @@ TEST_F(ModelHostTest, AKilledEvaluatorProcessIsReplacedAndTheEvaluationRepeated)
   EXPECT_NEAR(m->loss, std::log(3.0), 1e-6);
   EXPECT_TRUE((*eval)->Evaluate(*w).ok());  // the new process keeps serving
   eval->reset();
-  evaluator::ReleaseModelRuntime();
-  auto again = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);  // and a released one is replaced
+  runtime_->Release();
+  auto again = runtime_->InitialWeights({"logreg", ""}, {3}, 3, 1);  // and a released one is replaced
   ASSERT_TRUE(again.ok()) << again.status().ToString();
 }
 
@@ -140,15 +144,15 @@ TEST_F(ModelHostTest, AKilledEvaluatorProcessIsReplacedAndTheEvaluationRepeated)
 // later evaluations are replaced at most 3 times within 10 minutes, each after a back-off
 // (250, 500, 1000 ms).
 TEST_F(ModelHostTest, AnEvaluationThatKeepsKillingTheProcessIsReportedNotRetriedForever) {
-  evaluator::ReleaseModelRuntime();  // no process from before: the ones started below see the variable
-  auto w = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);
+  runtime_->Release();  // no process from before: the ones started below see the variable
+  auto w = runtime_->InitialWeights({"logreg", ""}, {3}, 3, 1);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
   struct Unset {
     ~Unset() { ::unsetenv("SHOAL_FAULT_EVALUATOR_ABORT"); }
   } unset;
   ::setenv("SHOAL_FAULT_EVALUATOR_ABORT", "1", 1);  // each new process dies at its first one
   {
-    auto eval = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+    auto eval = runtime_->OpenEvaluator({"logreg", ""}, {3}, 3, Csv(WriteCsv()));
     ASSERT_TRUE(eval.ok()) << eval.status().ToString();
     auto m = (*eval)->Evaluate(*w);
     ASSERT_FALSE(m.ok());
@@ -159,7 +163,7 @@ TEST_F(ModelHostTest, AnEvaluationThatKeepsKillingTheProcessIsReportedNotRetried
         << m.status().ToString();
   }
   ::setenv("SHOAL_FAULT_EVALUATOR_ABORT", "2", 1);  // each new process dies at its second one
-  auto eval = evaluator::CentralEvaluator::Create({"logreg", ""}, {3}, 3, "csv", WriteCsv(), "", "label", 0);
+  auto eval = runtime_->OpenEvaluator({"logreg", ""}, {3}, 3, Csv(WriteCsv()));
   ASSERT_TRUE(eval.ok()) << eval.status().ToString();
   ASSERT_TRUE((*eval)->Evaluate(*w).ok());
   const auto start = std::chrono::steady_clock::now();
@@ -186,7 +190,7 @@ TEST_F(ModelHostTest, TheChildInheritsNoDescriptorsButItsOwn) {
   struct stat st;
   ASSERT_EQ(::fstat(listener, &st), 0);
   const std::string mine = "socket:[" + std::to_string(st.st_ino) + "]";
-  const pid_t child = EvaluatorPid(evaluator::ConfigureModelRuntime(1));
+  const pid_t child = EvaluatorPid(runtime_->Configure(1));
   ASSERT_GT(child, 0);
   int sockets = 0;
   for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(child) + "/fd")) {
@@ -197,12 +201,12 @@ TEST_F(ModelHostTest, TheChildInheritsNoDescriptorsButItsOwn) {
   }
   EXPECT_EQ(sockets, 1) << "only its end of the connection to the coordinator";
   ::close(listener);
-  evaluator::ReleaseModelRuntime();
+  runtime_->Release();
 }
 
 TEST_F(ModelHostTest, AMissingEvaluatorExecutableIsNamed) {
   ::setenv("SHOAL_EVALUATOR", (dir_ + "/no-such-evaluator").c_str(), 1);
-  auto w = evaluator::InitialWeights({"logreg", ""}, {3}, 3, 1);
+  auto w = runtime_->InitialWeights({"logreg", ""}, {3}, 3, 1);
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), Code::kNotFound);
   EXPECT_NE(w.status().message().find("no-such-evaluator"), std::string::npos)

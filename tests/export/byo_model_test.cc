@@ -14,7 +14,6 @@
 #include "base/file_util.h"
 #include "base/sha256.h"
 #include "model/weights.h"
-#include "evaluator/model_ops.h"
 #include "store/script_copy.h"
 #include "store/model_store.h"
 #include "tests/export/python_fixture.h"

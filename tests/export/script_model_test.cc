@@ -20,7 +20,7 @@
 #include "nn/models.h"
 #include "base/sha256.h"
 #include "coordinator/config.h"
-#include "evaluator/model_ops.h"
+#include "evaluator/local_runtime.h"
 #include "store/script_copy.h"
 #include "worker/trainer.h"
 
@@ -182,7 +182,7 @@ def forward(self, x: Tensor) -> Tensor:
 
 TEST(ScriptModelTest, InitialWeightsAreTheFileParametersAndTheTrainerLearns) {
   const model::ModelSource source{model::kTorchScriptModel, UserModel(3)};
-  auto initial = evaluator::InitialWeights(source, {3, 4}, 2, /*seed=*/99);
+  auto initial = evaluator::MakeLocalRuntime()->InitialWeights(source, {3, 4}, 2, /*seed=*/99);
   ASSERT_TRUE(initial.ok()) << initial.status().ToString();
   auto net = nn::LoadScriptModel(source.script_bytes, {3, 4}, 2);
   ASSERT_TRUE(net.ok());
@@ -232,8 +232,8 @@ TEST(ScriptModelTest, InitialWeightsAreTheFileParametersAndTheTrainerLearns) {
     csv += std::to_string(data.labels[i]) + "\n";
   }
   ASSERT_TRUE(WriteFileAtomic(dir + "/eval.csv", csv).ok());
-  auto evaluator =
-      evaluator::CentralEvaluator::Create(source, {12}, 2, "csv", dir + "/eval.csv", "", "label", 0);
+  auto evaluator = evaluator::MakeLocalRuntime()->OpenEvaluator(
+      source, {12}, 2, {"csv", dir + "/eval.csv", "", "label", 0});
   ASSERT_TRUE(evaluator.ok()) << evaluator.status().ToString();
   auto central = (*evaluator)->Evaluate(trained);
   ASSERT_TRUE(central.ok()) << central.status().ToString();
@@ -254,7 +254,7 @@ TEST(PackedSiloTest, TrainingAndEvaluationOnAPackedSiloAreBitIdentical) {
   EXPECT_TRUE(torch::equal(nn::SliceRows(packed, 32, 64), nn::SliceRows(*images, 32, 64)));
 
   const model::ModelSource cnn{"cnn", ""};
-  auto initial = evaluator::InitialWeights(cnn, {1, 28, 28}, 10, 1);
+  auto initial = evaluator::MakeLocalRuntime()->InitialWeights(cnn, {1, 28, 28}, 10, 1);
   ASSERT_TRUE(initial.ok()) << initial.status().ToString();
   auto a = worker::LocalTrainer::Create(cnn, {1, 28, 28}, 10);
   auto b = worker::LocalTrainer::Create(cnn, {1, 28, 28}, 10);

@@ -1,5 +1,5 @@
-// model_ops.h for the coordinator: the work is done by a shoal-evaluator child process
-// (coordinator/model_host.h explains why and the protocol).
+#include "evaluator/child_process_runtime.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -12,14 +12,16 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "base/file_util.h"
 #include "base/restart_budget.h"
-#include "evaluator/model_host.h"
-#include "evaluator/model_ops.h"
+#include "evaluator/wire.h"
 
 namespace shoal::evaluator {
 namespace {
@@ -110,17 +112,17 @@ class Host {
     std::lock_guard<std::mutex> l(mu_);
     if (!broken_.ok()) return broken_;
     auto reply = [&]() -> Result<nlohmann::json> {
-      SHOAL_RETURN_IF_ERROR(model_host::Write(fd_, request, blob, n));
-      SHOAL_ASSIGN_OR_RETURN(model_host::Header h, model_host::ReadHeader(fd_));
-      const Status st = model_host::StatusFromJson(h.json.value("status", nlohmann::json()));
+      SHOAL_RETURN_IF_ERROR(wire::Write(fd_, request, blob, n));
+      SHOAL_ASSIGN_OR_RETURN(wire::Header h, wire::ReadHeader(fd_));
+      const Status st = wire::StatusFromJson(h.json.value("status", nlohmann::json()));
       if (!st.ok()) {
-        SHOAL_RETURN_IF_ERROR(model_host::SkipBlob(fd_, h.blob_bytes));
+        SHOAL_RETURN_IF_ERROR(wire::SkipBlob(fd_, h.blob_bytes));
         return st;
       }
       if (read_blob) {
         SHOAL_RETURN_IF_ERROR(read_blob(h.json, h.blob_bytes));
       } else {
-        SHOAL_RETURN_IF_ERROR(model_host::SkipBlob(fd_, h.blob_bytes));
+        SHOAL_RETURN_IF_ERROR(wire::SkipBlob(fd_, h.blob_bytes));
       }
       return h.json;
     }();
@@ -171,28 +173,52 @@ class Host {
   int exit_status_ = 0;
 };
 
-std::mutex g_mu;
-int g_threads = 1;
-std::weak_ptr<Host> g_host;
-std::shared_ptr<Host> g_startup;  // kept from ConfigureModelRuntime to ReleaseModelRuntime
-
-Result<std::shared_ptr<Host>> SharedHost() {
-  std::lock_guard<std::mutex> l(g_mu);
-  if (auto h = g_host.lock()) return h;
-  SHOAL_ASSIGN_OR_RETURN(auto h, Host::Start(g_threads));
-  g_host = h;
-  return h;
-}
-
-// A new process in place of `broken` (which its last user then releases).
-Result<std::shared_ptr<Host>> ReplaceHost(const std::shared_ptr<Host>& broken) {
-  {
-    std::lock_guard<std::mutex> l(g_mu);
-    if (g_host.lock() == broken) g_host.reset();
-    if (g_startup == broken) g_startup.reset();
+// The child processes of one runtime: the one its users share (it lives while one of them holds
+// it) and the start-up reference that keeps it from Configure to Release. Shared by the runtime
+// and its evaluators, which may outlive it.
+class ProcessPool {
+ public:
+  void set_threads(int threads) {
+    std::lock_guard<std::mutex> l(mu_);
+    threads_ = threads;
   }
-  return SharedHost();
-}
+
+  // The running process, or a new one.
+  Result<std::shared_ptr<Host>> Shared() {
+    std::lock_guard<std::mutex> l(mu_);
+    if (auto h = host_.lock()) return h;
+    SHOAL_ASSIGN_OR_RETURN(auto h, Host::Start(threads_));
+    host_ = h;
+    return h;
+  }
+
+  // A new process in place of `broken` (which its last user then releases).
+  Result<std::shared_ptr<Host>> Replace(const std::shared_ptr<Host>& broken) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (host_.lock() == broken) host_.reset();
+      if (startup_ == broken) startup_.reset();
+    }
+    return Shared();
+  }
+
+  void HoldForStartUp(std::shared_ptr<Host> host) {
+    std::lock_guard<std::mutex> l(mu_);
+    startup_ = std::move(host);
+  }
+
+  void EndStartUp() {
+    std::shared_ptr<Host> last;
+    std::lock_guard<std::mutex> l(mu_);
+    last.swap(startup_);  // (the process, if this was its last user, ends after the unlock)
+  }
+
+ private:
+  std::mutex mu_;
+  int threads_ = 1;
+  std::weak_ptr<Host> host_;
+  std::shared_ptr<Host> startup_;
+};
 
 // The fields every request about a model carries; the TorchScript archive is the blob.
 nlohmann::json ModelRequest(const char* op, const model::ModelSource& model,
@@ -202,8 +228,8 @@ nlohmann::json ModelRequest(const char* op, const model::ModelSource& model,
 }
 
 // Opens an evaluator (its test set loaded) in `host`'s process; the reply has its id and size.
-Result<nlohmann::json> OpenEvaluator(Host& host, const nlohmann::json& request,
-                                     const std::string& script) {
+Result<nlohmann::json> OpenEvaluatorIn(Host& host, const nlohmann::json& request,
+                                       const std::string& script) {
   return host.Call(request, script.data(), script.size());
 }
 
@@ -219,9 +245,9 @@ class RemoteEvaluator : public CentralEvaluator {
   static constexpr int kMaxRestarts = 3;
   static constexpr std::chrono::minutes kRestartWindow{10};
 
-  RemoteEvaluator(std::shared_ptr<Host> host, nlohmann::json open_request, std::string script,
-                  int64_t id, int64_t size)
-      : host_(std::move(host)), open_request_(std::move(open_request)),
+  RemoteEvaluator(std::shared_ptr<ProcessPool> pool, std::shared_ptr<Host> host,
+                  nlohmann::json open_request, std::string script, int64_t id, int64_t size)
+      : pool_(std::move(pool)), host_(std::move(host)), open_request_(std::move(open_request)),
         script_(std::move(script)), id_(id), size_(size) {}
   ~RemoteEvaluator() override {
     (void)host_->Call({{"op", "close_evaluator"}, {"id", id_}}, nullptr, 0);
@@ -241,8 +267,8 @@ class RemoteEvaluator : public CentralEvaluator {
                  m.status().message(), kEvaluator, delay_ms,
                  restarts_.Recent(RestartBudget::Clock::now()), kMaxRestarts, window);
     std::this_thread::sleep_for(*delay);
-    SHOAL_ASSIGN_OR_RETURN(auto host, ReplaceHost(host_));
-    auto opened = OpenEvaluator(*host, open_request_, script_);
+    SHOAL_ASSIGN_OR_RETURN(auto host, pool_->Replace(host_));
+    auto opened = OpenEvaluatorIn(*host, open_request_, script_);
     if (!opened.ok()) return opened.status().Annotate("reopening the central evaluation");
     host_ = std::move(host);
     id_ = opened->value("id", int64_t{-1});
@@ -274,6 +300,7 @@ class RemoteEvaluator : public CentralEvaluator {
     return m;
   }
 
+  const std::shared_ptr<ProcessPool> pool_;
   std::shared_ptr<Host> host_;
   const nlohmann::json open_request_;
   const std::string script_;
@@ -283,68 +310,70 @@ class RemoteEvaluator : public CentralEvaluator {
                          std::chrono::seconds(4)};
 };
 
+class ChildProcessRuntime : public ModelRuntime {
+ public:
+  std::string Configure(int threads) override {
+    pool_->set_threads(threads);
+    auto host = pool_->Shared();
+    if (!host.ok()) return "unavailable: " + host.status().ToString();
+    pool_->HoldForStartUp(*host);
+    return (*host)->runtime();
+  }
+
+  Result<model::Weights> InitialWeights(const model::ModelSource& model,
+                                        const std::vector<int64_t>& input_shape,
+                                        int64_t num_classes, uint64_t seed) override {
+    SHOAL_ASSIGN_OR_RETURN(auto host, pool_->Shared());
+    nlohmann::json req = ModelRequest("initial_weights", model, input_shape, num_classes);
+    req["seed"] = seed;
+    model::Weights w;
+    auto read = [&](const nlohmann::json& reply, uint64_t n) -> Status {
+      auto spec = model::ModelSpec::FromJson(reply.value("spec", nlohmann::json()));
+      Status st = spec.ok() ? spec->Validate() : spec.status();
+      if (st.ok() && static_cast<uint64_t>(spec->total_bytes()) != n) {
+        st = ProtocolError(std::to_string(n) + " bytes of weights for a spec of " +
+                           std::to_string(spec->total_bytes()));
+      }
+      if (!st.ok()) {
+        SHOAL_RETURN_IF_ERROR(wire::SkipBlob(host->fd(), n));
+        return st.Annotate(std::string(kEvaluator) + " initial weights");
+      }
+      w.spec = std::move(spec).value();
+      w.data.resize(static_cast<size_t>(w.spec.total_numel()));
+      return wire::ReadBlob(host->fd(), w.data.data(), n);
+    };
+    SHOAL_RETURN_IF_ERROR(
+        host->Call(req, model.script_bytes.data(), model.script_bytes.size(), read).status());
+    return w;
+  }
+
+  Result<std::unique_ptr<CentralEvaluator>> OpenEvaluator(const model::ModelSource& model,
+                                                          const std::vector<int64_t>& input_shape,
+                                                          int64_t num_classes,
+                                                          const EvalData& data) override {
+    SHOAL_ASSIGN_OR_RETURN(auto host, pool_->Shared());
+    nlohmann::json req = ModelRequest("open_evaluator", model, input_shape, num_classes);
+    req["format"] = data.format;
+    req["path"] = data.path;
+    req["split"] = data.split;
+    req["label_column"] = data.label_column;
+    req["limit"] = data.limit;
+    SHOAL_ASSIGN_OR_RETURN(nlohmann::json r, OpenEvaluatorIn(*host, req, model.script_bytes));
+    return std::unique_ptr<CentralEvaluator>(std::make_unique<RemoteEvaluator>(
+        pool_, std::move(host), std::move(req), model.script_bytes, r.value("id", int64_t{-1}),
+        r.value("size", int64_t{0})));
+  }
+
+  void Release() override { pool_->EndStartUp(); }
+
+ private:
+  const std::shared_ptr<ProcessPool> pool_ = std::make_shared<ProcessPool>();
+};
+
 }  // namespace
 
-std::string ConfigureModelRuntime(int threads) {
-  {
-    std::lock_guard<std::mutex> l(g_mu);
-    g_threads = threads;
-  }
-  auto host = SharedHost();
-  if (!host.ok()) return "unavailable: " + host.status().ToString();
-  std::lock_guard<std::mutex> l(g_mu);
-  g_startup = *host;
-  return (*host)->runtime();
-}
-
-void ReleaseModelRuntime() {
-  std::shared_ptr<Host> last;
-  std::lock_guard<std::mutex> l(g_mu);
-  last.swap(g_startup);  // (the process, if this was its last user, ends after the unlock)
-}
-
-Result<model::Weights> InitialWeights(const model::ModelSource& model,
-                               const std::vector<int64_t>& input_shape, int64_t num_classes,
-                               uint64_t seed) {
-  SHOAL_ASSIGN_OR_RETURN(auto host, SharedHost());
-  nlohmann::json req = ModelRequest("initial_weights", model, input_shape, num_classes);
-  req["seed"] = seed;
-  model::Weights w;
-  auto read = [&](const nlohmann::json& reply, uint64_t n) -> Status {
-    auto spec = model::ModelSpec::FromJson(reply.value("spec", nlohmann::json()));
-    Status st = spec.ok() ? spec->Validate() : spec.status();
-    if (st.ok() && static_cast<uint64_t>(spec->total_bytes()) != n) {
-      st = ProtocolError(std::to_string(n) + " bytes of weights for a spec of " +
-                         std::to_string(spec->total_bytes()));
-    }
-    if (!st.ok()) {
-      SHOAL_RETURN_IF_ERROR(model_host::SkipBlob(host->fd(), n));
-      return st.Annotate(std::string(kEvaluator) + " initial weights");
-    }
-    w.spec = std::move(spec).value();
-    w.data.resize(static_cast<size_t>(w.spec.total_numel()));
-    return model_host::ReadBlob(host->fd(), w.data.data(), n);
-  };
-  SHOAL_RETURN_IF_ERROR(
-      host->Call(req, model.script_bytes.data(), model.script_bytes.size(), read).status());
-  return w;
-}
-
-Result<std::unique_ptr<CentralEvaluator>> CentralEvaluator::Create(
-    const model::ModelSource& model, const std::vector<int64_t>& input_shape, int64_t num_classes,
-    const std::string& format, const std::string& path, const std::string& split,
-    const std::string& label_column, int64_t limit) {
-  SHOAL_ASSIGN_OR_RETURN(auto host, SharedHost());
-  nlohmann::json req = ModelRequest("open_evaluator", model, input_shape, num_classes);
-  req["format"] = format;
-  req["path"] = path;
-  req["split"] = split;
-  req["label_column"] = label_column;
-  req["limit"] = limit;
-  SHOAL_ASSIGN_OR_RETURN(nlohmann::json r, OpenEvaluator(*host, req, model.script_bytes));
-  return std::unique_ptr<CentralEvaluator>(std::make_unique<RemoteEvaluator>(
-      std::move(host), std::move(req), model.script_bytes, r.value("id", int64_t{-1}),
-      r.value("size", int64_t{0})));
+std::unique_ptr<ModelRuntime> MakeChildProcessRuntime() {
+  return std::make_unique<ChildProcessRuntime>();
 }
 
 }  // namespace shoal::evaluator

@@ -1,13 +1,14 @@
-#include "evaluator/model_host.h"
+#include "evaluator/wire.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
-namespace shoal::evaluator::model_host {
+namespace shoal::evaluator::wire {
 namespace {
 
 Status SendAll(int fd, const void* data, uint64_t n) {
@@ -118,4 +119,4 @@ Status StatusFromJson(const nlohmann::json& j) {
   return Internal(name + ": " + message);
 }
 
-}  // namespace shoal::evaluator::model_host
+}  // namespace shoal::evaluator::wire

@@ -1,20 +1,19 @@
-// The coordinator's LibTorch work (model_ops.h: initial weights, central evaluation) runs in a
-// child process, shoal-evaluator, so that the coordinator itself never loads LibTorch:
-//   - the process that holds the federation's keys and state does not map LibTorch's 291 shared
-//     libraries nor run a user-supplied TorchScript model, and a crash or runaway allocation in
-//     either ends the child, not the federation (a new child takes over the central evaluation,
-//     see RemoteEvaluator in model_host.cc; if that fails too, the round engine stops the run
-//     and a restart resumes);
-//   - the coordinator's memory is its own: about 40 MiB + the models it holds, instead of
-//     LibTorch's 151 MiB floor + the test set + evaluation workspace on top.
-// The child exists while it has work: at start-up (initial weights) and, with central
-// evaluation, for the whole run.
-//
-// This header is the pipe protocol both sides speak. One request, one reply, in order, on a
+// The protocol between the coordinator's ChildProcessRuntime (child_process_runtime.h) and
+// the shoal-evaluator process serving it (server.h). One request, one reply, in order, on a
 // Unix stream socket: u32 header length (little endian), a JSON header, u64 blob length, blob
 // bytes (a TorchScript archive or float32 weights, written and read in place). Every length is
 // checked against a cap before anything is allocated; the reader of a weights blob allocates
 // from a spec it validated.
+//
+// Requests ("op" in the header; replies carry "status", see StatusJson):
+//   configure        threads                                     -> runtime
+//   initial_weights  model, input_shape, num_classes, seed; blob = TorchScript archive
+//                                                                -> spec; blob = weights
+//   open_evaluator   model, input_shape, num_classes, format, path, split, label_column, limit;
+//                    blob = TorchScript archive                  -> id, size
+//   evaluate         id, spec; blob = weights                    -> count, loss, accuracy,
+//                                                                   cpu_seconds
+//   close_evaluator  id                                          -> (status only)
 #pragma once
 
 #include <cstdint>
@@ -24,7 +23,7 @@
 
 #include "base/status.h"
 
-namespace shoal::evaluator::model_host {
+namespace shoal::evaluator::wire {
 
 inline constexpr uint32_t kMaxHeaderBytes = 16u << 20;
 inline constexpr uint64_t kMaxBlobBytes = uint64_t{64} << 30;
@@ -46,4 +45,4 @@ Status SkipBlob(int fd, uint64_t n);
 nlohmann::json StatusJson(const Status& s);
 Status StatusFromJson(const nlohmann::json& j);
 
-}  // namespace shoal::evaluator::model_host
+}  // namespace shoal::evaluator::wire

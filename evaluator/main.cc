@@ -1,0 +1,48 @@
+// shoal-evaluator: the coordinator's LibTorch process (child_process_runtime.h). Started by
+// shoal-coordinator with its end of a Unix socket as fd 3; serves the requests of wire.h with
+// the local runtime, one at a time, until the coordinator closes the socket (or exits), then
+// exits 0.
+//
+//   shoal-evaluator [--log-level LEVEL]
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "base/log.h"
+#include "base/malloc_tuning.h"
+#include "evaluator/local_runtime.h"
+#include "evaluator/server.h"
+
+int main(int argc, char** argv) {
+  constexpr int kFd = 3;
+  shoal::TuneMallocForLargeBuffers();
+  shoal::UseOneMallocArena();
+  std::string level = "info";
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--log-level") == 0) level = argv[i + 1];
+  }
+  // fd 1 would be the coordinator's stdout (its round table): whatever LibTorch prints goes to
+  // the log instead.
+  ::dup2(2, 1);
+  if (::fcntl(kFd, F_GETFD) < 0) {
+    std::fprintf(stderr, "shoal-evaluator is started by shoal-coordinator (it expects fd 3)\n");
+    return 2;
+  }
+  if (shoal::Status st = shoal::InitLogging("evaluator", level); !st.ok()) {
+    std::fprintf(stderr, "%s\n", st.ToString().c_str());
+    return 2;
+  }
+  std::unique_ptr<shoal::evaluator::ModelRuntime> runtime = shoal::evaluator::MakeLocalRuntime();
+  shoal::evaluator::Server server(kFd, *runtime);
+  shoal::Status st = server.Run();
+  if (!st.ok()) {
+    spdlog::error("{}", st.ToString());
+    return 1;
+  }
+  return 0;
+}
