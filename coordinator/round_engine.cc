@@ -25,7 +25,7 @@
 #include "base/sha256.h"
 #include "base/thread_name.h"
 #include "security/signing.h"
-#include "coordinator/fed_avg.h"
+#include "coordinator/aggregation/aggregator_registry.h"
 #include "coordinator/http_server.h"
 #include "evaluator/model_ops.h"
 #include "store/script_copy.h"
@@ -252,7 +252,7 @@ class Coordinator::Impl {
   // Reads global_ from the central evaluation thread: global_ is replaced only after it is done.
   std::optional<PendingEval> eval_;
   Status eval_status_;  // a failed background evaluation, reported by the round that sees it
-  FedAvg fedavg_;
+  std::unique_ptr<Aggregator> aggregator_;  // strategy.aggregator
   model::Encoding encoding_ = model::Encoding::kF32;  // train.compression
   std::vector<float> decoded_;          // a compressed update decoded for folding
   Clock::time_point last_housekeeping_ = Clock::now();
@@ -275,6 +275,7 @@ Status Coordinator::Impl::Prepare() {
   store_ = std::make_unique<store::ModelStore>(std::move(store));
   // The key that signs exported models (shoalctl export / verify).
   SHOAL_RETURN_IF_ERROR(security::EnsureCoordinatorKey(cfg_.run_dir));
+  SHOAL_ASSIGN_OR_RETURN(aggregator_, BuiltinAggregators().Create(cfg_.aggregator));
   SHOAL_RETURN_IF_ERROR(LoadModel());
   if (cfg_.eval_format != "none") {
     SHOAL_ASSIGN_OR_RETURN(evaluator_, evaluator::CentralEvaluator::Create(
@@ -1141,7 +1142,7 @@ void Coordinator::Impl::OnChunk(Peer& p, const protocols::FrameView& f) {
     }
     delta.swap(decoded_);
   }
-  if (Status st = fedavg_.Fold(delta.data(), delta.size(), p.ready.num_samples); !st.ok()) {
+  if (Status st = aggregator_->Fold(delta.data(), delta.size(), p.ready.num_samples); !st.ok()) {
     return fail(st.message());
   }
   rs_.accepted[p.name] = p.ready.sha256;
@@ -1226,7 +1227,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   rs_.started = Clock::now();
   const auto selected = SelectWorkers(round, attempt);
   rs_.selected.insert(selected.begin(), selected.end());
-  fedavg_.Begin(global_.spec, cfg_.deterministic);
+  aggregator_->Begin(global_.spec, cfg_.deterministic);
   const auto t_broadcast = Clock::now();
   protocols::TrainTask task;
   task.run_id = run_id_;
@@ -1284,7 +1285,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
 
   // AGGREGATE
   const auto t_agg = Clock::now();
-  SHOAL_ASSIGN_OR_RETURN(model::Weights next, fedavg_.Finish(global_));
+  SHOAL_ASSIGN_OR_RETURN(model::Weights next, aggregator_->Finish(global_));
   const double aggregate_s = SecondsSince(t_agg);
 
   // The previous version's evaluation must be complete before this version is committed: it
@@ -1301,9 +1302,9 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   meta.parent = version_;
   meta.round = round;
   for (const auto& [name, sha] : rs_.accepted) meta.participants.push_back(name);
-  const double train_loss = rs_.loss_weighted_sum / static_cast<double>(fedavg_.total_samples());
+  const double train_loss = rs_.loss_weighted_sum / static_cast<double>(aggregator_->total_samples());
   meta.metrics = {{"central", nullptr}, {"federated", nullptr}, {"train_loss", train_loss},
-                  {"samples", fedavg_.total_samples()}, {"evaluation", "pending"}};
+                  {"samples", aggregator_->total_samples()}, {"evaluation", "pending"}};
   SHOAL_RETURN_IF_ERROR(
       store_->Commit(next, meta).Annotate("commit of v" + std::to_string(meta.version)));
   global_ = std::move(next);
@@ -1317,7 +1318,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
       {"sha256", meta.sha256},
       {"participants", meta.participants},
       {"selected", selected.size()},
-      {"samples", fedavg_.total_samples()},
+      {"samples", aggregator_->total_samples()},
       {"central", nullptr},
       {"federated", nullptr},
       {"train_loss", train_loss},
