@@ -48,8 +48,8 @@ Status CoordinatorConfig::Validate() const {
   if (!(lr > 0)) return bad("train.lr", "must be positive");
   if (!model::ParseEncoding(compression).ok()) return bad("train.compression", "must be none, fp16 or int8");
   if (!BuiltinAggregators().Contains(aggregator)) {
-    return bad("strategy.aggregator", "unknown aggregator '" + aggregator +
-                                          "' (registered: " + BuiltinAggregators().NamesList() + ")");
+    return bad("strategy.aggregator", "unknown aggregator '" + aggregator + "' (registered: " +
+                                          BuiltinAggregators().NamesList() + ")");
   }
   if (eval_format != "idx" && eval_format != "csv" && eval_format != "none") {
     return bad("eval.format", "must be idx, csv or none");

@@ -12,10 +12,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "coordinator/aggregation/aggregator.h"
 #include "coordinator/config.h"
@@ -120,7 +119,8 @@ class Coordinator::Impl {
   std::unique_ptr<store::ModelStore> store_;
   std::unique_ptr<evaluator::CentralEvaluator> evaluator_;
   RunModel model_;  // source.script_bytes released once model_frames_ are built
-  std::vector<std::shared_ptr<const std::string>> model_frames_;  // ModelFile frames sent after every Welcome
+  std::vector<std::shared_ptr<const std::string>>
+      model_frames_;  // ModelFile frames sent after every Welcome
   // Read by the central evaluation thread: replaced only once that evaluation is done.
   model::Weights global_;
   uint64_t version_ = 0;

@@ -1,8 +1,8 @@
 #include "coordinator/evaluation_tracker.h"
 
-#include <cmath>
-
 #include <spdlog/spdlog.h>
+
+#include <cmath>
 
 namespace shoal::coordinator {
 
@@ -64,9 +64,9 @@ EvaluationTracker::Outcome EvaluationTracker::Record(const std::string& name,
 
 bool EvaluationTracker::Done() const {
   if (!pending_) return true;
-  const bool central = !pending_->central.valid() ||
-                       pending_->central.wait_for(std::chrono::seconds(0)) ==
-                           std::future_status::ready;
+  const bool central =
+      !pending_->central.valid() ||
+      pending_->central.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
   return central && (pending_->results.size() == pending_->expected.size() ||
                      Clock::now() >= pending_->federated_deadline);
 }
@@ -92,15 +92,15 @@ Result<CompletedEvaluation> EvaluationTracker::Complete() {
     cpu += r.cpu_seconds;
   }
   if (n > 0) {
-    federated = {{"accuracy", acc / n}, {"loss", loss / n}, {"count", n},
-                 {"reports", ev.results.size()}};
+    federated = {
+        {"accuracy", acc / n}, {"loss", loss / n}, {"count", n}, {"reports", ev.results.size()}};
     evaluation["federated_cpu_s"] = cpu;
   }
   if (ev.results.size() < ev.expected.size()) {
-    spdlog::warn("round={} federated evaluation of v{}: {} of {} workers answered within "
-                 "eval.timeout_s={}",
-                 ev.meta.round, ev.meta.version, ev.results.size(), ev.expected.size(),
-                 timeout_s_);
+    spdlog::warn(
+        "round={} federated evaluation of v{}: {} of {} workers answered within "
+        "eval.timeout_s={}",
+        ev.meta.round, ev.meta.version, ev.results.size(), ev.expected.size(), timeout_s_);
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - ev.started).count();
   evaluation["seconds"] = seconds;

@@ -16,11 +16,10 @@
 #include <cstdint>
 #include <future>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "base/status.h"
 #include "model/eval_metrics.h"

@@ -1,13 +1,13 @@
 // The round engine's side of the channel: TLS setup, the message pump and housekeeping,
 // admission (enrollment, authorization, Hello), and the handlers of what workers send.
 // Coordinator::Impl is declared in coordinator_impl.h.
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 #include "base/file_util.h"
 #include "coordinator/coordinator_impl.h"
@@ -22,14 +22,22 @@ namespace {
 
 const char* ReasonName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kBadMessage: return "bad_message";
-    case ErrorCode::kVersionMismatch: return "version_mismatch";
-    case ErrorCode::kNotAdmitted: return "not_admitted";
-    case ErrorCode::kUnknownPeer: return "unknown_peer";
-    case ErrorCode::kStale: return "stale";
-    case ErrorCode::kBadUpdate: return "bad_update";
-    case ErrorCode::kDuplicate: return "duplicate";
-    case ErrorCode::kRunFinished: return "run_finished";
+    case ErrorCode::kBadMessage:
+      return "bad_message";
+    case ErrorCode::kVersionMismatch:
+      return "version_mismatch";
+    case ErrorCode::kNotAdmitted:
+      return "not_admitted";
+    case ErrorCode::kUnknownPeer:
+      return "unknown_peer";
+    case ErrorCode::kStale:
+      return "stale";
+    case ErrorCode::kBadUpdate:
+      return "bad_update";
+    case ErrorCode::kDuplicate:
+      return "duplicate";
+    case ErrorCode::kRunFinished:
+      return "run_finished";
   }
   return "other";
 }
@@ -58,8 +66,7 @@ Status Coordinator::Impl::SetUpChannel() {
   auto read = [&](const std::string& path) -> Result<std::string> {
     auto text = ReadFile(path, 1 << 20);
     if (!text.ok()) {
-      return text.status().Annotate("security.ca_dir " + dir +
-                                    " (made by `shoalctl ca init DIR`)");
+      return text.status().Annotate("security.ca_dir " + dir + " (made by `shoalctl ca init DIR`)");
     }
     return text;
   };
@@ -77,14 +84,15 @@ Status Coordinator::Impl::SetUpChannel() {
   channel_ = std::make_unique<protocols::ServerChannel>(co);
   // An update's chunk is decrypted straight into the update being assembled (placement.h); any
   // other message, or a chunk the transfer would not take now, is read whole and dispatched.
-  channel_->set_payload_placer([this](const std::string& peer, std::string_view head,
-                                      size_t payload_bytes) {
-    return uploads_.Place(peer, head, payload_bytes);
-  });
+  channel_->set_payload_placer(
+      [this](const std::string& peer, std::string_view head, size_t payload_bytes) {
+        return uploads_.Place(peer, head, payload_bytes);
+      });
   RefreshEnrollment(/*force=*/true);
   SHOAL_ASSIGN_OR_RETURN(std::string fingerprint, security::CaFingerprint(ca));
-  spdlog::info("TLS: CA {} fingerprint {}; {} workers enrolled, {} revoked", security::CaCertPath(dir),
-               fingerprint, workers_.enrolled_count(), workers_.revoked_count());
+  spdlog::info("TLS: CA {} fingerprint {}; {} workers enrolled, {} revoked",
+               security::CaCertPath(dir), fingerprint, workers_.enrolled_count(),
+               workers_.revoked_count());
   return Status::Ok();
 }
 
@@ -171,7 +179,8 @@ void Coordinator::Impl::OnJoinRequest(const protocols::ChannelMessage& in,
     SendError(in.peer, ErrorCode::kNotAdmitted, 0, "join refused: " + why);
     channel_->Close(in.peer);
   };
-  if (!channel_->secure()) return fail("this coordinator runs --insecure; there is nothing to join");
+  if (!channel_->secure())
+    return fail("this coordinator runs --insecure; there is nothing to join");
   if (in.authenticated) return fail("already holds a certificate; a JoinRequest needs none");
   auto req = protocols::Decode<protocols::JoinRequest>(f);
   if (!req.ok()) return fail(req.status().message());
@@ -264,15 +273,23 @@ void Coordinator::Impl::Dispatch(const protocols::ChannelMessage& in) {
       hb.unix_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                              std::chrono::system_clock::now().time_since_epoch())
                                              .count());
-      SendTo(p.id, std::make_shared<const std::string>(protocols::Encode(hb)), /*may_overtake=*/true);
+      SendTo(p.id, std::make_shared<const std::string>(protocols::Encode(hb)),
+             /*may_overtake=*/true);
       break;
     }
-    case protocols::MessageType::kUpdateReady: OnUpdateReady(p, *frame); break;
-    case protocols::MessageType::kWeightsChunk: OnChunk(p, *frame); break;
-    case protocols::MessageType::kEvalResult: OnEvalResult(p, *frame); break;
+    case protocols::MessageType::kUpdateReady:
+      OnUpdateReady(p, *frame);
+      break;
+    case protocols::MessageType::kWeightsChunk:
+      OnChunk(p, *frame);
+      break;
+    case protocols::MessageType::kEvalResult:
+      OnEvalResult(p, *frame);
+      break;
     case protocols::MessageType::kError: {
       auto e = protocols::Decode<protocols::Error>(*frame);
-      spdlog::warn("worker={} reports error: {}", p.name, e.ok() ? e->message : e.status().message());
+      spdlog::warn("worker={} reports error: {}", p.name,
+                   e.ok() ? e->message : e.status().message());
       break;
     }
     default:
@@ -380,9 +397,10 @@ void Coordinator::Impl::OnChunk(Peer& p, const protocols::FrameView& f) {
   ack.round = round_.number();
   ack.sha256 = u.ready.sha256;
   SendMsg(p.id, ack);
-  spdlog::info("round={} worker={} update accepted: samples={} train_loss={:.4f} train_s={:.1f} ({}/{})",
-               round_.number(), p.name, u.ready.num_samples, u.ready.train_loss,
-               u.ready.train_seconds, round_.accepted().size(), round_.selected().size());
+  spdlog::info(
+      "round={} worker={} update accepted: samples={} train_loss={:.4f} train_s={:.1f} ({}/{})",
+      round_.number(), p.name, u.ready.num_samples, u.ready.train_loss, u.ready.train_seconds,
+      round_.accepted().size(), round_.selected().size());
   MaybeGrant();
 }
 
@@ -393,7 +411,8 @@ void Coordinator::Impl::OnEvalResult(Peer& p, const protocols::FrameView& f) {
     return;
   }
   switch (evals_.Record(p.name, *m, run_id_, p.num_val)) {
-    case EvaluationTracker::Outcome::kRecorded: break;
+    case EvaluationTracker::Outcome::kRecorded:
+      break;
     case EvaluationTracker::Outcome::kStale:
       spdlog::warn("round={} worker={} stale EvalResult for round {} ignored", round_.number(),
                    p.name, m->round);

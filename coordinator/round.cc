@@ -39,8 +39,7 @@ std::vector<std::shared_ptr<const std::string>> Round::TrainFrames(bool evaluate
 
 std::optional<UpdateRefusal> Round::Check(const protocols::UpdateReady& m,
                                           const std::string& run_id, const Peer& p,
-                                          model::Encoding encoding,
-                                          uint64_t expected_bytes) const {
+                                          model::Encoding encoding, uint64_t expected_bytes) const {
   auto refuse = [](ErrorCode code, std::string why) {
     return std::optional<UpdateRefusal>(UpdateRefusal{code, std::move(why)});
   };
@@ -61,9 +60,9 @@ std::optional<UpdateRefusal> Round::Check(const protocols::UpdateReady& m,
                                          ", the round trains v" + std::to_string(base_version_));
   }
   if (m.num_samples <= 0 || m.num_samples > p.num_train) {
-    return refuse(ErrorCode::kBadUpdate,
-                  "num_samples " + std::to_string(m.num_samples) + " outside 1.." +
-                      std::to_string(p.num_train) + " (training samples declared at Hello)");
+    return refuse(ErrorCode::kBadUpdate, "num_samples " + std::to_string(m.num_samples) +
+                                             " outside 1.." + std::to_string(p.num_train) +
+                                             " (training samples declared at Hello)");
   }
   if (m.encoding != static_cast<uint8_t>(encoding)) {
     return refuse(ErrorCode::kBadUpdate, "encoding " + std::to_string(m.encoding) +
@@ -71,10 +70,9 @@ std::optional<UpdateRefusal> Round::Check(const protocols::UpdateReady& m,
                                              model::EncodingName(encoding) + ")");
   }
   if (m.total_bytes != expected_bytes) {
-    return refuse(ErrorCode::kBadUpdate, "total_bytes " + std::to_string(m.total_bytes) +
-                                             " does not match the model's " +
-                                             std::to_string(expected_bytes) + " (" +
-                                             model::EncodingName(encoding) + ")");
+    return refuse(ErrorCode::kBadUpdate,
+                  "total_bytes " + std::to_string(m.total_bytes) + " does not match the model's " +
+                      std::to_string(expected_bytes) + " (" + model::EncodingName(encoding) + ")");
   }
   if (m.sha256.size() != 32) return refuse(ErrorCode::kBadUpdate, "sha256 must be 32 bytes");
   if (!std::isfinite(m.train_loss)) {

@@ -10,12 +10,11 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "coordinator/upload_scheduler.h"
 #include "coordinator/worker_registry.h"

@@ -1,5 +1,7 @@
 #include "coordinator/round_engine.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -8,8 +10,6 @@
 #include <random>
 #include <set>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "base/file_util.h"
 #include "base/malloc_tuning.h"
@@ -73,10 +73,10 @@ Status Coordinator::Impl::Prepare() {
   SHOAL_ASSIGN_OR_RETURN(aggregator_, BuiltinAggregators().Create(cfg_.aggregator));
   SHOAL_ASSIGN_OR_RETURN(model_, LoadRunModel(cfg_));
   if (cfg_.eval_format != "none") {
-    SHOAL_ASSIGN_OR_RETURN(evaluator_, evaluator::CentralEvaluator::Create(
-                                           model_.source, cfg_.input_shape, cfg_.num_classes,
-                                           cfg_.eval_format, cfg_.eval_path, cfg_.eval_split,
-                                           cfg_.eval_label_column, cfg_.eval_limit));
+    SHOAL_ASSIGN_OR_RETURN(
+        evaluator_, evaluator::CentralEvaluator::Create(
+                        model_.source, cfg_.input_shape, cfg_.num_classes, cfg_.eval_format,
+                        cfg_.eval_path, cfg_.eval_split, cfg_.eval_label_column, cfg_.eval_limit));
     spdlog::info("central evaluation on {} samples from {}", evaluator_->size(), cfg_.eval_path);
     ReleaseFreeMemory();  // the decoded test set's intermediate copies
   }
@@ -86,7 +86,8 @@ Status Coordinator::Impl::Prepare() {
   global_ = std::move(start.global);
   version_ = start.version;
   next_round_ = start.next_round;
-  evaluator::ReleaseModelRuntime();  // initial weights are made: LibTorch stays only for central evaluation
+  evaluator::ReleaseModelRuntime();  // initial weights are made: LibTorch stays only for central
+                                     // evaluation
   round_ = Round(next_round_ - 1, version_, {});  // what status shows until the next round starts
   if (model_.source.is_script()) {
     // Encoded once; the bytes themselves are no longer needed (the evaluator holds its module).
@@ -111,7 +112,8 @@ Status Coordinator::Impl::Prepare() {
   spdlog::info("aggregation: {}{}", aggregator_->name(),
                cfg_.deterministic ? " (deterministic)" : "");
   if (encoding_ != model::Encoding::kF32) {
-    spdlog::info("updates travel as {} with error feedback on the workers", model::EncodingName(encoding_));
+    spdlog::info("updates travel as {} with error feedback on the workers",
+                 model::EncodingName(encoding_));
   }
   SHOAL_RETURN_IF_ERROR(SetUpChannel());
   SHOAL_ASSIGN_OR_RETURN(std::string endpoint, channel_->Bind(cfg_.bind));
@@ -154,7 +156,8 @@ Status Coordinator::Impl::Run() {
         break;
       }
       if (!committed && attempt < cfg_.max_round_retries) {
-        spdlog::warn("round={} retrying ({} of {})", next_round_, attempt + 1, cfg_.max_round_retries);
+        spdlog::warn("round={} retrying ({} of {})", next_round_, attempt + 1,
+                     cfg_.max_round_retries);
       }
     }
     if (!result.ok() || stop_) break;
@@ -186,11 +189,13 @@ Status Coordinator::Impl::Run() {
   state_ = result.ok() ? "finished" : (stop_ ? "stopped" : "failed");
   Publish();
   if (http_ && cfg_.http_linger_s != 0 && !stop_) {
-    spdlog::info("run over; dashboard stays up {}", cfg_.http_linger_s < 0
-                                                        ? std::string("until stopped")
-                                                        : "for " + std::to_string(cfg_.http_linger_s) + " s");
-    const auto until = cfg_.http_linger_s < 0 ? Clock::time_point::max() : After(cfg_.http_linger_s);
-    while (!stop_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    spdlog::info("run over; dashboard stays up {}",
+                 cfg_.http_linger_s < 0 ? std::string("until stopped")
+                                        : "for " + std::to_string(cfg_.http_linger_s) + " s");
+    const auto until =
+        cfg_.http_linger_s < 0 ? Clock::time_point::max() : After(cfg_.http_linger_s);
+    while (!stop_ && Clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return result;
 }
@@ -274,9 +279,9 @@ Status Coordinator::Impl::WaitForWorkers() {
   if (PumpUntil(After(cfg_.wait_timeout_s), [&] { return workers_.size() >= needed; }) || stop_) {
     return Status::Ok();
   }
-  return Timeout("only " + std::to_string(workers_.size()) + " of selection.min_workers=" +
-                 std::to_string(cfg_.min_workers) + " workers connected within " +
-                 std::to_string(cfg_.wait_timeout_s) + " s");
+  return Timeout("only " + std::to_string(workers_.size()) +
+                 " of selection.min_workers=" + std::to_string(cfg_.min_workers) +
+                 " workers connected within " + std::to_string(cfg_.wait_timeout_s) + " s");
 }
 
 // Opens the round: the selected workers get the TrainTask with the global weights (encoded
@@ -361,8 +366,7 @@ Result<store::VersionMeta> Coordinator::Impl::Commit(const model::Weights& next)
 
 // The round's metrics.jsonl record; its evaluation is added when the evaluation completes.
 nlohmann::json Coordinator::Impl::RoundRecord(const store::VersionMeta& meta,
-                                              const PhaseSeconds& phases,
-                                              Clock::time_point started,
+                                              const PhaseSeconds& phases, Clock::time_point started,
                                               const std::string& started_at) const {
   return {
       {"round", meta.round},
@@ -460,20 +464,20 @@ Status Coordinator::Impl::CompleteEvaluation() {
 
 void Coordinator::Impl::Publish() {
   board_.SetWorkers(workers_.WorkersJson());
-  board_.SetStatus({{"run_id", run_id_},
-                    {"state", state_},
-                    {"model", cfg_.model},
-                    {"round", round_.number()},
-                    {"rounds_total", cfg_.rounds},
-                    {"version", version_},
-                    {"connected_workers", workers_.connected()},
-                    {"selected_workers", round_.selected()},
-                    {"updates_received", round_.accepted().size()},
-                    {"evaluating_version",
-                     evals_.pending() ? nlohmann::json(evals_.meta().version) : nullptr},
-                    {"min_workers", cfg_.min_workers},
-                    {"started_at", started_at_},
-                    {"updated_at", store::UtcNow()}});
+  board_.SetStatus(
+      {{"run_id", run_id_},
+       {"state", state_},
+       {"model", cfg_.model},
+       {"round", round_.number()},
+       {"rounds_total", cfg_.rounds},
+       {"version", version_},
+       {"connected_workers", workers_.connected()},
+       {"selected_workers", round_.selected()},
+       {"updates_received", round_.accepted().size()},
+       {"evaluating_version", evals_.pending() ? nlohmann::json(evals_.meta().version) : nullptr},
+       {"min_workers", cfg_.min_workers},
+       {"started_at", started_at_},
+       {"updated_at", store::UtcNow()}});
 }
 
 }  // namespace shoal::coordinator

@@ -1,10 +1,10 @@
 #include "coordinator/run_resume.h"
 
-#include <cstdio>
-#include <random>
-
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
 
 #include "base/file_util.h"
 #include "base/sha256.h"
@@ -97,9 +97,10 @@ Result<RunModel> LoadRunModel(const CoordinatorConfig& cfg) {
                            store::ReadRunScriptModel(cfg.run_dir, out.sha256));
     if (auto now = ReadFile(cfg.model_path, model::kMaxScriptModelBytes);
         now.ok() && ToHex(Sha256::Of(now->data(), now->size())) != out.sha256) {
-      spdlog::warn("model.path {} is not the file this run started with; the resumed run keeps "
-                   "training its copy {}",
-                   cfg.model_path, store::ScriptModelPath(cfg.run_dir));
+      spdlog::warn(
+          "model.path {} is not the file this run started with; the resumed run keeps "
+          "training its copy {}",
+          cfg.model_path, store::ScriptModelPath(cfg.run_dir));
     }
   } else {
     auto bytes = ReadFile(cfg.model_path, model::kMaxScriptModelBytes);
@@ -107,7 +108,8 @@ Result<RunModel> LoadRunModel(const CoordinatorConfig& cfg) {
     out.source.script_bytes = std::move(bytes).value();
     out.sha256 = ToHex(Sha256::Of(out.source.script_bytes.data(), out.source.script_bytes.size()));
     // Checked before anything is written, so a bad file leaves no half-made run behind.
-    auto initial = evaluator::InitialWeights(out.source, cfg.input_shape, cfg.num_classes, cfg.seed);
+    auto initial =
+        evaluator::InitialWeights(out.source, cfg.input_shape, cfg.num_classes, cfg.seed);
     if (!initial.ok()) return initial.status().Annotate("model.path " + cfg.model_path);
     SHOAL_RETURN_IF_ERROR(MakeDirs(cfg.run_dir + "/model"));
     SHOAL_RETURN_IF_ERROR(
@@ -137,12 +139,9 @@ Result<StartingPoint> ResumeOrStart(const CoordinatorConfig& cfg, const RunModel
     }
   } else {
     start.run_id = cfg.run_id.empty() ? NewRunId(cfg.seed) : cfg.run_id;
-    nlohmann::json info = {{"run_id", start.run_id},
-                           {"model", cfg.model},
-                           {"input_shape", cfg.input_shape},
-                           {"num_classes", cfg.num_classes},
-                           {"seed", cfg.seed},
-                           {"created_at", store::UtcNow()}};
+    nlohmann::json info = {
+        {"run_id", start.run_id},         {"model", cfg.model}, {"input_shape", cfg.input_shape},
+        {"num_classes", cfg.num_classes}, {"seed", cfg.seed},   {"created_at", store::UtcNow()}};
     if (model.source.is_script()) {
       info["model_path"] = cfg.model_path;
       info["model_sha256"] = model.sha256;

@@ -1,15 +1,15 @@
 #include "coordinator/upload_scheduler.h"
 
-#include <algorithm>
-
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "base/sha256.h"
 
 namespace shoal::coordinator {
 
-UploadScheduler::UploadScheduler(int max_concurrent, uint32_t chunk_bytes,
-                                 protocols::Limits limits, model::Encoding encoding)
+UploadScheduler::UploadScheduler(int max_concurrent, uint32_t chunk_bytes, protocols::Limits limits,
+                                 model::Encoding encoding)
     : max_concurrent_(max_concurrent),
       chunk_bytes_(chunk_bytes),
       limits_(limits),

@@ -1,11 +1,10 @@
 #include "coordinator/worker_registry.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
-
-#include <spdlog/spdlog.h>
 
 #include "base/file_util.h"
 #include "model/weights.h"
@@ -91,9 +90,9 @@ Result<protocols::JoinResponse> WorkerRegistry::Enroll(const protocols::JoinRequ
     return InvalidArgument("protocol version " + std::to_string(request.protocol_version) +
                            " not supported");
   }
-  SHOAL_ASSIGN_OR_RETURN(std::string cert,
-                         security::RedeemJoinToken(ca_dir_, request.token_id, request.secret,
-                                                   request.csr_pem));
+  SHOAL_ASSIGN_OR_RETURN(
+      std::string cert,
+      security::RedeemJoinToken(ca_dir_, request.token_id, request.secret, request.csr_pem));
   SHOAL_ASSIGN_OR_RETURN(std::string ca, ReadFile(security::CaCertPath(ca_dir_), 1 << 20));
   auto info = security::VerifyPeerCert(ca, cert);
   if (!info.ok()) {

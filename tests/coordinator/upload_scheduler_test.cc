@@ -52,8 +52,8 @@ class UploadSchedulerTest : public ::testing::Test {
   Result<std::optional<FoldedUpdate>> Upload(const std::string& peer,
                                              const std::vector<float>& delta) {
     Result<std::optional<FoldedUpdate>> last = std::optional<FoldedUpdate>();
-    for (const auto& bytes : protocols::EncodeChunks(1, delta.data(), delta.size() * 4,
-                                                     kChunkBytes)) {
+    for (const auto& bytes :
+         protocols::EncodeChunks(1, delta.data(), delta.size() * 4, kChunkBytes)) {
       auto frame = protocols::ParseFrame(bytes, TestLimits());
       EXPECT_TRUE(frame.ok());
       auto chunk = protocols::Decode<protocols::WeightsChunk>(*frame);

@@ -1,5 +1,7 @@
 // The aggregation seam: the registry (lookup, errors that list what exists) and the built-in
 // "mean" used through the Aggregator interface, as the round engine uses it.
+#include "coordinator/aggregation/aggregator.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/aggregation/aggregator.h"
 #include "coordinator/aggregation/aggregator_registry.h"
 #include "coordinator/aggregation/fed_avg.h"
 
@@ -83,8 +84,10 @@ TEST(AggregatorRegistryTest, UnknownNameListsTheRegisteredOnes) {
   auto agg = r.Create("krum");
   ASSERT_FALSE(agg.ok());
   EXPECT_EQ(agg.status().code(), Code::kInvalidArgument);
-  EXPECT_TRUE(Contains(agg.status().message(), "unknown aggregator 'krum'")) << agg.status().message();
-  EXPECT_TRUE(Contains(agg.status().message(), "registered: first, mean")) << agg.status().message();
+  EXPECT_TRUE(Contains(agg.status().message(), "unknown aggregator 'krum'"))
+      << agg.status().message();
+  EXPECT_TRUE(Contains(agg.status().message(), "registered: first, mean"))
+      << agg.status().message();
 }
 
 TEST(AggregatorRegistryTest, RefusesDuplicateAndEmptyNames) {
