@@ -11,7 +11,7 @@
 #include "bench/bench_main.h"
 #include "base/malloc_tuning.h"
 #include "coordinator/config.h"
-#include "coordinator/fed_avg.h"
+#include "coordinator/aggregation/fed_avg.h"
 #include "protocols/codec.h"
 
 namespace shoal {

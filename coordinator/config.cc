@@ -3,6 +3,7 @@
 #include <string>
 
 #include "base/config.h"
+#include "coordinator/aggregation/aggregator_registry.h"
 #include "model/compression.h"
 #include "protocols/frame_layout.h"  // kMaxChunkBytes
 
@@ -50,6 +51,10 @@ Status CoordinatorConfig::Validate() const {
   if (batch_size < 1) return bad("train.batch_size", "must be at least 1");
   if (!(lr > 0)) return bad("train.lr", "must be positive");
   if (!model::ParseEncoding(compression).ok()) return bad("train.compression", "must be none, fp16 or int8");
+  if (!BuiltinAggregators().Contains(aggregator)) {
+    return bad("strategy.aggregator", "unknown aggregator '" + aggregator + "' (registered: " +
+                                          BuiltinAggregators().NamesList() + ")");
+  }
   if (eval_format != "idx" && eval_format != "csv" && eval_format != "none") {
     return bad("eval.format", "must be idx, csv or none");
   }
@@ -100,6 +105,7 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("train.batch_size", c.batch_size);
   r.Read("train.lr", c.lr);
   r.Read("train.compression", c.compression);
+  r.Read("strategy.aggregator", c.aggregator);
   r.Read("eval.format", c.eval_format);
   r.Read("eval.path", c.eval_path);
   r.Read("eval.split", c.eval_split);

@@ -53,6 +53,11 @@ struct CoordinatorConfig {
   double lr = 0.05;        // train.lr: SGD learning rate
   std::string compression = "none";  // train.compression: none | fp16 | int8 (updates on the wire)
 
+  // [strategy]
+  // strategy.aggregator: how the round's updates become the next model, by its name in the
+  // aggregator registry (coordinator/aggregation/): mean (FedAvg)
+  std::string aggregator = "mean";
+
   // [eval]
   std::string eval_format = "idx";  // eval.format: idx | csv | none (no central evaluation)
   std::string eval_path = "/usr/share/datasets/fashion-mnist";  // eval.path: IDX dir or CSV file

@@ -3,10 +3,17 @@
 // One thread owns the ROUTER socket and all state; it alternates between receiving messages
 // (each handled to completion) and housekeeping (deadlines, lost workers). Round states:
 //   WAIT (for min_workers) -> SELECT -> BROADCAST -> COLLECT (until all selected reported or the
-//   deadline) -> AGGREGATE -> EVALUATE (central + federated) -> COMMIT
+//   deadline) -> AGGREGATE -> COMMIT -> EVALUATE (central + federated; with eval.overlap while
+//   the next round trains)
 // Updates are admitted for upload one slot at a time (network.max_concurrent_uploads), folded
-// into the streaming FedAvg accumulator as soon as they are complete and valid, then freed.
-// Peer input never aborts the process: a bad message gets a typed Error reply and a log line.
+// into the round's streaming aggregator (strategy.aggregator; FedAvg by default) as soon as they
+// are complete and valid, then freed. Peer input never aborts the process: a bad message gets a
+// typed Error reply and a log line.
+//
+// The engine sequences parts that own their state: WorkerRegistry (who may connect, who is
+// connected, per-worker stats), UploadScheduler (slots, queue, assembly), Round (the open
+// round), EvaluationTracker (the pending evaluation), the Aggregator, and run_resume (starting
+// or resuming from the run directory). Its implementation is coordinator_impl.h.
 #pragma once
 
 #include <atomic>

@@ -281,6 +281,21 @@ TEST_F(ConfigTest, ValidateFailuresNameTheKey) {
   EXPECT_TRUE(Contains(c.status().message(), path)) << c.status().message();
 }
 
+TEST_F(ConfigTest, AggregatorIsChosenByItsRegisteredName) {
+  auto d = coordinator::LoadCoordinatorConfig("", {"security.ca_dir=ca"});
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->aggregator, "mean");
+  auto mean = coordinator::LoadCoordinatorConfig(Write("[strategy]\naggregator = \"mean\"\n"),
+                                                 {"security.ca_dir=ca"});
+  ASSERT_TRUE(mean.ok()) << mean.status().ToString();
+  EXPECT_EQ(mean->aggregator, "mean");
+  // An unknown name says which names exist.
+  ExpectError("[strategy]\naggregator = \"median\"\n", {"security.ca_dir=ca"},
+              {"strategy.aggregator", "unknown aggregator 'median'", "registered: mean"});
+  ExpectError("", {"security.ca_dir=ca", "strategy.aggregator=Mean"},
+              {"strategy.aggregator", "'Mean'"});
+}
+
 TEST_F(ConfigTest, ValidateFailureFromOverride) {
   Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(Write(kFullConfig), {"selection.min_fit=5"});
   ASSERT_FALSE(c.ok());

@@ -1,4 +1,4 @@
-#include "coordinator/fed_avg.h"
+#include "coordinator/aggregation/fed_avg.h"
 
 #include <cmath>
 #include <cstring>

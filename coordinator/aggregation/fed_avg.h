@@ -12,29 +12,36 @@
 // order. It costs 8 bytes per parameter instead of 4 and values are bounded by
 // |n_k * delta_k| < 2^30 (checked; an update beyond it is rejected).
 //
+// The first Aggregator (aggregator.h), registered as "mean" (strategy.aggregator's default).
 // Not thread-safe: owned by the round engine's thread.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
+#include "coordinator/aggregation/aggregator.h"
 #include "model/weights.h"
 
 namespace shoal::coordinator {
 
-class FedAvg {
+class FedAvg final : public Aggregator {
  public:
-  // Starts a round for models of `spec`: zeroes the accumulator.
-  void Begin(const model::ModelSpec& spec, bool exact = false);
+  static constexpr const char* kName = "mean";
+
+  std::string name() const override { return kName; }
+  // Starts a round for models of `spec`: zeroes the accumulator (`exact`: deterministic mode).
+  void Begin(const model::ModelSpec& spec, bool exact) override;
+  void Begin(const model::ModelSpec& spec) { Begin(spec, /*exact=*/false); }
   // Checks the update (size, sample count, every value finite) and only then folds it.
   // InvalidArgument / Rejected naming the problem; the accumulator is untouched on error.
-  Status Fold(const float* delta, size_t count, int64_t num_samples);
+  Status Fold(const float* delta, size_t count, int64_t num_samples) override;
   // The aggregate applied to `global`; InvalidArgument when no update was folded.
-  Result<model::Weights> Finish(const model::Weights& global) const;
+  Result<model::Weights> Finish(const model::Weights& global) const override;
 
-  int64_t total_samples() const { return total_samples_; }
-  int updates() const { return updates_; }
+  int64_t total_samples() const override { return total_samples_; }
+  int updates() const override { return updates_; }
 
  private:
   model::ModelSpec spec_;

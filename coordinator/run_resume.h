@@ -1,0 +1,49 @@
+// Starting or resuming a run from its run directory: the model it trains, run.json, and the
+// version training continues from.
+//
+// A new run writes run.json (and, for a TorchScript model, a checked copy of model.path) and
+// commits the initial weights as v0. A resumed run reads them back, continues from the newest
+// loadable version (an unreadable one falls back to its predecessor), and completes that
+// version's evaluation and metrics.jsonl record when the coordinator stopped before they were
+// written.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/status.h"
+#include "coordinator/config.h"
+#include "evaluator/model_runtime.h"
+#include "model/model_source.h"
+#include "model/weights.h"
+#include "store/model_store.h"
+
+namespace shoal::coordinator {
+
+// The model a run trains.
+struct RunModel {
+  model::ModelSource source;
+  std::string sha256;  // hex, torchscript runs only
+  uint64_t bytes = 0;  // size of the TorchScript file, 0 for built-ins
+};
+
+// Where training continues.
+struct StartingPoint {
+  std::string run_id;
+  model::Weights global;
+  uint64_t version = 0;
+  uint64_t next_round = 1;
+};
+
+// A new torchscript run reads model.path (its size checked before reading), checks that the
+// model loads and fits model.input_shape / num_classes, then keeps a copy in the run directory
+// (written before run.json, which records its SHA-256). A resumed run uses that copy.
+Result<RunModel> LoadRunModel(const CoordinatorConfig& cfg, evaluator::ModelRuntime& runtime);
+
+// Resumes the run in cfg.run_dir, or starts it (run.json, v0 made by `runtime` and evaluated by
+// `evaluator` when there is one).
+Result<StartingPoint> ResumeOrStart(const CoordinatorConfig& cfg, const RunModel& model,
+                                    store::ModelStore& store, evaluator::ModelRuntime& runtime,
+                                    evaluator::CentralEvaluator* evaluator);
+
+}  // namespace shoal::coordinator
