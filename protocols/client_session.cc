@@ -46,6 +46,7 @@ void ClientSession::Connect(Clock::time_point now) {
   model_ready_ = false;
   model_pieces_ = 0;
   outbox_.clear();  // what was meant for the previous connection
+  events_.clear();  // and what it reported after its end
   hello_deadline_ = now + std::chrono::milliseconds(options_.hello_timeout_ms);
   last_heard_ = now;
   next_heartbeat_ = now;

@@ -38,6 +38,7 @@
 #include <string_view>
 
 #include "base/status.h"
+#include "model/model_source.h"
 #include "model/weights.h"
 #include "protocols/codec.h"
 #include "protocols/messages.h"
@@ -52,7 +53,7 @@ struct ClientSessionOptions {
   // piece is checked in order and dropped (the load generator, whose memory must not grow with
   // the model); the task events then carry no weights and kModelFile no bytes.
   bool keep_payloads = true;
-  uint64_t max_model_bytes = uint64_t{256} << 20;  // largest Welcome.model_bytes accepted
+  uint64_t max_model_bytes = model::kMaxScriptModelBytes;  // largest Welcome.model_bytes
   bool stamp_heartbeats = false;  // Heartbeat.unix_ms = now (the load generator's heartbeats)
 };
 
@@ -100,8 +101,8 @@ class ClientSession {
 
   explicit ClientSession(ClientSessionOptions options);
 
-  // A new connection: the previous one's transfers, Welcome and unsent messages are forgotten
-  // and Hello is queued. Not after kRefused or kShutdown (the session is closed for good).
+  // A new connection: the previous one's transfers, Welcome, unsent messages and unread events
+  // are forgotten and Hello is queued. Not after kRefused or kShutdown (the session is closed for good).
   void Connect(Clock::time_point now);
   // One received message, placed (Place) or not.
   void Receive(const Plaintext& message, Clock::time_point now);
