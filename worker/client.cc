@@ -20,7 +20,6 @@
 #include "base/sha256.h"
 #include "base/thread_name.h"
 #include "security/signing.h"
-#include "base/hex.h"
 #include "base/file_util.h"
 #include "security/pki.h"
 #include "protocols/channel.h"
