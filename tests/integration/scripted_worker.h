@@ -29,8 +29,12 @@ class ScriptedWorker {
   ScriptedWorker(std::string endpoint, std::string name,
                  std::shared_ptr<const protocols::TlsContext> tls, int64_t num_train = 100,
                  int64_t num_val = 10, std::vector<int64_t> input_shape = {1, 28, 28})
-      : endpoint_(std::move(endpoint)), name_(std::move(name)), tls_(std::move(tls)),
-        num_train_(num_train), num_val_(num_val), input_shape_(std::move(input_shape)) {
+      : endpoint_(std::move(endpoint)),
+        name_(std::move(name)),
+        tls_(std::move(tls)),
+        num_train_(num_train),
+        num_val_(num_val),
+        input_shape_(std::move(input_shape)) {
     Reconnect();
   }
 
@@ -85,10 +89,9 @@ class ScriptedWorker {
 
   // Announces an update. Returns the coordinator's first reply: UploadGrant, Ack or Error. The
   // update's chunks are not sent (SendUpdate sends them).
-  Result<protocols::FrameView> Announce(const protocols::TrainTask& task,
-                                        const std::vector<float>& delta, int64_t num_samples,
-                                        std::chrono::milliseconds timeout =
-                                            std::chrono::seconds(30)) {
+  Result<protocols::FrameView> Announce(
+      const protocols::TrainTask& task, const std::vector<float>& delta, int64_t num_samples,
+      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
     auto reply = AnnounceUpdate(task, delta, num_samples, timeout);
     session_->DropUpdate();  // `delta` is the caller's: nothing may be sent from it later
     SHOAL_RETURN_IF_ERROR(Flush());
@@ -173,10 +176,9 @@ class ScriptedWorker {
   }
 
   // Announce, the update left offered: on a grant its chunks are queued in the session.
-  Result<protocols::FrameView> AnnounceUpdate(const protocols::TrainTask& task,
-                                        const std::vector<float>& delta, int64_t num_samples,
-                                        std::chrono::milliseconds timeout =
-                                            std::chrono::seconds(30)) {
+  Result<protocols::FrameView> AnnounceUpdate(
+      const protocols::TrainTask& task, const std::vector<float>& delta, int64_t num_samples,
+      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
     protocols::UpdateReady u;
     u.run_id = task.run_id;
     u.round = task.round;
@@ -238,7 +240,9 @@ class ScriptedWorker {
           task_announced_ = true;
           break;
         case Kind::kTrainTask:
-          if (want_task_ && task_announced_) task_ = Task{std::move(e->train), std::move(e->weights)};
+          if (want_task_ && task_announced_) {
+            task_ = Task{std::move(e->train), std::move(e->weights)};
+          }
           break;
         case Kind::kTransferFailed:
           if (want_task_ && task_announced_) transfer_error_ = ProtocolError(e->message);
