@@ -102,7 +102,8 @@ class ClientSession {
   explicit ClientSession(ClientSessionOptions options);
 
   // A new connection: the previous one's transfers, Welcome, unsent messages and unread events
-  // are forgotten and Hello is queued. Not after kRefused or kShutdown (the session is closed for good).
+  // are forgotten and Hello is queued. Not after kRefused or kShutdown (the session is closed for
+  // good).
   void Connect(Clock::time_point now);
   // One received message, placed (Place) or not.
   void Receive(const Plaintext& message, Clock::time_point now);

@@ -276,6 +276,28 @@ TEST_F(ClientSessionTest, StaleDropsTheUpdate) {
   EXPECT_TRUE(Sent().empty());
 }
 
+TEST_F(ClientSessionTest, BadUpdateAndDuplicateDropTheUpdateToo) {
+  Admit();
+  const std::vector<float> delta = Ramp(10, 0.5f);
+  for (ErrorCode code : {ErrorCode::kBadUpdate, ErrorCode::kDuplicate}) {
+    Offer(7, delta);
+    Sent();
+    Feed(MakeError(code, 7));
+    auto events = Events();
+    ASSERT_EQ(events.size(), 2u);
+    EXPECT_EQ(events[1].kind, Kind::kUpdateRejected);
+    EXPECT_EQ(events[1].code, code);
+    EXPECT_FALSE(session_.update().has_value());
+  }
+  // Any other error changes nothing.
+  Offer(8, delta);
+  Sent();
+  Feed(MakeError(ErrorCode::kRunFinished, 8));
+  EXPECT_EQ(Events().size(), 1u);
+  EXPECT_TRUE(session_.update().has_value());
+  EXPECT_TRUE(session_.admitted());
+}
+
 TEST_F(ClientSessionTest, NotAdmittedIsFatal) {
   session_.Connect(now_);
   Sent();
@@ -494,6 +516,39 @@ TEST_F(ClientSessionTest, ModelFileComesBeforeTasks) {
   events = Events();
   ASSERT_GE(events.size(), 2u);
   EXPECT_EQ(events[1].kind, Kind::kReconnect);
+}
+
+TEST_F(ClientSessionTest, ModelFileWithoutKeepingPayloadsIsCheckedAndDropped) {
+  ClientSessionOptions o = Options();
+  o.keep_payloads = false;
+  ClientSession s(o);
+  const std::string file(40, 'm');
+  Welcome w = MakeWelcome();
+  w.model = "torchscript";
+  w.model_bytes = file.size();
+  const auto pieces = EncodeModelFile(file, kChunkBytes);
+  auto kinds = [&s] {
+    std::vector<Kind> out;
+    while (auto e = s.NextEvent()) {
+      EXPECT_TRUE(e->model_file.empty());
+      out.push_back(e->kind);
+    }
+    return out;
+  };
+  s.Connect(now_);
+  s.Receive(Encode(w), now_);
+  for (const auto& p : pieces) s.Receive(p, now_);
+  EXPECT_EQ(kinds(),
+            (std::vector<Kind>{Kind::kWelcomed, Kind::kModelFilePiece, Kind::kModelFilePiece,
+                               Kind::kModelFilePiece, Kind::kModelFile}));
+  EXPECT_TRUE(s.model_ready());
+  s.Connect(now_);
+  s.Receive(Encode(w), now_);
+  s.Receive(pieces[0], now_);
+  s.Receive(pieces[2], now_);  // a piece lost
+  EXPECT_EQ(kinds(),
+            (std::vector<Kind>{Kind::kWelcomed, Kind::kModelFilePiece, Kind::kModelFileFailed}));
+  EXPECT_FALSE(s.model_ready());
 }
 
 TEST_F(ClientSessionTest, HeartbeatsAndTimeouts) {
