@@ -21,6 +21,12 @@ Sha256::~Sha256() = default;
 Sha256::Sha256(Sha256&&) noexcept = default;
 Sha256& Sha256::operator=(Sha256&&) noexcept = default;
 
+Sha256 Sha256::Copy() const {
+  Sha256 copy;
+  if (EVP_MD_CTX_copy_ex(copy.impl_->ctx.get(), impl_->ctx.get()) != 1) std::abort();
+  return copy;
+}
+
 void Sha256::Update(const void* data, size_t size) {
   if (size == 0) return;
   if (EVP_DigestUpdate(impl_->ctx.get(), data, size) != 1) std::abort();

@@ -19,6 +19,9 @@ class Sha256 {
   Sha256(Sha256&&) noexcept;
   Sha256& operator=(Sha256&&) noexcept;
 
+  // A second hasher in this one's state: what was hashed so far is hashed once for several
+  // inputs that share it as a prefix.
+  Sha256 Copy() const;
   void Update(const void* data, size_t size);
   // Returns the digest; the hasher must not be updated afterwards.
   Digest Finish();

@@ -154,7 +154,8 @@ std::string EncodeChunk(uint64_t round, const void* data, uint64_t total_bytes,
   return Join(f.head, f.payload);
 }
 
-Status ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes) {
+Status ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes,
+                             bool keep) {
   Reset();
   if (chunk_bytes == 0 || chunk_bytes % 4 != 0 || total_bytes % 4 != 0) {
     return InvalidArgument("weights transfer of " + std::to_string(total_bytes) +
@@ -167,6 +168,7 @@ Status ChunkAssembler::Start(uint64_t round, uint64_t total_bytes, uint32_t chun
   chunk_bytes_ = chunk_bytes;
   count_ = ChunkCount(total_bytes, chunk_bytes);
   next_index_ = 0;
+  if (!keep) return Status::Ok();
   // A new buffer every transfer: a session may still be writing a stale placed payload into
   // the previous one (placement.h).
   data_ = std::make_shared<std::vector<float>>();
@@ -200,6 +202,7 @@ Status ChunkAssembler::Check(const WeightsChunk& c, uint64_t payload_bytes) cons
 
 Result<PayloadPlacement> ChunkAssembler::Place(const WeightsChunk& c, uint64_t payload_bytes) {
   SHOAL_RETURN_IF_ERROR(Check(c, payload_bytes));
+  if (!data_) return InvalidArgument("this transfer keeps no payloads");
   char* at = At(c.offset);
   placed_ = at;
   return PayloadPlacement{at, data_};
@@ -226,7 +229,7 @@ Status ChunkAssembler::Add(const WeightsChunk& c, std::string_view payload, bool
       return ProtocolError("WeightsChunk " + std::to_string(c.index) +
                            " was decrypted for a transfer that is no longer in progress");
     }
-  } else {
+  } else if (at != nullptr) {
     std::memcpy(at, payload.data(), payload.size());
   }
   placed_ = nullptr;

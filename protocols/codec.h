@@ -131,8 +131,10 @@ FramePieces EncodeChunkPieces(uint64_t round, const void* data, uint64_t total_b
 class ChunkAssembler {
  public:
   // Allocates the buffer. InvalidArgument unless both sizes are multiples of 4 (float32) and
-  // chunk_bytes > 0; the assembler stays inactive then.
-  Status Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes);
+  // chunk_bytes > 0; the assembler stays inactive then. keep = false checks every chunk as
+  // usual but keeps none of it (no buffer, no placement, Take() returns nothing): a receiver
+  // that only needs to follow the transfer (the load generator's synthetic workers).
+  Status Start(uint64_t round, uint64_t total_bytes, uint32_t chunk_bytes, bool keep = true);
   // Where `chunk`'s payload of `payload_bytes` goes, for a session to decrypt it there
   // (placement.h), after the checks Add makes; ProtocolError naming what is wrong otherwise.
   // The chunk still counts only once Add is called with the placed payload.
@@ -154,7 +156,9 @@ class ChunkAssembler {
 
  private:
   Status Check(const WeightsChunk& chunk, uint64_t payload_bytes) const;
-  char* At(uint64_t offset) { return reinterpret_cast<char*>(data_->data()) + offset; }
+  char* At(uint64_t offset) {
+    return data_ ? reinterpret_cast<char*>(data_->data()) + offset : nullptr;
+  }
 
   bool active_ = false;
   uint64_t round_ = 0;

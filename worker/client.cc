@@ -20,10 +20,10 @@
 #include "base/sha256.h"
 #include "base/thread_name.h"
 #include "security/signing.h"
-#include "base/hex.h"
 #include "base/file_util.h"
 #include "security/pki.h"
 #include "protocols/channel.h"
+#include "protocols/client_session.h"
 #include "protocols/codec.h"
 #include "worker/trainer.h"
 
@@ -69,10 +69,12 @@ class WorkerClient::Impl {
   Status LoadSilo();
   Status SetUpSecurity();
   Status Join(const std::string& token_text);
+  // One connection: the session's messages out, the coordinator's in, its events acted on.
   Result<SessionEnd> Session();
-  Result<SessionEnd> Handle(const protocols::FrameView& f);
-  Result<SessionEnd> OnModelFile(const protocols::FrameView& f);
-  protocols::PayloadPlacement PlaceWeights(std::string_view head, size_t payload_bytes);
+  // Sends what the session queued.
+  void Flush();
+  Result<std::optional<SessionEnd>> HandleEvents();
+  Result<std::optional<SessionEnd>> OnEvent(protocols::ClientEvent& e);
   Status EnsureTrainers(const model::ModelSource& source, const std::string& key);
   Result<LocalTrainer*> EvalTrainer();
   void StartTraining();
@@ -81,11 +83,6 @@ class WorkerClient::Impl {
   // split; sends the EvalResult.
   void Evaluate(const model::Weights& w, const std::string& run_id, uint64_t round, uint64_t version,
                 bool release_memory);
-  template <class M>
-  void Send(const M& m, std::string_view payload = {}) {
-    Status st = channel_->Send(protocols::Encode(m, payload));
-    if (!st.ok()) spdlog::warn("send {}: {}", protocols::MessageTypeName(M::kType), st.ToString());
-  }
   void SleepInterruptible(uint32_t ms);
 
   WorkerConfig cfg_;
@@ -97,20 +94,13 @@ class WorkerClient::Impl {
   data::Dataset val_;
   std::unique_ptr<protocols::ClientChannel> channel_;
   std::shared_ptr<const protocols::TlsContext> tls_;  // null with --insecure
-  protocols::Welcome welcome_;
-  protocols::Limits limits_;  // on messages from the coordinator, from the Welcome's chunk size
+  // The protocol (protocols/client_session.h), made once the silo is loaded (its Hello
+  // declares it) and kept across reconnects: an update not yet acknowledged is offered again.
+  std::unique_ptr<protocols::ClientSession> session_;
   std::unique_ptr<LocalTrainer> trainer_;       // used by the training thread only while it runs
   std::unique_ptr<LocalTrainer> eval_trainer_;  // this thread's, made when evaluation overlaps training
   model::ModelSource model_source_;                // what the trainers were made from
   std::string model_key_;    // which model the trainers hold (name, classes, file digest)
-  bool model_ready_ = false;  // this session's model is loaded (a TorchScript file has arrived)
-  protocols::ModelFileAssembler model_assembler_;  // the TorchScript file being received
-
-  // Incoming transfer (TrainTask or EvalTask weights).
-  enum class Pending { kNone, kTrain, kEval } pending_ = Pending::kNone;
-  protocols::TrainTask train_task_;
-  protocols::EvalTask eval_task_;
-  protocols::ChunkAssembler assembler_;
 
   // Training in progress.
   std::atomic<bool> cancel_{false};
@@ -119,8 +109,7 @@ class WorkerClient::Impl {
   model::Weights train_global_;
   protocols::TrainTask running_task_;
 
-  // Finished update waiting for its grant / ack.
-  std::optional<protocols::UpdateReady> update_;
+  // Finished update waiting for its grant / ack (the session holds its UpdateReady).
   std::vector<float> delta_;     // the update as sent (encoded bytes when compressed)
   std::vector<float> residual_;  // error feedback: what compression dropped so far
 };
@@ -268,6 +257,15 @@ Status WorkerClient::Impl::Run() {
   // Decompressing and splitting the silo left a few copies of it freed in the heap.
   ReleaseFreeMemory();
   SHOAL_RETURN_IF_ERROR(SetUpSecurity());
+  protocols::ClientSessionOptions so;
+  so.hello.name = cfg_.name;
+  so.hello.num_train = train_.size();
+  so.hello.num_val = val_.size();
+  so.hello.input_shape = train_.sample_shape;
+  so.hello.num_classes = std::max(train_.num_classes(), val_.num_classes());
+  so.hello_timeout_ms = cfg_.hello_timeout_ms;
+  so.max_model_bytes = model::kMaxScriptModelBytes;
+  session_ = std::make_unique<protocols::ClientSession>(std::move(so));
   uint32_t backoff = cfg_.retry_initial_ms;
   while (!stop_) {
     auto end = Session();
@@ -299,355 +297,195 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   co.socket.wake_fd = wake_fd_;  // the training thread's end and Stop() end a wait
   co.max_message_bytes = protocols::kMaxChunkBytes + (1 << 20);  // a chunk plus its headers
   channel_ = std::make_unique<protocols::ClientChannel>(co);
-  pending_ = Pending::kNone;
-  assembler_.Reset();
   if (tls_) {
+    // A task's weights are decrypted straight into the buffer they are assembled in
+    // (placement.h); anything else, or a chunk the session would not take now, is read whole.
     channel_->set_payload_placer([this](std::string_view head, size_t payload_bytes) {
-      return PlaceWeights(head, payload_bytes);
+      return session_->Place(head, payload_bytes);
     });
   }
   SHOAL_RETURN_IF_ERROR(channel_->Connect(cfg_.coordinator));
-  protocols::Hello hello;
-  hello.name = cfg_.name;
-  hello.num_train = train_.size();
-  hello.num_val = val_.size();
-  hello.input_shape = train_.sample_shape;
-  hello.num_classes = std::max(train_.num_classes(), val_.num_classes());
-  Send(hello);
-
-  // Wait for Welcome.
-  protocols::Limits hello_limits;
-  const auto hello_deadline = Clock::now() + std::chrono::milliseconds(cfg_.hello_timeout_ms);
-  bool admitted = false;
-  while (!stop_ && !admitted && Clock::now() < hello_deadline) {
-    DrainWake();  // a training that ends meanwhile is picked up by the session loop below
-    auto in = channel_->Recv(100);
+  session_->Connect(Clock::now());  // Hello; an update not yet acknowledged follows the Welcome
+  Flush();
+  while (!stop_) {
+    DrainWake();
+    // A training that ends before the Welcome is picked up once admitted.
+    if (session_->admitted() && training_.valid() &&
+        training_done_.load(std::memory_order_acquire)) {
+      FinishTraining();
+    }
+    session_->Tick(Clock::now(), training_.valid());
+    SHOAL_ASSIGN_OR_RETURN(std::optional<SessionEnd> end, HandleEvents());
+    if (end) return *end;
+    Flush();
+    // Until the next heartbeat (or the Hello deadline) is due, unless a message arrives or the
+    // wake descriptor fires.
+    const auto wait_ms = std::chrono::ceil<std::chrono::milliseconds>(session_->next_deadline() -
+                                                                      Clock::now())
+                             .count();
+    const int64_t max_wait = session_->admitted() ? 1000 : 100;
+    auto in = channel_->RecvMessage(static_cast<int>(std::clamp<int64_t>(wait_ms, 1, max_wait)));
     if (!in.ok()) {
-      if (in.status().code() == Code::kRejected) {
+      if (!session_->admitted() && in.status().code() == Code::kRejected) {
         // The coordinator's certificate is not the federation's (or ours was refused).
         return in.status().Annotate("TLS with " + cfg_.coordinator);
       }
       spdlog::warn("worker={} connection to {}: {}", cfg_.name, cfg_.coordinator,
                    in.status().ToString());
-      return SessionEnd::kReconnect;
-    }
-    if (!in->has_value()) continue;
-    auto f = protocols::ParseFrame(**in, hello_limits);
-    if (!f.ok()) {
-      spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, f.status().message());
-      continue;
-    }
-    if (f->type == protocols::MessageType::kError) {
-      auto e = protocols::Decode<protocols::Error>(*f);
-      const std::string msg = e.ok() ? e->message : e.status().message();
-      if (e.ok() && (e->code == protocols::ErrorCode::kNotAdmitted ||
-                     e->code == protocols::ErrorCode::kVersionMismatch)) {
-        return Rejected("coordinator refused this worker: " + msg);
-      }
-      spdlog::warn("worker={} coordinator error at hello: {}", cfg_.name, msg);
-      continue;
-    }
-    if (f->type == protocols::MessageType::kWelcome) {
-      auto w = protocols::Decode<protocols::Welcome>(*f);
-      if (!w.ok()) return w.status();
-      welcome_ = std::move(w).value();
-      admitted = true;
-    }
-  }
-  if (stop_) return SessionEnd::kShutdown;
-  if (!admitted) return SessionEnd::kReconnect;
-  if (welcome_.chunk_bytes == 0 || welcome_.chunk_bytes > protocols::kMaxChunkBytes ||
-      welcome_.heartbeat_ms == 0 || welcome_.peer_timeout_ms == 0) {
-    return ProtocolError("coordinator sent an invalid Welcome");
-  }
-  spdlog::info("worker={} admitted to run={} model={} at {}", cfg_.name, welcome_.run_id,
-               welcome_.model, cfg_.coordinator);
-  model_ready_ = false;
-  model_assembler_.Reset();
-  if (welcome_.model == model::kTorchScriptModel) {
-    // The file follows as ModelFile pieces; the trainers are made when it is complete.
-    if (welcome_.model_bytes == 0) {
-      return ProtocolError("Welcome for a torchscript model without its size");
-    }
-    if (Status st = model_assembler_.Start(welcome_.model_bytes, welcome_.chunk_bytes,
-                                           model::kMaxScriptModelBytes);
-        !st.ok()) {
-      return Rejected("coordinator's TorchScript model cannot be accepted: " + st.message());
-    }
-    spdlog::info("worker={} receiving the TorchScript model ({} bytes)", cfg_.name,
-                 welcome_.model_bytes);
-  } else {
-    if (welcome_.model_bytes != 0) {
-      return ProtocolError("Welcome announces a model file for built-in model '" +
-                           welcome_.model + "'");
-    }
-    SHOAL_RETURN_IF_ERROR(
-        EnsureTrainers(model::ModelSource{welcome_.model, ""},
-                       welcome_.model + "/" + std::to_string(welcome_.num_classes)));
-  }
-
-  limits_ = protocols::Limits{};
-  limits_.max_payload_bytes = welcome_.chunk_bytes;
-  auto last_heard = Clock::now();
-  auto last_sent_hb = Clock::time_point{};
-  if (update_) Send(*update_);  // an update not yet acknowledged before a reconnect: offer it again
-  while (!stop_) {
-    const auto now = Clock::now();
-    if (now - last_sent_hb >= std::chrono::milliseconds(welcome_.heartbeat_ms)) {
-      protocols::Heartbeat hb;
-      hb.busy = training_.valid() ? 1 : 0;
-      Send(hb);
-      last_sent_hb = now;
-    }
-    if (now - last_heard > std::chrono::milliseconds(welcome_.peer_timeout_ms)) {
-      spdlog::warn("worker={} no message from the coordinator for {} ms", cfg_.name,
-                   welcome_.peer_timeout_ms);
-      return SessionEnd::kReconnect;
-    }
-    DrainWake();
-    if (training_.valid() && training_done_.load(std::memory_order_acquire)) FinishTraining();
-    // Until the next heartbeat is due, unless a message arrives or the wake descriptor fires.
-    const auto hb_due = last_sent_hb + std::chrono::milliseconds(welcome_.heartbeat_ms);
-    const auto wait_ms = std::chrono::ceil<std::chrono::milliseconds>(hb_due - Clock::now()).count();
-    auto in = channel_->RecvMessage(static_cast<int>(std::clamp<int64_t>(wait_ms, 1, 1000)));
-    if (!in.ok()) {
-      spdlog::warn("worker={} receive: {}", cfg_.name, in.status().ToString());
       return SessionEnd::kReconnect;  // the connection (and its TLS session) is gone
     }
     if (!in->has_value()) continue;
-    last_heard = Clock::now();
-    auto f = protocols::ParseFrame(**in, limits_);
-    if (!f.ok()) {
-      spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, f.status().message());
-      continue;
-    }
-    SHOAL_ASSIGN_OR_RETURN(SessionEnd end, Handle(*f));
-    if (end != SessionEnd::kReconnect) return end;  // kReconnect here means "keep going"
+    session_->Receive(**in, Clock::now());
+    SHOAL_ASSIGN_OR_RETURN(end, HandleEvents());
+    if (end) return *end;
+    Flush();
   }
   return SessionEnd::kShutdown;
 }
 
-// Returns kReconnect to continue the session, anything else to end it.
-Result<SessionEnd> WorkerClient::Impl::Handle(const protocols::FrameView& f) {
-  constexpr SessionEnd kContinue = SessionEnd::kReconnect;
-  switch (f.type) {
-    case protocols::MessageType::kHeartbeat:
-    case protocols::MessageType::kWelcome:
-      return kContinue;
-    case protocols::MessageType::kShutdown: {
-      auto m = protocols::Decode<protocols::Shutdown>(f);
-      spdlog::info("worker={} coordinator says shutdown: {}", cfg_.name, m.ok() ? m->reason : "");
-      return SessionEnd::kShutdown;
+void WorkerClient::Impl::Flush() {
+  while (auto m = session_->NextToSend()) {
+    // An upload chunk is sealed from the update's own storage: no copy into a frame first.
+    if (Status st = channel_->Send(m->head, m->payload); !st.ok()) {
+      spdlog::warn("worker={} send: {}", cfg_.name, st.ToString());
+      if (!m->payload.empty()) session_->CancelUpload();
     }
-    case protocols::MessageType::kModelFile:
-      return OnModelFile(f);
-    case protocols::MessageType::kTrainTask: {
-      if (!model_ready_) {  // the model file precedes every task; a piece must have been lost
-        spdlog::warn("worker={} TrainTask before the model file was complete; reconnecting",
-                     cfg_.name);
-        return SessionEnd::kReconnectNow;
+  }
+}
+
+Result<std::optional<SessionEnd>> WorkerClient::Impl::HandleEvents() {
+  while (auto e = session_->NextEvent()) {
+    SHOAL_ASSIGN_OR_RETURN(std::optional<SessionEnd> end, OnEvent(*e));
+    if (end) return end;
+  }
+  return std::optional<SessionEnd>();
+}
+
+// What the session reports: the worker's own work (trainers, training, evaluation) and logs.
+// A value ends the session.
+Result<std::optional<SessionEnd>> WorkerClient::Impl::OnEvent(protocols::ClientEvent& e) {
+  using Kind = protocols::ClientEvent::Kind;
+  const protocols::Welcome& welcome = session_->welcome();
+  switch (e.kind) {
+    case Kind::kWelcomed:
+      spdlog::info("worker={} admitted to run={} model={} at {}", cfg_.name, welcome.run_id,
+                   welcome.model, cfg_.coordinator);
+      if (welcome.model == model::kTorchScriptModel) {
+        // The file follows as ModelFile pieces; the trainers are made when it is complete.
+        spdlog::info("worker={} receiving the TorchScript model ({} bytes)", cfg_.name,
+                     welcome.model_bytes);
+      } else {
+        SHOAL_RETURN_IF_ERROR(
+            EnsureTrainers(model::ModelSource{welcome.model, ""},
+                           welcome.model + "/" + std::to_string(welcome.num_classes)));
       }
-      auto m = protocols::Decode<protocols::TrainTask>(f);
-      if (!m.ok() || m->spec.Validate().ok() == false || m->epochs == 0 || m->batch_size == 0 ||
-          !(m->lr > 0)) {
-        spdlog::warn("worker={} invalid TrainTask ignored", cfg_.name);
-        return kContinue;
+      break;
+    case Kind::kModelFile: {
+      // Its SHA-256 was checked by the session; a file that does not load here is fatal.
+      model::ModelSource source{model::kTorchScriptModel, std::move(e.model_file)};
+      spdlog::info("worker={} TorchScript model received: {} bytes sha256={}", cfg_.name,
+                   source.script_bytes.size(), e.message);
+      Status st = EnsureTrainers(source, std::string(model::kTorchScriptModel) + "/" +
+                                             std::to_string(welcome.num_classes) + "/" + e.message);
+      if (!st.ok()) {
+        return Rejected("the coordinator's TorchScript model cannot be used: " + st.message());
       }
+      break;
+    }
+    case Kind::kModelFileFailed:
+      // A new connection sends a new copy (after retry.initial_ms).
+      spdlog::warn("worker={} model file transfer failed: {}; reconnecting for a new copy",
+                   cfg_.name, e.message);
+      SleepInterruptible(cfg_.retry_initial_ms);
+      return std::optional<SessionEnd>(SessionEnd::kReconnectNow);
+    case Kind::kTaskAnnounced:
       if (training_.valid()) {  // a newer task supersedes the one in progress
         cancel_ = true;
         training_.wait();
         training_ = {};
       }
-      // The weights that follow are allocated from this spec: it must be our model's, whatever
-      // the (authenticated) coordinator says.
-      if (!(m->spec == trainer_->spec())) {
-        spdlog::warn("worker={} TrainTask ignored: its model spec ({} tensors, {} bytes) is not "
-                     "this worker's model ({} tensors, {} bytes)",
-                     cfg_.name, m->spec.tensors.size(), m->spec.total_bytes(),
-                     trainer_->spec().tensors.size(), trainer_->spec().total_bytes());
-        return kContinue;
+      break;
+    case Kind::kTrainTask:
+      train_global_ = std::move(e.weights);
+      running_task_ = std::move(e.train);
+      if (running_task_.eval_round != 0) {  // the new version's federated evaluation first
+        // Training starts next and reuses the evaluation's freed workspace: no release in
+        // between (pages handed back and faulted in again cost ~14 us each on these VMs).
+        Evaluate(train_global_, running_task_.run_id, running_task_.eval_round,
+                 running_task_.version, /*release_memory=*/false);
       }
-      train_task_ = std::move(m).value();
-      pending_ = Pending::kTrain;
-      if (Status st = assembler_.Start(train_task_.round, train_task_.spec.total_bytes(),
-                                       welcome_.chunk_bytes);
-          !st.ok()) {
-        spdlog::warn("worker={} TrainTask ignored: {}", cfg_.name, st.message());
-        pending_ = Pending::kNone;
+      StartTraining();
+      break;
+    case Kind::kEvalTask:
+      Evaluate(e.weights, e.eval.run_id, e.eval.round, e.eval.version, /*release_memory=*/true);
+      break;
+    case Kind::kAcked:
+      spdlog::info("round={} worker={} update acknowledged", e.round, cfg_.name);
+      FreeStorage(delta_);
+      break;
+    case Kind::kUpdateRejected:
+      FreeStorage(delta_);
+      break;
+    case Kind::kCoordinatorError:
+      if (session_->admitted()) {
+        spdlog::warn("round={} worker={} coordinator error {}: {}", e.round, cfg_.name,
+                     static_cast<int>(e.code), e.message);
+      } else {
+        spdlog::warn("worker={} coordinator error at hello: {}", cfg_.name, e.message);
       }
-      return kContinue;
-    }
-    case protocols::MessageType::kEvalTask: {
-      if (!model_ready_) {
-        spdlog::warn("worker={} EvalTask before the model file was complete; reconnecting",
-                     cfg_.name);
-        return SessionEnd::kReconnectNow;
-      }
-      auto m = protocols::Decode<protocols::EvalTask>(f);
-      if (!m.ok() || !m->spec.Validate().ok()) {
-        spdlog::warn("worker={} invalid EvalTask ignored", cfg_.name);
-        return kContinue;
-      }
-      if (!(m->spec == trainer_->spec())) {
-        spdlog::warn("worker={} EvalTask ignored: its model spec is not this worker's model",
-                     cfg_.name);
-        return kContinue;
-      }
-      eval_task_ = std::move(m).value();
-      pending_ = Pending::kEval;
-      if (Status st = assembler_.Start(eval_task_.round, eval_task_.spec.total_bytes(),
-                                       welcome_.chunk_bytes);
-          !st.ok()) {
-        spdlog::warn("worker={} EvalTask ignored: {}", cfg_.name, st.message());
-        pending_ = Pending::kNone;
-      }
-      return kContinue;
-    }
-    case protocols::MessageType::kWeightsChunk: {
-      auto c = protocols::Decode<protocols::WeightsChunk>(f);
-      if (!c.ok()) return kContinue;
-      if (Status st = assembler_.Add(*c, f.payload, f.payload_placed); !st.ok()) {
-        spdlog::warn("worker={} weights transfer failed: {}", cfg_.name, st.message());
-        pending_ = Pending::kNone;
-        assembler_.Reset();
-        return kContinue;
-      }
-      if (!assembler_.complete()) return kContinue;
-      if (pending_ == Pending::kTrain) {
-        train_global_.spec = train_task_.spec;
-        train_global_.data = assembler_.Take();
-        running_task_ = train_task_;
-        if (train_task_.eval_round != 0) {  // the new version's federated evaluation first
-          // Training starts next and reuses the evaluation's freed workspace: no release in
-          // between (pages handed back and faulted in again cost ~14 us each on these VMs).
-          Evaluate(train_global_, train_task_.run_id, train_task_.eval_round, train_task_.version,
-                   /*release_memory=*/false);
-        }
-        StartTraining();
-      } else if (pending_ == Pending::kEval) {
-        model::Weights w;
-        w.spec = eval_task_.spec;
-        w.data = assembler_.Take();
-        Evaluate(w, eval_task_.run_id, eval_task_.round, eval_task_.version, /*release_memory=*/true);
-      }
-      pending_ = Pending::kNone;
-      return kContinue;
-    }
-    case protocols::MessageType::kUploadGrant: {
-      auto g = protocols::Decode<protocols::UploadGrant>(f);
-      if (!g.ok() || !update_ || g->round != update_->round) return kContinue;
-      const uint64_t bytes = delta_.size() * sizeof(float);
-      for (uint32_t i = 0; i < protocols::ChunkCount(bytes, welcome_.chunk_bytes); ++i) {
-        // Sealed from the update's own storage: no copy of the chunk into a frame first.
-        const protocols::FramePieces frame = protocols::EncodeChunkPieces(
-            update_->round, delta_.data(), bytes, welcome_.chunk_bytes, i);
-        if (Status st = channel_->Send(frame.head, frame.payload); !st.ok()) {
-          spdlog::warn("worker={} upload: {}", cfg_.name, st.ToString());
-          break;
-        }
-      }
-      return kContinue;
-    }
-    case protocols::MessageType::kAck: {
-      auto a = protocols::Decode<protocols::Ack>(f);
-      if (a.ok() && update_ && a->round == update_->round && a->sha256 == update_->sha256) {
-        spdlog::info("round={} worker={} update acknowledged", a->round, cfg_.name);
-        update_.reset();
-        FreeStorage(delta_);
-      }
-      return kContinue;
-    }
-    case protocols::MessageType::kError: {
-      auto e = protocols::Decode<protocols::Error>(f);
-      if (!e.ok()) return kContinue;
-      spdlog::warn("round={} worker={} coordinator error {}: {}", e->round, cfg_.name,
-                   static_cast<int>(e->code), e->message);
-      switch (e->code) {
-        case protocols::ErrorCode::kUnknownPeer:
-          return SessionEnd::kReconnectNow;
-        case protocols::ErrorCode::kNotAdmitted:
-        case protocols::ErrorCode::kVersionMismatch:
-          return Rejected("coordinator refused this worker: " + e->message);
-        case protocols::ErrorCode::kStale:
-        case protocols::ErrorCode::kBadUpdate:
-        case protocols::ErrorCode::kDuplicate:
-          if (update_ && e->round == update_->round) {
-            update_.reset();
-            FreeStorage(delta_);
-          }
-          return kContinue;
-        default:
-          return kContinue;
-      }
-    }
-    default:
-      spdlog::warn("worker={} unexpected {} ignored", cfg_.name, protocols::MessageTypeName(f.type));
-      return kContinue;
+      break;
+    case Kind::kReconnect:
+      spdlog::warn("worker={} {}; reconnecting", cfg_.name, e.message);
+      return std::optional<SessionEnd>(SessionEnd::kReconnectNow);
+    case Kind::kTimedOut:
+      spdlog::warn("worker={} {}", cfg_.name, e.message);
+      return std::optional<SessionEnd>(SessionEnd::kReconnect);
+    case Kind::kRefused:
+      return e.status;
+    case Kind::kShutdown:
+      spdlog::info("worker={} coordinator says shutdown: {}", cfg_.name, e.message);
+      return std::optional<SessionEnd>(SessionEnd::kShutdown);
+    case Kind::kBadFrame:
+      spdlog::warn("worker={} bad frame from coordinator: {}", cfg_.name, e.message);
+      break;
+    case Kind::kTransferFailed:
+      spdlog::warn("worker={} weights transfer failed: {}", cfg_.name, e.message);
+      break;
+    case Kind::kIgnored:
+      spdlog::warn("worker={} {}", cfg_.name, e.message);
+      break;
+    case Kind::kHeartbeat:
+    case Kind::kModelFilePiece:
+    case Kind::kUploadGranted:
+      break;
   }
-}
-
-// One piece of the TorchScript model. When the file is complete (its SHA-256 checked by the
-// assembler) the trainers load it. A failed transfer reconnects (after retry.initial_ms) for a
-// new copy; a file that does not load here is fatal.
-// The weights of a task are decrypted straight into the buffer they are assembled in
-// (placement.h); anything else, or a chunk the assembler would not take now, is read whole.
-protocols::PayloadPlacement WorkerClient::Impl::PlaceWeights(std::string_view head,
-                                                         size_t payload_bytes) {
-  if (pending_ == Pending::kNone) return {};
-  return assembler_.PlaceFrame(head, payload_bytes, limits_);
-}
-
-Result<SessionEnd> WorkerClient::Impl::OnModelFile(const protocols::FrameView& f) {
-  constexpr SessionEnd kContinue = SessionEnd::kReconnect;
-  if (!model_assembler_.active()) {
-    spdlog::warn("worker={} ModelFile without a model transfer ignored", cfg_.name);
-    return kContinue;
-  }
-  auto m = protocols::Decode<protocols::ModelFile>(f);
-  Status st = m.ok() ? model_assembler_.Add(*m, f.payload) : m.status();
-  if (!st.ok()) {
-    spdlog::warn("worker={} model file transfer failed: {}; reconnecting for a new copy", cfg_.name,
-                 st.message());
-    model_assembler_.Reset();
-    SleepInterruptible(cfg_.retry_initial_ms);
-    return SessionEnd::kReconnectNow;
-  }
-  if (!model_assembler_.complete()) return kContinue;
-  const std::string sha256 = HexEncode(model_assembler_.sha256());
-  model::ModelSource source{model::kTorchScriptModel, model_assembler_.Take()};
-  spdlog::info("worker={} TorchScript model received: {} bytes sha256={}", cfg_.name,
-               source.script_bytes.size(), sha256);
-  st = EnsureTrainers(source, std::string(model::kTorchScriptModel) + "/" +
-                                  std::to_string(welcome_.num_classes) + "/" + sha256);
-  if (!st.ok()) {
-    return Rejected("the coordinator's TorchScript model cannot be used: " + st.message());
-  }
-  return kContinue;
+  return std::optional<SessionEnd>();
 }
 
 // Makes the trainers for `source` unless they already hold the model `key` names (a reconnect
 // to the same run). Training of a previous, different model is cancelled first.
 Status WorkerClient::Impl::EnsureTrainers(const model::ModelSource& source, const std::string& key) {
   if (trainer_ && key == model_key_) {
-    model_ready_ = true;
+    session_->set_model_spec(trainer_->spec());
     return Status::Ok();
   }
   if (training_.valid()) {
     cancel_ = true;
     training_.wait();
     training_ = {};
-    update_.reset();
+    session_->DropUpdate();
     FreeStorage(delta_);
   }
   trainer_.reset();
   eval_trainer_.reset();
   model_key_.clear();
   SHOAL_ASSIGN_OR_RETURN(auto trainer, LocalTrainer::Create(source, train_.sample_shape,
-                                                           welcome_.num_classes));
+                                                           session_->welcome().num_classes));
   trainer_ = std::move(trainer);
   model_source_ = source;
   model_key_ = key;
-  model_ready_ = true;
+  // Tasks for any other model are ignored: their weights would be allocated from their spec.
+  session_->set_model_spec(trainer_->spec());
   return Status::Ok();
 }
 
@@ -658,7 +496,7 @@ Result<LocalTrainer*> WorkerClient::Impl::EvalTrainer() {
   if (!training_.valid()) return trainer_.get();
   if (!eval_trainer_) {
     SHOAL_ASSIGN_OR_RETURN(eval_trainer_, LocalTrainer::Create(model_source_, train_.sample_shape,
-                                                               welcome_.num_classes));
+                                                               session_->welcome().num_classes));
     spdlog::info("worker={} evaluating while training: made a second copy of the model for it",
                  cfg_.name);
   }
@@ -674,7 +512,6 @@ void WorkerClient::Impl::StartTraining() {
   s.seed = t.seed ^ Fnv1a(cfg_.name);
   cancel_ = false;
   training_done_ = false;
-  update_.reset();
   spdlog::info("round={} worker={} training v{}: epochs={} batch={} lr={} samples={}", t.round,
                cfg_.name, t.version, s.epochs, s.batch_size, s.lr, train_.size());
   const uint64_t round = t.round;
@@ -738,8 +575,11 @@ void WorkerClient::Impl::FinishTraining() {
   u.encoding = t.compression;
   const Digest d = Sha256::Of(delta_.data(), u.total_bytes);
   u.sha256.assign(d.begin(), d.end());
-  update_ = u;
-  Send(u);
+  // Uploaded on a grant straight from delta_, which stays until the update is acknowledged,
+  // refused, or replaced.
+  session_->OfferUpdate(std::move(u), [this](uint64_t offset, uint64_t length) {
+    return std::string_view(reinterpret_cast<const char*>(delta_.data()) + offset, length);
+  });
 }
 
 void WorkerClient::Impl::Evaluate(const model::Weights& w, const std::string& run_id, uint64_t round,
@@ -761,7 +601,7 @@ void WorkerClient::Impl::Evaluate(const model::Weights& w, const std::string& ru
   r.loss = m->loss;
   r.accuracy = m->accuracy;
   r.cpu_seconds = m->cpu_seconds;
-  Send(r);
+  session_->Send(r);
   if (release_memory) ReleaseFreeMemory();  // the evaluation's weights and workspace
   spdlog::info("round={} worker={} evaluated v{}: val_acc={:.2f}% val_loss={:.4f} n={}", r.round,
                cfg_.name, r.version, 100 * r.accuracy, r.loss, r.count);

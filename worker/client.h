@@ -5,6 +5,11 @@
 // training never looks like a dead worker. A coordinator that cannot be reached or goes silent
 // is retried with exponential back-off (logged each time); the loop never spins. Refusal at
 // Hello (incompatible silo) is fatal and returned.
+//
+// The protocol itself (what to answer, chunk assembly and payload placement, the upload's
+// chunks, error replies, heartbeats and timeouts) is protocols::ClientSession's, shared with
+// the load generator and the integration tests' scripted worker; this loop owns the silo, the
+// trainers and their thread, the connection, reconnects with back-off, and the logs.
 #pragma once
 
 #include <atomic>

@@ -10,12 +10,13 @@
 #include <cstring>
 #include <filesystem>
 
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
+#include "base/sha256.h"
 #include "model/compression.h"
 #include "security/pki.h"
 #include "protocols/channel.h"
+#include "protocols/client_session.h"
 
 namespace shoal::loadgen {
 namespace {
@@ -98,24 +99,7 @@ const char* ErrorName(protocols::ErrorCode c) {
   return "other";
 }
 
-uint64_t UnixMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
-
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
-
-MdCtx NewSha256() {
-  MdCtx c(EVP_MD_CTX_new());
-  if (!c || EVP_DigestInit_ex(c.get(), EVP_sha256(), nullptr) != 1) std::abort();
-  return c;
-}
 
 }  // namespace
 
@@ -125,12 +109,11 @@ struct Fleet::PrefixHash {
   uint64_t prefix_bytes = 0;
   model::Encoding encoding = model::Encoding::kF32;
   uint64_t count = 0;
-  MdCtx ctx;
+  Sha256 state;
 };
 
 struct Fleet::Worker {
   enum class State { kNotStarted, kHello, kAdmitted, kFinished, kGaveUp, kVanished };
-  enum class Xfer { kNone, kTrain, kEval };
 
   int index = 0;
   std::string name;
@@ -141,31 +124,19 @@ struct Fleet::Worker {
   State state = State::kNotStarted;
   bool reconnect_now = false;  // decided while handling a message; done after the receive loop
   bool check_pending = false;  // in Fleet::to_check_
+  bool uploading = false;      // granted: the next Flush sends the update's chunks
   Clock::time_point start_at;
-  Clock::time_point hello_sent;
-  Clock::time_point last_heard;
-  Clock::time_point last_hb;
-  protocols::Welcome welcome;
-  uint32_t model_pieces_expected = 0;
-  uint32_t model_pieces = 0;
+  // The protocol (protocols/client_session.h), kept across reconnects as a worker's: it
+  // checks the received weights chunk by chunk and drops them (keep_payloads = false).
+  std::unique_ptr<protocols::ClientSession> session;
 
-  // Incoming weights (TrainTask or EvalTask), checked chunk by chunk and dropped.
-  Xfer xfer = Xfer::kNone;
-  uint64_t xfer_round = 0;
-  uint64_t xfer_total = 0;
-  uint32_t xfer_count = 0;
-  uint32_t xfer_next = 0;
+  // The current TrainTask (its weights complete).
   std::string task_run_id;
   uint64_t task_round = 0;
   uint64_t task_version = 0;
   uint64_t task_seed = 0;
-  uint64_t task_total = 0;  // bytes of the global model (float32)
-  uint64_t task_count = 0;  // its values
-  model::Encoding task_encoding = model::Encoding::kF32;  // how the update must travel (TrainTask.compression)
-  uint64_t task_eval_round = 0;  // TrainTask.eval_round: evaluate the weights first
-  std::string eval_run_id;
-  uint64_t eval_round = 0;
-  uint64_t eval_version = 0;
+  uint64_t task_count = 0;  // values of the global model
+  model::Encoding task_encoding = model::Encoding::kF32;  // how the update must travel
 
   // "Training": done at train_done_at; then queued for hashing.
   bool training = false;
@@ -173,9 +144,7 @@ struct Fleet::Worker {
   Clock::time_point train_done_at;
   Clock::time_point task_received_at;
 
-  // The update offered and not yet acknowledged.
-  bool has_update = false;
-  protocols::UpdateReady ready;
+  // The update offered (the session holds its UpdateReady), generated from these.
   uint64_t delta_key = 0;     // this worker's values
   uint64_t shared_key = 0;    // the round's shared prefix
   uint64_t prefix_bytes = 0;  // bytes [0, prefix_bytes) use shared_key
@@ -215,6 +184,16 @@ Fleet::Fleet(FleetOptions options) : opt_(std::move(options)) {
     std::string num = std::to_string(i + 1);
     w->name = opt_.name_prefix + "-" + std::string(digits - num.size(), '0') + num;
     w->name_hash = Fnv1a(w->name);
+    protocols::ClientSessionOptions so;
+    so.hello.name = w->name;
+    so.hello.num_train = opt_.num_train;
+    so.hello.num_val = opt_.num_val;
+    so.hello.input_shape = opt_.input_shape;
+    so.hello.num_classes = opt_.num_classes;
+    so.hello_timeout_ms = opt_.hello_timeout_ms;
+    so.keep_payloads = false;
+    so.stamp_heartbeats = true;
+    w->session = std::make_unique<protocols::ClientSession>(std::move(so));
     workers_.push_back(std::move(w));
   }
 }
@@ -251,15 +230,28 @@ RoundStats& Fleet::StatsFor(uint64_t round) {
   return s;
 }
 
-void Fleet::Send(Worker& w, std::string_view message) {
-  if (!w.link) return;
-  Status st = w.link->Send(message);
-  MarkForCheck(w);  // a send may consume the descriptor's notification of incoming messages
-  if (!st.ok()) {
-    spdlog::warn("worker={} send: {}", w.name, st.ToString());
-    return;
+// Sends what w's session queued: its messages, and on a grant the update's chunks, each
+// generated into the fleet's scratch buffer as the session asks for it (FillBytes).
+void Fleet::Flush(Worker& w) {
+  const bool uploading = w.uploading;
+  w.uploading = false;
+  const auto t0 = Clock::now();
+  protocols::Limits any;
+  any.max_payload_bytes = protocols::kMaxChunkBytes;
+  while (auto m = w.session->NextToSend()) {
+    if (!w.link) continue;
+    auto f = protocols::ParseFrameHead(m->head, m->payload.size(), any);
+    if (f.ok() && f->type == protocols::MessageType::kHeartbeat) ++heartbeats_out_;
+    Status st = w.link->Send(m->head, m->payload);
+    MarkForCheck(w);  // a send may consume the descriptor's notification of incoming messages
+    if (!st.ok()) {
+      spdlog::warn("worker={} send: {}", w.name, st.ToString());
+      if (!m->payload.empty()) w.session->CancelUpload();
+      continue;
+    }
+    ++messages_out_;
   }
-  ++messages_out_;
+  if (uploading) upload_s_ += Seconds(Clock::now() - t0);
 }
 
 void Fleet::MarkForCheck(Worker& w) {
@@ -278,6 +270,7 @@ void Fleet::Close(Worker& w) {
   --open_links_;
 }
 
+// (Re)connects with a new socket (a new connection, as a restarted worker) and says Hello.
 // (Re)connects with a new socket (a new connection, as a restarted worker) and says Hello.
 void Fleet::Start(Worker& w) {
   if (w.link) {
@@ -308,16 +301,8 @@ void Fleet::Start(Worker& w) {
   }
   if (w.state == Worker::State::kAdmitted) --admitted_;
   w.state = Worker::State::kHello;
-  w.xfer = Worker::Xfer::kNone;
-  w.model_pieces = w.model_pieces_expected = 0;
-  protocols::Hello h;
-  h.name = w.name;
-  h.num_train = opt_.num_train;
-  h.num_val = opt_.num_val;
-  h.input_shape = opt_.input_shape;
-  h.num_classes = opt_.num_classes;
-  SendMsg(w, h);
-  w.hello_sent = w.last_heard = Clock::now();
+  w.session->Connect(Clock::now());
+  Flush(w);
 }
 
 // Hands the socket's messages to Handle, at most 256 per visit (fairness); a socket left with
@@ -339,6 +324,12 @@ void Fleet::Pump(Worker& w) {
     if (w.link && budget <= 0) MarkForCheck(w);
     return;
   }
+  Restart(w);
+}
+
+// A reconnect decided while handling w's messages or events: a new connection, or none for a
+// worker that vanished, finished or gave up.
+void Fleet::Restart(Worker& w) {
   w.reconnect_now = false;
   if (w.state == Worker::State::kVanished) {
     Close(w);
@@ -349,47 +340,35 @@ void Fleet::Pump(Worker& w) {
 
 void Fleet::Handle(Worker& w, std::string_view message) {
   ++messages_in_;
-  w.last_heard = Clock::now();
-  protocols::Limits limits;
-  limits.max_payload_bytes = protocols::kMaxChunkBytes;
-  auto f = protocols::ParseFrame(message, limits);
-  if (!f.ok()) {
-    ++bad_frames_;
-    spdlog::warn("worker={} bad frame: {}", w.name, f.status().message());
-    return;
-  }
-  if (w.state == Worker::State::kFinished || w.state == Worker::State::kGaveUp ||
-      w.state == Worker::State::kVanished) {
-    return;
-  }
-  switch (f->type) {
-    case protocols::MessageType::kHeartbeat:
-      ++heartbeats_in_;
-      return;
-    case protocols::MessageType::kWelcome: {
-      if (w.state != Worker::State::kHello) return;
-      auto m = protocols::Decode<protocols::Welcome>(*f);
-      if (!m.ok() || m->chunk_bytes == 0 || m->chunk_bytes > protocols::kMaxChunkBytes ||
-          m->chunk_bytes % 4 != 0 || m->heartbeat_ms == 0 || m->peer_timeout_ms == 0) {
-        spdlog::error("worker={} invalid Welcome", w.name);
-        w.state = Worker::State::kGaveUp;
-        ++gave_up_;
-        return;
-      }
-      w.welcome = std::move(m).value();
+  if (w.state != Worker::State::kHello && w.state != Worker::State::kAdmitted) return;
+  w.session->Receive(message, Clock::now());
+  HandleEvents(w);
+  Flush(w);
+}
+
+void Fleet::HandleEvents(Worker& w) {
+  while (auto e = w.session->NextEvent()) OnEvent(w, *e);
+}
+
+// What w's session reports: statistics, the synthetic training and evaluation, reconnects.
+void Fleet::OnEvent(Worker& w, const protocols::ClientEvent& e) {
+  using Kind = protocols::ClientEvent::Kind;
+  switch (e.kind) {
+    case Kind::kWelcomed: {
+      const protocols::Welcome& welcome = w.session->welcome();
       w.state = Worker::State::kAdmitted;
       // Heartbeats at a per-worker phase, as independent processes would send them (a fleet
       // heartbeating in lockstep leaves the coordinator idle between bursts).
-      w.last_hb = Clock::now() - std::chrono::microseconds(
-                                     Mix(w.name_hash) % (uint64_t{w.welcome.heartbeat_ms} * 1000));
-      w.model_pieces_expected = protocols::ChunkCount(w.welcome.model_bytes, w.welcome.chunk_bytes);
+      const auto interval = std::chrono::microseconds(uint64_t{welcome.heartbeat_ms} * 1000);
+      w.session->set_next_heartbeat(
+          Clock::now() + interval -
+          std::chrono::microseconds(Mix(w.name_hash) % (uint64_t{welcome.heartbeat_ms} * 1000)));
       if (++admitted_ == opt_.workers && all_admitted_s < 0) {
         all_admitted_s = Elapsed();
         spdlog::info("all {} workers admitted after {:.2f} s (run={} model={} chunk_bytes={})",
-                     opt_.workers, all_admitted_s, w.welcome.run_id, w.welcome.model,
-                     w.welcome.chunk_bytes);
+                     opt_.workers, all_admitted_s, welcome.run_id, welcome.model,
+                     welcome.chunk_bytes);
       }
-      if (w.has_update) SendMsg(w, w.ready);  // not acknowledged before a reconnect: offer again
       if (w.index >= opt_.workers - opt_.vanish) {
         w.state = Worker::State::kVanished;
         ++vanished_;
@@ -397,234 +376,134 @@ void Fleet::Handle(Worker& w, std::string_view message) {
       }
       return;
     }
-    case protocols::MessageType::kModelFile: {
-      auto m = protocols::Decode<protocols::ModelFile>(*f);
-      if (!m.ok() || m->index != w.model_pieces || m->count != w.model_pieces_expected) {
-        spdlog::warn("worker={} unexpected ModelFile piece; reconnecting", w.name);
-        w.reconnect_now = true;
-        return;
-      }
-      ++w.model_pieces;
+    case Kind::kModelFilePiece:
       ++model_files_;
       return;
-    }
-    case protocols::MessageType::kTrainTask: {
-      auto m = protocols::Decode<protocols::TrainTask>(*f);
-      if (!m.ok() || !m->spec.Validate().ok() || m->epochs == 0 || m->batch_size == 0 ||
-          !(m->lr > 0)) {
-        spdlog::warn("worker={} invalid TrainTask ignored", w.name);
-        return;
-      }
-      if (w.model_pieces != w.model_pieces_expected) {
-        spdlog::warn("worker={} TrainTask before the model file was complete; reconnecting", w.name);
-        w.reconnect_now = true;
-        return;
-      }
-      const uint64_t total = static_cast<uint64_t>(m->spec.total_bytes());
-      const uint32_t count = protocols::ChunkCount(total, w.welcome.chunk_bytes);
-      if (count != m->chunk_count) {
-        spdlog::warn("worker={} TrainTask announces {} chunks, expected {}", w.name, m->chunk_count,
-                     count);
-        return;
-      }
-      auto encoding = model::EncodingFromWire(m->compression);
-      if (!encoding.ok()) {
-        spdlog::warn("worker={} TrainTask ignored: {}", w.name, encoding.status().message());
-        return;
-      }
+    case Kind::kModelFile:
+      return;
+    case Kind::kModelFileFailed:
+      spdlog::warn("worker={} unexpected ModelFile piece ({}); reconnecting", w.name, e.message);
+      w.reconnect_now = true;
+      return;
+    case Kind::kTaskAnnounced:
       w.training = false;  // a newer task supersedes the one in progress
-      w.xfer = Worker::Xfer::kTrain;
-      w.xfer_round = m->round;
-      w.xfer_total = total;
-      w.xfer_count = count;
-      w.xfer_next = 0;
-      w.task_run_id = m->run_id;
-      w.task_round = m->round;
-      w.task_version = m->version;
-      w.task_seed = m->seed;
-      w.task_total = total;
-      w.task_count = static_cast<uint64_t>(m->spec.total_numel());
-      w.task_encoding = *encoding;
-      w.task_eval_round = m->eval_round;
       return;
-    }
-    case protocols::MessageType::kEvalTask: {
-      auto m = protocols::Decode<protocols::EvalTask>(*f);
-      if (!m.ok() || !m->spec.Validate().ok()) {
-        spdlog::warn("worker={} invalid EvalTask ignored", w.name);
-        return;
-      }
-      const uint64_t total = static_cast<uint64_t>(m->spec.total_bytes());
-      w.xfer = Worker::Xfer::kEval;
-      w.xfer_round = m->round;
-      w.xfer_total = total;
-      w.xfer_count = protocols::ChunkCount(total, w.welcome.chunk_bytes);
-      w.xfer_next = 0;
-      w.eval_run_id = m->run_id;
-      w.eval_round = m->round;
-      w.eval_version = m->version;
+    case Kind::kTrainTask:
+      return OnTrainTask(w, e.train);
+    case Kind::kEvalTask:
+      return SendEvalResult(w, e.eval.run_id, e.eval.round, e.eval.version);
+    case Kind::kUploadGranted:
+      ++StatsFor(e.round).grants;
+      w.uploading = true;
       return;
-    }
-    case protocols::MessageType::kWeightsChunk:
-      OnChunk(w, *f);
-      return;
-    case protocols::MessageType::kUploadGrant: {
-      auto g = protocols::Decode<protocols::UploadGrant>(*f);
-      if (!g.ok() || !w.has_update || g->round != w.ready.round || w.queued_for_hash) return;
-      ++StatsFor(g->round).grants;
-      Upload(w);
-      return;
-    }
-    case protocols::MessageType::kAck: {
-      auto a = protocols::Decode<protocols::Ack>(*f);
-      if (!a.ok() || !w.has_update || a->round != w.ready.round || a->sha256 != w.ready.sha256) {
-        return;
-      }
-      RoundStats& s = StatsFor(a->round);
+    case Kind::kAcked: {
+      RoundStats& s = StatsFor(e.round);
       ++s.acks;
-      s.update_bytes_acked += w.ready.total_bytes;
+      s.update_bytes_acked += w.update_bytes;
       const double t = Elapsed();
       if (s.first_ack_s < 0) s.first_ack_s = t;
       s.last_ack_s = t;
-      w.has_update = false;
       return;
     }
-    case protocols::MessageType::kError: {
-      auto e = protocols::Decode<protocols::Error>(*f);
-      if (!e.ok()) return;
-      ++errors_[ErrorName(e->code)];
-      spdlog::debug("round={} worker={} coordinator error {}: {}", e->round, w.name,
-                    ErrorName(e->code), e->message);
-      switch (e->code) {
-        case protocols::ErrorCode::kUnknownPeer:
-          // The coordinator does not know this connection: it dropped the worker, or ZeroMQ
-          // reconnected underneath (a new TCP connection gets a new routing id).
-          spdlog::info("worker={} unknown to the coordinator; Hello again on a new connection",
-                       w.name);
-          w.reconnect_now = true;
-          return;
-        case protocols::ErrorCode::kNotAdmitted:
-        case protocols::ErrorCode::kVersionMismatch:
-          spdlog::error("worker={} refused by the coordinator: {}", w.name, e->message);
-          w.state = Worker::State::kGaveUp;
-          ++gave_up_;
-          return;
-        case protocols::ErrorCode::kStale:
-        case protocols::ErrorCode::kBadUpdate:
-        case protocols::ErrorCode::kDuplicate:
-          if (w.has_update && e->round == w.ready.round) {
-            ++StatsFor(e->round).rejected;
-            spdlog::warn("round={} worker={} update rejected ({}): {}", e->round, w.name,
-                         ErrorName(e->code), e->message);
-            w.has_update = false;
-          }
-          return;
-        default:
-          return;
-      }
-    }
-    case protocols::MessageType::kShutdown: {
-      auto m = protocols::Decode<protocols::Shutdown>(*f);
-      if (m.ok()) shutdown_reason_ = m->reason;
+    case Kind::kUpdateRejected:
+      ++StatsFor(e.round).rejected;
+      spdlog::warn("round={} worker={} update rejected ({}): {}", e.round, w.name,
+                   ErrorName(e.code), e.message);
+      return;
+    case Kind::kCoordinatorError:
+      ++errors_[ErrorName(e.code)];
+      spdlog::debug("round={} worker={} coordinator error {}: {}", e.round, w.name,
+                    ErrorName(e.code), e.message);
+      return;
+    case Kind::kReconnect:
+      spdlog::info("worker={} {}; Hello again on a new connection", w.name, e.message);
+      w.reconnect_now = true;
+      return;
+    case Kind::kTimedOut:
+      spdlog::warn("worker={} {}; new connection", w.name, e.message);
+      w.reconnect_now = true;
+      return;
+    case Kind::kRefused:
+      spdlog::error("worker={} refused by the coordinator: {}", w.name, e.message);
+      w.state = Worker::State::kGaveUp;
+      ++gave_up_;
+      return;
+    case Kind::kShutdown:
+      shutdown_reason_ = e.message;
       w.state = Worker::State::kFinished;
       ++finished_;
       return;
-    }
-    default:
-      spdlog::warn("worker={} unexpected {} ignored", w.name, protocols::MessageTypeName(f->type));
+    case Kind::kHeartbeat:
+      ++heartbeats_in_;
+      return;
+    case Kind::kBadFrame:
+      ++bad_frames_;
+      spdlog::warn("worker={} bad frame: {}", w.name, e.message);
+      return;
+    case Kind::kTransferFailed:
+      ++bad_frames_;
+      spdlog::warn("worker={} weights transfer failed: {}", w.name, e.message);
+      return;
+    case Kind::kIgnored:
+      spdlog::warn("worker={} {}", w.name, e.message);
       return;
   }
 }
 
-void Fleet::OnChunk(Worker& w, const protocols::FrameView& f) {
-  auto c = protocols::Decode<protocols::WeightsChunk>(f);
-  auto fail = [&](const std::string& why) {
-    spdlog::warn("worker={} weights transfer failed: {}", w.name, why);
-    ++bad_frames_;
-    w.xfer = Worker::Xfer::kNone;
-  };
-  if (!c.ok()) return fail(c.status().message());
-  if (w.xfer == Worker::Xfer::kNone) return fail("WeightsChunk without a task");
-  const uint64_t offset = uint64_t{c->index} * w.welcome.chunk_bytes;
-  if (c->round != w.xfer_round || c->index != w.xfer_next || c->count != w.xfer_count ||
-      c->offset != offset || offset >= w.xfer_total ||
-      f.payload.size() != std::min<uint64_t>(w.welcome.chunk_bytes, w.xfer_total - offset)) {
-    return fail("chunk " + std::to_string(c->index) + "/" + std::to_string(c->count) +
-                " out of order or of the wrong size");
+// A TrainTask's weights arrived (checked and dropped): "train" for train_ms (+ jitter).
+void Fleet::OnTrainTask(Worker& w, const protocols::TrainTask& t) {
+  if (t.eval_round != 0) SendEvalResult(w, t.run_id, t.eval_round, t.version);  // as an EvalTask
+  auto encoding = model::EncodingFromWire(t.compression);
+  if (!encoding.ok()) {
+    spdlog::warn("worker={} TrainTask ignored: {}", w.name, encoding.status().message());
+    return;
   }
-  if (++w.xfer_next < w.xfer_count) return;
-  const Worker::Xfer done = w.xfer;
-  w.xfer = Worker::Xfer::kNone;
   const auto now = Clock::now();
-  if (done == Worker::Xfer::kTrain && w.task_eval_round != 0) {  // as an EvalTask first
-    w.eval_run_id = w.task_run_id;
-    w.eval_round = w.task_eval_round;
-    w.eval_version = w.task_version;
-    SendEvalResult(w);
+  w.task_run_id = t.run_id;
+  w.task_round = t.round;
+  w.task_version = t.version;
+  w.task_seed = t.seed;
+  w.task_count = static_cast<uint64_t>(t.spec.total_numel());
+  w.task_encoding = *encoding;
+  RoundStats& s = StatsFor(t.round);
+  ++s.tasks;
+  const double elapsed = Elapsed();
+  if (s.first_task_s < 0) s.first_task_s = elapsed;
+  s.last_download_s = elapsed;
+  w.training = true;
+  w.task_received_at = now;
+  double ms = opt_.train_ms;
+  if (opt_.train_jitter_ms > 0) {
+    ms += opt_.train_jitter_ms * static_cast<double>(Mix(w.name_hash ^ t.round) % 1000) / 1000.0;
   }
-  if (done == Worker::Xfer::kTrain) {
-    RoundStats& s = StatsFor(w.task_round);
-    ++s.tasks;
-    const double t = Elapsed();
-    if (s.first_task_s < 0) s.first_task_s = t;
-    s.last_download_s = t;
-    w.has_update = false;  // the new task replaces an update not yet acknowledged
-    w.training = true;
-    w.task_received_at = now;
-    double ms = opt_.train_ms;
-    if (opt_.train_jitter_ms > 0) {
-      ms += opt_.train_jitter_ms * static_cast<double>(Mix(w.name_hash ^ w.task_round) % 1000) / 1000.0;
-    }
-    w.train_done_at = now + std::chrono::microseconds(static_cast<int64_t>(ms * 1000));
-  } else {
-    SendEvalResult(w);
-  }
+  w.train_done_at = now + std::chrono::microseconds(static_cast<int64_t>(ms * 1000));
 }
 
-void Fleet::SendEvalResult(Worker& w) {
+void Fleet::SendEvalResult(Worker& w, const std::string& run_id, uint64_t round,
+                           uint64_t version) {
   protocols::EvalResult r;
-  r.run_id = w.eval_run_id;
-  r.round = w.eval_round;
-  r.version = w.eval_version;
+  r.run_id = run_id;
+  r.round = round;
+  r.version = version;
   r.count = opt_.num_val;
   r.loss = 1.0 + 0.01 * (w.index % 7);
   r.accuracy = 0.5 + 0.01 * (w.index % 13);
-  SendMsg(w, r);
-  ++StatsFor(w.eval_round).evals;
+  w.session->Send(r);
+  ++StatsFor(round).evals;
 }
 
 void Fleet::Tick(Worker& w, Clock::time_point now) {
-  switch (w.state) {
-    case Worker::State::kNotStarted:
-      if (now >= w.start_at) Start(w);
-      return;
-    case Worker::State::kHello:
-      if (now - w.hello_sent > std::chrono::milliseconds(opt_.hello_timeout_ms)) {
-        spdlog::warn("worker={} no Welcome within {} ms; new connection", w.name,
-                     opt_.hello_timeout_ms);
-        Start(w);
-      }
-      return;
-    case Worker::State::kAdmitted:
-      break;
-    default:
-      return;
-  }
-  if (now - w.last_hb >= std::chrono::milliseconds(w.welcome.heartbeat_ms)) {
-    protocols::Heartbeat hb;
-    hb.unix_ms = UnixMs();
-    hb.busy = w.training ? 1 : 0;
-    SendMsg(w, hb);
-    ++heartbeats_out_;
-    w.last_hb = now;
-  }
-  if (now - w.last_heard > std::chrono::milliseconds(w.welcome.peer_timeout_ms)) {
-    spdlog::warn("worker={} no message from the coordinator for {} ms; reconnecting", w.name,
-                 w.welcome.peer_timeout_ms);
-    Start(w);
+  if (w.state == Worker::State::kNotStarted) {
+    if (now >= w.start_at) Start(w);
     return;
   }
-  if (w.training && !w.queued_for_hash && now >= w.train_done_at) {
+  if (w.state != Worker::State::kHello && w.state != Worker::State::kAdmitted) return;
+  w.session->Tick(now, w.training);
+  HandleEvents(w);
+  Flush(w);
+  if (w.reconnect_now) return Restart(w);
+  if (w.state == Worker::State::kAdmitted && w.training && !w.queued_for_hash &&
+      now >= w.train_done_at) {
     w.queued_for_hash = true;
     hashing_.push_back(&w);
   }
@@ -651,20 +530,20 @@ const Fleet::PrefixHash& Fleet::PrefixFor(const Worker& w) {
   p->prefix_bytes = w.prefix_bytes;
   p->encoding = w.layout.encoding;
   p->count = w.layout.count;
-  p->ctx = NewSha256();
-  const uint32_t chunk = w.welcome.chunk_bytes;
+  const uint32_t chunk = w.session->welcome().chunk_bytes;
   scratch_.resize(chunk / 4);
   for (uint64_t off = 0; off < w.prefix_bytes; off += chunk) {
     const uint64_t len = std::min<uint64_t>(chunk, w.prefix_bytes - off);
     FillBytes(w, off, len, scratch_.data());
-    EVP_DigestUpdate(p->ctx.get(), scratch_.data(), len);
+    p->state.Update(scratch_.data(), len);
   }
   prefix_ = std::move(p);
   prefix_s_ += Seconds(Clock::now() - t0);
   return *prefix_;
 }
 
-// Training is over: hash the synthetic update (generated chunk by chunk) and announce it.
+// Training is over: hash the synthetic update (generated chunk by chunk) and offer it; the
+// session announces it and, on a grant, asks for its chunks (generated again, FillBytes).
 void Fleet::FinishTraining(Worker& w) {
   w.queued_for_hash = false;
   if (!w.training || w.state != Worker::State::kAdmitted) return;
@@ -683,19 +562,16 @@ void Fleet::FinishTraining(Worker& w) {
   if (opt_.unique_bytes >= 0 && total > static_cast<uint64_t>(opt_.unique_bytes)) {
     w.prefix_bytes = (total - static_cast<uint64_t>(opt_.unique_bytes)) & ~uint64_t{3};
   }
-  MdCtx ctx = NewSha256();
-  if (w.prefix_bytes > 0 && EVP_MD_CTX_copy_ex(ctx.get(), PrefixFor(w).ctx.get()) != 1) std::abort();
+  Sha256 hash = w.prefix_bytes > 0 ? PrefixFor(w).state.Copy() : Sha256();
   const auto t0 = Clock::now();
-  const uint32_t chunk = w.welcome.chunk_bytes;
+  const uint32_t chunk = w.session->welcome().chunk_bytes;
   scratch_.resize(chunk / 4);
   for (uint64_t off = w.prefix_bytes; off < total; off += chunk) {
     const uint64_t len = std::min<uint64_t>(chunk, total - off);
     FillBytes(w, off, len, scratch_.data());
-    EVP_DigestUpdate(ctx.get(), scratch_.data(), len);
+    hash.Update(scratch_.data(), len);
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int digest_len = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &digest_len);
+  const Digest digest = hash.Finish();
   protocols::UpdateReady u;
   u.run_id = w.task_run_id;
   u.round = w.task_round;
@@ -704,32 +580,16 @@ void Fleet::FinishTraining(Worker& w) {
   u.train_loss = 0.5 + 0.001 * (w.index % 100);
   u.train_seconds = Seconds(Clock::now() - w.task_received_at);
   u.total_bytes = total;
-  u.sha256.assign(reinterpret_cast<const char*>(digest), digest_len);
+  u.sha256.assign(digest.begin(), digest.end());
   u.encoding = static_cast<uint8_t>(w.task_encoding);
-  w.ready = u;
-  w.has_update = true;
   hashing_s_ += Seconds(Clock::now() - t0);
-  SendMsg(w, u);
   ++StatsFor(u.round).updates_announced;
-}
-
-void Fleet::Upload(Worker& w) {
-  const auto t0 = Clock::now();
-  const uint32_t chunk = w.welcome.chunk_bytes;
-  const uint64_t total = w.ready.total_bytes;
-  const uint32_t count = protocols::ChunkCount(total, chunk);
-  scratch_.resize(chunk / 4);
-  for (uint32_t i = 0; i < count; ++i) {
-    protocols::WeightsChunk c;
-    c.round = w.ready.round;
-    c.index = i;
-    c.count = count;
-    c.offset = uint64_t{i} * chunk;
-    const uint64_t len = std::min<uint64_t>(chunk, total - c.offset);
-    FillBytes(w, c.offset, len, scratch_.data());
-    Send(w, protocols::Encode(c, std::string_view(reinterpret_cast<const char*>(scratch_.data()), len)));
-  }
-  upload_s_ += Seconds(Clock::now() - t0);
+  w.session->OfferUpdate(std::move(u), [this, &w](uint64_t offset, uint64_t length) {
+    scratch_.resize(w.session->welcome().chunk_bytes / 4);
+    FillBytes(w, offset, length, scratch_.data());
+    return std::string_view(reinterpret_cast<const char*>(scratch_.data()), length);
+  });
+  Flush(w);
 }
 
 Status Fleet::Run(const volatile bool& stop) {

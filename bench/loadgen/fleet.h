@@ -2,14 +2,16 @@
 // coordinator over one connection each (Link), all driven by one thread and one epoll set
 // (each socket's ZMQ_FD), so a loop iteration costs O(sockets with news), not O(workers).
 //
-// Each synthetic worker does what worker/client.cc does, minus the data and LibTorch:
+// Each synthetic worker speaks through the same protocol client as worker/client.cc
+// (protocols/client_session.h, one ClientSession per worker), minus the data and LibTorch:
 //   Hello (declared silo sizes, input shape and class count) -> Welcome (-> ModelFile pieces,
 //   counted and dropped) -> TrainTask + WeightsChunk x n (checked in order, not kept) ->
 //   "training" (an optional delay) -> UpdateReady with the SHA-256 of a synthetic delta, in
 //   the encoding the TrainTask asks for (train.compression: f32, fp16 or int8) ->
 //   UploadGrant -> WeightsChunk x n -> Ack; EvalTask + chunks -> EvalResult; heartbeats both
-//   ways; Shutdown ends it. Errors are handled like the real worker (UnknownPeer: Hello again;
-//   Stale / BadUpdate / Duplicate: drop the update; NotAdmitted / VersionMismatch: give up).
+//   ways; Shutdown ends it. Errors are handled by the session as for the real worker
+//   (UnknownPeer: Hello again; Stale / BadUpdate / Duplicate: drop the update; NotAdmitted /
+//   VersionMismatch: give up).
 //
 // The delta is never held in memory. Value i of worker w's delta in round r is a counter-based
 // function of (key, i), finite, |value| <= delta_scale. The last `unique_bytes` bytes of the
@@ -38,6 +40,7 @@
 
 #include "bench/loadgen/link.h"
 #include "base/status.h"
+#include "protocols/client_session.h"
 #include "protocols/codec.h"
 #include "protocols/secure_channel.h"
 
@@ -107,22 +110,21 @@ class Fleet {
   struct Worker;
   struct PrefixHash;
   void Start(Worker& w);
+  void Restart(Worker& w);
   void Close(Worker& w);
   void Pump(Worker& w);
   void MarkForCheck(Worker& w);
   void Handle(Worker& w, std::string_view message);
-  void OnChunk(Worker& w, const protocols::FrameView& f);
-  void SendEvalResult(Worker& w);  // the synthetic federated evaluation result
+  void HandleEvents(Worker& w);
+  void OnEvent(Worker& w, const protocols::ClientEvent& e);
+  void OnTrainTask(Worker& w, const protocols::TrainTask& t);
+  // The synthetic federated evaluation result.
+  void SendEvalResult(Worker& w, const std::string& run_id, uint64_t round, uint64_t version);
   void Tick(Worker& w, Clock::time_point now);
   void FinishTraining(Worker& w);
-  void Upload(Worker& w);
+  void Flush(Worker& w);
   void FillBytes(const Worker& w, uint64_t offset, uint64_t len, uint32_t* out) const;
   const PrefixHash& PrefixFor(const Worker& w);
-  void Send(Worker& w, std::string_view message);
-  template <class M>
-  void SendMsg(Worker& w, const M& m) {
-    Send(w, protocols::Encode(m));
-  }
   RoundStats& StatsFor(uint64_t round);
   double Elapsed() const;
 

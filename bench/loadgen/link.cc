@@ -69,27 +69,33 @@ void Link::SendRaw(zmq::message_t&& body) {
   }
 }
 
-Status Link::Send(std::string_view message) {
+Status Link::Send(std::string_view message) { return Send(message, {}); }
+
+Status Link::Send(std::string_view head, std::string_view payload) {
   if (!failure_.ok()) return failure_;
-  bytes_sent_ += message.size();
-  if (!session_) return SendFrame(message);
+  bytes_sent_ += head.size() + payload.size();
+  if (!session_) return SendFrame(head, payload);
   if (!session_->established()) {
-    waiting_.emplace_back(message);
+    waiting_.push_back(protocols::Join(head, payload));
     return Status::Ok();
   }
   std::vector<std::string> sealed;
-  if (Status st = session_->Seal(message, &sealed); !st.ok()) return failure_ = st;
+  if (Status st = session_->Seal(head, payload, &sealed); !st.ok()) return failure_ = st;
   for (const auto& f : sealed) SHOAL_RETURN_IF_ERROR(SendFrame(f));
   return Status::Ok();
 }
 
-Status Link::SendFrame(std::string_view payload) {
+// One transport frame holding `frame` + `more`, copied once, into the ZeroMQ message.
+Status Link::SendFrame(std::string_view frame_bytes, std::string_view more) {
   if (!failure_.ok()) return failure_;
-  const std::string header = protocols::FrameHeader(payload.size());
-  zmq::message_t frame(header.size() + payload.size());
-  std::memcpy(frame.data(), header.data(), header.size());
-  if (!payload.empty()) {
-    std::memcpy(static_cast<char*>(frame.data()) + header.size(), payload.data(), payload.size());
+  const size_t size = frame_bytes.size() + more.size();
+  const std::string header = protocols::FrameHeader(size);
+  zmq::message_t frame(header.size() + size);
+  char* at = static_cast<char*>(frame.data());
+  std::memcpy(at, header.data(), header.size());
+  if (!frame_bytes.empty()) std::memcpy(at + header.size(), frame_bytes.data(), frame_bytes.size());
+  if (!more.empty()) {
+    std::memcpy(at + header.size() + frame_bytes.size(), more.data(), more.size());
   }
   if (id_.empty()) {
     outbox_.push_back(std::move(frame));

@@ -39,6 +39,9 @@ class Link {
   // Sends one application message (a codec frame); before the connection is up it waits.
   // Never blocks (no high-water mark).
   Status Send(std::string_view message);
+  // The same for a message in two pieces (codec.h FramePieces: a frame head and a payload
+  // that lies elsewhere), sealed without joining them first.
+  Status Send(std::string_view head, std::string_view payload);
 
   // Hands every application message already received to on_message(std::string_view), at
   // most `max` of them, without blocking. The view is valid only during the call. Returns
@@ -82,7 +85,7 @@ class Link {
   // TLS: feeds frame_ to the session; answers handshake flights, sends what waited for the
   // handshake, and appends the messages it completes to opened_.
   Status Open();
-  Status SendFrame(std::string_view frame);
+  Status SendFrame(std::string_view frame, std::string_view more = {});
   void SendRaw(zmq::message_t&& body);
 
   zmq::socket_t socket_;

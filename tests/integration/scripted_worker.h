@@ -1,6 +1,11 @@
 // Test helper: a worker whose every message is chosen by the test, speaking the real protocol
-// over a real connection, through TLS when given a client context (as real workers do). Used to send exactly known updates, misbehave on purpose, and
-// check the coordinator's replies.
+// over a real connection, through TLS when given a client context (as real workers do). Used
+// to send exactly known updates, misbehave on purpose, and check the coordinator's replies.
+//
+// The normal path goes through the workers' own protocol client (protocols/client_session.h):
+// Hello, heartbeats, the assembly of a task's weights, answering EvalTasks, and the upload
+// of an announced update on its grant. Every received message is also handed to the test as
+// it came (Await), and SendRaw sends anything, for the misbehaviour tests need.
 #pragma once
 
 #include <chrono>
@@ -8,12 +13,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/sha256.h"
 #include "model/weights.h"
-#include "protocols/codec.h"
 #include "protocols/channel.h"
+#include "protocols/client_session.h"
+#include "protocols/codec.h"
 
 namespace shoal::testing {
 
@@ -22,27 +29,34 @@ class ScriptedWorker {
   ScriptedWorker(std::string endpoint, std::string name,
                  std::shared_ptr<const protocols::TlsContext> tls, int64_t num_train = 100,
                  int64_t num_val = 10, std::vector<int64_t> input_shape = {1, 28, 28})
-      : endpoint_(std::move(endpoint)), name_(std::move(name)), tls_(std::move(tls)),
-        num_train_(num_train), num_val_(num_val), input_shape_(std::move(input_shape)) {
+      : endpoint_(std::move(endpoint)),
+        name_(std::move(name)),
+        tls_(std::move(tls)),
+        num_train_(num_train),
+        num_val_(num_val),
+        input_shape_(std::move(input_shape)) {
     Reconnect();
   }
 
-  // A fresh connection and TLS session, as after a crash and restart.
+  // A fresh connection, TLS session and protocol state, as after a crash and restart.
   void Reconnect() {
     protocols::ChannelOptions co;
     co.tls = tls_;
     socket_ = std::make_unique<protocols::ClientChannel>(co);
     (void)socket_->Connect(endpoint_);
+    protocols::ClientSessionOptions so;
+    so.hello.name = name_;
+    so.hello.num_train = num_train_;
+    so.hello.num_val = num_val_;
+    so.hello.input_shape = input_shape_;
+    so.hello.num_classes = 10;
+    so.hello_timeout_ms = 24 * 3600 * 1000;  // the test's own timeouts apply
+    session_ = std::make_unique<protocols::ClientSession>(std::move(so));
   }
 
   Status Hello(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-    protocols::Hello h;
-    h.name = name_;
-    h.num_train = num_train_;
-    h.num_val = num_val_;
-    h.input_shape = input_shape_;
-    h.num_classes = 10;
-    SHOAL_RETURN_IF_ERROR(socket_->Send(protocols::Encode(h)));
+    session_->Connect(std::chrono::steady_clock::now());
+    SHOAL_RETURN_IF_ERROR(Flush());
     auto f = Await({protocols::MessageType::kWelcome, protocols::MessageType::kError}, timeout);
     if (!f.ok()) return f.status();
     if (f->type == protocols::MessageType::kError) return ErrorStatus(*f);
@@ -57,25 +71,114 @@ class ScriptedWorker {
     model::Weights global;
   };
 
-  // Waits for the next TrainTask and its weights (answering eval tasks on the way).
+  // Waits for the next TrainTask and its weights (answering eval tasks on the way). Only a
+  // task announced during this call counts.
   Result<Task> NextTrainTask(std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
-    auto f = Await({protocols::MessageType::kTrainTask}, timeout);
-    if (!f.ok()) return f.status();
-    auto t = protocols::Decode<protocols::TrainTask>(*f);
-    if (!t.ok()) return t.status();
-    Task out;
-    out.task = *t;
-    out.global.spec = t->spec;
-    auto data = ReadChunks(t->round, t->spec.total_bytes(), timeout);
-    if (!data.ok()) return data.status();
-    out.global.data = std::move(data).value();
+    task_announced_ = false;
+    task_.reset();
+    want_task_ = true;
+    Status st = Pump([this] { return task_.has_value() || !transfer_error_.ok(); }, timeout);
+    want_task_ = false;
+    SHOAL_RETURN_IF_ERROR(Flush());
+    if (!st.ok()) return st;
+    if (!transfer_error_.ok()) return std::exchange(transfer_error_, Status::Ok());
+    Task out = std::move(*task_);
+    task_.reset();
     return out;
   }
 
-  // Announces an update. Returns the coordinator's first reply: UploadGrant, Ack or Error.
-  Result<protocols::FrameView> Announce(const protocols::TrainTask& task, const std::vector<float>& delta,
-                                    int64_t num_samples, std::chrono::milliseconds timeout =
-                                                             std::chrono::seconds(30)) {
+  // Announces an update. Returns the coordinator's first reply: UploadGrant, Ack or Error. The
+  // update's chunks are not sent (SendUpdate sends them).
+  Result<protocols::FrameView> Announce(
+      const protocols::TrainTask& task, const std::vector<float>& delta, int64_t num_samples,
+      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    auto reply = AnnounceUpdate(task, delta, num_samples, timeout);
+    session_->DropUpdate();  // `delta` is the caller's: nothing may be sent from it later
+    SHOAL_RETURN_IF_ERROR(Flush());
+    return reply;
+  }
+
+  // Full upload: announce, wait for the grant, send chunks; returns Ack or the Error as a
+  // Status. With wait_ack = false it returns right after the last chunk (as a worker killed
+  // then would).
+  Result<protocols::Ack> SendUpdate(const protocols::TrainTask& task,
+                                    const std::vector<float>& delta, int64_t num_samples,
+                                    bool wait_ack = true) {
+    auto first = AnnounceUpdate(task, delta, num_samples, std::chrono::seconds(30));
+    if (!first.ok() || first->type != protocols::MessageType::kUploadGrant) {
+      session_->DropUpdate();
+      SHOAL_RETURN_IF_ERROR(Flush());
+    }
+    if (!first.ok()) return first.status();
+    if (first->type == protocols::MessageType::kError) return ErrorStatus(*first);
+    if (first->type == protocols::MessageType::kAck) {
+      return protocols::Decode<protocols::Ack>(*first);
+    }
+    SHOAL_RETURN_IF_ERROR(Flush());  // the chunks the session queued on the grant
+    if (!wait_ack) {
+      session_->DropUpdate();  // `delta` is the caller's: nothing may be sent from it later
+      return protocols::Ack{};
+    }
+    auto reply = AwaitUnflushed({protocols::MessageType::kAck, protocols::MessageType::kError},
+                                std::chrono::seconds(30));
+    session_->DropUpdate();
+    SHOAL_RETURN_IF_ERROR(Flush());
+    if (!reply.ok()) return reply.status();
+    if (reply->type == protocols::MessageType::kError) return ErrorStatus(*reply);
+    return protocols::Decode<protocols::Ack>(*reply);
+  }
+
+  Status SendRaw(const std::string& frame) { return socket_->Send(frame); }
+
+  // Waits for one of `types`; heartbeats are sent and answered meanwhile, EvalTasks answered.
+  Result<protocols::FrameView> Await(const std::vector<protocols::MessageType>& types,
+                                     std::chrono::milliseconds timeout) {
+    auto f = AwaitUnflushed(types, timeout);
+    SHOAL_RETURN_IF_ERROR(Flush());
+    return f;
+  }
+
+  const protocols::Welcome& welcome() const { return welcome_; }
+  const std::string& name() const { return name_; }
+
+  static Status ErrorStatus(const protocols::FrameView& f) {
+    auto e = protocols::Decode<protocols::Error>(f);
+    if (!e.ok()) return e.status();
+    return Status(Code::kRejected,
+                  "error " + std::to_string(static_cast<int>(e->code)) + ": " + e->message);
+  }
+  static std::optional<protocols::ErrorCode> ErrorCodeOf(const protocols::FrameView& f) {
+    auto e = protocols::Decode<protocols::Error>(f);
+    if (!e.ok()) return std::nullopt;
+    return e->code;
+  }
+
+ private:
+  // Await, leaving what the last message made the session queue unsent (after a grant: the
+  // update's chunks, which only SendUpdate sends).
+  Result<protocols::FrameView> AwaitUnflushed(const std::vector<protocols::MessageType>& types,
+                                              std::chrono::milliseconds timeout) {
+    std::optional<protocols::FrameView> found;
+    Status st = Pump(
+        [&] {
+          if (!last_parsed_) return false;
+          for (auto t : types) {
+            if (last_parsed_->type == t) {
+              found = *last_parsed_;
+              return true;
+            }
+          }
+          return false;
+        },
+        timeout);
+    if (!st.ok()) return st;
+    return *found;
+  }
+
+  // Announce, the update left offered: on a grant its chunks are queued in the session.
+  Result<protocols::FrameView> AnnounceUpdate(
+      const protocols::TrainTask& task, const std::vector<float>& delta, int64_t num_samples,
+      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
     protocols::UpdateReady u;
     u.run_id = task.run_id;
     u.round = task.round;
@@ -86,107 +189,86 @@ class ScriptedWorker {
     u.total_bytes = delta.size() * sizeof(float);
     const Digest d = Sha256::Of(delta.data(), u.total_bytes);
     u.sha256.assign(d.begin(), d.end());
-    SHOAL_RETURN_IF_ERROR(socket_->Send(protocols::Encode(u)));
-    return Await({protocols::MessageType::kUploadGrant, protocols::MessageType::kAck,
-                  protocols::MessageType::kError},
-                 timeout);
-  }
-
-  // Full upload: announce, wait for the grant, send chunks; returns Ack or the Error as a Status.
-  // With wait_ack = false it returns right after the last chunk (as a worker killed then would).
-  Result<protocols::Ack> SendUpdate(const protocols::TrainTask& task, const std::vector<float>& delta,
-                                int64_t num_samples, bool wait_ack = true) {
-    auto first = Announce(task, delta, num_samples);
-    if (!first.ok()) return first.status();
-    if (first->type == protocols::MessageType::kError) return ErrorStatus(*first);
-    if (first->type == protocols::MessageType::kAck) return protocols::Decode<protocols::Ack>(*first);
-    const uint32_t chunk = welcome_.chunk_bytes;
-    for (const auto& fr : protocols::EncodeChunks(task.round, delta.data(), delta.size() * 4, chunk)) {
-      SHOAL_RETURN_IF_ERROR(socket_->Send(fr));
+    // Uploaded on a grant from the test's own vector (dropped before the caller's returns).
+    if (session_->admitted()) {
+      session_->OfferUpdate(u, [&delta](uint64_t offset, uint64_t length) {
+        return std::string_view(reinterpret_cast<const char*>(delta.data()) + offset, length);
+      });
+    } else {
+      // Not admitted on this connection: the announcement the test asked for, raw.
+      SHOAL_RETURN_IF_ERROR(socket_->Send(protocols::Encode(u)));
     }
-    if (!wait_ack) return protocols::Ack{};
-    auto reply = Await({protocols::MessageType::kAck, protocols::MessageType::kError}, std::chrono::seconds(30));
-    if (!reply.ok()) return reply.status();
-    if (reply->type == protocols::MessageType::kError) return ErrorStatus(*reply);
-    return protocols::Decode<protocols::Ack>(*reply);
+    SHOAL_RETURN_IF_ERROR(Flush());
+    return AwaitUnflushed({protocols::MessageType::kUploadGrant, protocols::MessageType::kAck,
+                           protocols::MessageType::kError},
+                          timeout);
   }
 
-  Status SendRaw(const std::string& frame) { return socket_->Send(frame); }
-
-  // Waits for one of `types`; heartbeats are sent and answered meanwhile, EvalTasks answered.
-  Result<protocols::FrameView> Await(const std::vector<protocols::MessageType>& types,
-                                 std::chrono::milliseconds timeout) {
+  // Receives, hands each message to the session and acts on its events, until `done` (asked
+  // after every message) or the timeout.
+  Status Pump(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
     const auto until = std::chrono::steady_clock::now() + timeout;
     protocols::Limits limits;
     limits.max_payload_bytes = protocols::kMaxChunkBytes;
+    SHOAL_RETURN_IF_ERROR(Flush());
     while (std::chrono::steady_clock::now() < until) {
-      MaybeHeartbeat();
       auto in = socket_->Recv(50);
       if (!in.ok()) return in.status();
-      if (!in->has_value()) continue;
-      last_ = std::move(**in);
-      auto f = protocols::ParseFrame(last_, limits);
-      if (!f.ok()) return f.status();
-      for (auto t : types) {
-        if (f->type == t) return *f;
+      last_parsed_.reset();
+      if (in->has_value()) {
+        last_ = std::move(**in);
+        auto f = protocols::ParseFrame(last_, limits);
+        if (!f.ok()) return f.status();
+        last_parsed_ = *f;
+        session_->Receive(std::string_view(last_), std::chrono::steady_clock::now());
       }
-      if (f->type == protocols::MessageType::kEvalTask) AnswerEval(*f, until);
+      // After the receive: a test that paused reads what came meanwhile before the session
+      // judges the coordinator silent.
+      session_->Tick(std::chrono::steady_clock::now(), /*busy=*/false);
+      HandleEvents();
+      if (done()) return Status::Ok();  // the caller flushes (AwaitUnflushed)
+      SHOAL_RETURN_IF_ERROR(Flush());
     }
     return Timeout(name_ + ": no expected message within the timeout");
   }
 
-  const protocols::Welcome& welcome() const { return welcome_; }
-  const std::string& name() const { return name_; }
-
-  static Status ErrorStatus(const protocols::FrameView& f) {
-    auto e = protocols::Decode<protocols::Error>(f);
-    if (!e.ok()) return e.status();
-    return Status(Code::kRejected, "error " + std::to_string(static_cast<int>(e->code)) + ": " + e->message);
-  }
-  static std::optional<protocols::ErrorCode> ErrorCodeOf(const protocols::FrameView& f) {
-    auto e = protocols::Decode<protocols::Error>(f);
-    if (!e.ok()) return std::nullopt;
-    return e->code;
-  }
-
- private:
-  Result<std::vector<float>> ReadChunks(uint64_t round, uint64_t total_bytes,
-                                        std::chrono::milliseconds timeout) {
-    protocols::ChunkAssembler a;
-    SHOAL_RETURN_IF_ERROR(a.Start(round, total_bytes, welcome_.chunk_bytes));
-    while (!a.complete()) {
-      auto f = Await({protocols::MessageType::kWeightsChunk}, timeout);
-      if (!f.ok()) return f.status();
-      auto c = protocols::Decode<protocols::WeightsChunk>(*f);
-      if (!c.ok()) return c.status();
-      SHOAL_RETURN_IF_ERROR(a.Add(*c, f->payload));
+  void HandleEvents() {
+    using Kind = protocols::ClientEvent::Kind;
+    while (auto e = session_->NextEvent()) {
+      switch (e->kind) {
+        case Kind::kTaskAnnounced:
+          task_announced_ = true;
+          break;
+        case Kind::kTrainTask:
+          if (want_task_ && task_announced_) {
+            task_ = Task{std::move(e->train), std::move(e->weights)};
+          }
+          break;
+        case Kind::kTransferFailed:
+          if (want_task_ && task_announced_) transfer_error_ = ProtocolError(e->message);
+          break;
+        case Kind::kEvalTask: {
+          protocols::EvalResult r;
+          r.run_id = e->eval.run_id;
+          r.round = e->eval.round;
+          r.version = e->eval.version;
+          r.count = num_val_;
+          r.loss = 1.0;
+          r.accuracy = 0.5;
+          session_->Send(r);
+          break;
+        }
+        default:
+          break;
+      }
     }
-    return a.Take();
   }
 
-  void AnswerEval(const protocols::FrameView& f, std::chrono::steady_clock::time_point until) {
-    auto t = protocols::Decode<protocols::EvalTask>(f);
-    if (!t.ok()) return;
-    const protocols::EvalTask task = *t;
-    auto data = ReadChunks(task.round, task.spec.total_bytes(),
-                           std::chrono::duration_cast<std::chrono::milliseconds>(
-                               until - std::chrono::steady_clock::now()));
-    if (!data.ok()) return;
-    protocols::EvalResult r;
-    r.run_id = task.run_id;
-    r.round = task.round;
-    r.version = task.version;
-    r.count = num_val_;
-    r.loss = 1.0;
-    r.accuracy = 0.5;
-    (void)socket_->Send(protocols::Encode(r));
-  }
-
-  void MaybeHeartbeat() {
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_hb_ < std::chrono::milliseconds(200)) return;
-    last_hb_ = now;
-    (void)socket_->Send(protocols::Encode(protocols::Heartbeat{}));
+  Status Flush() {
+    while (auto m = session_->NextToSend()) {
+      SHOAL_RETURN_IF_ERROR(socket_->Send(m->head, m->payload));
+    }
+    return Status::Ok();
   }
 
   std::string endpoint_;
@@ -196,9 +278,15 @@ class ScriptedWorker {
   int64_t num_val_;
   std::vector<int64_t> input_shape_;
   std::unique_ptr<protocols::ClientChannel> socket_;
+  std::unique_ptr<protocols::ClientSession> session_;
   protocols::Welcome welcome_;
   std::string last_;  // backing store of the FrameView returned last
-  std::chrono::steady_clock::time_point last_hb_{};
+  std::optional<protocols::FrameView> last_parsed_;
+  // NextTrainTask: a task announced and completed during the call.
+  bool want_task_ = false;
+  bool task_announced_ = false;
+  std::optional<Task> task_;
+  Status transfer_error_;
 };
 
 }  // namespace shoal::testing
