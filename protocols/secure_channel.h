@@ -138,7 +138,7 @@ class SecureSession {
   Status OnWire(std::string_view frame, std::vector<std::string>* out,
                 std::vector<std::string>* messages);
 
-  // Called for each incoming message that is a codec frame (codec.h SplitFrame) with a
+  // Called for each incoming message that is a codec frame (frame_layout.h SplitFrame) with a
   // non-empty payload, once its head (`head`: fixed + structured header) is decrypted; a
   // placement it returns receives the payload, and the message is delivered as its head with
   // the payload placed (placement.h). A null placement, or no placer, keeps the payload in the
