@@ -130,8 +130,8 @@ void BM_SealOpenInMemory(benchmark::State& state) {
 }
 
 struct Sockets {
-  RouterSocket router;
-  DealerSocket dealer;
+  StreamListener router;
+  StreamConnection dealer;
   std::string peer;
 };
 

@@ -19,7 +19,7 @@ struct CoordinatorConfig {
   bool deterministic = false;            // run.deterministic: order-independent (bit-exact) aggregation
 
   // [network]
-  std::string bind = "tcp://127.0.0.1:5555";  // network.bind: ZeroMQ ROUTER endpoint (port 0 or * = any)
+  std::string bind = "tcp://127.0.0.1:5555";  // network.bind: where the STREAM socket listens (port 0 or * = any)
   std::string endpoint_file;             // network.endpoint_file: write the bound endpoint here
   uint32_t heartbeat_ms = 2000;          // network.heartbeat_ms: heartbeat period both ways
   uint32_t peer_timeout_ms = 20000;      // network.peer_timeout_ms: silence after which a worker is lost

@@ -64,7 +64,7 @@ Status Coordinator::Impl::SetUpChannel() {
   }
   const std::string& dir = cfg_.ca_dir;
   auto read = [&](const std::string& path) -> Result<std::string> {
-    auto text = ReadFile(path, 1 << 20);
+    auto text = ReadFile(path, security::kMaxCertFileBytes);
     if (!text.ok()) {
       return text.status().Annotate("security.ca_dir " + dir + " (made by `shoalctl ca init DIR`)");
     }

@@ -170,7 +170,7 @@ class ServerChannel {
 
   ChannelOptions options_;
   PayloadPlacer placer_;
-  RouterSocket socket_;
+  StreamListener socket_;
   std::map<std::string, Session> sessions_;
   std::deque<ChannelMessage> ready_;
   std::vector<ChannelEvent> events_;
@@ -213,7 +213,7 @@ class ClientChannel {
 
   ChannelOptions options_;
   SecureSession::PayloadPlacer placer_;
-  DealerSocket socket_;
+  StreamConnection socket_;
   std::unique_ptr<SecureSession> session_;
   std::deque<std::string> queued_;  // plaintext messages waiting for the handshake
   std::deque<Plaintext> ready_;

@@ -18,6 +18,12 @@ uint64_t UnixMs() {
 
 }  // namespace
 
+uint64_t WorkerTrainingSeed(uint64_t task_seed, const std::string& worker_name) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a, 64 bits
+  for (unsigned char c : worker_name) h = (h ^ c) * 1099511628211ULL;
+  return task_seed ^ h;
+}
+
 ClientSession::ClientSession(ClientSessionOptions options) : options_(std::move(options)) {}
 
 void ClientSession::Emit(ClientEvent::Kind kind, std::string message, uint64_t round) {

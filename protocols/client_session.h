@@ -92,6 +92,12 @@ struct ClientEvent {
   std::string model_file;  // empty without keep_payloads
 };
 
+// The seed a worker trains a task with: the TrainTask's seed (derived by the coordinator from
+// the run seed and the round) mixed with the worker's name (FNV-1a), so that workers differ and
+// a deterministic run is reproducible. The load generator derives its synthetic deltas the same
+// way.
+uint64_t WorkerTrainingSeed(uint64_t task_seed, const std::string& worker_name);
+
 class ClientSession {
  public:
   using Clock = std::chrono::steady_clock;

@@ -35,6 +35,9 @@ inline constexpr uint32_t kPreWelcomePayloadBytes = 4u << 20;
 inline constexpr uint32_t kMaxChunkBytes = 64u << 20;
 // The largest structured header: 4096 tensors with long names fit.
 inline constexpr uint32_t kMaxHeaderBytes = 1u << 20;
+// The largest message a receiver ever needs to take after a Welcome: a chunk of the largest
+// size plus its headers.
+inline constexpr size_t kMaxMessageBytes = size_t{kMaxChunkBytes} + kMaxHeaderBytes;
 
 // The fields of a fixed header, as read: nothing but the magic is checked.
 struct FixedHeader {

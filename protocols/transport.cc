@@ -83,9 +83,9 @@ int RemainingMs(Clock::time_point deadline) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// RouterSocket (server)
+// StreamListener (server)
 
-struct RouterSocket::Impl {
+struct StreamListener::Impl {
   struct Conn {
     FrameReader reader;
     Clock::time_point opened;
@@ -198,12 +198,12 @@ struct RouterSocket::Impl {
   }
 };
 
-RouterSocket::RouterSocket(const SocketOptions& options) : impl_(std::make_unique<Impl>(options)) {
+StreamListener::StreamListener(const SocketOptions& options) : impl_(std::make_unique<Impl>(options)) {
   Configure(impl_->socket, options);
 }
-RouterSocket::~RouterSocket() = default;
+StreamListener::~StreamListener() = default;
 
-Result<std::string> RouterSocket::Bind(const std::string& endpoint) {
+Result<std::string> StreamListener::Bind(const std::string& endpoint) {
   try {
     impl_->socket.bind(endpoint);
     return impl_->socket.get(zmq::sockopt::last_endpoint);
@@ -212,7 +212,7 @@ Result<std::string> RouterSocket::Bind(const std::string& endpoint) {
   }
 }
 
-Result<std::optional<Incoming>> RouterSocket::Recv(int timeout_ms) {
+Result<std::optional<Incoming>> StreamListener::Recv(int timeout_ms) {
   Impl& m = *impl_;
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   try {
@@ -264,7 +264,7 @@ Result<std::optional<Incoming>> RouterSocket::Recv(int timeout_ms) {
   }
 }
 
-Status RouterSocket::Send(const std::string& peer, std::string_view frame) {
+Status StreamListener::Send(const std::string& peer, std::string_view frame) {
   auto it = impl_->conns.find(peer);
   if (it == impl_->conns.end()) return Unavailable("peer is not connected");
   if (it->second.closing) return Unavailable("connection is closing");
@@ -298,7 +298,7 @@ void ReleaseInFlight(void* /*data*/, void* hint) {
 
 }  // namespace
 
-Result<bool> RouterSocket::TrySend(const std::string& peer, std::string* prefix,
+Result<bool> StreamListener::TrySend(const std::string& peer, std::string* prefix,
                                    std::string_view bytes, std::shared_ptr<const void> owner) {
   auto it = impl_->conns.find(peer);
   if (it == impl_->conns.end()) return Unavailable("peer is not connected");
@@ -326,28 +326,28 @@ Result<bool> RouterSocket::TrySend(const std::string& peer, std::string* prefix,
   }
 }
 
-size_t RouterSocket::in_flight_bytes() const {
+size_t StreamListener::in_flight_bytes() const {
   return impl_->in_flight->load(std::memory_order_relaxed);
 }
 
-void RouterSocket::Close(const std::string& peer) {
+void StreamListener::Close(const std::string& peer) {
   auto it = impl_->conns.find(peer);
   if (it != impl_->conns.end()) impl_->BeginClose(it);
 }
 
-void RouterSocket::SetFrameCap(const std::string& peer, size_t cap) {
+void StreamListener::SetFrameCap(const std::string& peer, size_t cap) {
   auto it = impl_->conns.find(peer);
   if (it != impl_->conns.end() && !it->second.closing) it->second.reader.set_cap(cap);
 }
 
-std::vector<TransportEvent> RouterSocket::TakeEvents() { return std::exchange(impl_->events, {}); }
+std::vector<TransportEvent> StreamListener::TakeEvents() { return std::exchange(impl_->events, {}); }
 
-size_t RouterSocket::connections() const { return impl_->conns.size(); }
+size_t StreamListener::connections() const { return impl_->conns.size(); }
 
 // ---------------------------------------------------------------------------------------------
-// DealerSocket (client)
+// StreamConnection (client)
 
-struct DealerSocket::Impl {
+struct StreamConnection::Impl {
   explicit Impl(const SocketOptions& o)
       : options(o), reader(o.secure, /*peer_is_server=*/true, o.max_frame_bytes) {}
 
@@ -395,12 +395,12 @@ struct DealerSocket::Impl {
   }
 };
 
-DealerSocket::DealerSocket(const SocketOptions& options) : impl_(std::make_unique<Impl>(options)) {
+StreamConnection::StreamConnection(const SocketOptions& options) : impl_(std::make_unique<Impl>(options)) {
   Configure(impl_->socket, options);
 }
-DealerSocket::~DealerSocket() = default;
+StreamConnection::~StreamConnection() = default;
 
-Status DealerSocket::Connect(const std::string& endpoint) {
+Status StreamConnection::Connect(const std::string& endpoint) {
   try {
     impl_->socket.connect(endpoint);
     impl_->endpoint = endpoint;
@@ -410,7 +410,7 @@ Status DealerSocket::Connect(const std::string& endpoint) {
   }
 }
 
-Result<std::optional<std::string>> DealerSocket::Recv(int timeout_ms) {
+Result<std::optional<std::string>> StreamConnection::Recv(int timeout_ms) {
   Impl& m = *impl_;
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   try {
@@ -453,12 +453,12 @@ Result<std::optional<std::string>> DealerSocket::Recv(int timeout_ms) {
   return m.failure;
 }
 
-Status DealerSocket::Send(std::string_view frame) {
+Status StreamConnection::Send(std::string_view frame) {
   if (frame.size() > kMaxFrameCap) return InvalidArgument("frame larger than 4 GiB");
   return impl_->Send(EncodeFrame(frame), zmq::message_t());
 }
 
-Status DealerSocket::SendOwned(std::string&& frame) {
+Status StreamConnection::SendOwned(std::string&& frame) {
   // Two messages (length prefix, body) are safe only on a queue that never reports full: a
   // prefix without its body would corrupt the stream.
   if (frame.size() < kZeroCopyFrameBytes || impl_->options.send_queue_messages != 0) {

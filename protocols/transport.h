@@ -48,7 +48,7 @@ struct Incoming {
 
 struct SocketOptions {
   // Largest frame accepted from a peer (0 = kMaxFrameCap). The server can lower or raise it per
-  // connection (RouterSocket::SetFrameCap); new connections start at `initial_frame_bytes`
+  // connection (StreamListener::SetFrameCap); new connections start at `initial_frame_bytes`
   // when that is non-zero.
   size_t max_frame_bytes = 0;
   size_t initial_frame_bytes = 0;
@@ -58,7 +58,7 @@ struct SocketOptions {
   int reconnect_ivl_ms = 200;
   int reconnect_ivl_max_ms = 5000;  // ZeroMQ's own exponential back-off ceiling
   // Messages (of any size) waiting in ZeroMQ for one connection before sends to it report
-  // "full" (RouterSocket::TrySend); 0 = no limit.
+  // "full" (StreamListener::TrySend); 0 = no limit.
   int send_queue_messages = 0;
   // Server: connections open at once; more are closed as soon as they arrive.
   size_t max_connections = 8192;
@@ -83,12 +83,15 @@ struct TransportEvent {
   std::string detail;
 };
 
-class RouterSocket {
+// The coordinator's side: a ZeroMQ STREAM socket bound to an endpoint, holding every worker's
+// TCP connection (ids assigned here, never chosen by a client), with Shoal's greeting and
+// length-prefixed framing on each.
+class StreamListener {
  public:
-  explicit RouterSocket(const SocketOptions& options = {});
-  ~RouterSocket();
-  RouterSocket(const RouterSocket&) = delete;
-  RouterSocket& operator=(const RouterSocket&) = delete;
+  explicit StreamListener(const SocketOptions& options = {});
+  ~StreamListener();
+  StreamListener(const StreamListener&) = delete;
+  StreamListener& operator=(const StreamListener&) = delete;
 
   // Binds and returns the resolved endpoint (port 0 / "*" resolved to the real port).
   Result<std::string> Bind(const std::string& endpoint);
@@ -121,15 +124,17 @@ class RouterSocket {
   std::unique_ptr<Impl> impl_;
 };
 
-// Frames from this size on are sent without a copy by DealerSocket::Send(std::string&&).
+// Frames from this size on are sent without a copy by StreamConnection::Send(std::string&&).
 inline constexpr size_t kZeroCopyFrameBytes = size_t{64} << 10;
 
-class DealerSocket {
+// A worker's side: a ZeroMQ STREAM socket connected to one endpoint (libzmq reconnects with
+// back-off), with the same greeting and framing.
+class StreamConnection {
  public:
-  explicit DealerSocket(const SocketOptions& options = {});
-  ~DealerSocket();
-  DealerSocket(const DealerSocket&) = delete;
-  DealerSocket& operator=(const DealerSocket&) = delete;
+  explicit StreamConnection(const SocketOptions& options = {});
+  ~StreamConnection();
+  StreamConnection(const StreamConnection&) = delete;
+  StreamConnection& operator=(const StreamConnection&) = delete;
 
   // Starts connecting (ZeroMQ retries with back-off until the server answers). Frames sent
   // before the connection is up wait in order.

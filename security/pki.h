@@ -52,6 +52,8 @@ inline constexpr const char* kDefaultCoordinatorAddress = "tcp://127.0.0.1:5555"
 inline constexpr int64_t kCaValidityDays = 3650;
 inline constexpr int64_t kCoordinatorValidityDays = 730;
 inline constexpr int64_t kWorkerValidityDays = 365;
+// The most any reader takes of a certificate file (the federation's are 1-2 KB).
+inline constexpr uint64_t kMaxCertFileBytes = uint64_t{1} << 20;
 
 // File names inside a CA directory and an enrollment bundle.
 std::string CaKeyPath(const std::string& ca_dir);

@@ -33,12 +33,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-uint64_t Fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
-  return h;
-}
-
 // Outcome of one connection to the coordinator.
 enum class SessionEnd { kShutdown, kReconnect, kReconnectNow };
 
@@ -295,7 +289,7 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
   co.tls = tls_;
   co.socket.linger_ms = 0;
   co.socket.wake_fd = wake_fd_;  // the training thread's end and Stop() end a wait
-  co.max_message_bytes = protocols::kMaxChunkBytes + (1 << 20);  // a chunk plus its headers
+  co.max_message_bytes = protocols::kMaxMessageBytes;
   channel_ = std::make_unique<protocols::ClientChannel>(co);
   if (tls_) {
     // A task's weights are decrypted straight into the buffer they are assembled in
@@ -509,7 +503,7 @@ void WorkerClient::Impl::StartTraining() {
   s.epochs = static_cast<int>(t.epochs);
   s.batch_size = static_cast<int>(t.batch_size);
   s.lr = t.lr;
-  s.seed = t.seed ^ Fnv1a(cfg_.name);
+  s.seed = protocols::WorkerTrainingSeed(t.seed, cfg_.name);
   cancel_ = false;
   training_done_ = false;
   spdlog::info("round={} worker={} training v{}: epochs={} batch={} lr={} samples={}", t.round,

@@ -1,4 +1,4 @@
-// The worker's client loop: connect to the coordinator (DEALER), say Hello, then serve
+// The worker's client loop: connect to the coordinator (a ZeroMQ STREAM connection), say Hello, then serve
 // TrainTasks and EvalTasks until the coordinator says Shutdown.
 //
 // Local training runs on its own thread while this thread keeps heartbeats flowing, so long

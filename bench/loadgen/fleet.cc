@@ -21,12 +21,6 @@
 namespace shoal::loadgen {
 namespace {
 
-uint64_t Fnv1a(const std::string& s) {  // as worker/client.cc derives per-worker seeds
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
-  return h;
-}
-
 inline uint64_t Mix(uint64_t z) {  // splitmix64 finalizer
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -183,7 +177,7 @@ Fleet::Fleet(FleetOptions options) : opt_(std::move(options)) {
     w->index = i;
     std::string num = std::to_string(i + 1);
     w->name = opt_.name_prefix + "-" + std::string(digits - num.size(), '0') + num;
-    w->name_hash = Fnv1a(w->name);
+    w->name_hash = protocols::WorkerTrainingSeed(0, w->name);
     protocols::ClientSessionOptions so;
     so.hello.name = w->name;
     so.hello.num_train = opt_.num_train;

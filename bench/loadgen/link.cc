@@ -8,7 +8,7 @@ namespace shoal::loadgen {
 
 namespace {
 // A chunk plus its headers, as the real worker accepts (worker/client.cc).
-constexpr size_t kMaxMessageBytes = size_t{protocols::kMaxChunkBytes} + (size_t{1} << 20);
+constexpr size_t kMaxMessageBytes = protocols::kMaxMessageBytes;
 }  // namespace
 
 Link::Link(zmq::context_t& context, std::shared_ptr<const protocols::TlsContext> tls)

@@ -184,11 +184,9 @@ TEST_F(ConfigTest, ValuesAreReadFromFile) {
 }
 
 TEST_F(ConfigTest, RepositoryDemoConfigLoads) {
-  // SHOAL_SOURCE_DIR when set, else the source tree this file was compiled from.
-  const char* env = std::getenv("SHOAL_SOURCE_DIR");
-  const fs::path src = env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path().parent_path();
-  const std::string path = (src / "configs" / "coordinator.toml").string();
-  if (!fs::exists(path)) GTEST_SKIP() << path << " not found";
+  // The source tree this test was built from (tests/coordinator/CMakeLists.txt).
+  const std::string path = std::string(SHOAL_SOURCE_ROOT) + "/configs/coordinator.toml";
+  ASSERT_TRUE(fs::exists(path)) << path;
   Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(path, {});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
 }

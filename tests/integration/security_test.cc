@@ -362,7 +362,7 @@ TEST_F(SecurityTest, OnlyEnrolledCertificatesGetIn) {
     protocols::SocketOptions so;
     so.secure = true;
     so.linger_ms = 1000;
-    protocols::DealerSocket raw(so);
+    protocols::StreamConnection raw(so);
     ASSERT_TRUE(raw.Connect(endpoint_).ok());
     ASSERT_TRUE(raw.Send(std::string("\x16\x03\x01\x00\x05hello", 10)).ok());
     ASSERT_TRUE(raw.Send(std::string(1000, '\x17')).ok());

@@ -670,10 +670,10 @@ TEST_F(SecureChannelTest, SealBeforeHandshakeFails) {
 }
 
 TEST_F(SecureChannelTest, OverZeroMqDealerAndRouter) {
-  RouterSocket router;
+  StreamListener router;
   auto endpoint = router.Bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
-  DealerSocket dealer;
+  StreamConnection dealer;
   ASSERT_TRUE(dealer.Connect(*endpoint).ok());
 
   SecureSession client(GoodClient());

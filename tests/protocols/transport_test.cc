@@ -147,7 +147,7 @@ TEST(FrameReaderTest, GreetingsThatAreNotOursAreNamed) {
 class TransportTest : public ::testing::Test {
  protected:
   // Receives on the router until a frame arrives (bounded).
-  static Incoming RouterNext(RouterSocket& router) {
+  static Incoming RouterNext(StreamListener& router) {
     for (int i = 0; i < 500; ++i) {
       auto in = router.Recv(10);
       EXPECT_TRUE(in.ok()) << in.status().ToString();
@@ -156,14 +156,14 @@ class TransportTest : public ::testing::Test {
     ADD_FAILURE() << "no frame reached the router";
     return {};
   }
-  static Result<std::optional<std::string>> DealerNext(DealerSocket& dealer) {
+  static Result<std::optional<std::string>> DealerNext(StreamConnection& dealer) {
     for (int i = 0; i < 500; ++i) {
       auto in = dealer.Recv(10);
       if (!in.ok() || in->has_value()) return in;
     }
     return std::optional<std::string>();
   }
-  static bool HasEvent(RouterSocket& router, const std::string& reason) {
+  static bool HasEvent(StreamListener& router, const std::string& reason) {
     for (int i = 0; i < 300; ++i) {
       (void)router.Recv(10);
       for (const auto& e : router.TakeEvents()) {
@@ -175,10 +175,10 @@ class TransportTest : public ::testing::Test {
 };
 
 TEST_F(TransportTest, FramesBothWaysInOrder) {
-  RouterSocket router;
+  StreamListener router;
   auto endpoint = router.Bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
-  DealerSocket dealer;
+  StreamConnection dealer;
   ASSERT_TRUE(dealer.Connect(*endpoint).ok());
   // Sent before the connection is up: they wait, in order.
   const std::vector<std::string> up = {"", "one", RandomBytes(3 << 20, 5), "last"};
@@ -206,10 +206,10 @@ TEST_F(TransportTest, FramesBothWaysInOrder) {
 // Frames handed over (SendOwned) leave without a copy when large and as a copy when small,
 // before and after the connection is up, in order with frames sent by view.
 TEST_F(TransportTest, OwnedFramesArriveWholeAndInOrder) {
-  RouterSocket router;
+  StreamListener router;
   auto endpoint = router.Bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
-  DealerSocket dealer;
+  StreamConnection dealer;
   ASSERT_TRUE(dealer.Connect(*endpoint).ok());
   const std::vector<std::string> frames = {
       RandomBytes(kZeroCopyFrameBytes, 21), "small", RandomBytes(kZeroCopyFrameBytes - 1, 22),
@@ -234,12 +234,12 @@ TEST_F(TransportTest, OwnedFramesArriveWholeAndInOrder) {
 TEST_F(TransportTest, WakeDescriptorEndsAWaitAndLosesNoFrame) {
   const int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   ASSERT_GE(wake, 0);
-  RouterSocket router;
+  StreamListener router;
   auto endpoint = router.Bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
   SocketOptions o;
   o.wake_fd = wake;
-  DealerSocket dealer(o);
+  StreamConnection dealer(o);
   ASSERT_TRUE(dealer.Connect(*endpoint).ok());
   ASSERT_TRUE(dealer.Send("hello").ok());
   (void)dealer.Recv(200);  // the connection comes up; "hello" leaves
@@ -292,10 +292,10 @@ TEST_F(TransportTest, WakeDescriptorEndsAWaitAndLosesNoFrame) {
 }
 
 TEST_F(TransportTest, CloseDeliversWhatWasSentThenEndsTheConnection) {
-  RouterSocket router;
+  StreamListener router;
   auto endpoint = router.Bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(endpoint.ok());
-  DealerSocket dealer;
+  StreamConnection dealer;
   ASSERT_TRUE(dealer.Connect(*endpoint).ok());
   ASSERT_TRUE(dealer.Send("hello").ok());
   (void)dealer.Recv(100);
@@ -320,12 +320,12 @@ TEST_F(TransportTest, CloseDeliversWhatWasSentThenEndsTheConnection) {
 }
 
 TEST_F(TransportTest, LostClientIsReported) {
-  RouterSocket router;
+  StreamListener router;
   auto endpoint = router.Bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(endpoint.ok());
   std::string peer;
   {
-    DealerSocket dealer;
+    StreamConnection dealer;
     ASSERT_TRUE(dealer.Connect(*endpoint).ok());
     ASSERT_TRUE(dealer.Send("hi").ok());
     (void)dealer.Recv(100);
@@ -338,10 +338,10 @@ TEST_F(TransportTest, LostClientIsReported) {
 TEST_F(TransportTest, ModeMismatchIsExplainedToBothSides) {
   SocketOptions server_options;
   server_options.secure = true;
-  RouterSocket router(server_options);
+  StreamListener router(server_options);
   auto endpoint = router.Bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(endpoint.ok());
-  DealerSocket plain;  // a worker started with --insecure
+  StreamConnection plain;  // a worker started with --insecure
   ASSERT_TRUE(plain.Connect(*endpoint).ok());
   ASSERT_TRUE(plain.Send("hello in clear text").ok());
   Result<std::optional<std::string>> got = std::optional<std::string>();
@@ -359,10 +359,10 @@ TEST_F(TransportTest, OversizedFrameClosesTheConnection) {
   SocketOptions o;
   o.initial_frame_bytes = 1000;
   o.max_frame_bytes = 1 << 20;
-  RouterSocket router(o);
+  StreamListener router(o);
   auto endpoint = router.Bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(endpoint.ok());
-  DealerSocket dealer;
+  StreamConnection dealer;
   ASSERT_TRUE(dealer.Connect(*endpoint).ok());
   ASSERT_TRUE(dealer.Send(std::string(900, 'a')).ok());
   (void)dealer.Recv(100);
@@ -386,17 +386,17 @@ TEST_F(TransportTest, ConnectionLimitAndIdleConnections) {
   SocketOptions o;
   o.max_connections = 1;
   o.first_frame_timeout_ms = 300;
-  RouterSocket router(o);
+  StreamListener router(o);
   auto endpoint = router.Bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(endpoint.ok());
-  DealerSocket first;
+  StreamConnection first;
   ASSERT_TRUE(first.Connect(*endpoint).ok());
   for (int i = 0; i < 20 && router.connections() == 0; ++i) {
     (void)router.Recv(10);
     (void)first.Recv(10);
   }
   ASSERT_EQ(router.connections(), 1u);
-  DealerSocket second;
+  StreamConnection second;
   ASSERT_TRUE(second.Connect(*endpoint).ok());
   EXPECT_TRUE(HasEvent(router, "connection_limit"));
   // The first never sends a frame: closed once first_frame_timeout_ms has passed.

@@ -72,7 +72,7 @@ void AddCaCommand(CLI::App& app) {
   init->callback([args] {
     if (!args->sans.empty()) args->options.coordinator_sans = args->sans;
     Check(security::InitCa(args->dir, args->options));
-    auto pem = ReadFile(security::CaCertPath(args->dir), 1 << 20);
+    auto pem = ReadFile(security::CaCertPath(args->dir), security::kMaxCertFileBytes);
     if (!pem.ok()) Fail(pem.status());
     auto fingerprint = security::CaFingerprint(*pem);
     if (!fingerprint.ok()) Fail(fingerprint.status());
