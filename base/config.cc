@@ -24,7 +24,8 @@ struct ConfigReader::Impl {
   }
   void CollectKeys(const toml::table& t, const std::string& prefix, std::vector<std::string>& out) {
     for (const auto& [k, v] : t) {
-      const std::string full = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+      const std::string full =
+          prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
       if (const auto* sub = v.as_table()) {
         CollectKeys(*sub, full, out);
       } else {
@@ -54,7 +55,8 @@ Status ApplyOverride(toml::table& table, const std::string& assignment) {
   size_t start = 0;
   while (true) {
     const auto dot = key.find('.', start);
-    const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const std::string part =
+        key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (part.empty()) return InvalidArgument("override key '" + key + "' has an empty part");
     if (dot == std::string::npos) {
       cur->insert_or_assign(part, *parsed.get("v"));
@@ -65,7 +67,8 @@ Status ApplyOverride(toml::table& table, const std::string& assignment) {
       cur->insert_or_assign(part, toml::table{});
       node = cur->get(part);
     }
-    if (!node->is_table()) return InvalidArgument("override key '" + key + "': '" + part + "' is not a section");
+    if (!node->is_table())
+      return InvalidArgument("override key '" + key + "': '" + part + "' is not a section");
     cur = node->as_table();
     start = dot + 1;
   }

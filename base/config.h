@@ -1,7 +1,7 @@
-// Config files (TOML) read into documented structs. One place applies overrides: "section.key=value"
-// strings from command-line flags (or environment variables mapped by the executables) replace
-// the file's values before they are read. Every error names the file and the key; keys that no
-// field reads are reported as unknown, so a typo never passes silently.
+// Config files (TOML) read into documented structs. One place applies overrides:
+// "section.key=value" strings from command-line flags (or environment variables mapped by the
+// executables) replace the file's values before they are read. Every error names the file and the
+// key; keys that no field reads are reported as unknown, so a typo never passes silently.
 #pragma once
 
 #include <cstdint>

@@ -62,8 +62,8 @@ Status SyncDirectory(const std::string& dir) {
 
 Status CreateFileAtomic(const std::string& path, std::string_view data, mode_t mode) {
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".new." + std::to_string(::getpid()) + "." +
-                          std::to_string(counter.fetch_add(1));
+  const std::string tmp =
+      path + ".new." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return Errno("create", tmp);
   Status st;

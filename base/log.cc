@@ -7,7 +7,8 @@ namespace shoal {
 Status InitLogging(const std::string& component, const std::string& level) {
   auto parsed = spdlog::level::from_str(level);
   if (parsed == spdlog::level::off && level != "off") {
-    return InvalidArgument("unknown log level '" + level + "' (use trace, debug, info, warn, error)");
+    return InvalidArgument("unknown log level '" + level +
+                           "' (use trace, debug, info, warn, error)");
   }
   auto logger = spdlog::stderr_color_mt(component);
   logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ " + component + " %v");

@@ -55,9 +55,9 @@ inline constexpr size_t kKeptFreeHeapBytes = size_t{48} << 20;
 // Written as is, memory that ReleaseFreeMemory() handed back (or fresh heap) is faulted in one
 // 4 KiB page at a time, and on the VMs measured here a page fault costs ~14-20 us: 4 MiB took
 // 15-20 ms; with madvise(MADV_POPULATE_WRITE) first, 10-13 ms (bench: BM_WriteReleasedHeap;
-// the rest is the hypervisor's share of mapping each page). The contents do not change. Small buffers are left alone (not worth a system call), and where
-// the kernel lacks MADV_POPULATE_WRITE (before Linux 5.14) the call fails and pages are
-// faulted in as before.
+// the rest is the hypervisor's share of mapping each page). The contents do not change. Small
+// buffers are left alone (not worth a system call), and where the kernel lacks MADV_POPULATE_WRITE
+// (before Linux 5.14) the call fails and pages are faulted in as before.
 inline void PrefaultForWrite(void* data, size_t bytes) {
 #ifndef MADV_POPULATE_WRITE
   constexpr int MADV_POPULATE_WRITE = 23;

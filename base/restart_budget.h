@@ -18,7 +18,9 @@ class RestartBudget {
 
   RestartBudget(int max_restarts, Clock::duration window, Clock::duration first_delay,
                 Clock::duration max_delay)
-      : max_restarts_(max_restarts), window_(window), first_delay_(first_delay),
+      : max_restarts_(max_restarts),
+        window_(window),
+        first_delay_(first_delay),
         max_delay_(max_delay) {}
 
   // A restart at `now`: nullopt when max_restarts were made within the window before it;

@@ -4,16 +4,26 @@ namespace shoal {
 
 const char* CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "OK";
-    case Code::kInvalidArgument: return "INVALID_ARGUMENT";
-    case Code::kNotFound: return "NOT_FOUND";
-    case Code::kCorrupt: return "CORRUPT";
-    case Code::kProtocol: return "PROTOCOL";
-    case Code::kRejected: return "REJECTED";
-    case Code::kTimeout: return "TIMEOUT";
-    case Code::kUnavailable: return "UNAVAILABLE";
-    case Code::kIo: return "IO";
-    case Code::kInternal: return "INTERNAL";
+    case Code::kOk:
+      return "OK";
+    case Code::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case Code::kNotFound:
+      return "NOT_FOUND";
+    case Code::kCorrupt:
+      return "CORRUPT";
+    case Code::kProtocol:
+      return "PROTOCOL";
+    case Code::kRejected:
+      return "REJECTED";
+    case Code::kTimeout:
+      return "TIMEOUT";
+    case Code::kUnavailable:
+      return "UNAVAILABLE";
+    case Code::kIo:
+      return "IO";
+    case Code::kInternal:
+      return "INTERNAL";
   }
   return "UNKNOWN";
 }

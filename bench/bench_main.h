@@ -8,13 +8,13 @@
 
 #include "base/malloc_tuning.h"
 
-#define SHOAL_BENCHMARK_MAIN()                                      \
-  int main(int argc, char** argv) {                                 \
-    shoal::TuneMallocForLargeBuffers();                             \
-    benchmark::Initialize(&argc, argv);                             \
+#define SHOAL_BENCHMARK_MAIN()                                        \
+  int main(int argc, char** argv) {                                   \
+    shoal::TuneMallocForLargeBuffers();                               \
+    benchmark::Initialize(&argc, argv);                               \
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1; \
-    benchmark::RunSpecifiedBenchmarks();                            \
-    benchmark::Shutdown();                                          \
-    return 0;                                                       \
-  }                                                                 \
+    benchmark::RunSpecifiedBenchmarks();                              \
+    benchmark::Shutdown();                                            \
+    return 0;                                                         \
+  }                                                                   \
   static_assert(true, "")

@@ -8,10 +8,10 @@
 #include <random>
 #include <vector>
 
-#include "bench/bench_main.h"
 #include "base/malloc_tuning.h"
-#include "coordinator/config.h"
+#include "bench/bench_main.h"
 #include "coordinator/aggregation/fed_avg.h"
+#include "coordinator/config.h"
 #include "protocols/codec.h"
 
 namespace shoal {
@@ -44,8 +44,12 @@ void BM_FedAvgFold(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * n * 4);
   state.SetLabel(exact ? "deterministic int64" : "float");
 }
-BENCHMARK(BM_FedAvgFold)->Args({1663370, 0})->Args({25000000, 0})->Args({1663370, 1})
-    ->Args({25000000, 1})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FedAvgFold)
+    ->Args({1663370, 0})
+    ->Args({25000000, 0})
+    ->Args({1663370, 1})
+    ->Args({25000000, 1})
+    ->Unit(benchmark::kMillisecond);
 
 // The bandwidth ceiling: copying the same number of bytes.
 void BM_Memcpy(benchmark::State& state) {
@@ -60,7 +64,8 @@ void BM_Memcpy(benchmark::State& state) {
 }
 BENCHMARK(BM_Memcpy)->Arg(1663370)->Arg(25000000)->Unit(benchmark::kMillisecond);
 
-const uint32_t kChunkBytes = coordinator::CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
+const uint32_t kChunkBytes =
+    coordinator::CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
 
 // A model's weights into WeightsChunk frames (1 MiB chunks), and back.
 void BM_EncodeChunks(benchmark::State& state) {

@@ -191,7 +191,8 @@ void BM_PlainZmq(benchmark::State& state) {
 }
 
 constexpr uint64_t kBytes = 6'653'480;  // the FedAvg CNN's 1,663,370 float32 parameters
-const uint32_t kChunk = coordinator::CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
+const uint32_t kChunk =
+    coordinator::CoordinatorConfig().chunk_bytes;  // the default network.chunk_bytes
 
 void BM_SealUpload(benchmark::State& state) {
   const bool pieces = state.range(0) != 0;

@@ -17,19 +17,22 @@ Status CoordinatorConfig::Validate() const {
   if (rounds < 1) return bad("run.rounds", "must be at least 1");
   if (bind.empty()) return bad("network.bind", "must not be empty");
   if (heartbeat_ms < 50) return bad("network.heartbeat_ms", "must be at least 50");
-  if (peer_timeout_ms < 2 * heartbeat_ms) return bad("network.peer_timeout_ms", "must be at least twice heartbeat_ms");
+  if (peer_timeout_ms < 2 * heartbeat_ms)
+    return bad("network.peer_timeout_ms", "must be at least twice heartbeat_ms");
   if (chunk_bytes < 4096 || chunk_bytes > protocols::kMaxChunkBytes || chunk_bytes % 4 != 0) {
     return bad("network.chunk_bytes", "must be a multiple of 4 between 4096 and " +
                                           std::to_string(protocols::kMaxChunkBytes));
   }
-  if (max_concurrent_uploads < 1) return bad("network.max_concurrent_uploads", "must be at least 1");
+  if (max_concurrent_uploads < 1)
+    return bad("network.max_concurrent_uploads", "must be at least 1");
   if (max_concurrent_sends < 1) return bad("network.max_concurrent_sends", "must be at least 1");
   if (model != "mlp" && model != "cnn" && model != "logreg" && model != "torchscript") {
     return bad("model.name", "must be mlp, cnn, logreg or torchscript, got '" + model + "'");
   }
   if (model == "torchscript" && model_path.empty()) {
-    return bad("model.path", "required when model.name is torchscript (a file written by "
-                             "torch.jit.save(torch.jit.script(model), path))");
+    return bad("model.path",
+               "required when model.name is torchscript (a file written by "
+               "torch.jit.save(torch.jit.script(model), path))");
   }
   if (model != "torchscript" && !model_path.empty()) {
     return bad("model.path", "is only used with model.name = torchscript, not '" + model + "'");
@@ -42,7 +45,8 @@ Status CoordinatorConfig::Validate() const {
   if (min_workers < 1) return bad("selection.min_workers", "must be at least 1");
   if (!(fraction > 0 && fraction <= 1)) return bad("selection.fraction", "must be in (0, 1]");
   if (min_fit < 1) return bad("selection.min_fit", "must be at least 1");
-  if (min_fit > min_workers) return bad("selection.min_fit", "must not exceed selection.min_workers");
+  if (min_fit > min_workers)
+    return bad("selection.min_fit", "must not exceed selection.min_workers");
   if (!(wait_timeout_s > 0)) return bad("selection.wait_timeout_s", "must be positive");
   if (!(round_timeout_s > 0)) return bad("selection.round_timeout_s", "must be positive");
   if (max_round_retries < 0) return bad("selection.max_round_retries", "must not be negative");
@@ -50,7 +54,8 @@ Status CoordinatorConfig::Validate() const {
   if (epochs < 1) return bad("train.epochs", "must be at least 1");
   if (batch_size < 1) return bad("train.batch_size", "must be at least 1");
   if (!(lr > 0)) return bad("train.lr", "must be positive");
-  if (!model::ParseEncoding(compression).ok()) return bad("train.compression", "must be none, fp16 or int8");
+  if (!model::ParseEncoding(compression).ok())
+    return bad("train.compression", "must be none, fp16 or int8");
   if (!BuiltinAggregators().Contains(aggregator)) {
     return bad("strategy.aggregator", "unknown aggregator '" + aggregator + "' (registered: " +
                                           BuiltinAggregators().NamesList() + ")");
@@ -68,7 +73,8 @@ Status CoordinatorConfig::Validate() const {
                "CA with `shoalctl ca init DIR` and pass --ca-dir DIR, or pass --insecure to send "
                "weights in clear text (debugging only)");
   }
-  if (handshake_timeout_ms < 100) return bad("security.handshake_timeout_ms", "must be at least 100");
+  if (handshake_timeout_ms < 100)
+    return bad("security.handshake_timeout_ms", "must be at least 100");
   if (threads < 1) return bad("runtime.threads", "must be at least 1");
   return Status::Ok();
 }

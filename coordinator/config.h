@@ -16,41 +16,45 @@ struct CoordinatorConfig {
   std::string run_id;                    // run.id: "" = generated once and kept in run.json
   int rounds = 5;                        // run.rounds: rounds to train (total, including resumed)
   uint64_t seed = 42;                    // run.seed: model init, worker selection, training seeds
-  bool deterministic = false;            // run.deterministic: order-independent (bit-exact) aggregation
+  bool deterministic = false;  // run.deterministic: order-independent (bit-exact) aggregation
 
   // [network]
-  std::string bind = "tcp://127.0.0.1:5555";  // network.bind: where the STREAM socket listens (port 0 or * = any)
-  std::string endpoint_file;             // network.endpoint_file: write the bound endpoint here
-  uint32_t heartbeat_ms = 2000;          // network.heartbeat_ms: heartbeat period both ways
-  uint32_t peer_timeout_ms = 20000;      // network.peer_timeout_ms: silence after which a worker is lost
+  std::string bind =
+      "tcp://127.0.0.1:5555";  // network.bind: where the STREAM socket listens (port 0 or * = any)
+  std::string endpoint_file;   // network.endpoint_file: write the bound endpoint here
+  uint32_t heartbeat_ms = 2000;  // network.heartbeat_ms: heartbeat period both ways
+  uint32_t peer_timeout_ms =
+      20000;  // network.peer_timeout_ms: silence after which a worker is lost
   // network.chunk_bytes: largest weights chunk per message. 1 MiB: a worker's receive and seal
   // buffers are then reused chunk after chunk instead of being 4 MiB of fresh memory each
   // (ten CNN workers, alternating runs: Shoal's CPU beyond the training and evaluation work
   // 2.2-2.8% of it with 1 MiB chunks, 2.3-3.2% with 4 MiB; coordinator peak RSS 58 vs 78 MiB).
   uint32_t chunk_bytes = 1u << 20;
-  int max_concurrent_uploads = 2;        // network.max_concurrent_uploads: updates in flight at once
-  int max_concurrent_sends = 8;          // network.max_concurrent_sends: broadcasts in flight at once
+  int max_concurrent_uploads = 2;  // network.max_concurrent_uploads: updates in flight at once
+  int max_concurrent_sends = 8;    // network.max_concurrent_sends: broadcasts in flight at once
 
   // [model]
-  std::string model = "cnn";                    // model.name: mlp | cnn | logreg | torchscript
-  std::string model_path;                       // model.path: TorchScript file (model.name = torchscript)
+  std::string model = "cnn";  // model.name: mlp | cnn | logreg | torchscript
+  std::string model_path;     // model.path: TorchScript file (model.name = torchscript)
   std::vector<int64_t> input_shape = {1, 28, 28};  // model.input_shape: one sample's shape
-  int64_t num_classes = 10;                     // model.num_classes
+  int64_t num_classes = 10;                        // model.num_classes
 
   // [selection]
   int min_workers = 3;          // selection.min_workers: connected workers needed to start a round
   double fraction = 1.0;        // selection.fraction: share of connected workers selected per round
   int min_fit = 1;              // selection.min_fit: updates needed to commit a round
   double wait_timeout_s = 600;  // selection.wait_timeout_s: give up waiting for min_workers
-  double round_timeout_s = 900; // selection.round_timeout_s: deadline for updates in a round
-  int max_round_retries = 3;    // selection.max_round_retries: retries of a round short of min_fit
-  bool adaptive_deadline = false;  // selection.adaptive_deadline: deadline from observed worker speed
-  double deadline_slack = 2.0;  // selection.deadline_slack: adaptive deadline = slack x slowest expected + 5 s
+  double round_timeout_s = 900;  // selection.round_timeout_s: deadline for updates in a round
+  int max_round_retries = 3;     // selection.max_round_retries: retries of a round short of min_fit
+  bool adaptive_deadline =
+      false;  // selection.adaptive_deadline: deadline from observed worker speed
+  double deadline_slack =
+      2.0;  // selection.deadline_slack: adaptive deadline = slack x slowest expected + 5 s
 
   // [train]
-  int epochs = 1;          // train.epochs: local epochs per round
-  int batch_size = 32;     // train.batch_size
-  double lr = 0.05;        // train.lr: SGD learning rate
+  int epochs = 1;                    // train.epochs: local epochs per round
+  int batch_size = 32;               // train.batch_size
+  double lr = 0.05;                  // train.lr: SGD learning rate
   std::string compression = "none";  // train.compression: none | fp16 | int8 (updates on the wire)
 
   // [strategy]
@@ -61,32 +65,33 @@ struct CoordinatorConfig {
   // [eval]
   std::string eval_format = "idx";  // eval.format: idx | csv | none (no central evaluation)
   std::string eval_path = "/usr/share/datasets/fashion-mnist";  // eval.path: IDX dir or CSV file
-  std::string eval_split = "t10k";  // eval.split: IDX file prefix
-  std::string eval_label_column = "label";  // eval.label_column: for CSV
-  int64_t eval_limit = 0;           // eval.limit: use only the first N samples (0 = all)
-  bool federated_eval = true;       // eval.federated: workers evaluate each new version locally
-  double eval_timeout_s = 120;      // eval.timeout_s: wait for federated results at most this long
+  std::string eval_split = "t10k";                              // eval.split: IDX file prefix
+  std::string eval_label_column = "label";                      // eval.label_column: for CSV
+  int64_t eval_limit = 0;       // eval.limit: use only the first N samples (0 = all)
+  bool federated_eval = true;   // eval.federated: workers evaluate each new version locally
+  double eval_timeout_s = 120;  // eval.timeout_s: wait for federated results at most this long
   // eval.overlap: evaluate version N while round N+1 trains (the version is committed first, its
   // metrics are added when the evaluation is in); false: each round waits for its evaluation.
   bool eval_overlap = true;
 
   // [http]
-  bool http_enabled = true;             // http.enabled: serve the dashboard, API and /metrics
+  bool http_enabled = true;                // http.enabled: serve the dashboard, API and /metrics
   std::string http_address = "127.0.0.1";  // http.address: non-loopback requires http.token
-  int http_port = 8080;                 // http.port: 0 = any free port
-  std::string http_port_file;           // http.port_file: write the bound port here
-  std::string http_token;               // http.token: bearer token required by every request
-  double http_linger_s = 0;             // http.linger_s: keep serving after the run ends (-1 = until stopped)
+  int http_port = 8080;                    // http.port: 0 = any free port
+  std::string http_port_file;              // http.port_file: write the bound port here
+  std::string http_token;                  // http.token: bearer token required by every request
+  double http_linger_s = 0;  // http.linger_s: keep serving after the run ends (-1 = until stopped)
 
   // [security]
-  std::string ca_dir;     // security.ca_dir: the federation's CA (shoalctl ca init); required
-                          // unless security.insecure
-  bool insecure = false;  // security.insecure: plain ZeroMQ, no TLS, anyone may join (debugging only)
+  std::string ca_dir;  // security.ca_dir: the federation's CA (shoalctl ca init); required
+                       // unless security.insecure
+  bool insecure =
+      false;  // security.insecure: plain ZeroMQ, no TLS, anyone may join (debugging only)
   uint32_t handshake_timeout_ms = 10000;  // security.handshake_timeout_ms: TLS handshake deadline
 
   // [runtime]
-  int threads = 1;                  // runtime.threads: LibTorch intra-op threads (evaluation)
-  std::string log_level = "info";   // runtime.log_level
+  int threads = 1;                 // runtime.threads: LibTorch intra-op threads (evaluation)
+  std::string log_level = "info";  // runtime.log_level
 
   Status Validate() const;
 };

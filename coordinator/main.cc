@@ -26,27 +26,32 @@ int main(int argc, char** argv) {
     rl.rlim_cur = rl.rlim_max;
     (void)::setrlimit(RLIMIT_NOFILE, &rl);
   }
-  CLI::App app{"Shoal coordinator: schedules federated rounds, aggregates with FedAvg, stores versions"};
-  shoal::ConfigFlags flags(app, {
-      {"--run-dir", "run.dir", "Run directory (run.dir)"},
-      {"--rounds", "run.rounds", "Rounds to train (run.rounds)"},
-      {"--seed", "run.seed", "Seed (run.seed)"},
-      {"--bind", "network.bind", "ZeroMQ endpoint to bind (network.bind)"},
-      {"--endpoint-file", "network.endpoint_file", "Write the bound endpoint to this file"},
-      {"--model", "model.name", "mlp | cnn | logreg | torchscript (model.name; torchscript needs model.path)"},
-      {"--min-workers", "selection.min_workers", "Workers needed to start a round"},
-      {"--min-fit", "selection.min_fit", "Updates needed to commit a round"},
-      {"--fraction", "selection.fraction", "Share of workers selected per round"},
-      {"--round-timeout", "selection.round_timeout_s", "Round deadline in seconds"},
-      {"--epochs", "train.epochs", "Local epochs per round"},
-      {"--batch-size", "train.batch_size", "Local batch size"},
-      {"--lr", "train.lr", "SGD learning rate"},
-      {"--compression", "train.compression", "Updates on the wire: none | fp16 | int8 (error feedback)"},
-      {"--eval-limit", "eval.limit", "Central evaluation on the first N samples only"},
-      {"--http-port", "http.port", "Dashboard/API port (0 = any free port)"},
-      {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},
-      {"--ca-dir", "security.ca_dir", "The federation's CA directory (shoalctl ca init)"},
-  });
+  CLI::App app{
+      "Shoal coordinator: schedules federated rounds, aggregates with FedAvg, stores versions"};
+  shoal::ConfigFlags flags(
+      app,
+      {
+          {"--run-dir", "run.dir", "Run directory (run.dir)"},
+          {"--rounds", "run.rounds", "Rounds to train (run.rounds)"},
+          {"--seed", "run.seed", "Seed (run.seed)"},
+          {"--bind", "network.bind", "ZeroMQ endpoint to bind (network.bind)"},
+          {"--endpoint-file", "network.endpoint_file", "Write the bound endpoint to this file"},
+          {"--model", "model.name",
+           "mlp | cnn | logreg | torchscript (model.name; torchscript needs model.path)"},
+          {"--min-workers", "selection.min_workers", "Workers needed to start a round"},
+          {"--min-fit", "selection.min_fit", "Updates needed to commit a round"},
+          {"--fraction", "selection.fraction", "Share of workers selected per round"},
+          {"--round-timeout", "selection.round_timeout_s", "Round deadline in seconds"},
+          {"--epochs", "train.epochs", "Local epochs per round"},
+          {"--batch-size", "train.batch_size", "Local batch size"},
+          {"--lr", "train.lr", "SGD learning rate"},
+          {"--compression", "train.compression",
+           "Updates on the wire: none | fp16 | int8 (error feedback)"},
+          {"--eval-limit", "eval.limit", "Central evaluation on the first N samples only"},
+          {"--http-port", "http.port", "Dashboard/API port (0 = any free port)"},
+          {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},
+          {"--ca-dir", "security.ca_dir", "The federation's CA directory (shoalctl ca init)"},
+      });
   flags.AddSwitch(app, "--insecure", "security.insecure",
                   "DEBUGGING ONLY: no TLS; weights travel in clear text and anyone may join");
   CLI11_PARSE(app, argc, argv);

@@ -50,8 +50,7 @@ protocols::Limits LimitsFor(const CoordinatorConfig& cfg) {
 
 }  // namespace
 
-Coordinator::Impl::Impl(CoordinatorConfig config,
-                        std::unique_ptr<evaluator::ModelRuntime> runtime,
+Coordinator::Impl::Impl(CoordinatorConfig config, std::unique_ptr<evaluator::ModelRuntime> runtime,
                         std::atomic<bool>& stop)
     : cfg_(std::move(config)),
       stop_(stop),

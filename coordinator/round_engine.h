@@ -1,7 +1,8 @@
 // The coordinator's round engine: admits workers, runs rounds, aggregates, evaluates, commits.
 //
-// One thread owns the listening socket (protocols::ServerChannel over a ZeroMQ STREAM socket) and all state; it alternates between receiving messages
-// (each handled to completion) and housekeeping (deadlines, lost workers). Round states:
+// One thread owns the listening socket (protocols::ServerChannel over a ZeroMQ STREAM socket) and
+// all state; it alternates between receiving messages (each handled to completion) and housekeeping
+// (deadlines, lost workers). Round states:
 //   WAIT (for min_workers) -> SELECT -> BROADCAST -> COLLECT (until all selected reported or the
 //   deadline) -> AGGREGATE -> COMMIT -> EVALUATE (central + federated; with eval.overlap while
 //   the next round trains)

@@ -108,8 +108,7 @@ Result<RunModel> LoadRunModel(const CoordinatorConfig& cfg, evaluator::ModelRunt
     out.source.script_bytes = std::move(bytes).value();
     out.sha256 = ToHex(Sha256::Of(out.source.script_bytes.data(), out.source.script_bytes.size()));
     // Checked before anything is written, so a bad file leaves no half-made run behind.
-    auto initial =
-        runtime.InitialWeights(out.source, cfg.input_shape, cfg.num_classes, cfg.seed);
+    auto initial = runtime.InitialWeights(out.source, cfg.input_shape, cfg.num_classes, cfg.seed);
     if (!initial.ok()) return initial.status().Annotate("model.path " + cfg.model_path);
     SHOAL_RETURN_IF_ERROR(MakeDirs(cfg.run_dir + "/model"));
     SHOAL_RETURN_IF_ERROR(
@@ -169,7 +168,7 @@ Result<StartingPoint> ResumeOrStart(const CoordinatorConfig& cfg, const RunModel
     return start;
   }
   SHOAL_ASSIGN_OR_RETURN(start.global, runtime.InitialWeights(model.source, cfg.input_shape,
-                                                         cfg.num_classes, cfg.seed));
+                                                              cfg.num_classes, cfg.seed));
   store::VersionMeta meta;
   meta.version = 0;
   meta.round = 0;

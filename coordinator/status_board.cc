@@ -147,8 +147,8 @@ std::string StatusBoard::Prometheus() const {
   gauge("shoal_round", "Round in progress, or the last round when the run is over.");
   o << "shoal_round " << Num(Get(status_, "round") >= 0 ? Get(status_, "round") : 0) << "\n";
   gauge("shoal_model_version", "Latest committed global model version.");
-  o << "shoal_model_version " << Num(std::isnan(Get(status_, "version")) ? 0 : Get(status_, "version"))
-    << "\n";
+  o << "shoal_model_version "
+    << Num(std::isnan(Get(status_, "version")) ? 0 : Get(status_, "version")) << "\n";
   counter("shoal_rounds_committed_total", "Rounds committed by this coordinator process.");
   o << "shoal_rounds_committed_total " << rounds_.size() << "\n";
 
@@ -158,14 +158,16 @@ std::string StatusBoard::Prometheus() const {
   for (const char* kind : {"central", "federated"}) {
     const double acc = Get(last, kind, "accuracy");
     const double loss = Get(last, kind, "loss");
-    if (!std::isnan(acc)) o << "shoal_global_accuracy{eval=\"" << kind << "\"} " << Num(acc) << "\n";
+    if (!std::isnan(acc))
+      o << "shoal_global_accuracy{eval=\"" << kind << "\"} " << Num(acc) << "\n";
     if (!std::isnan(loss)) o << "shoal_global_loss{eval=\"" << kind << "\"} " << Num(loss) << "\n";
   }
 
   gauge("shoal_workers", "Workers known to the coordinator, by state.");
   std::map<std::string, int> by_state = {{"connected", 0}, {"lost", 0}};
   for (const auto& w : workers_) ++by_state[w.value("state", "unknown")];
-  for (const auto& [state, n] : by_state) o << "shoal_workers{state=\"" << state << "\"} " << n << "\n";
+  for (const auto& [state, n] : by_state)
+    o << "shoal_workers{state=\"" << state << "\"} " << n << "\n";
 
   counter("shoal_received_bytes_total", "Bytes received from workers.");
   o << "shoal_received_bytes_total " << bytes_in_ << "\n";
@@ -184,7 +186,8 @@ std::string StatusBoard::Prometheus() const {
       o << "shoal_round_phase_seconds_bucket{phase=\"" << phase << "\",le=\"" << Num(kBuckets[i])
         << "\"} " << h.buckets[i] << "\n";
     }
-    o << "shoal_round_phase_seconds_bucket{phase=\"" << phase << "\",le=\"+Inf\"} " << h.count << "\n";
+    o << "shoal_round_phase_seconds_bucket{phase=\"" << phase << "\",le=\"+Inf\"} " << h.count
+      << "\n";
     o << "shoal_round_phase_seconds_sum{phase=\"" << phase << "\"} " << Num(h.sum) << "\n";
     o << "shoal_round_phase_seconds_count{phase=\"" << phase << "\"} " << h.count << "\n";
   }

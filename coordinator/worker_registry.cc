@@ -93,7 +93,8 @@ Result<protocols::JoinResponse> WorkerRegistry::Enroll(const protocols::JoinRequ
   SHOAL_ASSIGN_OR_RETURN(
       std::string cert,
       security::RedeemJoinToken(ca_dir_, request.token_id, request.secret, request.csr_pem));
-  SHOAL_ASSIGN_OR_RETURN(std::string ca, ReadFile(security::CaCertPath(ca_dir_), security::kMaxCertFileBytes));
+  SHOAL_ASSIGN_OR_RETURN(std::string ca,
+                         ReadFile(security::CaCertPath(ca_dir_), security::kMaxCertFileBytes));
   auto info = security::VerifyPeerCert(ca, cert);
   if (!info.ok()) {
     return InvalidArgument("issued certificate does not verify: " + info.status().message());

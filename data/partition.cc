@@ -9,9 +9,9 @@
 #include <string_view>
 #include <system_error>
 
+#include "base/file_util.h"
 #include "data/csv.h"
 #include "data/dataset.h"
-#include "base/file_util.h"
 #include "data/idx.h"
 
 namespace shoal::data {

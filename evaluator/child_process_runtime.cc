@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,8 +17,6 @@
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "base/file_util.h"
 #include "base/restart_budget.h"
@@ -88,8 +87,8 @@ class Host {
     auto host = std::shared_ptr<Host>(new Host(sv[0], pid));
     SHOAL_ASSIGN_OR_RETURN(nlohmann::json reply,
                            host->Call({{"op", "configure"}, {"threads", threads}}, nullptr, 0));
-    host->runtime_ = reply.value("runtime", "") + " (in " + kEvaluator + ", pid " +
-                     std::to_string(pid) + ")";
+    host->runtime_ =
+        reply.value("runtime", "") + " (in " + kEvaluator + ", pid " + std::to_string(pid) + ")";
     return host;
   }
 
@@ -126,8 +125,8 @@ class Host {
       }
       return h.json;
     }();
-    if (!reply.ok() && (reply.status().code() == Code::kUnavailable ||
-                        reply.status().code() == Code::kProtocol)) {
+    if (!reply.ok() &&
+        (reply.status().code() == Code::kUnavailable || reply.status().code() == Code::kProtocol)) {
       // The stream is unusable from here on: say why, once the child's fate is known.
       AwaitExit(40);
       broken_ = Unavailable(std::string(kEvaluator) + " (pid " + std::to_string(pid_) + ") " +
@@ -223,7 +222,9 @@ class ProcessPool {
 // The fields every request about a model carries; the TorchScript archive is the blob.
 nlohmann::json ModelRequest(const char* op, const model::ModelSource& model,
                             const std::vector<int64_t>& input_shape, int64_t num_classes) {
-  return {{"op", op}, {"model", model.name}, {"input_shape", input_shape},
+  return {{"op", op},
+          {"model", model.name},
+          {"input_shape", input_shape},
           {"num_classes", num_classes}};
 }
 
@@ -247,8 +248,12 @@ class RemoteEvaluator : public CentralEvaluator {
 
   RemoteEvaluator(std::shared_ptr<ProcessPool> pool, std::shared_ptr<Host> host,
                   nlohmann::json open_request, std::string script, int64_t id, int64_t size)
-      : pool_(std::move(pool)), host_(std::move(host)), open_request_(std::move(open_request)),
-        script_(std::move(script)), id_(id), size_(size) {}
+      : pool_(std::move(pool)),
+        host_(std::move(host)),
+        open_request_(std::move(open_request)),
+        script_(std::move(script)),
+        id_(id),
+        size_(size) {}
   ~RemoteEvaluator() override {
     (void)host_->Call({{"op", "close_evaluator"}, {"id", id_}}, nullptr, 0);
   }
@@ -307,7 +312,7 @@ class RemoteEvaluator : public CentralEvaluator {
   int64_t id_;
   const int64_t size_;
   RestartBudget restarts_{kMaxRestarts, kRestartWindow, std::chrono::milliseconds(250),
-                         std::chrono::seconds(4)};
+                          std::chrono::seconds(4)};
 };
 
 class ChildProcessRuntime : public ModelRuntime {

@@ -15,7 +15,8 @@ Status SendAll(int fd, const void* data, uint64_t n) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     // MSG_NOSIGNAL: a child that died gives EPIPE here, not a SIGPIPE that ends the coordinator.
-    const ssize_t w = ::send(fd, p, static_cast<size_t>(std::min<uint64_t>(n, 1 << 30)), MSG_NOSIGNAL);
+    const ssize_t w =
+        ::send(fd, p, static_cast<size_t>(std::min<uint64_t>(n, 1 << 30)), MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EINTR) continue;
       return Unavailable(std::string("model process connection: ") + std::strerror(errno));

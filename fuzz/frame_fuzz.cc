@@ -22,9 +22,9 @@
 
 #include "base/sha256.h"
 #include "base/status.h"
-#include "model/weights.h"
 #include "fuzz/frame_format.h"
 #include "fuzz/fuzz_support.h"
+#include "model/weights.h"
 #include "protocols/codec.h"
 #include "protocols/messages.h"
 
@@ -61,9 +61,9 @@ void DecodeOne(const FrameView& view) {
   FUZZ_CHECK(f2->type == M::kType, "re-encoded frame has another type");
   FUZZ_CHECK(f2->payload == view.payload, "re-encoded payload differs");
   if (!view.header.empty() && view.header[0] == 1) {
-    FUZZ_CHECK(f2->header == view.header,
-               std::string("a little-endian ") + MessageTypeName(M::kType) +
-                   " header does not re-encode to itself");
+    FUZZ_CHECK(f2->header == view.header, std::string("a little-endian ") +
+                                              MessageTypeName(M::kType) +
+                                              " header does not re-encode to itself");
   }
   Result<M> m2 = Decode<M>(*f2);
   FUZZ_CHECK(m2.ok(), "re-encoded frame does not decode: " + Describe(m2.status()));
@@ -74,9 +74,9 @@ void DecodeOne(const FrameView& view) {
     const model::ModelSpec& spec = m->spec;
     Status st = spec.Validate();
     if (st.ok()) {
-      FUZZ_CHECK(spec.total_bytes() > 0 &&
-                     spec.total_bytes() <= model::SpecLimits::kMaxTotalElements * 4,
-                 "a validated spec has an impossible size");
+      FUZZ_CHECK(
+          spec.total_bytes() > 0 && spec.total_bytes() <= model::SpecLimits::kMaxTotalElements * 4,
+          "a validated spec has an impossible size");
       (void)spec.Diff(model::ModelSpec{});
       (void)spec.Diff(spec);
     } else {
@@ -129,9 +129,9 @@ void FuzzOneFrame(std::string_view in) {
     return;
   }
   FUZZ_CHECK(f->version == kProtocolVersion, "accepted another protocol version");
-  FUZZ_CHECK(static_cast<uint16_t>(f->type) >= 1 &&
-                 static_cast<uint16_t>(f->type) <= kMaxMessageType,
-             "accepted an unknown message type");
+  FUZZ_CHECK(
+      static_cast<uint16_t>(f->type) >= 1 && static_cast<uint16_t>(f->type) <= kMaxMessageType,
+      "accepted an unknown message type");
   FUZZ_CHECK(f->header.data() == in.data() + kFrameHeaderBytes &&
                  f->payload.data() == f->header.data() + f->header.size() &&
                  kFrameHeaderBytes + f->header.size() + f->payload.size() == in.size(),

@@ -25,9 +25,9 @@ void OnMalloc(const volatile void* ptr, size_t size) {
   }
   if (size > limit) {
     g_limit.store(0);  // the report below allocates
-    std::fprintf(stderr,
-                 "==ALLOCATION CAP== %s: one allocation of %zu bytes exceeds the cap of %zu bytes\n",
-                 g_what, size, limit);
+    std::fprintf(
+        stderr, "==ALLOCATION CAP== %s: one allocation of %zu bytes exceeds the cap of %zu bytes\n",
+        g_what, size, limit);
     __sanitizer_print_stack_trace();
     std::abort();
   }

@@ -1,7 +1,8 @@
 // Writes the seed corpora of the fuzz targets: valid inputs built with Shoal's own encoders, so
 // the fuzzers start from inputs that reach deep into the decoders.
 //
-//   fuzz_seed_gen OUT_DIR      writes OUT_DIR/{frame_fuzz,secure_session_fuzz,weights_fuzz,stream_fuzz}/*
+//   fuzz_seed_gen OUT_DIR      writes
+//   OUT_DIR/{frame_fuzz,secure_session_fuzz,weights_fuzz,stream_fuzz}/*
 //
 // The committed fuzz/corpus/ was made with it (`scripts/fuzz.sh --write-seeds`). Seeds that
 // carry TLS records come from a fresh PKI and fresh keys on every run, so they differ from run
@@ -17,10 +18,10 @@
 #include <vector>
 
 #include "base/sha256.h"
-#include "model/weights.h"
 #include "fuzz/frame_format.h"
 #include "fuzz/secure_format.h"
 #include "fuzz/test_pki.h"
+#include "model/weights.h"
 #include "protocols/codec.h"
 #include "protocols/framing.h"
 #include "protocols/messages.h"
@@ -393,8 +394,9 @@ void StreamSeeds() {
   seed("tls_two_frames", 1, 16, 0, 20, tls + FrameHeader(5) + "hello" + FrameHeader(0));
   seed("plain_split", 0, 12, 3, 0, plain + FrameHeader(3000) + std::string(3000, 'x'));
   seed("over_cap", 1, 8, 10, 0, tls + FrameHeader(100000) + std::string(64, 'y'));
-  seed("raised_cap", 1, 10, 20, 18, tls + FrameHeader(1000) + std::string(1000, 'a') +
-                                        FrameHeader(100000) + std::string(2000, 'b'));
+  seed("raised_cap", 1, 10, 20, 18,
+       tls + FrameHeader(1000) + std::string(1000, 'a') + FrameHeader(100000) +
+           std::string(2000, 'b'));
   seed("mode_mismatch", 1, 16, 0, 0, plain + FrameHeader(1) + "p");
   seed("from_server", 3, 16, 0, 0, tls + FrameHeader(2) + "ok");
   seed("zmtp", 1, 16, 0, 0, std::string("\xff\0\0\0\0\0\0\0\x01\x7f\x03\x00NULL", 16));

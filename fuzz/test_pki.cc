@@ -4,8 +4,8 @@
 #include <cstdlib>
 
 #include "base/file_util.h"
-#include "security/pki.h"
 #include "fuzz/fuzz_support.h"
+#include "security/pki.h"
 
 namespace shoal::fuzz {
 namespace {
@@ -22,7 +22,7 @@ std::string Read(const std::string& path) {
 }
 
 std::shared_ptr<const protocols::TlsContext> Make(const protocols::TlsConfig& config, bool server,
-                                              const char* what) {
+                                                  const char* what) {
   auto ctx = server ? protocols::TlsContext::Server(config) : protocols::TlsContext::Client(config);
   if (!ctx.ok()) Die(what, ctx.status());
   return *ctx;

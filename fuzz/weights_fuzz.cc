@@ -16,8 +16,8 @@
 
 #include "base/sha256.h"
 #include "base/status.h"
-#include "model/weights.h"
 #include "fuzz/fuzz_support.h"
+#include "model/weights.h"
 
 namespace shoal::fuzz {
 namespace {

@@ -15,9 +15,12 @@ Result<Encoding> ParseEncoding(const std::string& name) {
 
 const char* EncodingName(Encoding e) {
   switch (e) {
-    case Encoding::kF32: return "none";
-    case Encoding::kF16: return "fp16";
-    case Encoding::kInt8: return "int8";
+    case Encoding::kF32:
+      return "none";
+    case Encoding::kF16:
+      return "fp16";
+    case Encoding::kInt8:
+      return "int8";
   }
   return "?";
 }
@@ -36,9 +39,12 @@ uint64_t Blocks(uint64_t count) { return (count + kInt8Block - 1) / kInt8Block; 
 
 uint64_t EncodedBytes(Encoding e, uint64_t count) {
   switch (e) {
-    case Encoding::kF32: return count * 4;
-    case Encoding::kF16: return Pad4(count * 2);
-    case Encoding::kInt8: return Pad4(Blocks(count) * 4 + count);
+    case Encoding::kF32:
+      return count * 4;
+    case Encoding::kF16:
+      return Pad4(count * 2);
+    case Encoding::kInt8:
+      return Pad4(Blocks(count) * 4 + count);
   }
   return 0;
 }

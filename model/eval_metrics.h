@@ -7,8 +7,8 @@ namespace shoal::model {
 
 struct EvalMetrics {
   int64_t count = 0;
-  double loss = 0;      // mean cross-entropy
-  double accuracy = 0;  // fraction in [0, 1]
+  double loss = 0;         // mean cross-entropy
+  double accuracy = 0;     // fraction in [0, 1]
   double cpu_seconds = 0;  // CPU time of the evaluating thread (LibTorch's pool threads excluded)
 };
 

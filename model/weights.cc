@@ -89,7 +89,8 @@ std::string ModelSpec::Diff(const ModelSpec& other) const {
     const std::string where = "tensor " + std::to_string(i) + " '" + a.name + "'";
     if (a.name != b.name) return where + ": name vs '" + b.name + "'";
     if (a.dtype != b.dtype) return where + ": dtype differs";
-    if (a.shape != b.shape) return where + ": shape " + ShapeString(a.shape) + " vs " + ShapeString(b.shape);
+    if (a.shape != b.shape)
+      return where + ": shape " + ShapeString(a.shape) + " vs " + ShapeString(b.shape);
   }
   return "";
 }

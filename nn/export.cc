@@ -110,14 +110,16 @@ torch::Tensor RandomBatch(const std::vector<int64_t>& input_shape, int64_t batch
 }  // namespace
 
 Status BuildScriptModule(const std::string& name, const std::vector<int64_t>& input_shape,
-                         int64_t num_classes, const model::Weights& weights, torch::jit::Module* out) {
+                         int64_t num_classes, const model::Weights& weights,
+                         torch::jit::Module* out) {
   const char* forward = ModelForward(name);
   SHOAL_ASSIGN_OR_RETURN(auto net, MakeModel(name, input_shape, num_classes, /*seed=*/0));
   if (forward == nullptr) return InvalidArgument("model '" + name + "' cannot be exported");
   const model::ModelSpec expected = SpecOf(*net);
   if (std::string diff = expected.Diff(weights.spec); !diff.empty()) {
-    return InvalidArgument("weights do not fit model '" + name + "' " + model::ShapeString(input_shape) +
-                           " with " + std::to_string(num_classes) + " classes: " + diff);
+    return InvalidArgument("weights do not fit model '" + name + "' " +
+                           model::ShapeString(input_shape) + " with " +
+                           std::to_string(num_classes) + " classes: " + diff);
   }
   if (static_cast<int64_t>(weights.data.size()) != expected.total_numel()) {
     return InvalidArgument("weights hold " + std::to_string(weights.data.size()) +

@@ -40,7 +40,8 @@ inline constexpr double kExportTolerance = 1e-5;
 // Builds into *out the TorchScript module of built-in model `name` holding `weights`, after
 // checking that weights.spec is exactly the spec of that model.
 Status BuildScriptModule(const std::string& name, const std::vector<int64_t>& input_shape,
-                         int64_t num_classes, const model::Weights& weights, torch::jit::Module* out);
+                         int64_t num_classes, const model::Weights& weights,
+                         torch::jit::Module* out);
 
 // Runs `module` and `net` on the same batch of `batch` random samples (uniform in [0, 1), from
 // `seed`) and returns the largest absolute difference of their outputs; Internal when it exceeds

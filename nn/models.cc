@@ -1,13 +1,12 @@
 #include "nn/models.h"
 
-#include "nn/runtime.h"
-
 #include <dlfcn.h>
 
 #include <fstream>
 #include <sstream>
 
 #include "base/cpu_time.h"
+#include "nn/runtime.h"
 
 namespace shoal::nn {
 namespace {
@@ -59,9 +58,10 @@ class LogReg : public Net {
 class Cnn : public Net {
  public:
   Cnn(int64_t channels, int64_t h, int64_t w, int64_t classes)
-      : conv1(register_module("conv1",
-                              torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, 32, 5).padding(2)))),
-        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)))),
+      : conv1(register_module(
+            "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, 32, 5).padding(2)))),
+        conv2(register_module("conv2",
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)))),
         fc1(register_module("fc1", torch::nn::Linear(64 * (h / 4) * (w / 4), 512))),
         fc2(register_module("fc2", torch::nn::Linear(512, classes))) {}
   torch::Tensor forward(torch::Tensor x) override {
@@ -82,8 +82,8 @@ const std::vector<std::string>& BuiltinModels() {
 }
 
 Result<std::shared_ptr<Net>> MakeModel(const std::string& name,
-                                       const std::vector<int64_t>& input_shape,
-                                       int64_t num_classes, uint64_t seed) {
+                                       const std::vector<int64_t>& input_shape, int64_t num_classes,
+                                       uint64_t seed) {
   if (input_shape.empty() || Product(input_shape) <= 0) {
     return InvalidArgument("model input shape " + model::ShapeString(input_shape) + " is empty");
   }
@@ -94,8 +94,9 @@ Result<std::shared_ptr<Net>> MakeModel(const std::string& name,
   if (name == "logreg") return std::shared_ptr<Net>(std::make_shared<LogReg>(in, num_classes));
   if (name == "cnn") {
     if (input_shape.size() != 3 || input_shape[1] % 4 != 0 || input_shape[2] % 4 != 0) {
-      return InvalidArgument("the cnn model needs input shape [C,H,W] with H and W divisible by 4, got " +
-                             model::ShapeString(input_shape));
+      return InvalidArgument(
+          "the cnn model needs input shape [C,H,W] with H and W divisible by 4, got " +
+          model::ShapeString(input_shape));
     }
     return std::shared_ptr<Net>(
         std::make_shared<Cnn>(input_shape[0], input_shape[1], input_shape[2], num_classes));
@@ -107,8 +108,8 @@ Result<std::shared_ptr<Net>> MakeModel(const std::string& name,
 }
 
 Result<std::shared_ptr<Net>> MakeModel(const model::ModelSource& source,
-                                       const std::vector<int64_t>& input_shape,
-                                       int64_t num_classes, uint64_t seed) {
+                                       const std::vector<int64_t>& input_shape, int64_t num_classes,
+                                       uint64_t seed) {
   if (source.is_script()) return LoadScriptModel(source.script_bytes, input_shape, num_classes);
   return MakeModel(source.name, input_shape, num_classes, seed);
 }
@@ -147,9 +148,10 @@ Result<std::shared_ptr<Net>> LoadScriptModel(const std::string& bytes,
     std::istringstream in(bytes);
     module = torch::jit::load(in, torch::kCPU);
   } catch (const std::exception& e) {
-    return InvalidArgument("not a loadable TorchScript archive (save it with "
-                           "torch.jit.save(torch.jit.script(model), path)): " +
-                           FirstLine(TorchMessage(e)));
+    return InvalidArgument(
+        "not a loadable TorchScript archive (save it with "
+        "torch.jit.save(torch.jit.script(model), path)): " +
+        FirstLine(TorchMessage(e)));
   }
   if (!module.find_method("forward")) {
     return InvalidArgument("TorchScript model has no forward method");
@@ -205,8 +207,8 @@ Result<std::shared_ptr<Net>> LoadScriptModel(const std::string& bytes,
     const std::vector<int64_t> want = {2, num_classes};
     if (logits.sizes().vec() != want) {
       return InvalidArgument("TorchScript model's forward returns shape " +
-                             model::ShapeString(logits.sizes().vec()) + " on a batch of shape " + batch +
-                             ", expected " + model::ShapeString(want) +
+                             model::ShapeString(logits.sizes().vec()) + " on a batch of shape " +
+                             batch + ", expected " + model::ShapeString(want) +
                              " (batch, model.num_classes)");
     }
     if (logits.scalar_type() != torch::kFloat32) {
@@ -274,14 +276,15 @@ Status SetWeights(Net& net, const model::Weights& w) {
     return InvalidArgument("weights do not fit the model: " + diff);
   }
   if (static_cast<int64_t>(w.data.size()) != spec.total_numel()) {
-    return InvalidArgument("weights hold " + std::to_string(w.data.size()) + " values, model needs " +
-                           std::to_string(spec.total_numel()));
+    return InvalidArgument("weights hold " + std::to_string(w.data.size()) +
+                           " values, model needs " + std::to_string(spec.total_numel()));
   }
   int64_t off = 0;
   torch::NoGradGuard no_grad;
   for (auto& p : net.NamedParameters()) {
     torch::Tensor t = p.second;
-    auto src = torch::from_blob(const_cast<float*>(w.data.data() + off), t.sizes(), torch::kFloat32);
+    auto src =
+        torch::from_blob(const_cast<float*>(w.data.data() + off), t.sizes(), torch::kFloat32);
     t.copy_(src);
     off += t.numel();
   }
@@ -342,10 +345,10 @@ model::EvalMetrics Evaluate(Net& net, const data::Dataset& data, int64_t batch_s
     const int64_t end = std::min(m.count, start + batch_size);
     torch::Tensor logits = net.forward(ModelInput(SliceRows(data, start, end)));
     torch::Tensor target = y.slice(0, start, end);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, target,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
+    loss_sum +=
+        torch::nn::functional::cross_entropy(
+            logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
     correct += logits.argmax(1).eq(target).sum().item<int64_t>();
   }
   net.train();
@@ -383,7 +386,8 @@ std::string ActiveBlas() {
     if (path.find("libblis") != std::string::npos) return "blis (" + path + ")";
     if (path.find("libmkl") != std::string::npos) return "mkl (" + path + ")";
     if (path.find("/blas/libblas.so") != std::string::npos) {
-      return "reference BLAS (" + path + "; install libopenblas0-pthread for ~3.7x faster training)";
+      return "reference BLAS (" + path +
+             "; install libopenblas0-pthread for ~3.7x faster training)";
     }
   }
   return "unknown (no BLAS library mapped yet)";

@@ -20,10 +20,10 @@
 #include <utility>
 #include <vector>
 
+#include "base/status.h"
 #include "data/dataset.h"
 #include "model/eval_metrics.h"
 #include "model/model_source.h"
-#include "base/status.h"
 #include "model/weights.h"
 
 namespace shoal::nn {
@@ -68,13 +68,13 @@ Result<std::shared_ptr<Net>> LoadScriptModel(const std::string& bytes,
 // parameters initialized from `seed`. InvalidArgument for an unknown name or an input shape the
 // architecture cannot take (the cnn needs [C,H,W] with H and W divisible by 4).
 Result<std::shared_ptr<Net>> MakeModel(const std::string& name,
-                                       const std::vector<int64_t>& input_shape,
-                                       int64_t num_classes, uint64_t seed);
+                                       const std::vector<int64_t>& input_shape, int64_t num_classes,
+                                       uint64_t seed);
 
 // MakeModel for a built-in source; LoadScriptModel (seed unused) for a TorchScript source.
 Result<std::shared_ptr<Net>> MakeModel(const model::ModelSource& source,
-                                       const std::vector<int64_t>& input_shape,
-                                       int64_t num_classes, uint64_t seed);
+                                       const std::vector<int64_t>& input_shape, int64_t num_classes,
+                                       uint64_t seed);
 
 model::ModelSpec SpecOf(Net& net);
 model::Weights GetWeights(Net& net);

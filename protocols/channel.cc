@@ -53,12 +53,13 @@ Result<std::shared_ptr<const TlsContext>> WorkerTls(const security::Bundle& bund
 // ServerChannel
 
 ServerChannel::ServerChannel(ChannelOptions options)
-    : options_(std::move(options)),
-      socket_(ForChannel(options_, /*server=*/true)) {}
+    : options_(std::move(options)), socket_(ForChannel(options_, /*server=*/true)) {}
 
 ServerChannel::~ServerChannel() = default;
 
-Result<std::string> ServerChannel::Bind(const std::string& endpoint) { return socket_.Bind(endpoint); }
+Result<std::string> ServerChannel::Bind(const std::string& endpoint) {
+  return socket_.Bind(endpoint);
+}
 
 void ServerChannel::Event(const std::string& peer, std::string reason, std::string detail) {
   if (events_.size() < 10000) events_.push_back({peer, std::move(reason), std::move(detail)});
@@ -144,8 +145,8 @@ void ServerChannel::OnFrame(Incoming in) {
   }
   if (!was_established && tls.established()) {
     // Handshake done: an enrolled worker may now send frames of full size.
-    socket_.SetFrameCap(in.peer, tls.peer_authenticated() ? kMaxWireFrameBytes
-                                                          : kUnauthenticatedFrameBytes);
+    socket_.SetFrameCap(in.peer,
+                        tls.peer_authenticated() ? kMaxWireFrameBytes : kUnauthenticatedFrameBytes);
   }
   for (Plaintext& text : messages) {
     ChannelMessage m;
@@ -358,8 +359,7 @@ void ServerChannel::ExpireHandshakes() {
 // ClientChannel
 
 ClientChannel::ClientChannel(ChannelOptions options)
-    : options_(std::move(options)),
-      socket_(ForChannel(options_, /*server=*/false)) {}
+    : options_(std::move(options)), socket_(ForChannel(options_, /*server=*/false)) {}
 
 ClientChannel::~ClientChannel() = default;
 

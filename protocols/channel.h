@@ -34,10 +34,10 @@
 #include <string_view>
 #include <vector>
 
-#include "security/pki.h"
 #include "base/status.h"
 #include "protocols/secure_channel.h"
 #include "protocols/transport.h"
+#include "security/pki.h"
 
 namespace shoal::protocols {
 
@@ -105,8 +105,8 @@ class ServerChannel {
   bool secure() const { return options_.tls != nullptr; }
   // TLS only, before the first connection: where each peer's frame payloads are decrypted to
   // (SecureSession::set_payload_placer, with the peer's connection id).
-  using PayloadPlacer =
-      std::function<PayloadPlacement(const std::string& peer, std::string_view head, size_t payload_bytes)>;
+  using PayloadPlacer = std::function<PayloadPlacement(
+      const std::string& peer, std::string_view head, size_t payload_bytes)>;
   void set_payload_placer(PayloadPlacer placer) { placer_ = std::move(placer); }
   Result<std::string> Bind(const std::string& endpoint);
   // The next application message, waiting up to timeout_ms; nullopt when none arrived.

@@ -10,21 +10,36 @@ namespace shoal::protocols {
 
 const char* MessageTypeName(MessageType t) {
   switch (t) {
-    case MessageType::kHello: return "Hello";
-    case MessageType::kWelcome: return "Welcome";
-    case MessageType::kTrainTask: return "TrainTask";
-    case MessageType::kEvalTask: return "EvalTask";
-    case MessageType::kWeightsChunk: return "WeightsChunk";
-    case MessageType::kUpdateReady: return "UpdateReady";
-    case MessageType::kUploadGrant: return "UploadGrant";
-    case MessageType::kAck: return "Ack";
-    case MessageType::kEvalResult: return "EvalResult";
-    case MessageType::kHeartbeat: return "Heartbeat";
-    case MessageType::kError: return "Error";
-    case MessageType::kShutdown: return "Shutdown";
-    case MessageType::kModelFile: return "ModelFile";
-    case MessageType::kJoinRequest: return "JoinRequest";
-    case MessageType::kJoinResponse: return "JoinResponse";
+    case MessageType::kHello:
+      return "Hello";
+    case MessageType::kWelcome:
+      return "Welcome";
+    case MessageType::kTrainTask:
+      return "TrainTask";
+    case MessageType::kEvalTask:
+      return "EvalTask";
+    case MessageType::kWeightsChunk:
+      return "WeightsChunk";
+    case MessageType::kUpdateReady:
+      return "UpdateReady";
+    case MessageType::kUploadGrant:
+      return "UploadGrant";
+    case MessageType::kAck:
+      return "Ack";
+    case MessageType::kEvalResult:
+      return "EvalResult";
+    case MessageType::kHeartbeat:
+      return "Heartbeat";
+    case MessageType::kError:
+      return "Error";
+    case MessageType::kShutdown:
+      return "Shutdown";
+    case MessageType::kModelFile:
+      return "ModelFile";
+    case MessageType::kJoinRequest:
+      return "JoinRequest";
+    case MessageType::kJoinResponse:
+      return "JoinResponse";
   }
   return "Unknown";
 }
@@ -39,15 +54,16 @@ Result<FrameView> ParseFixed(std::string_view head, size_t frame_bytes, const Li
                          " bytes is shorter than the 16-byte frame header");
   }
   if (frame_bytes > limits.max_frame_bytes()) {
-    return ProtocolError("frame of " + std::to_string(frame_bytes) + " bytes exceeds the limit of " +
-                         std::to_string(limits.max_frame_bytes()));
+    return ProtocolError("frame of " + std::to_string(frame_bytes) +
+                         " bytes exceeds the limit of " + std::to_string(limits.max_frame_bytes()));
   }
   const std::optional<FixedHeader> fixed = ReadFixedHeader(head);
   if (!fixed) return ProtocolError("bad frame magic");  // the length was checked above
   FrameView f;
   f.version = fixed->version;
   if (f.version != kProtocolVersion) {
-    return ProtocolError("protocol version " + std::to_string(f.version) + " is not supported (this build speaks " +
+    return ProtocolError("protocol version " + std::to_string(f.version) +
+                         " is not supported (this build speaks " +
                          std::to_string(kProtocolVersion) + ")");
   }
   const uint16_t type = fixed->type;
@@ -82,7 +98,8 @@ Result<FrameView> ParseFrame(std::string_view frame, const Limits& limits) {
   return f;
 }
 
-Result<FrameView> ParseFrameHead(std::string_view head, size_t payload_bytes, const Limits& limits) {
+Result<FrameView> ParseFrameHead(std::string_view head, size_t payload_bytes,
+                                 const Limits& limits) {
   SHOAL_ASSIGN_OR_RETURN(FrameView f, ParseFixed(head, head.size() + payload_bytes, limits));
   if (head.size() != kFrameHeaderBytes + f.header.size()) {
     return ProtocolError("frame head of " + std::to_string(head.size()) +
@@ -209,7 +226,7 @@ Result<PayloadPlacement> ChunkAssembler::Place(const WeightsChunk& c, uint64_t p
 }
 
 PayloadPlacement ChunkAssembler::PlaceFrame(std::string_view head, size_t payload_bytes,
-                                           const Limits& limits) {
+                                            const Limits& limits) {
   if (!active_) return {};
   auto f = ParseFrameHead(head, payload_bytes, limits);
   if (!f.ok() || f->type != MessageType::kWeightsChunk) return {};
@@ -262,8 +279,8 @@ std::vector<std::string> EncodeModelFile(std::string_view bytes, uint32_t chunk_
     m.total_bytes = bytes.size();
     m.sha256.assign(d.begin(), d.end());
     const uint64_t offset = uint64_t{i} * chunk_bytes;
-    frames.push_back(Encode(m, bytes.substr(offset, std::min<uint64_t>(chunk_bytes,
-                                                                     bytes.size() - offset))));
+    frames.push_back(
+        Encode(m, bytes.substr(offset, std::min<uint64_t>(chunk_bytes, bytes.size() - offset))));
   }
   return frames;
 }

@@ -6,6 +6,7 @@
 // Errors: ProtocolError naming what was wrong (magic, version, type, lengths, header contents).
 #pragma once
 
+#include <cereal/archives/portable_binary.hpp>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -14,8 +15,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <cereal/archives/portable_binary.hpp>
 
 #include "base/status.h"
 #include "protocols/frame_layout.h"
@@ -28,7 +27,9 @@ namespace shoal::protocols {
 struct Limits {
   uint32_t max_header_bytes = kMaxHeaderBytes;
   uint32_t max_payload_bytes = kPreWelcomePayloadBytes;
-  size_t max_frame_bytes() const { return kFrameHeaderBytes + max_header_bytes + max_payload_bytes; }
+  size_t max_frame_bytes() const {
+    return kFrameHeaderBytes + max_header_bytes + max_payload_bytes;
+  }
 };
 
 struct FrameView {

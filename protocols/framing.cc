@@ -131,8 +131,9 @@ Result<std::optional<std::string>> FrameReader::Next() {
     const size_t len = size_t{p[0]} | size_t{p[1]} << 8 | size_t{p[2]} << 16 | size_t{p[3]} << 24;
     if (len > cap_) {
       error_reason_ = "frame_too_large";
-      return ProtocolError("frame of " + std::to_string(len) + " bytes announced; this connection " +
-                           "accepts at most " + std::to_string(cap_));
+      return ProtocolError("frame of " + std::to_string(len) +
+                           " bytes announced; this connection " + "accepts at most " +
+                           std::to_string(cap_));
     }
     consumed_ += 4;
     avail.remove_prefix(4);
@@ -145,8 +146,8 @@ Result<std::optional<std::string>> FrameReader::Next() {
     // From the coordinator (a worker's one connection, whose frames carry the model every
     // round), up to 16 MiB ahead, so a whole TLS frame (at most 8 MiB): growing a 4 MiB frame
     // by doubling copied 3 MiB and left 3 MiB of freed buffers in the worker's heap each time.
-    const size_t ahead = std::max(avail.size(), peer_is_server_ ? kAheadFromCoordinator
-                                                                : kAheadFromWorker);
+    const size_t ahead =
+        std::max(avail.size(), peer_is_server_ ? kAheadFromCoordinator : kAheadFromWorker);
     ReserveForWrite(body_, std::min(len, ahead));
   }
   consumed_ += AppendBody(avail);

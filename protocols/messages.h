@@ -24,11 +24,10 @@
 // (secure_channel.h); the frame layout is the same.
 #pragma once
 
+#include <cereal/cereal.hpp>
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <cereal/cereal.hpp>
 
 #include "model/weights.h"
 #include "protocols/frame_layout.h"  // kProtocolVersion
@@ -63,13 +62,13 @@ inline constexpr uint64_t kMaxTensors = model::SpecLimits::kMaxTensors;
 
 // Typed error codes carried by Error messages.
 enum class ErrorCode : uint16_t {
-  kBadMessage = 1,        // could not be decoded
-  kVersionMismatch = 2,   // protocol version differs
-  kNotAdmitted = 3,       // Hello refused (incompatible data, duplicate name)
-  kUnknownPeer = 4,       // message from a peer that has not said Hello (say it again)
-  kStale = 5,             // update for a round that is not open (closed or never existed)
-  kBadUpdate = 6,         // update failed validation (non-finite, size, sample count)
-  kDuplicate = 7,         // update already accepted for this round
+  kBadMessage = 1,       // could not be decoded
+  kVersionMismatch = 2,  // protocol version differs
+  kNotAdmitted = 3,      // Hello refused (incompatible data, duplicate name)
+  kUnknownPeer = 4,      // message from a peer that has not said Hello (say it again)
+  kStale = 5,            // update for a round that is not open (closed or never existed)
+  kBadUpdate = 6,        // update failed validation (non-finite, size, sample count)
+  kDuplicate = 7,        // update already accepted for this round
   kRunFinished = 8,
 };
 
@@ -131,7 +130,8 @@ struct Hello {
   int64_t num_val = 0;
   std::vector<int64_t> input_shape;  // per sample, e.g. {1,28,28}
   int64_t num_classes = 0;
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     ar(protocol_version);
     internal::BoundedString(ar, name);
     ar(num_train, num_val);
@@ -143,14 +143,15 @@ struct Hello {
 struct Welcome {
   static constexpr MessageType kType = MessageType::kWelcome;
   std::string run_id;
-  std::string worker_name;    // the name the coordinator admitted
-  std::string model;          // model name: mlp, cnn, logreg or torchscript
-  int64_t num_classes = 0;    // the federation's class count (the model's output size)
-  uint32_t heartbeat_ms = 0;  // how often to send heartbeats
+  std::string worker_name;       // the name the coordinator admitted
+  std::string model;             // model name: mlp, cnn, logreg or torchscript
+  int64_t num_classes = 0;       // the federation's class count (the model's output size)
+  uint32_t heartbeat_ms = 0;     // how often to send heartbeats
   uint32_t peer_timeout_ms = 0;  // silence after which each side considers the other gone
-  uint32_t chunk_bytes = 0;   // largest WeightsChunk / ModelFile payload
-  uint64_t model_bytes = 0;   // size of the TorchScript file sent as ModelFile; 0 = built-in
-  template <class A> void serialize(A& ar) {
+  uint32_t chunk_bytes = 0;      // largest WeightsChunk / ModelFile payload
+  uint64_t model_bytes = 0;      // size of the TorchScript file sent as ModelFile; 0 = built-in
+  template <class A>
+  void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     internal::BoundedString(ar, worker_name);
     internal::BoundedString(ar, model);
@@ -166,7 +167,8 @@ struct ModelFile {
   uint32_t count = 0;
   uint64_t total_bytes = 0;  // the whole file
   std::string sha256;        // raw 32 bytes of the whole file's SHA-256
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     ar(index, count, total_bytes);
     internal::BoundedString(ar, sha256, 32);
   }
@@ -190,7 +192,8 @@ struct TrainTask {
   // `eval_round`) on the validation split and send an EvalResult, as for an EvalTask. Saves
   // sending the same weights twice when a version is evaluated while the next round trains.
   uint64_t eval_round = 0;
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, version, epochs, batch_size, lr, seed, deadline_ms);
     internal::SpecField(ar, spec);
@@ -206,7 +209,8 @@ struct EvalTask {
   uint64_t version = 0;
   model::ModelSpec spec;
   uint32_t chunk_count = 0;
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, version);
     internal::SpecField(ar, spec);
@@ -222,7 +226,10 @@ struct WeightsChunk {
   uint32_t index = 0;
   uint32_t count = 0;
   uint64_t offset = 0;
-  template <class A> void serialize(A& ar) { ar(round, index, count, offset); }
+  template <class A>
+  void serialize(A& ar) {
+    ar(round, index, count, offset);
+  }
 };
 
 struct UpdateReady {
@@ -234,10 +241,11 @@ struct UpdateReady {
   double train_loss = 0;
   double train_seconds = 0;
   uint64_t total_bytes = 0;  // encoded size (EncodedBytes(encoding, parameter count))
-  std::string sha256;  // raw 32 bytes of the encoded delta
-  uint8_t encoding = 0;  // common/compression.h Encoding; must be the TrainTask's compression
+  std::string sha256;        // raw 32 bytes of the encoded delta
+  uint8_t encoding = 0;      // common/compression.h Encoding; must be the TrainTask's compression
   double train_cpu_seconds = 0;  // CPU time of the training thread (metrics only)
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, base_version, num_samples, train_loss, train_seconds, total_bytes);
     internal::BoundedString(ar, sha256, 32);
@@ -248,14 +256,18 @@ struct UpdateReady {
 struct UploadGrant {
   static constexpr MessageType kType = MessageType::kUploadGrant;
   uint64_t round = 0;
-  template <class A> void serialize(A& ar) { ar(round); }
+  template <class A>
+  void serialize(A& ar) {
+    ar(round);
+  }
 };
 
 struct Ack {
   static constexpr MessageType kType = MessageType::kAck;
   uint64_t round = 0;
   std::string sha256;  // digest of what was accepted
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     ar(round);
     internal::BoundedString(ar, sha256, 32);
   }
@@ -270,7 +282,8 @@ struct EvalResult {
   double loss = 0;
   double accuracy = 0;
   double cpu_seconds = 0;  // CPU time of the evaluation (metrics only)
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, version, count, loss, accuracy, cpu_seconds);
   }
@@ -280,7 +293,10 @@ struct Heartbeat {
   static constexpr MessageType kType = MessageType::kHeartbeat;
   uint64_t unix_ms = 0;
   uint8_t busy = 0;  // worker: 1 while training or evaluating
-  template <class A> void serialize(A& ar) { ar(unix_ms, busy); }
+  template <class A>
+  void serialize(A& ar) {
+    ar(unix_ms, busy);
+  }
 };
 
 struct Error {
@@ -288,7 +304,8 @@ struct Error {
   ErrorCode code = ErrorCode::kBadMessage;
   uint64_t round = 0;
   std::string message;
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     uint16_t c = static_cast<uint16_t>(code);
     ar(c);
     code = static_cast<ErrorCode>(c);
@@ -305,7 +322,8 @@ struct JoinRequest {
   std::string token_id;
   std::string secret;
   std::string csr_pem;
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     ar(protocol_version);
     internal::BoundedString(ar, token_id, 64);
     internal::BoundedString(ar, secret, 64);
@@ -319,7 +337,8 @@ struct JoinResponse {
   std::string worker_name;
   std::string cert_pem;
   std::string ca_pem;
-  template <class A> void serialize(A& ar) {
+  template <class A>
+  void serialize(A& ar) {
     internal::BoundedString(ar, worker_name);
     internal::BoundedString(ar, cert_pem);
     internal::BoundedString(ar, ca_pem);
@@ -329,7 +348,10 @@ struct JoinResponse {
 struct Shutdown {
   static constexpr MessageType kType = MessageType::kShutdown;
   std::string reason;
-  template <class A> void serialize(A& ar) { internal::BoundedString(ar, reason); }
+  template <class A>
+  void serialize(A& ar) {
+    internal::BoundedString(ar, reason);
+  }
 };
 
 }  // namespace shoal::protocols

@@ -67,8 +67,7 @@ Result<std::vector<X509Ptr>> ParseCertificates(const std::string& pem, const cha
   // Reading stops with "no start line" at the end of the input; anything else is a bad PEM.
   unsigned long last = ERR_peek_last_error();
   if (certs.empty() || (last != 0 && ERR_GET_REASON(last) != PEM_R_NO_START_LINE)) {
-    return InvalidArgument(std::string(what) + ": not a PEM certificate (" + OpenSslError() +
-                           ")");
+    return InvalidArgument(std::string(what) + ": not a PEM certificate (" + OpenSslError() + ")");
   }
   ERR_clear_error();
   return certs;
@@ -214,8 +213,7 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
       BioPtr bio = ReadOnlyBio(config.key_pem);
       EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
       if (!key)
-        return InvalidArgument(side + ": key_pem: not a PEM private key (" + OpenSslError() +
-                               ")");
+        return InvalidArgument(side + ": key_pem: not a PEM private key (" + OpenSslError() + ")");
       if (SSL_CTX_use_PrivateKey(c, key.get()) != 1 || SSL_CTX_check_private_key(c) != 1) {
         return InvalidArgument(side + ": key_pem does not match cert_pem: " + OpenSslError());
       }
@@ -283,8 +281,7 @@ SecureSession::SecureSession(std::shared_ptr<const TlsContext> context, size_t m
     SSL_set_connect_state(ssl_.get());
     const std::string& name = context_->expected_peer_name();
     if (!name.empty() && SSL_set1_host(ssl_.get(), name.c_str()) != 1) {
-      failure_ =
-          InvalidArgument("expected_peer_name '" + name + "' refused: " + OpenSslError());
+      failure_ = InvalidArgument("expected_peer_name '" + name + "' refused: " + OpenSslError());
     }
   }
 }
@@ -315,7 +312,8 @@ Status SecureSession::FailFromOpenSsl(int ssl_error, const std::string& what) {
         reason == SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED ||
         reason == SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED ||
         reason == SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN ||
-        reason == SSL_R_TLSV1_ALERT_ACCESS_DENIED || reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
+        reason == SSL_R_TLSV1_ALERT_ACCESS_DENIED ||
+        reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
       certificate_problem = true;
     }
   }
@@ -424,7 +422,8 @@ Status SecureSession::OnHandshakeDone() {
   } else if (peer == nullptr) {
     // Only a server that made the client certificate optional gets here (OpenSSL enforces
     // SSL_VERIFY_FAIL_IF_NO_PEER_CERT otherwise); checked so a policy slip fails closed.
-    if (!context_->is_server() || SSL_get_verify_mode(ssl_.get()) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
+    if (!context_->is_server() ||
+        SSL_get_verify_mode(ssl_.get()) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
       return Fail(Rejected("TLS handshake completed without a peer certificate"));
     }
     // An unauthenticated client (enrollment) only ever sends one small JoinRequest.
@@ -456,9 +455,10 @@ Status SecureSession::CheckPinnedChain() {
     if (Sha256Hex(candidate) == context_->ca_fingerprint()) ca = candidate;
   }
   if (ca == nullptr) {
-    return Fail(Rejected("coordinator's certificate chain does not contain the CA with "
-                         "fingerprint " + context_->ca_fingerprint() +
-                         " (a different federation, or an impostor)"));
+    return Fail(
+        Rejected("coordinator's certificate chain does not contain the CA with "
+                 "fingerprint " +
+                 context_->ca_fingerprint() + " (a different federation, or an impostor)"));
   }
   if (X509_check_ca(ca) <= 0) {
     return Fail(Rejected("the certificate with the pinned fingerprint is not a CA"));
@@ -560,10 +560,9 @@ Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
         length_have_ += got;
         if (length_have_ < 4) continue;
         length_have_ = 0;
-        SHOAL_RETURN_IF_ERROR(OnLength(uint32_t{length_bytes_[0]} |
-                                       (uint32_t{length_bytes_[1]} << 8) |
-                                       (uint32_t{length_bytes_[2]} << 16) |
-                                       (uint32_t{length_bytes_[3]} << 24)));
+        SHOAL_RETURN_IF_ERROR(
+            OnLength(uint32_t{length_bytes_[0]} | (uint32_t{length_bytes_[1]} << 8) |
+                     (uint32_t{length_bytes_[2]} << 16) | (uint32_t{length_bytes_[3]} << 24)));
         break;
       case Reading::kHead:
         partial_have_ += got;
@@ -576,9 +575,9 @@ Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
         placed_have_ += got;
         break;
     }
-    const bool done = (reading_ == Reading::kBody && partial_have_ == partial_.size()) ||
-                      (reading_ == Reading::kPlaced &&
-                       partial_.size() + placed_have_ == message_bytes_);
+    const bool done =
+        (reading_ == Reading::kBody && partial_have_ == partial_.size()) ||
+        (reading_ == Reading::kPlaced && partial_.size() + placed_have_ == message_bytes_);
     if (done) Deliver(messages);
   }
 }
@@ -730,8 +729,8 @@ Status SecureSession::SealRange(std::string_view head, std::string_view body, si
       SHOAL_RETURN_IF_ERROR(DrainOutput(out));
     }
     if (pending_out_.capacity() < kMaxWireFrameBytes) {
-      ReserveForWrite(pending_out_, std::min(pending_out_.size() + wire_bytes(end - pos),
-                                             kMaxWireFrameBytes));
+      ReserveForWrite(pending_out_,
+                      std::min(pending_out_.size() + wire_bytes(end - pos), kMaxWireFrameBytes));
     }
     SHOAL_RETURN_IF_ERROR(WritePlain(part, out));
     pos += part.size();

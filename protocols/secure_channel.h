@@ -3,11 +3,11 @@
 // Why TLS through memory BIOs. ZeroMQ owns the TCP connections (connects with back-off, one
 // polled socket for every worker; transport.h), so TLS cannot own a socket. Each
 // SecureSession drives an OpenSSL SSL object whose input and output are memory BIOs: a
-// received frame is handed to TLS as a read-only memory BIO (BIO_s_mem) over the caller's bytes (no copy), and whatever
-// TLS produces (handshake flights, alerts, encrypted records) goes through a write-only memory
-// sink BIO straight into the frame the caller will send (BIO_s_mem's growth would copy and wipe
-// its buffer repeatedly and need one more copy to drain). The session does no I/O itself; the
-// coordinator keeps one session per connection, a worker keeps one for its connection.
+// received frame is handed to TLS as a read-only memory BIO (BIO_s_mem) over the caller's bytes (no
+// copy), and whatever TLS produces (handshake flights, alerts, encrypted records) goes through a
+// write-only memory sink BIO straight into the frame the caller will send (BIO_s_mem's growth would
+// copy and wipe its buffer repeatedly and need one more copy to drain). The session does no I/O
+// itself; the coordinator keeps one session per connection, a worker keeps one for its connection.
 //
 // Policy (TlsContext). TLS 1.3 only, AES-GCM suites only, no session tickets or resumption.
 // Both sides present a certificate and both verify the peer's chain against `ca_pem` alone (the
@@ -143,7 +143,8 @@ class SecureSession {
   // placement it returns receives the payload, and the message is delivered as its head with
   // the payload placed (placement.h). A null placement, or no placer, keeps the payload in the
   // message. Frames that do not split are read whole, for the receiver to reject.
-  using PayloadPlacer = std::function<PayloadPlacement(std::string_view head, size_t payload_bytes)>;
+  using PayloadPlacer =
+      std::function<PayloadPlacement(std::string_view head, size_t payload_bytes)>;
   void set_payload_placer(PayloadPlacer placer) { placer_ = std::move(placer); }
 
   // Encrypts one application message (at most kMaxMessageCap bytes; the receiver enforces its
@@ -221,7 +222,7 @@ class SecureSession {
   PayloadPlacer placer_;
   Reading reading_ = Reading::kLength;
   unsigned char length_bytes_[4] = {0, 0, 0, 0};
-  size_t length_have_ = 0;   // bytes of the length prefix received so far
+  size_t length_have_ = 0;    // bytes of the length prefix received so far
   size_t message_bytes_ = 0;  // the length of the message being read
   size_t head_bytes_ = 0;     // kHead: the head's length once known (0: reading the fixed header)
   std::string partial_;       // the message (kBody) or its head (kHead, kPlaced)

@@ -6,7 +6,6 @@
 #include <cstring>
 #include <deque>
 #include <set>
-
 #include <zmq.hpp>
 
 #include "base/malloc_tuning.h"
@@ -47,8 +46,8 @@ enum class Ready { kNothing, kSocket, kWake };
 // (SocketOptions::wake_fd). A message wins over a wake.
 Ready Poll(zmq::socket_t& s, int timeout_ms, int wake_fd = -1) {
   zmq::pollitem_t items[2] = {{s.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
-  const int n = zmq::poll(items, wake_fd >= 0 ? 2 : 1,
-                          std::chrono::milliseconds(std::max(0, timeout_ms)));
+  const int n =
+      zmq::poll(items, wake_fd >= 0 ? 2 : 1, std::chrono::milliseconds(std::max(0, timeout_ms)));
   if (n <= 0) return Ready::kNothing;
   return (items[0].revents & ZMQ_POLLIN) ? Ready::kSocket : Ready::kWake;
 }
@@ -198,7 +197,8 @@ struct StreamListener::Impl {
   }
 };
 
-StreamListener::StreamListener(const SocketOptions& options) : impl_(std::make_unique<Impl>(options)) {
+StreamListener::StreamListener(const SocketOptions& options)
+    : impl_(std::make_unique<Impl>(options)) {
   Configure(impl_->socket, options);
 }
 StreamListener::~StreamListener() = default;
@@ -270,7 +270,8 @@ Status StreamListener::Send(const std::string& peer, std::string_view frame) {
   if (it->second.closing) return Unavailable("connection is closing");
   if (frame.size() > kMaxFrameCap) return InvalidArgument("frame larger than 4 GiB");
   try {
-    if (!impl_->socket.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+    if (!impl_->socket.send(zmq::buffer(peer),
+                            zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
       return Unavailable("peer send queue full");
     }
     (void)impl_->socket.send(EncodeFrame(frame), zmq::send_flags::none);
@@ -299,13 +300,14 @@ void ReleaseInFlight(void* /*data*/, void* hint) {
 }  // namespace
 
 Result<bool> StreamListener::TrySend(const std::string& peer, std::string* prefix,
-                                   std::string_view bytes, std::shared_ptr<const void> owner) {
+                                     std::string_view bytes, std::shared_ptr<const void> owner) {
   auto it = impl_->conns.find(peer);
   if (it == impl_->conns.end()) return Unavailable("peer is not connected");
   if (it->second.closing) return Unavailable("connection is closing");
   try {
     auto head = [&] {
-      return impl_->socket.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait)
+      return impl_->socket
+          .send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait)
           .has_value();
     };
     if (!prefix->empty()) {
@@ -340,7 +342,9 @@ void StreamListener::SetFrameCap(const std::string& peer, size_t cap) {
   if (it != impl_->conns.end() && !it->second.closing) it->second.reader.set_cap(cap);
 }
 
-std::vector<TransportEvent> StreamListener::TakeEvents() { return std::exchange(impl_->events, {}); }
+std::vector<TransportEvent> StreamListener::TakeEvents() {
+  return std::exchange(impl_->events, {});
+}
 
 size_t StreamListener::connections() const { return impl_->conns.size(); }
 
@@ -395,7 +399,8 @@ struct StreamConnection::Impl {
   }
 };
 
-StreamConnection::StreamConnection(const SocketOptions& options) : impl_(std::make_unique<Impl>(options)) {
+StreamConnection::StreamConnection(const SocketOptions& options)
+    : impl_(std::make_unique<Impl>(options)) {
   Configure(impl_->socket, options);
 }
 StreamConnection::~StreamConnection() = default;
@@ -467,8 +472,9 @@ Status StreamConnection::SendOwned(std::string&& frame) {
   if (frame.size() > kMaxFrameCap) return InvalidArgument("frame larger than 4 GiB");
   const std::string prefix = FrameHeader(frame.size());
   auto* owned = new std::string(std::move(frame));
-  zmq::message_t body(owned->data(), owned->size(),
-                      [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
+  zmq::message_t body(
+      owned->data(), owned->size(),
+      [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
   return impl_->Send(zmq::message_t(prefix.data(), prefix.size()), std::move(body));
 }
 

@@ -201,9 +201,7 @@ Result<std::string> PrivateKey::Sign(std::string_view data) const {
 
 const PublicKey& PrivateKey::public_key() const { return impl_->public_key; }
 
-std::string SigningKeyPath(const std::string& run_dir) {
-  return run_dir + "/keys/coordinator.key";
-}
+std::string SigningKeyPath(const std::string& run_dir) { return run_dir + "/keys/coordinator.key"; }
 std::string SigningPublicKeyPath(const std::string& run_dir) {
   return run_dir + "/keys/coordinator.pub";
 }
@@ -248,6 +246,5 @@ Status EnsureCoordinatorKey(const std::string& run_dir) {
   }
   return Status::Ok();
 }
-
 
 }  // namespace shoal::security

@@ -24,9 +24,9 @@ std::string UtcNow() {
 }
 
 nlohmann::json VersionMeta::ToJson() const {
-  nlohmann::json j = {{"version", version},   {"sha256", sha256},
-                      {"round", round},       {"participants", participants},
-                      {"metrics", metrics},   {"created_at", created_at}};
+  nlohmann::json j = {{"version", version}, {"sha256", sha256},
+                      {"round", round},     {"participants", participants},
+                      {"metrics", metrics}, {"created_at", created_at}};
   j["parent"] = parent ? nlohmann::json(*parent) : nlohmann::json(nullptr);
   return j;
 }

@@ -11,11 +11,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "base/status.h"
 #include "model/weights.h"
@@ -24,12 +23,12 @@ namespace shoal::store {
 
 struct VersionMeta {
   uint64_t version = 0;
-  std::string sha256;                 // hex, Weights::Hash()
-  std::optional<uint64_t> parent;     // none for v0
-  uint64_t round = 0;                 // round that produced it (0 = initial model)
+  std::string sha256;              // hex, Weights::Hash()
+  std::optional<uint64_t> parent;  // none for v0
+  uint64_t round = 0;              // round that produced it (0 = initial model)
   std::vector<std::string> participants;
   nlohmann::json metrics = nlohmann::json::object();
-  std::string created_at;             // UTC ISO 8601
+  std::string created_at;  // UTC ISO 8601
 
   nlohmann::json ToJson() const;
   static Result<VersionMeta> FromJson(const nlohmann::json& j);

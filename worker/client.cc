@@ -1,5 +1,9 @@
 #include "worker/client.h"
 
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -8,23 +12,18 @@
 #include <optional>
 #include <thread>
 
-#include <sys/eventfd.h>
-#include <unistd.h>
-
-#include <spdlog/spdlog.h>
-
-#include "model/compression.h"
-#include "data/dataset.h"
+#include "base/file_util.h"
 #include "base/malloc_tuning.h"
-#include "nn/runtime.h"
 #include "base/sha256.h"
 #include "base/thread_name.h"
-#include "security/signing.h"
-#include "base/file_util.h"
-#include "security/pki.h"
+#include "data/dataset.h"
+#include "model/compression.h"
+#include "nn/runtime.h"
 #include "protocols/channel.h"
 #include "protocols/client_session.h"
 #include "protocols/codec.h"
+#include "security/pki.h"
+#include "security/signing.h"
 #include "worker/trainer.h"
 
 namespace shoal::worker {
@@ -75,8 +74,8 @@ class WorkerClient::Impl {
   void FinishTraining();
   // Federated evaluation of `w` (version `version`, made by round `round`) on the validation
   // split; sends the EvalResult.
-  void Evaluate(const model::Weights& w, const std::string& run_id, uint64_t round, uint64_t version,
-                bool release_memory);
+  void Evaluate(const model::Weights& w, const std::string& run_id, uint64_t round,
+                uint64_t version, bool release_memory);
   void SleepInterruptible(uint32_t ms);
 
   WorkerConfig cfg_;
@@ -91,10 +90,11 @@ class WorkerClient::Impl {
   // The protocol (protocols/client_session.h), made once the silo is loaded (its Hello
   // declares it) and kept across reconnects: an update not yet acknowledged is offered again.
   std::unique_ptr<protocols::ClientSession> session_;
-  std::unique_ptr<LocalTrainer> trainer_;       // used by the training thread only while it runs
-  std::unique_ptr<LocalTrainer> eval_trainer_;  // this thread's, made when evaluation overlaps training
-  model::ModelSource model_source_;                // what the trainers were made from
-  std::string model_key_;    // which model the trainers hold (name, classes, file digest)
+  std::unique_ptr<LocalTrainer> trainer_;  // used by the training thread only while it runs
+  std::unique_ptr<LocalTrainer>
+      eval_trainer_;                 // this thread's, made when evaluation overlaps training
+  model::ModelSource model_source_;  // what the trainers were made from
+  std::string model_key_;            // which model the trainers hold (name, classes, file digest)
 
   // Training in progress.
   std::atomic<bool> cancel_{false};
@@ -118,11 +118,13 @@ void WorkerClient::Stop() {
 }
 
 Status WorkerClient::Impl::LoadSilo() {
-  Result<data::Dataset> all = cfg_.data_format == "csv"
-                            ? data::LoadCsvDataset(cfg_.data_path, cfg_.label_column, cfg_.limit)
-                            : data::LoadIdxDataset(cfg_.data_path, cfg_.data_split, cfg_.limit);
+  Result<data::Dataset> all =
+      cfg_.data_format == "csv"
+          ? data::LoadCsvDataset(cfg_.data_path, cfg_.label_column, cfg_.limit)
+          : data::LoadIdxDataset(cfg_.data_path, cfg_.data_split, cfg_.limit);
   if (!all.ok()) return all.status().Annotate("silo");
-  if (all->size() < 2) return InvalidArgument("silo " + cfg_.data_path + " has fewer than 2 samples");
+  if (all->size() < 2)
+    return InvalidArgument("silo " + cfg_.data_path + " has fewer than 2 samples");
   const int64_t classes = all->num_classes();
   auto split = data::SplitValidation(std::move(*all), cfg_.val_fraction, cfg_.split_seed);
   train_ = std::move(split.first);
@@ -150,8 +152,9 @@ void WorkerClient::Impl::SleepInterruptible(uint32_t ms) {
 // certificate, or a join token that is redeemed first and leaves a bundle behind.
 Status WorkerClient::Impl::SetUpSecurity() {
   if (cfg_.insecure) {
-    spdlog::warn("!!! INSECURE MODE (--insecure): no TLS. This worker's weight updates travel in "
-                 "clear text and the coordinator is not authenticated. Debugging only.");
+    spdlog::warn(
+        "!!! INSECURE MODE (--insecure): no TLS. This worker's weight updates travel in "
+        "clear text and the coordinator is not authenticated. Debugging only.");
     if (cfg_.coordinator.empty()) cfg_.coordinator = security::kDefaultCoordinatorAddress;
     return Status::Ok();
   }
@@ -165,7 +168,8 @@ Status WorkerClient::Impl::SetUpSecurity() {
     if (!token.empty() && token[0] == '@') {
       SHOAL_ASSIGN_OR_RETURN(token, ReadFile(token.substr(1), 4096));
     }
-    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())))
+      token.pop_back();
     SHOAL_RETURN_IF_ERROR(Join(token));
   } else if (!cfg_.join_token.empty()) {
     spdlog::info("worker={} already enrolled ({}); the join token is not used", cfg_.name,
@@ -191,7 +195,8 @@ Status WorkerClient::Impl::SetUpSecurity() {
 // and the signed certificate comes back. Nothing is sent before the coordinator is verified.
 Status WorkerClient::Impl::Join(const std::string& token_text) {
   SHOAL_ASSIGN_OR_RETURN(security::ParsedToken token, security::ParseJoinToken(token_text));
-  const std::string address = cfg_.coordinator.empty() ? token.coordinator_address : cfg_.coordinator;
+  const std::string address =
+      cfg_.coordinator.empty() ? token.coordinator_address : cfg_.coordinator;
   protocols::TlsConfig tc;
   tc.ca_fingerprint = token.ca_fingerprint;
   tc.expected_peer_name = cfg_.server_name;
@@ -199,8 +204,8 @@ Status WorkerClient::Impl::Join(const std::string& token_text) {
   SHOAL_ASSIGN_OR_RETURN(security::KeyAndCsr kc, security::MakeKeyAndCsr(cfg_.name));
   spdlog::info("worker={} joining the federation at {} with token {} (CA fingerprint {})",
                cfg_.name, address, token.id, token.ca_fingerprint);
-  const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<uint32_t>(
-                                           cfg_.hello_timeout_ms * 4, 20000));
+  const auto deadline = Clock::now() + std::chrono::milliseconds(
+                                           std::max<uint32_t>(cfg_.hello_timeout_ms * 4, 20000));
   protocols::ChannelOptions co;
   co.tls = tls;
   co.max_message_bytes = 1 << 20;
@@ -219,14 +224,17 @@ Status WorkerClient::Impl::Join(const std::string& token_text) {
     SHOAL_ASSIGN_OR_RETURN(protocols::FrameView f, protocols::ParseFrame(**in, limits));
     if (f.type == protocols::MessageType::kError) {
       auto e = protocols::Decode<protocols::Error>(f);
-      return Rejected("coordinator refused the join: " + (e.ok() ? e->message : e.status().message()));
+      return Rejected("coordinator refused the join: " +
+                      (e.ok() ? e->message : e.status().message()));
     }
     if (f.type != protocols::MessageType::kJoinResponse) continue;
-    SHOAL_ASSIGN_OR_RETURN(protocols::JoinResponse resp, protocols::Decode<protocols::JoinResponse>(f));
+    SHOAL_ASSIGN_OR_RETURN(protocols::JoinResponse resp,
+                           protocols::Decode<protocols::JoinResponse>(f));
     // The CA handed back must be the one the token pins, and the certificate must be ours.
     SHOAL_RETURN_IF_ERROR(security::CheckCertMatchesFingerprint(resp.ca_pem, token.ca_fingerprint)
                               .Annotate("JoinResponse CA"));
-    SHOAL_ASSIGN_OR_RETURN(security::CertInfo info, security::VerifyPeerCert(resp.ca_pem, resp.cert_pem));
+    SHOAL_ASSIGN_OR_RETURN(security::CertInfo info,
+                           security::VerifyPeerCert(resp.ca_pem, resp.cert_pem));
     if (info.common_name != cfg_.name || !info.client_auth) {
       return Rejected("coordinator returned a certificate for '" + info.common_name + "'");
     }
@@ -236,7 +244,7 @@ Status WorkerClient::Impl::Join(const std::string& token_text) {
     check.ca_pem = resp.ca_pem;
     SHOAL_RETURN_IF_ERROR(protocols::TlsContext::Client(check).status().Annotate("JoinResponse"));
     SHOAL_RETURN_IF_ERROR(security::WriteBundle(cfg_.bundle, cfg_.name, kc.key_pem, resp.cert_pem,
-                                           resp.ca_pem, address));
+                                                resp.ca_pem, address));
     spdlog::info("worker={} enrolled: certificate sha256 {} written to {}", cfg_.name,
                  info.fingerprint, cfg_.bundle);
     return Status::Ok();
@@ -314,9 +322,9 @@ Result<SessionEnd> WorkerClient::Impl::Session() {
     Flush();
     // Until the next heartbeat (or the Hello deadline) is due, unless a message arrives or the
     // wake descriptor fires.
-    const auto wait_ms = std::chrono::ceil<std::chrono::milliseconds>(session_->next_deadline() -
-                                                                      Clock::now())
-                             .count();
+    const auto wait_ms =
+        std::chrono::ceil<std::chrono::milliseconds>(session_->next_deadline() - Clock::now())
+            .count();
     const int64_t max_wait = session_->admitted() ? 1000 : 100;
     auto in = channel_->RecvMessage(static_cast<int>(std::clamp<int64_t>(wait_ms, 1, max_wait)));
     if (!in.ok()) {
@@ -458,7 +466,8 @@ Result<std::optional<SessionEnd>> WorkerClient::Impl::OnEvent(protocols::ClientE
 
 // Makes the trainers for `source` unless they already hold the model `key` names (a reconnect
 // to the same run). Training of a previous, different model is cancelled first.
-Status WorkerClient::Impl::EnsureTrainers(const model::ModelSource& source, const std::string& key) {
+Status WorkerClient::Impl::EnsureTrainers(const model::ModelSource& source,
+                                          const std::string& key) {
   if (trainer_ && key == model_key_) {
     session_->set_model_spec(trainer_->spec());
     return Status::Ok();
@@ -474,7 +483,7 @@ Status WorkerClient::Impl::EnsureTrainers(const model::ModelSource& source, cons
   eval_trainer_.reset();
   model_key_.clear();
   SHOAL_ASSIGN_OR_RETURN(auto trainer, LocalTrainer::Create(source, train_.sample_shape,
-                                                           session_->welcome().num_classes));
+                                                            session_->welcome().num_classes));
   trainer_ = std::move(trainer);
   model_source_ = source;
   model_key_ = key;
@@ -514,13 +523,15 @@ void WorkerClient::Impl::StartTraining() {
   training_ = std::async(std::launch::async, [this, s, round, interval, name]() {
     SetThreadName("shoal-train");
     auto last = Clock::now();
-    auto result = trainer_->Train(std::move(train_global_), train_, s, cancel_, [&](const TrainProgress& p) {
-      if (std::chrono::duration<double>(Clock::now() - last).count() < interval) return;
-      last = Clock::now();
-      spdlog::info("round={} worker={} progress epoch {}/{} {:.0f}% loss={:.4f}", round, name,
-                   p.epoch, p.epochs, 100.0 * p.samples_done / std::max<int64_t>(1, p.samples_total),
-                   p.running_loss);
-    });
+    auto result =
+        trainer_->Train(std::move(train_global_), train_, s, cancel_, [&](const TrainProgress& p) {
+          if (std::chrono::duration<double>(Clock::now() - last).count() < interval) return;
+          last = Clock::now();
+          spdlog::info("round={} worker={} progress epoch {}/{} {:.0f}% loss={:.4f}", round, name,
+                       p.epoch, p.epochs,
+                       100.0 * p.samples_done / std::max<int64_t>(1, p.samples_total),
+                       p.running_loss);
+        });
     training_done_.store(true, std::memory_order_release);
     Wake();
     return result;
@@ -535,12 +546,13 @@ void WorkerClient::Impl::FinishTraining() {
   ReleaseFreeMemory();
   const protocols::TrainTask& t = running_task_;
   if (!result.ok()) {
-    spdlog::warn("round={} worker={} training ended: {}", t.round, cfg_.name, result.status().ToString());
+    spdlog::warn("round={} worker={} training ended: {}", t.round, cfg_.name,
+                 result.status().ToString());
     return;
   }
   TrainOutcome& o = *result;
-  spdlog::info("round={} worker={} trained: epochs={} samples={} loss={:.4f} seconds={:.1f}", t.round,
-               cfg_.name, t.epochs, o.samples, o.mean_loss, o.seconds);
+  spdlog::info("round={} worker={} trained: epochs={} samples={} loss={:.4f} seconds={:.1f}",
+               t.round, cfg_.name, t.epochs, o.samples, o.mean_loss, o.seconds);
   FreeStorage(train_global_.data);
   auto encoding = model::EncodingFromWire(t.compression);
   if (!encoding.ok()) {
@@ -576,8 +588,8 @@ void WorkerClient::Impl::FinishTraining() {
   });
 }
 
-void WorkerClient::Impl::Evaluate(const model::Weights& w, const std::string& run_id, uint64_t round,
-                                  uint64_t version, bool release_memory) {
+void WorkerClient::Impl::Evaluate(const model::Weights& w, const std::string& run_id,
+                                  uint64_t round, uint64_t version, bool release_memory) {
   auto m = [&]() -> Result<model::EvalMetrics> {
     SHOAL_ASSIGN_OR_RETURN(LocalTrainer * evaluator, EvalTrainer());
     return evaluator->Evaluate(w, val_);

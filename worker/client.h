@@ -1,5 +1,5 @@
-// The worker's client loop: connect to the coordinator (a ZeroMQ STREAM connection), say Hello, then serve
-// TrainTasks and EvalTasks until the coordinator says Shutdown.
+// The worker's client loop: connect to the coordinator (a ZeroMQ STREAM connection), say Hello,
+// then serve TrainTasks and EvalTasks until the coordinator says Shutdown.
 //
 // Local training runs on its own thread while this thread keeps heartbeats flowing, so long
 // training never looks like a dead worker. A coordinator that cannot be reached or goes silent

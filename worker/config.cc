@@ -15,14 +15,17 @@ Status WorkerConfig::Validate() const {
                "from `shoalctl enroll NAME --ca CA_DIR --out DIR`, or --join TOKEN --bundle DIR "
                "to enroll with a one-time token, or --insecure (debugging only)");
   }
-  if (insecure && !join_token.empty()) return bad("security.join_token", "cannot be used with --insecure");
+  if (insecure && !join_token.empty())
+    return bad("security.join_token", "cannot be used with --insecure");
   if (server_name.empty()) return bad("security.server_name", "must not be empty");
   if (data_format != "idx" && data_format != "csv") return bad("data.format", "must be idx or csv");
   if (data_path.empty()) return bad("data.path", "must be set");
   if (limit < 0) return bad("data.limit", "must not be negative");
-  if (!(val_fraction >= 0 && val_fraction < 1)) return bad("data.val_fraction", "must be in [0, 1)");
+  if (!(val_fraction >= 0 && val_fraction < 1))
+    return bad("data.val_fraction", "must be in [0, 1)");
   if (retry_initial_ms < 10) return bad("retry.initial_ms", "must be at least 10");
-  if (retry_max_ms < retry_initial_ms) return bad("retry.max_ms", "must be at least retry.initial_ms");
+  if (retry_max_ms < retry_initial_ms)
+    return bad("retry.max_ms", "must be at least retry.initial_ms");
   if (hello_timeout_ms < 100) return bad("retry.hello_timeout_ms", "must be at least 100");
   if (threads < 1) return bad("runtime.threads", "must be at least 1");
   if (!(progress_interval_s > 0)) return bad("runtime.progress_interval_s", "must be positive");

@@ -12,23 +12,23 @@ namespace shoal::worker {
 
 struct WorkerConfig {
   // [worker]
-  std::string name;                                   // worker.name: unique in the federation
+  std::string name;         // worker.name: unique in the federation
   std::string coordinator;  // worker.coordinator: ZeroMQ endpoint; "" = the bundle's or join
                             // token's address (tcp://127.0.0.1:5555 with --insecure)
 
   // [data] — the private silo; it never leaves this process.
-  std::string data_format = "idx";   // data.format: idx | csv
-  std::string data_path;             // data.path: IDX directory or CSV file
-  std::string data_split = "train";  // data.split: IDX file prefix (train-images-idx3-ubyte...)
+  std::string data_format = "idx";     // data.format: idx | csv
+  std::string data_path;               // data.path: IDX directory or CSV file
+  std::string data_split = "train";    // data.split: IDX file prefix (train-images-idx3-ubyte...)
   std::string label_column = "label";  // data.label_column: CSV label column
-  int64_t limit = 0;                 // data.limit: use only the first N samples (0 = all)
-  double val_fraction = 0.1;         // data.val_fraction: held out for federated evaluation
-  uint64_t split_seed = 1;           // data.split_seed: seed of the train/validation split
+  int64_t limit = 0;                   // data.limit: use only the first N samples (0 = all)
+  double val_fraction = 0.1;           // data.val_fraction: held out for federated evaluation
+  uint64_t split_seed = 1;             // data.split_seed: seed of the train/validation split
 
   // [retry]
-  uint32_t retry_initial_ms = 500;    // retry.initial_ms: first reconnect delay
-  uint32_t retry_max_ms = 10000;      // retry.max_ms: reconnect delay ceiling (doubles each try)
-  uint32_t hello_timeout_ms = 5000;   // retry.hello_timeout_ms: wait this long for Welcome
+  uint32_t retry_initial_ms = 500;   // retry.initial_ms: first reconnect delay
+  uint32_t retry_max_ms = 10000;     // retry.max_ms: reconnect delay ceiling (doubles each try)
+  uint32_t hello_timeout_ms = 5000;  // retry.hello_timeout_ms: wait this long for Welcome
 
   // [security]
   std::string bundle;      // security.bundle: enrollment bundle dir (shoalctl enroll); with
@@ -37,7 +37,7 @@ struct WorkerConfig {
                            // "@FILE" to read it from FILE; used when the bundle has no certificate
   std::string server_name = "coordinator";  // security.server_name: name the coordinator's
                                             // certificate must carry
-  bool insecure = false;   // security.insecure: plain ZeroMQ, no TLS (debugging only)
+  bool insecure = false;  // security.insecure: plain ZeroMQ, no TLS (debugging only)
 
   // [runtime]
   int threads = 1;                  // runtime.threads: LibTorch intra-op threads

@@ -19,18 +19,20 @@ int main(int argc, char** argv) {
   shoal::TuneMallocForLargeBuffers();
   shoal::UseOneMallocArena();
   CLI::App app{"Shoal worker: trains locally on a private data silo, sends weight deltas"};
-  shoal::ConfigFlags flags(app, {
-      {"--name", "worker.name", "Worker name, unique in the federation (worker.name)"},
-      {"--coordinator", "worker.coordinator", "Coordinator endpoint (worker.coordinator)"},
-      {"--data", "data.path", "Silo: IDX directory or CSV file (data.path)"},
-      {"--format", "data.format", "idx | csv (data.format)"},
-      {"--limit", "data.limit", "Use only the first N samples (data.limit)"},
-      {"--threads", "runtime.threads", "LibTorch intra-op threads (runtime.threads)"},
-      {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},
-      {"--bundle", "security.bundle", "Enrollment bundle directory (security.bundle)"},
-      {"--join", "security.join_token", "Enroll with a one-time join token (or @FILE holding it); "
-                                        "credentials are written to --bundle"},
-  });
+  shoal::ConfigFlags flags(
+      app, {
+               {"--name", "worker.name", "Worker name, unique in the federation (worker.name)"},
+               {"--coordinator", "worker.coordinator", "Coordinator endpoint (worker.coordinator)"},
+               {"--data", "data.path", "Silo: IDX directory or CSV file (data.path)"},
+               {"--format", "data.format", "idx | csv (data.format)"},
+               {"--limit", "data.limit", "Use only the first N samples (data.limit)"},
+               {"--threads", "runtime.threads", "LibTorch intra-op threads (runtime.threads)"},
+               {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},
+               {"--bundle", "security.bundle", "Enrollment bundle directory (security.bundle)"},
+               {"--join", "security.join_token",
+                "Enroll with a one-time join token (or @FILE holding it); "
+                "credentials are written to --bundle"},
+           });
   flags.AddSwitch(app, "--insecure", "security.insecure",
                   "DEBUGGING ONLY: no TLS; weights travel in clear text");
   CLI11_PARSE(app, argc, argv);

@@ -80,7 +80,8 @@ class TorchTrainer : public LocalTrainer {
     return out;
   }
 
-  Result<model::EvalMetrics> Evaluate(const model::Weights& weights, const data::Dataset& data) override {
+  Result<model::EvalMetrics> Evaluate(const model::Weights& weights,
+                                      const data::Dataset& data) override {
     SHOAL_RETURN_IF_ERROR(nn::SetWeights(*net_, weights));
     try {
       return nn::Evaluate(*net_, data);

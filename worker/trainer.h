@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "data/dataset.h"
 #include "model/eval_metrics.h"
 #include "model/model_source.h"
-#include "base/status.h"
 #include "model/weights.h"
 
 namespace shoal::worker {
@@ -27,7 +27,7 @@ struct TrainSettings {
 };
 
 struct TrainProgress {
-  int epoch = 0;        // 1-based
+  int epoch = 0;  // 1-based
   int epochs = 0;
   int64_t samples_done = 0;
   int64_t samples_total = 0;  // epochs * dataset size
@@ -38,8 +38,8 @@ struct TrainOutcome {
   std::vector<float> delta;  // local - global, flat, in spec order
   double mean_loss = 0;      // mean training loss over all batches of all epochs
   double seconds = 0;
-  double cpu_seconds = 0;    // CPU time of the training thread (LibTorch's pool threads excluded)
-  int64_t samples = 0;       // training samples (n_k in FedAvg)
+  double cpu_seconds = 0;  // CPU time of the training thread (LibTorch's pool threads excluded)
+  int64_t samples = 0;     // training samples (n_k in FedAvg)
 };
 
 class LocalTrainer {
@@ -55,7 +55,8 @@ class LocalTrainer {
   virtual Result<TrainOutcome> Train(model::Weights global, const data::Dataset& data,
                                      const TrainSettings& settings, const std::atomic<bool>& cancel,
                                      const std::function<void(const TrainProgress&)>& progress) = 0;
-  virtual Result<model::EvalMetrics> Evaluate(const model::Weights& weights, const data::Dataset& data) = 0;
+  virtual Result<model::EvalMetrics> Evaluate(const model::Weights& weights,
+                                              const data::Dataset& data) = 0;
   // The model's tensors (names and shapes, in wire order): what a task's weights must match.
   virtual const model::ModelSpec& spec() const = 0;
 };

@@ -1,5 +1,6 @@
 #include "bench/loadgen/fleet.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -10,13 +11,11 @@
 #include <cstring>
 #include <filesystem>
 
-#include <spdlog/spdlog.h>
-
 #include "base/sha256.h"
 #include "model/compression.h"
-#include "security/pki.h"
 #include "protocols/channel.h"
 #include "protocols/client_session.h"
+#include "security/pki.h"
 
 namespace shoal::loadgen {
 namespace {
@@ -53,7 +52,8 @@ void FillWords(const DeltaLayout& l, uint64_t key, uint64_t first, size_t n, uin
       }
       case model::Encoding::kF16: {
         const float a = static_cast<float>(static_cast<int32_t>(z >> 40) - (1 << 23)) * k;
-        const float b = static_cast<float>(static_cast<int32_t>((z >> 8) & 0xffffff) - (1 << 23)) * k;
+        const float b =
+            static_cast<float>(static_cast<int32_t>((z >> 8) & 0xffffff) - (1 << 23)) * k;
         const uint32_t lo = 2 * j < l.count ? model::FloatToHalf(a) : 0;
         const uint32_t hi = 2 * j + 1 < l.count ? model::FloatToHalf(b) : 0;
         out[i] = lo | (hi << 16);
@@ -81,14 +81,22 @@ void FillWords(const DeltaLayout& l, uint64_t key, uint64_t first, size_t n, uin
 
 const char* ErrorName(protocols::ErrorCode c) {
   switch (c) {
-    case protocols::ErrorCode::kBadMessage: return "bad_message";
-    case protocols::ErrorCode::kVersionMismatch: return "version_mismatch";
-    case protocols::ErrorCode::kNotAdmitted: return "not_admitted";
-    case protocols::ErrorCode::kUnknownPeer: return "unknown_peer";
-    case protocols::ErrorCode::kStale: return "stale";
-    case protocols::ErrorCode::kBadUpdate: return "bad_update";
-    case protocols::ErrorCode::kDuplicate: return "duplicate";
-    case protocols::ErrorCode::kRunFinished: return "run_finished";
+    case protocols::ErrorCode::kBadMessage:
+      return "bad_message";
+    case protocols::ErrorCode::kVersionMismatch:
+      return "version_mismatch";
+    case protocols::ErrorCode::kNotAdmitted:
+      return "not_admitted";
+    case protocols::ErrorCode::kUnknownPeer:
+      return "unknown_peer";
+    case protocols::ErrorCode::kStale:
+      return "stale";
+    case protocols::ErrorCode::kBadUpdate:
+      return "bad_update";
+    case protocols::ErrorCode::kDuplicate:
+      return "duplicate";
+    case protocols::ErrorCode::kRunFinished:
+      return "run_finished";
   }
   return "other";
 }
@@ -114,7 +122,7 @@ struct Fleet::Worker {
   uint64_t name_hash = 0;
   std::unique_ptr<Link> link;
   std::shared_ptr<const protocols::TlsContext> tls;  // its certificate (null: plain)
-  int fd = -1;                 // the link's ZMQ_FD, registered with epoll
+  int fd = -1;                                       // the link's ZMQ_FD, registered with epoll
   State state = State::kNotStarted;
   bool reconnect_now = false;  // decided while handling a message; done after the receive loop
   bool check_pending = false;  // in Fleet::to_check_
@@ -129,7 +137,7 @@ struct Fleet::Worker {
   uint64_t task_round = 0;
   uint64_t task_version = 0;
   uint64_t task_seed = 0;
-  uint64_t task_count = 0;  // values of the global model
+  uint64_t task_count = 0;                                // values of the global model
   model::Encoding task_encoding = model::Encoding::kF32;  // how the update must travel
 
   // "Training": done at train_done_at; then queued for hashing.
@@ -305,7 +313,8 @@ void Fleet::Start(Worker& w) {
 void Fleet::Pump(Worker& w) {
   int budget = 256;
   while (w.link && budget > 0 && !w.reconnect_now && w.link->Readable()) {
-    auto n = w.link->Receive(static_cast<size_t>(budget), [&](std::string_view m) { Handle(w, m); });
+    auto n =
+        w.link->Receive(static_cast<size_t>(budget), [&](std::string_view m) { Handle(w, m); });
     if (!n.ok()) {  // the connection is gone: reconnect with a new one, as a real worker
       spdlog::warn("worker={} {}", w.name, n.status().ToString());
       w.reconnect_now = true;
@@ -473,8 +482,7 @@ void Fleet::OnTrainTask(Worker& w, const protocols::TrainTask& t) {
   w.train_done_at = now + std::chrono::microseconds(static_cast<int64_t>(ms * 1000));
 }
 
-void Fleet::SendEvalResult(Worker& w, const std::string& run_id, uint64_t round,
-                           uint64_t version) {
+void Fleet::SendEvalResult(Worker& w, const std::string& run_id, uint64_t round, uint64_t version) {
   protocols::EvalResult r;
   r.run_id = run_id;
   r.round = round;
@@ -589,10 +597,9 @@ void Fleet::FinishTraining(Worker& w) {
 Status Fleet::Run(const volatile bool& stop) {
   started_ = Clock::now();
   for (auto& w : workers_) {
-    w->start_at = opt_.connect_rate > 0
-                      ? started_ + std::chrono::microseconds(static_cast<int64_t>(
-                                       1e6 * w->index / opt_.connect_rate))
-                      : started_;
+    w->start_at = opt_.connect_rate > 0 ? started_ + std::chrono::microseconds(static_cast<int64_t>(
+                                                         1e6 * w->index / opt_.connect_rate))
+                                        : started_;
   }
   auto last_tick = Clock::time_point{};
   const auto budget = std::chrono::microseconds(static_cast<int64_t>(opt_.work_budget_ms * 1000));
@@ -601,8 +608,8 @@ Status Fleet::Run(const volatile bool& stop) {
   while (!stop) {
     if (finished_ + gave_up_ + vanished_ >= opt_.workers) break;
     if (opt_.timeout_s > 0 && Elapsed() > opt_.timeout_s) {
-      return Timeout("load generator timeout after " + std::to_string(opt_.timeout_s) + " s: " +
-                     std::to_string(finished_) + " of " + std::to_string(opt_.workers) +
+      return Timeout("load generator timeout after " + std::to_string(opt_.timeout_s) +
+                     " s: " + std::to_string(finished_) + " of " + std::to_string(opt_.workers) +
                      " workers saw the run finish");
     }
     ++wakeups_;
@@ -616,7 +623,8 @@ Status Fleet::Run(const volatile bool& stop) {
     }
     const int wait_ms = to_check_.empty() && hashing_.empty() ? 10 : 0;
     const int n = epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), wait_ms);
-    if (n < 0 && errno != EINTR) return Unavailable(std::string("epoll_wait: ") + std::strerror(errno));
+    if (n < 0 && errno != EINTR)
+      return Unavailable(std::string("epoll_wait: ") + std::strerror(errno));
     for (int i = 0; i < n; ++i) Pump(*static_cast<Worker*>(events[i].data.ptr));
     const auto now = Clock::now();
     if (now - last_tick >= std::chrono::milliseconds(10)) {

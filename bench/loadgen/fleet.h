@@ -31,15 +31,14 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
-#include "bench/loadgen/link.h"
 #include "base/status.h"
+#include "bench/loadgen/link.h"
 #include "protocols/client_session.h"
 #include "protocols/codec.h"
 #include "protocols/secure_channel.h"
@@ -56,35 +55,35 @@ struct FleetOptions {
   int64_t num_val = 100;  // 0 = the coordinator sends no EvalTasks to these workers
   std::vector<int64_t> input_shape = {1, 28, 28};
   int64_t num_classes = 10;
-  double train_ms = 0;         // simulated local training time per round
-  double train_jitter_ms = 0;  // plus a deterministic per-worker share of this
-  double delta_scale = 1e-3;   // |delta values| <= this
-  double connect_rate = 0;     // workers connected per second; 0 = all at once
+  double train_ms = 0;               // simulated local training time per round
+  double train_jitter_ms = 0;        // plus a deterministic per-worker share of this
+  double delta_scale = 1e-3;         // |delta values| <= this
+  double connect_rate = 0;           // workers connected per second; 0 = all at once
   uint32_t hello_timeout_ms = 5000;  // Hello again (new socket) when no Welcome came in time
-  double timeout_s = 0;        // give up after this long; 0 = never
-  double work_budget_ms = 20;  // delta hashing per loop iteration before polling again
-  int64_t unique_bytes = 4 << 20;  // worker-specific tail of each delta; < 0 = all of it
+  double timeout_s = 0;              // give up after this long; 0 = never
+  double work_budget_ms = 20;        // delta hashing per loop iteration before polling again
+  int64_t unique_bytes = 4 << 20;    // worker-specific tail of each delta; < 0 = all of it
   // TLS, as real workers: each synthetic worker uses the enrollment bundle bundles_dir/NAME,
   // issued from ca_dir when missing (as `shoalctl enroll` does). Empty = plain (--insecure).
   std::string bundles_dir;
   std::string ca_dir;
   std::string server_name = "coordinator";
   int io_threads = 1;  // ZeroMQ I/O threads of the fleet's context
-  int vanish = 0;  // the last `vanish` workers close their connection right after Welcome and
-                   // never come back (a crash), to check that the coordinator drops them
+  int vanish = 0;      // the last `vanish` workers close their connection right after Welcome and
+                       // never come back (a crash), to check that the coordinator drops them
 };
 
 // What the load generator saw of one round.
 struct RoundStats {
   uint64_t round = 0;
-  int tasks = 0;          // TrainTasks whose weights arrived completely
+  int tasks = 0;  // TrainTasks whose weights arrived completely
   int updates_announced = 0;
   int grants = 0;
   int acks = 0;
-  int rejected = 0;       // Error replies for this round's updates
-  int evals = 0;          // EvalResults sent
-  double first_task_s = -1;      // since the fleet started
-  double last_download_s = -1;   // last TrainTask weights complete
+  int rejected = 0;             // Error replies for this round's updates
+  int evals = 0;                // EvalResults sent
+  double first_task_s = -1;     // since the fleet started
+  double last_download_s = -1;  // last TrainTask weights complete
   double first_ack_s = -1;
   double last_ack_s = -1;
   uint64_t update_bytes_acked = 0;
@@ -132,9 +131,9 @@ class Fleet {
   zmq::context_t context_;
   std::vector<std::unique_ptr<Worker>> workers_;
   int epoll_fd_ = -1;
-  std::vector<Worker*> to_check_;  // sockets to look at without waiting for their descriptor
-  std::deque<Worker*> hashing_;    // finished "training", waiting for their delta's SHA-256
-  std::vector<uint32_t> scratch_;  // one chunk of an update
+  std::vector<Worker*> to_check_;       // sockets to look at without waiting for their descriptor
+  std::deque<Worker*> hashing_;         // finished "training", waiting for their delta's SHA-256
+  std::vector<uint32_t> scratch_;       // one chunk of an update
   std::unique_ptr<PrefixHash> prefix_;  // SHA-256 state after the current round's shared prefix
   Clock::time_point started_;
 

@@ -51,7 +51,8 @@ Status Link::Connect(const std::string& endpoint) {
 Status Link::Open() {
   std::vector<std::string> out, messages;
   Status st = session_->OnWire(frame_, &out, &messages);
-  for (const auto& f : out) (void)SendFrame(f);  // handshake flight, or the alert explaining a failure
+  for (const auto& f : out)
+    (void)SendFrame(f);  // handshake flight, or the alert explaining a failure
   if (!st.ok()) return failure_ = st;
   while (!waiting_.empty() && session_->established()) {
     std::vector<std::string> sealed;

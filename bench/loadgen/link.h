@@ -16,7 +16,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "base/status.h"
@@ -92,7 +91,7 @@ class Link {
   int fd_ = -1;
   protocols::FrameReader reader_;
   bool has_bytes_ = false;
-  std::string id_;  // the connection, once up
+  std::string id_;                      // the connection, once up
   std::vector<zmq::message_t> outbox_;  // frames sent before the connection was up
   std::string frame_;
   std::shared_ptr<const protocols::TlsContext> tls_;

@@ -7,19 +7,18 @@
 //
 // Exit status: 0 when every worker saw the run finish (Shutdown; --vanish workers excepted), 1
 // otherwise, 2 on bad flags.
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
-#include "bench/loadgen/fleet.h"
 #include "base/log.h"
 #include "base/malloc_tuning.h"
+#include "bench/loadgen/fleet.h"
 
 namespace {
 
@@ -70,7 +69,8 @@ int main(int argc, char** argv) {
   std::string shape = "1,28,28";
   std::string summary_path;
   std::string log_level = "info";
-  CLI::App app{"Shoal load generator: synthetic workers speaking the real protocol to a coordinator"};
+  CLI::App app{
+      "Shoal load generator: synthetic workers speaking the real protocol to a coordinator"};
   app.add_option("--coordinator", o.endpoint, "Coordinator endpoint (e.g. tcp://127.0.0.1:5555)")
       ->required();
   app.add_option("-n,--workers", o.workers, "Synthetic workers")->check(CLI::Range(1, 100000));
@@ -80,11 +80,14 @@ int main(int argc, char** argv) {
   app.add_option("--num-val", o.num_val,
                  "Validation samples each worker declares (0 = no federated evaluation)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--input-shape", shape, "Per-sample input shape, comma-separated (model.input_shape)");
-  app.add_option("--num-classes", o.num_classes, "Classes (<= model.num_classes)")->check(CLI::Range(1, 1 << 30));
+  app.add_option("--input-shape", shape,
+                 "Per-sample input shape, comma-separated (model.input_shape)");
+  app.add_option("--num-classes", o.num_classes, "Classes (<= model.num_classes)")
+      ->check(CLI::Range(1, 1 << 30));
   app.add_option("--train-ms", o.train_ms, "Simulated training time per round (ms)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--train-jitter-ms", o.train_jitter_ms, "Plus a deterministic per-worker share of this")
+  app.add_option("--train-jitter-ms", o.train_jitter_ms,
+                 "Plus a deterministic per-worker share of this")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--delta-scale", o.delta_scale, "Largest |value| of the synthetic deltas")
       ->check(CLI::PositiveNumber);
@@ -94,7 +97,8 @@ int main(int argc, char** argv) {
   app.add_option("--io-threads", o.io_threads, "ZeroMQ I/O threads")->check(CLI::Range(1, 64));
   app.add_option("--connect-rate", o.connect_rate, "Workers connected per second (0 = all at once)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--hello-timeout-ms", o.hello_timeout_ms, "Reconnect when no Welcome came in time");
+  app.add_option("--hello-timeout-ms", o.hello_timeout_ms,
+                 "Reconnect when no Welcome came in time");
   app.add_option("--vanish", o.vanish,
                  "The last K workers close their connection right after Welcome and never come "
                  "back (a crash), to check that the coordinator drops silent workers")
@@ -146,10 +150,11 @@ int main(int argc, char** argv) {
     out << text;
     if (!out) spdlog::error("cannot write {}", summary_path);
   }
-  spdlog::info("done: {} of {} workers saw the run finish, {} gave up, {} reconnects, {:.1f} s ({})",
-               summary["finished"].get<int>(), o.workers, summary["gave_up"].get<int>(),
-               summary["reconnects"].get<uint64_t>(), summary["elapsed_s"].get<double>(),
-               summary["status"].get<std::string>());
+  spdlog::info(
+      "done: {} of {} workers saw the run finish, {} gave up, {} reconnects, {:.1f} s ({})",
+      summary["finished"].get<int>(), o.workers, summary["gave_up"].get<int>(),
+      summary["reconnects"].get<uint64_t>(), summary["elapsed_s"].get<double>(),
+      summary["status"].get<std::string>());
   if (!st.ok()) return 1;
   return fleet.ExitCode();
 }

@@ -33,7 +33,8 @@ Status FedAvg::Fold(const float* delta, size_t count, int64_t num_samples) {
                            std::to_string(size_));
   }
   if (num_samples <= 0) {
-    return InvalidArgument("update sample count " + std::to_string(num_samples) + " is not positive");
+    return InvalidArgument("update sample count " + std::to_string(num_samples) +
+                           " is not positive");
   }
   // Validate fully before touching the accumulator. A float is NaN or Inf exactly when its 8
   // exponent bits are all ones; this branch-free scan vectorizes, unlike std::isfinite.
@@ -88,7 +89,8 @@ Result<model::Weights> FedAvg::Finish(const model::Weights& global) const {
   if (exact_) {
     const double inv_fixed = inv / kFixedScale;
     for (size_t i = 0; i < size_; ++i) {
-      out.data[i] = static_cast<float>(global.data[i] + static_cast<double>(fixed_acc_[i]) * inv_fixed);
+      out.data[i] =
+          static_cast<float>(global.data[i] + static_cast<double>(fixed_acc_[i]) * inv_fixed);
     }
   } else {
     for (size_t i = 0; i < size_; ++i) {

@@ -120,7 +120,8 @@ TEST_F(ConfigTest, SecureByDefault) {
 }
 
 TEST_F(ConfigTest, DefaultsWhenPathEmpty) {
-  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig("", {"security.ca_dir=ca"});
+  Result<coordinator::CoordinatorConfig> c =
+      coordinator::LoadCoordinatorConfig("", {"security.ca_dir=ca"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   coordinator::CoordinatorConfig d;
   d.ca_dir = "ca";
@@ -147,7 +148,8 @@ TEST_F(ConfigTest, DefaultsWhenPathEmpty) {
 }
 
 TEST_F(ConfigTest, ValuesAreReadFromFile) {
-  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(Write(kFullConfig), {});
+  Result<coordinator::CoordinatorConfig> c =
+      coordinator::LoadCoordinatorConfig(Write(kFullConfig), {});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->run_dir, "runs/test");
   EXPECT_EQ(c->run_id, "run-abc");
@@ -193,9 +195,9 @@ TEST_F(ConfigTest, RepositoryDemoConfigLoads) {
 
 TEST_F(ConfigTest, OverridesWinOverTheFile) {
   Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(
-      Write(kFullConfig), {"run.rounds=7", "network.bind=tcp://127.0.0.1:0",
-                           "model.input_shape=[3,32,32]", "selection.fraction=0.25",
-                           "eval.federated=true", "run.dir=runs/over ride"});
+      Write(kFullConfig),
+      {"run.rounds=7", "network.bind=tcp://127.0.0.1:0", "model.input_shape=[3,32,32]",
+       "selection.fraction=0.25", "eval.federated=true", "run.dir=runs/over ride"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->rounds, 7);
   EXPECT_EQ(c->bind, "tcp://127.0.0.1:0");
@@ -207,16 +209,16 @@ TEST_F(ConfigTest, OverridesWinOverTheFile) {
 }
 
 TEST_F(ConfigTest, OverridesApplyWithoutAFile) {
-  Result<coordinator::CoordinatorConfig> c =
-      coordinator::LoadCoordinatorConfig("", {"run.rounds=2", "train.lr=0.5", "security.insecure=true"});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(
+      "", {"run.rounds=2", "train.lr=0.5", "security.insecure=true"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->rounds, 2);
   EXPECT_EQ(c->lr, 0.5);
 }
 
 TEST_F(ConfigTest, LastOverrideWins) {
-  Result<coordinator::CoordinatorConfig> c =
-      coordinator::LoadCoordinatorConfig("", {"run.rounds=2", "run.rounds=4", "security.ca_dir=ca"});
+  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(
+      "", {"run.rounds=2", "run.rounds=4", "security.ca_dir=ca"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->rounds, 4);
 }
@@ -228,7 +230,8 @@ TEST_F(ConfigTest, UnknownKeyInFileIsNamed) {
 }
 
 TEST_F(ConfigTest, UnknownKeyInOverrideIsNamed) {
-  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig("", {"run.roundz=7"});
+  Result<coordinator::CoordinatorConfig> c =
+      coordinator::LoadCoordinatorConfig("", {"run.roundz=7"});
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
   EXPECT_TRUE(Contains(c.status().message(), "run.roundz")) << c.status().message();
@@ -295,7 +298,8 @@ TEST_F(ConfigTest, AggregatorIsChosenByItsRegisteredName) {
 }
 
 TEST_F(ConfigTest, ValidateFailureFromOverride) {
-  Result<coordinator::CoordinatorConfig> c = coordinator::LoadCoordinatorConfig(Write(kFullConfig), {"selection.min_fit=5"});
+  Result<coordinator::CoordinatorConfig> c =
+      coordinator::LoadCoordinatorConfig(Write(kFullConfig), {"selection.min_fit=5"});
   ASSERT_FALSE(c.ok());
   EXPECT_TRUE(Contains(c.status().message(), "selection.min_fit")) << c.status().message();
 }

@@ -32,7 +32,8 @@ TEST(PackedRowsTest, RowsComeBackExactly) {
     }
     std::vector<uint8_t> flat;
     for (const auto& row : rows) flat.insert(flat.end(), row.begin(), row.end());
-    const data::PackedRows packed = data::PackedRows::Pack(flat.data(), static_cast<int64_t>(rows.size()), row_bytes);
+    const data::PackedRows packed =
+        data::PackedRows::Pack(flat.data(), static_cast<int64_t>(rows.size()), row_bytes);
     ASSERT_EQ(packed.rows(), static_cast<int64_t>(rows.size()));
     for (size_t r = 0; r < rows.size(); ++r) {
       std::vector<uint8_t> out(row_bytes + 1, 0xAB);

@@ -29,7 +29,8 @@ std::vector<int64_t> BalancedLabels(int64_t n, int64_t classes) {
   return labels;
 }
 
-data::PartitionOptions Options(int workers, data::PartitionScheme scheme, uint64_t seed, double alpha = 0.5) {
+data::PartitionOptions Options(int workers, data::PartitionScheme scheme, uint64_t seed,
+                               double alpha = 0.5) {
   data::PartitionOptions o;
   o.workers = workers;
   o.scheme = scheme;
@@ -72,7 +73,8 @@ std::vector<double> MaxClassShares(const Parts& parts, const std::vector<int64_t
 
 TEST(PartitionIndicesTest, DisjointCoverForBothSchemes) {
   const std::vector<int64_t> labels = BalancedLabels(997, 10);
-  for (data::PartitionScheme scheme : {data::PartitionScheme::kIid, data::PartitionScheme::kDirichlet}) {
+  for (data::PartitionScheme scheme :
+       {data::PartitionScheme::kIid, data::PartitionScheme::kDirichlet}) {
     for (int workers : {1, 2, 3, 7, 50}) {
       SCOPED_TRACE(std::string(data::PartitionSchemeName(scheme)) +
                    " workers=" + std::to_string(workers));
@@ -85,7 +87,8 @@ TEST(PartitionIndicesTest, DisjointCoverForBothSchemes) {
 
 TEST(PartitionIndicesTest, DeterministicForASeed) {
   const std::vector<int64_t> labels = BalancedLabels(2000, 10);
-  for (data::PartitionScheme scheme : {data::PartitionScheme::kIid, data::PartitionScheme::kDirichlet}) {
+  for (data::PartitionScheme scheme :
+       {data::PartitionScheme::kIid, data::PartitionScheme::kDirichlet}) {
     SCOPED_TRACE(data::PartitionSchemeName(scheme));
     const Parts a = MustPartition(labels, Options(4, scheme, 7));
     const Parts b = MustPartition(labels, Options(4, scheme, 7));
@@ -156,7 +159,8 @@ TEST(PartitionIndicesTest, DirichletSmallAlphaIsSkewed) {
   const std::vector<int64_t> labels = BalancedLabels(5000, 10);
   for (uint64_t seed = 0; seed < 10; ++seed) {
     SCOPED_TRACE("seed " + std::to_string(seed));
-    const Parts parts = MustPartition(labels, Options(5, data::PartitionScheme::kDirichlet, seed, 0.1));
+    const Parts parts =
+        MustPartition(labels, Options(5, data::PartitionScheme::kDirichlet, seed, 0.1));
     ExpectDisjointCover(parts, 5000);
     const std::vector<double> shares = MaxClassShares(parts, labels, 10);
     EXPECT_GT(Mean(shares), 0.3);
@@ -173,11 +177,13 @@ TEST(PartitionIndicesTest, DirichletLeavesNoWorkerEmpty) {
   // Tiny alpha concentrates each class on one worker; 10 workers, 3 classes, 12 samples.
   const std::vector<int64_t> labels = BalancedLabels(12, 3);
   for (uint64_t seed = 0; seed < 20; ++seed) {
-    const Parts parts = MustPartition(labels, Options(10, data::PartitionScheme::kDirichlet, seed, 0.01));
+    const Parts parts =
+        MustPartition(labels, Options(10, data::PartitionScheme::kDirichlet, seed, 0.01));
     ExpectDisjointCover(parts, 12);
   }
   // workers == N: everyone gets exactly one sample.
-  const Parts parts = MustPartition(labels, Options(12, data::PartitionScheme::kDirichlet, 5, 0.05));
+  const Parts parts =
+      MustPartition(labels, Options(12, data::PartitionScheme::kDirichlet, 5, 0.05));
   for (const auto& p : parts) EXPECT_EQ(p.size(), 1u);
 }
 
@@ -199,8 +205,10 @@ TEST(PartitionIndicesTest, RejectsBadOptions) {
   EXPECT_EQ(code(Options(-2, data::PartitionScheme::kIid, 0), labels), Code::kInvalidArgument);
   EXPECT_EQ(code(Options(11, data::PartitionScheme::kIid, 0), labels), Code::kInvalidArgument);
   EXPECT_EQ(code(Options(1, data::PartitionScheme::kIid, 0), {}), Code::kInvalidArgument);
-  EXPECT_EQ(code(Options(2, data::PartitionScheme::kDirichlet, 0, 0.0), labels), Code::kInvalidArgument);
-  EXPECT_EQ(code(Options(2, data::PartitionScheme::kDirichlet, 0, -1.0), labels), Code::kInvalidArgument);
+  EXPECT_EQ(code(Options(2, data::PartitionScheme::kDirichlet, 0, 0.0), labels),
+            Code::kInvalidArgument);
+  EXPECT_EQ(code(Options(2, data::PartitionScheme::kDirichlet, 0, -1.0), labels),
+            Code::kInvalidArgument);
   EXPECT_EQ(code(Options(2, data::PartitionScheme::kDirichlet, 0, std::nan("")), labels),
             Code::kInvalidArgument);
   EXPECT_EQ(code(Options(2, data::PartitionScheme::kDirichlet, 0, INFINITY), labels),
@@ -368,8 +376,8 @@ TEST_F(PartitionDatasetTest, CsvEndToEndKeepsLines) {
 TEST_F(PartitionDatasetTest, CsvCustomLabelColumnAndCrlf) {
   const std::string csv = Path("t.CSV");
   std::ofstream(csv, std::ios::binary) << "cls,f\r\n0,1\r\n1,2\r\n0,3\r\n";
-  Result<std::vector<data::SiloReport>> r =
-      data::PartitionDataset(csv, Path("out"), Options(3, data::PartitionScheme::kDirichlet, 1), "cls");
+  Result<std::vector<data::SiloReport>> r = data::PartitionDataset(
+      csv, Path("out"), Options(3, data::PartitionScheme::kDirichlet, 1), "cls");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   std::ifstream in(Path("out/silo-1/data.csv"), std::ios::binary);
   const std::string body((std::istreambuf_iterator<char>(in)), {});
@@ -379,8 +387,8 @@ TEST_F(PartitionDatasetTest, CsvCustomLabelColumnAndCrlf) {
 }
 
 TEST_F(PartitionDatasetTest, ErrorsNameTheSource) {
-  Result<std::vector<data::SiloReport>> r =
-      data::PartitionDataset(Path("missing"), Path("out"), Options(2, data::PartitionScheme::kIid, 0));
+  Result<std::vector<data::SiloReport>> r = data::PartitionDataset(
+      Path("missing"), Path("out"), Options(2, data::PartitionScheme::kIid, 0));
   EXPECT_EQ(r.status().code(), Code::kNotFound);
   EXPECT_NE(r.status().message().find(Path("missing")), std::string::npos);
 
@@ -404,7 +412,8 @@ TEST_F(PartitionDatasetTest, ErrorsNameTheSource) {
 
   // An IDX directory without the files.
   fs::create_directories(Path("emptydir"));
-  r = data::PartitionDataset(Path("emptydir"), Path("out"), Options(1, data::PartitionScheme::kIid, 0));
+  r = data::PartitionDataset(Path("emptydir"), Path("out"),
+                             Options(1, data::PartitionScheme::kIid, 0));
   EXPECT_EQ(r.status().code(), Code::kNotFound);
   EXPECT_NE(r.status().message().find("train-images-idx3-ubyte"), std::string::npos);
 

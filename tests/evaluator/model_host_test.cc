@@ -1,13 +1,12 @@
 // The coordinator's ModelRuntime, MakeChildProcessRuntime (child_process_runtime.h): the calls
 // run in a shoal-evaluator child, the results are exact, failures of that process are reported
 // instead of hanging or crashing the coordinator, and the child gets none of its descriptors.
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
@@ -135,7 +134,8 @@ TEST_F(ModelHostTest, AKilledEvaluatorProcessIsReplacedAndTheEvaluationRepeated)
   EXPECT_TRUE((*eval)->Evaluate(*w).ok());  // the new process keeps serving
   eval->reset();
   runtime_->Release();
-  auto again = runtime_->InitialWeights({"logreg", ""}, {3}, 3, 1);  // and a released one is replaced
+  auto again =
+      runtime_->InitialWeights({"logreg", ""}, {3}, 3, 1);  // and a released one is replaced
   ASSERT_TRUE(again.ok()) << again.status().ToString();
 }
 
@@ -193,7 +193,8 @@ TEST_F(ModelHostTest, TheChildInheritsNoDescriptorsButItsOwn) {
   const pid_t child = EvaluatorPid(runtime_->Configure(1));
   ASSERT_GT(child, 0);
   int sockets = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(child) + "/fd")) {
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(child) + "/fd")) {
     std::error_code ec;
     const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
     EXPECT_NE(target, mine) << "fd " << e.path().filename() << " is the parent's listening socket";

@@ -14,8 +14,8 @@
 #include "base/file_util.h"
 #include "base/sha256.h"
 #include "model/weights.h"
-#include "store/script_copy.h"
 #include "store/model_store.h"
+#include "store/script_copy.h"
 #include "tests/export/python_fixture.h"
 #include "tests/integration/process.h"
 
@@ -29,7 +29,6 @@ using testing::Process;
 using testing::Contains;
 using testing::kFashion;
 using testing::kPython;
-
 
 nlohmann::json ReadJson(const std::string& path) {
   auto j = nlohmann::json::parse(testing::ReadText(path), nullptr, false);
@@ -83,22 +82,14 @@ class ByoModelTest : public testing::PythonExportTest {
   // The coordinator's command line for a torchscript run of `rounds` rounds on `run`.
   std::vector<std::string> CoordinatorArgs(const std::string& run, const std::string& model,
                                            int rounds) {
-    return {BinDir() + "/shoal-coordinator",
-            "--run-dir", run,
-            "--bind", "tcp://127.0.0.1:*",
-            "--endpoint-file", dir_ + "/endpoint",
-            "--set", "model.name=torchscript",
-            "--set", "model.path=" + model,
-            "--rounds", std::to_string(rounds),
-            "--min-workers", "2",
-            "--min-fit", "2",
-            "--eval-limit", "1000",
-            "--round-timeout", "120",
-            "--set", "http.enabled=false",
+    return {BinDir() + "/shoal-coordinator", "--run-dir", run, "--bind", "tcp://127.0.0.1:*",
+            "--endpoint-file", dir_ + "/endpoint", "--set", "model.name=torchscript", "--set",
+            "model.path=" + model, "--rounds", std::to_string(rounds), "--min-workers", "2",
+            "--min-fit", "2", "--eval-limit", "1000", "--round-timeout", "120", "--set",
+            "http.enabled=false",
             // Pieces of 64 KiB: the ~200 KB model travels as several ModelFile messages.
-            "--set", "network.chunk_bytes=65536",
-            "--set", "network.heartbeat_ms=200",
-            "--set", "network.peer_timeout_ms=5000"};
+            "--set", "network.chunk_bytes=65536", "--set", "network.heartbeat_ms=200", "--set",
+            "network.peer_timeout_ms=5000"};
   }
 };
 
@@ -150,8 +141,8 @@ TEST_F(ByoModelTest, FederationTrainsAUserModelAndExportsItWithTheFederatedWeigh
   ASSERT_TRUE(v0.ok()) << v0.status().ToString();
   std::vector<std::string> names;
   for (const auto& t : v0->spec.tensors) names.push_back(t.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"hidden.weight", "hidden.bias", "out.weight",
-                                             "out.bias"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"hidden.weight", "hidden.bias", "out.weight", "out.bias"}));
   WriteExpected(*v0, dir_ + "/expected-v0.json");
   ASSERT_EQ(Run({kPython, SHOAL_BYO_MODEL_PY, "check", user_model, dir_ + "/expected-v0.json"},
                 "check-v0", &log),
@@ -239,8 +230,8 @@ TEST_F(ByoModelTest, ModelsThatDoNotFitAreRefusedAtStartNamingTheProblem) {
     std::string variant;
     std::string message;
   };
-  for (const Case& c : {Case{"wrong_classes", "returns shape [2,5]"},
-                        Case{"batchnorm", "norm.running_mean"}}) {
+  for (const Case& c :
+       {Case{"wrong_classes", "returns shape [2,5]"}, Case{"batchnorm", "norm.running_mean"}}) {
     SCOPED_TRACE(c.variant);
     const std::string model = MakeModel(c.variant);
     const std::string run = dir_ + "/run-" + c.variant;
@@ -253,9 +244,9 @@ TEST_F(ByoModelTest, ModelsThatDoNotFitAreRefusedAtStartNamingTheProblem) {
     EXPECT_FALSE(PathExists(store::ScriptModelPath(run)));
   }
   std::string log;
-  EXPECT_EQ(Run(CoordinatorArgs(dir_ + "/run-missing", dir_ + "/no-such.pt", 1), "missing", &log,
-                60s),
-            1);
+  EXPECT_EQ(
+      Run(CoordinatorArgs(dir_ + "/run-missing", dir_ + "/no-such.pt", 1), "missing", &log, 60s),
+      1);
   EXPECT_TRUE(Contains(log, "model.path")) << log;
   EXPECT_TRUE(Contains(log, "no such file")) << log;
   EXPECT_EQ(Run({BinDir() + "/shoal-coordinator", "--set", "model.name=torchscript"}, "no-path",

@@ -12,8 +12,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "data/dataset.h"
 #include "base/file_util.h"
+#include "data/dataset.h"
 #include "nn/models.h"
 #include "security/signing.h"
 #include "store/model_store.h"
@@ -30,7 +30,6 @@ using testing::Process;
 using testing::Contains;
 using testing::kFashion;
 using testing::kPython;
-
 
 class ExportEndToEndTest : public testing::PythonExportTest {};
 
@@ -121,7 +120,8 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   const double export_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("shoalctl export took %.2f s\n%s", export_s, log.c_str());
-  ASSERT_TRUE(PathExists(security::SigningKeyPath(run))) << "export must create the coordinator key";
+  ASSERT_TRUE(PathExists(security::SigningKeyPath(run)))
+      << "export must create the coordinator key";
   const nlohmann::json meta = ReadJson(dir_ + "/out/model.json");
   ASSERT_TRUE(meta.is_object()) << testing::ReadText(dir_ + "/out/model.json");
   EXPECT_EQ(meta["version"], 2);
@@ -267,7 +267,8 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   ASSERT_TRUE(nn::SetWeights(**net, *weights).ok());
   const model::EvalMetrics cpp = nn::Evaluate(**net, *test200);
   torch::NoGradGuard no_grad;
-  const torch::Tensor cpp_classes = (*net)->forward(nn::ModelInput(nn::FeaturesTensor(*test200))).argmax(1);
+  const torch::Tensor cpp_classes =
+      (*net)->forward(nn::ModelInput(nn::FeaturesTensor(*test200))).argmax(1);
   int64_t served_correct = 0;
   for (int64_t i = 0; i < 200; ++i) {
     const auto& p = answer["predictions"][i];
@@ -305,8 +306,8 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   // Nested lists that flatten to 784 values are one input.
   nlohmann::json nested = nlohmann::json::array();
   for (int r = 0; r < 28; ++r) {
-    nested.push_back(std::vector<float>(test200_values.begin() + r * 28,
-                                        test200_values.begin() + (r + 1) * 28));
+    nested.push_back(
+        std::vector<float>(test200_values.begin() + r * 28, test200_values.begin() + (r + 1) * 28));
   }
   nlohmann::json one_nested = nlohmann::json::array();
   one_nested.push_back(nested);

@@ -311,7 +311,8 @@ TEST_F(SigningKeyFilesTest, EnsureCoordinatorKeyCreatesOnceWithPrivatePermission
 
   // A second call keeps the key; a missing public half is rewritten from the private key.
   ASSERT_TRUE(security::EnsureCoordinatorKey(dir_).ok());
-  EXPECT_EQ(security::PrivateKey::Load(priv)->public_key().fingerprint(), key->public_key().fingerprint());
+  EXPECT_EQ(security::PrivateKey::Load(priv)->public_key().fingerprint(),
+            key->public_key().fingerprint());
   std::filesystem::remove(pub);
   ASSERT_TRUE(security::EnsureCoordinatorKey(dir_).ok());
   EXPECT_EQ(security::PublicKey::Load(pub)->fingerprint(), key->public_key().fingerprint());
@@ -321,7 +322,8 @@ TEST_F(SigningKeyFilesTest, MismatchedOrOrphanedKeyFilesAreReported) {
   ASSERT_TRUE(security::EnsureCoordinatorKey(dir_).ok());
   auto other = security::PrivateKey::Generate();
   ASSERT_TRUE(other.ok());
-  ASSERT_TRUE(WriteFileAtomic(security::SigningPublicKeyPath(dir_), other->public_key().pem()).ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(security::SigningPublicKeyPath(dir_), other->public_key().pem()).ok());
   Status st = security::EnsureCoordinatorKey(dir_);
   EXPECT_EQ(st.code(), Code::kCorrupt);
   EXPECT_TRUE(Contains(st.message(), "is not the public key of")) << st.message();

@@ -14,13 +14,13 @@
 #include <random>
 #include <sstream>
 
-#include "data/dataset.h"
 #include "base/file_util.h"
-#include "nn/export.h"
-#include "nn/models.h"
 #include "base/sha256.h"
 #include "coordinator/config.h"
+#include "data/dataset.h"
 #include "evaluator/local_runtime.h"
+#include "nn/export.h"
+#include "nn/models.h"
 #include "store/script_copy.h"
 #include "worker/trainer.h"
 
@@ -64,14 +64,13 @@ torch::jit::Module Module(const std::string& cls, const Params& params, const st
 std::string UserModel(uint64_t seed = 1) {
   torch::manual_seed(seed);
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
-  torch::jit::Module layer = Module("Layer",
-                                    {{"weight", torch::randn({2, 12}) * 0.1},
-                                     {"bias", torch::zeros({2})}},
-                                    R"JIT(
+  torch::jit::Module layer =
+      Module("Layer", {{"weight", torch::randn({2, 12}) * 0.1}, {"bias", torch::zeros({2})}},
+             R"JIT(
 def forward(self, x: Tensor) -> Tensor:
     return torch.linear(x, self.weight, self.bias)
 )JIT",
-                                    {}, cu);
+             {}, cu);
   torch::jit::Module m = Module("Scaled", {{"scale", torch::ones({1})}}, "", {}, cu);
   m.register_module("layer", layer);
   m.define(R"JIT(
@@ -135,18 +134,19 @@ TEST(ScriptModelTest, ModelsThatCannotBeFederatedAreRefusedNamingTheProblem) {
   EXPECT_EQ(st.code(), Code::kInvalidArgument);
   EXPECT_TRUE(Contains(st.message(), "buffer(s) (running_mean)")) << st.message();
 
-  auto float64 = Module("Double",
-                        {{"w", torch::zeros({2, 12}, torch::kFloat64)},
-                         {"b", torch::zeros({2}, torch::kFloat64)}},
-                        kFlattenLinear);
+  auto float64 = Module(
+      "Double",
+      {{"w", torch::zeros({2, 12}, torch::kFloat64)}, {"b", torch::zeros({2}, torch::kFloat64)}},
+      kFlattenLinear);
   st = LoadError(Save(float64));
   EXPECT_TRUE(Contains(st.message(), "parameter 'w' is Double; only float32")) << st.message();
 
   auto three_classes =
       Module("Three", {{"w", torch::zeros({3, 12})}, {"b", torch::zeros({3})}}, kFlattenLinear);
   st = LoadError(Save(three_classes));
-  EXPECT_TRUE(Contains(st.message(), "returns shape [2,3] on a batch of shape [2,3,4], expected "
-                                     "[2,2] (batch, model.num_classes)"))
+  EXPECT_TRUE(Contains(st.message(),
+                       "returns shape [2,3] on a batch of shape [2,3,4], expected "
+                       "[2,2] (batch, model.num_classes)"))
       << st.message();
 
   auto other_input =
@@ -293,8 +293,8 @@ TEST(ScriptModelTest, ExportHoldsTheNewWeightsInTheUsersArchitecture) {
     ASSERT_LT(i, w.spec.tensors.size());
     EXPECT_EQ(p.name, w.spec.tensors[i].name);
     const torch::Tensor t = p.value.contiguous();
-    EXPECT_EQ(0, std::memcmp(t.data_ptr<float>(), w.data.data() + w.Offset(i),
-                             t.numel() * sizeof(float)))
+    EXPECT_EQ(
+        0, std::memcmp(t.data_ptr<float>(), w.data.data() + w.Offset(i), t.numel() * sizeof(float)))
         << p.name;
     ++i;
   }
@@ -318,7 +318,8 @@ TEST(ScriptModelTest, ConfigRequiresModelPathExactlyForTorchScript) {
   auto missing = coordinator::LoadCoordinatorConfig("", {"model.name=torchscript"});
   ASSERT_FALSE(missing.ok());
   EXPECT_TRUE(Contains(missing.status().message(), "model.path")) << missing.status().message();
-  auto stray = coordinator::LoadCoordinatorConfig("", {"model.name=mlp", "model.path=/m/script.pt"});
+  auto stray =
+      coordinator::LoadCoordinatorConfig("", {"model.name=mlp", "model.path=/m/script.pt"});
   ASSERT_FALSE(stray.ok());
   EXPECT_TRUE(Contains(stray.status().message(), "only used with model.name = torchscript"))
       << stray.status().message();

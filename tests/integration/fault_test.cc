@@ -7,23 +7,22 @@
 
 #include <filesystem>
 #include <fstream>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "base/file_util.h"
 #include "store/model_store.h"
 #include "tests/integration/process.h"
-#include "tests/integration/test_pki.h"
 #include "tests/integration/scripted_worker.h"
+#include "tests/integration/test_pki.h"
 
 namespace shoal {
 namespace {
 
 using namespace std::chrono_literals;
 using testing::BinDir;
-using testing::ReadText;
 using testing::Process;
+using testing::ReadText;
 using testing::ScriptedWorker;
 
 const char* kFashion = "/usr/share/datasets/fashion-mnist";
@@ -66,12 +65,23 @@ class FaultTest : public ::testing::Test {
 
   std::vector<std::string> CoordinatorArgs(const std::string& run, const std::string& bind,
                                            std::vector<std::string> extra) {
-    std::vector<std::string> argv = {BinDir() + "/shoal-coordinator", "--run-dir", run,
-                                     "--bind", bind, "--endpoint-file", dir_ + "/endpoint",
-                                     "--model", "mlp", "--eval-limit", "200",
-                                     "--set", "http.enabled=false",
-                                     "--set", "network.heartbeat_ms=200",
-                                     "--set", "network.peer_timeout_ms=15000"};
+    std::vector<std::string> argv = {BinDir() + "/shoal-coordinator",
+                                     "--run-dir",
+                                     run,
+                                     "--bind",
+                                     bind,
+                                     "--endpoint-file",
+                                     dir_ + "/endpoint",
+                                     "--model",
+                                     "mlp",
+                                     "--eval-limit",
+                                     "200",
+                                     "--set",
+                                     "http.enabled=false",
+                                     "--set",
+                                     "network.heartbeat_ms=200",
+                                     "--set",
+                                     "network.peer_timeout_ms=15000"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
   }
@@ -82,8 +92,8 @@ class FaultTest : public ::testing::Test {
                                             const std::string& bind = "tcp://127.0.0.1:*",
                                             const std::string& log = "coordinator.log") {
     ::unlink((dir_ + "/endpoint").c_str());
-    auto p = std::make_unique<Process>(CoordinatorArgs(run.empty() ? dir_ + "/run" : run, bind, extra),
-                                       dir_ + "/" + log, env);
+    auto p = std::make_unique<Process>(
+        CoordinatorArgs(run.empty() ? dir_ + "/run" : run, bind, extra), dir_ + "/" + log, env);
     endpoint_ = testing::WaitForFile(dir_ + "/endpoint", 60s);
     EXPECT_FALSE(endpoint_.empty()) << p->Log();
     return p;
@@ -99,10 +109,19 @@ class FaultTest : public ::testing::Test {
 
   std::unique_ptr<Process> StartWorker(const std::string& name, int silo,
                                        std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {BinDir() + "/shoal-worker", "--name", name, "--coordinator",
-                                     endpoint_, "--data", dir_ + "/silos/silo-" + std::to_string(silo),
-                                     "--set", "retry.initial_ms=100", "--set", "retry.max_ms=500",
-                                     "--set", "retry.hello_timeout_ms=1000"};
+    std::vector<std::string> argv = {BinDir() + "/shoal-worker",
+                                     "--name",
+                                     name,
+                                     "--coordinator",
+                                     endpoint_,
+                                     "--data",
+                                     dir_ + "/silos/silo-" + std::to_string(silo),
+                                     "--set",
+                                     "retry.initial_ms=100",
+                                     "--set",
+                                     "retry.max_ms=500",
+                                     "--set",
+                                     "retry.hello_timeout_ms=1000"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(argv, dir_ + "/" + name + ".log");
   }
@@ -143,7 +162,8 @@ class FaultTest : public ::testing::Test {
   // A 2-worker federation (2000 samples) whose coordinator, started with `args`, dies (exit 70)
   // at the injected crash point SHOAL_FAULT_CRASH_BEFORE_RENAME=`pattern`. Returns its bind
   // address for the restart ("" when it did not crash so); its workers are stopped.
-  std::string RunUntilInjectedCrash(const std::vector<std::string>& args, const std::string& pattern) {
+  std::string RunUntilInjectedCrash(const std::vector<std::string>& args,
+                                    const std::string& pattern) {
     Partition(2, 2000);
     const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
     auto coord = StartCoordinator(args, {"SHOAL_FAULT_CRASH_BEFORE_RENAME=" + pattern}, "", bind);
@@ -178,9 +198,9 @@ class FaultTest : public ::testing::Test {
 
 TEST_F(FaultTest, WorkerKilledMidTrainingRoundClosesWithTheSurvivorsWeightedMean) {
   Partition(1, 20000);
-  auto coord = StartCoordinator({"--rounds", "1", "--min-workers", "3", "--min-fit", "2",
-                                 "--round-timeout", "6", "--epochs", "30", "--set",
-                                 "eval.federated=false"});
+  auto coord =
+      StartCoordinator({"--rounds", "1", "--min-workers", "3", "--min-fit", "2", "--round-timeout",
+                        "6", "--epochs", "30", "--set", "eval.federated=false"});
   auto real = StartWorker("real", 1);
   ScriptedWorker a(endpoint_, "a", Tls("a"), 100), b(endpoint_, "b", Tls("b"), 300);
   ASSERT_TRUE(a.Hello().ok());
@@ -244,8 +264,8 @@ TEST_F(FaultTest, StragglerStillTrainingEvaluatesTheNewVersionOnASecondNet) {
 }
 
 TEST_F(FaultTest, UpdateResentAfterACrashBeforeTheAckIsCountedOnce) {
-  auto coord = StartCoordinator({"--rounds", "1", "--min-workers", "2", "--min-fit", "2",
-                                 "--set", "eval.federated=false"});
+  auto coord = StartCoordinator(
+      {"--rounds", "1", "--min-workers", "2", "--min-fit", "2", "--set", "eval.federated=false"});
   ScriptedWorker a(endpoint_, "a", Tls("a"), 100), b(endpoint_, "b", Tls("b"), 100);
   ASSERT_TRUE(a.Hello().ok());
   ASSERT_TRUE(b.Hello().ok());
@@ -261,7 +281,8 @@ TEST_F(FaultTest, UpdateResentAfterACrashBeforeTheAckIsCountedOnce) {
   ASSERT_TRUE(a.Hello().ok());
   auto reply = a.Announce(ta->task, da, 40);
   ASSERT_TRUE(reply.ok()) << reply.status().ToString();
-  ASSERT_EQ(reply->type, protocols::MessageType::kAck) << "resend must be acknowledged, not re-uploaded";
+  ASSERT_EQ(reply->type, protocols::MessageType::kAck)
+      << "resend must be acknowledged, not re-uploaded";
   auto ack = protocols::Decode<protocols::Ack>(*reply);
   ASSERT_TRUE(ack.ok());
   const Digest d = Sha256::Of(da.data(), da.size() * 4);
@@ -308,8 +329,8 @@ TEST_F(FaultTest, StragglerUpdateAfterTheDeadlineIsRejectedAsStaleNotFoldedLater
 }
 
 TEST_F(FaultTest, NewSiloJoiningMidRunTakesPartInALaterRound) {
-  auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2",
-                                 "--set", "eval.federated=false"});
+  auto coord = StartCoordinator(
+      {"--rounds", "3", "--min-workers", "2", "--min-fit", "2", "--set", "eval.federated=false"});
   ScriptedWorker a(endpoint_, "a", Tls("a"), 100), b(endpoint_, "b", Tls("b"), 100);
   ASSERT_TRUE(a.Hello().ok());
   ASSERT_TRUE(b.Hello().ok());
@@ -340,9 +361,12 @@ TEST_F(FaultTest, NewSiloJoiningMidRunTakesPartInALaterRound) {
 
 TEST_F(FaultTest, CoordinatorKilledMidRoundResumesToTheFaultFreeHash) {
   Partition(3, 30000);
-  const std::vector<std::string> args = {"--rounds", "3", "--min-workers", "3", "--min-fit", "3",
-                                         "--epochs", "2", "--set", "run.deterministic=true",
-                                         "--set", "eval.federated=false"};
+  const std::vector<std::string> args = {"--rounds",      "3",
+                                         "--min-workers", "3",
+                                         "--min-fit",     "3",
+                                         "--epochs",      "2",
+                                         "--set",         "run.deterministic=true",
+                                         "--set",         "eval.federated=false"};
   auto run = [&](const std::string& name, bool kill_mid_round) {
     const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
     const std::string run_dir = dir_ + "/" + name;
@@ -355,7 +379,8 @@ TEST_F(FaultTest, CoordinatorKilledMidRoundResumesToTheFaultFreeHash) {
       for (int i = 0; i < 1200 && !PathExists(v1); ++i) std::this_thread::sleep_for(20ms);
       EXPECT_TRUE(PathExists(v1)) << coord->Log();
       coord->Kill(SIGKILL);
-      EXPECT_FALSE(PathExists(store::VersionMetaPath(run_dir, 3))) << "killed too late to test a resume";
+      EXPECT_FALSE(PathExists(store::VersionMetaPath(run_dir, 3)))
+          << "killed too late to test a resume";
       coord = StartCoordinator(args, {}, run_dir, bind, name + "-coordinator2.log");
     }
     auto code = coord->Wait(180s);
@@ -418,7 +443,8 @@ TEST_F(FaultTest, CrashBeforeAnEvaluationIsRecordedIsCompletedOnRestart) {
 
   // All rounds are trained: the restarted coordinator only completes v2's evaluation.
   for (int round = 0; round < 2; ++round) {
-    coord = StartCoordinator(args, {}, "", bind, "coordinator" + std::to_string(round + 2) + ".log");
+    coord =
+        StartCoordinator(args, {}, "", bind, "coordinator" + std::to_string(round + 2) + ".log");
     ASSERT_EQ(coord->Wait(120s), 0) << coord->Log();
     v = Versions();
     ASSERT_EQ(v.size(), 3u);
@@ -429,7 +455,7 @@ TEST_F(FaultTest, CrashBeforeAnEvaluationIsRecordedIsCompletedOnRestart) {
     recs = store::ReadMetricsLog(run);
     ASSERT_TRUE(recs.ok());
     ASSERT_EQ(recs->size(), 2u) << (round == 0 ? "round 2's record missing"
-                                                : "round 2 recorded again by a second restart");
+                                               : "round 2 recorded again by a second restart");
     const auto& r = (*recs)[1];
     EXPECT_EQ(r["round"].get<int>(), 2);
     EXPECT_EQ(r["version"].get<int>(), 2);
@@ -448,11 +474,12 @@ TEST_F(FaultTest, CrashBeforeAnEvaluationIsRecordedIsCompletedOnRestart) {
 // would: a new one takes over and the run finishes with every version evaluated.
 TEST_F(FaultTest, KilledEvaluatorProcessIsReplacedAndTheRunFinishes) {
   Partition(2, 2000);
-  auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2",
-                                 "--epochs", "3"});
+  auto coord =
+      StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2", "--epochs", "3"});
   auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
   const std::string run = dir_ + "/run";
-  for (int i = 0; i < 3000 && !PathExists(store::VersionMetaPath(run, 1)); ++i) std::this_thread::sleep_for(20ms);
+  for (int i = 0; i < 3000 && !PathExists(store::VersionMetaPath(run, 1)); ++i)
+    std::this_thread::sleep_for(20ms);
   ASSERT_TRUE(PathExists(store::VersionMetaPath(run, 1))) << coord->Log();
   pid_t evaluator = -1;
   std::ifstream children("/proc/" + std::to_string(coord->pid()) + "/task/" +
@@ -462,15 +489,17 @@ TEST_F(FaultTest, KilledEvaluatorProcessIsReplacedAndTheRunFinishes) {
   ASSERT_EQ(::kill(evaluator, SIGKILL), 0);
   ASSERT_EQ(coord->Wait(180s), 0) << coord->Log();
   const std::string log = coord->Log();
-  EXPECT_NE(log.find("shoal-evaluator (pid " + std::to_string(evaluator) + ") was killed by signal 9"),
-            std::string::npos) << log;
+  EXPECT_NE(
+      log.find("shoal-evaluator (pid " + std::to_string(evaluator) + ") was killed by signal 9"),
+      std::string::npos)
+      << log;
   EXPECT_NE(log.find("restart 1 of 3"), std::string::npos) << log;
   ExpectEveryVersionEvaluated(run, 3);
 }
 
-// An evaluator process that keeps dying is replaced at most 3 times within 10 minutes; then the run stops with an
-// error that says so, what was committed stays, and a restarted coordinator evaluates the
-// pending version and finishes the run.
+// An evaluator process that keeps dying is replaced at most 3 times within 10 minutes; then the run
+// stops with an error that says so, what was committed stays, and a restarted coordinator evaluates
+// the pending version and finishes the run.
 TEST_F(FaultTest, EvaluatorThatKeepsDyingStopsTheRunAndARestartResumes) {
   Partition(2, 2000);
   const std::vector<std::string> args = {"--rounds", "5", "--min-workers", "2", "--min-fit", "2"};
@@ -511,8 +540,8 @@ TEST_F(FaultTest, FullDiskGivesAClearErrorAndLeavesThePreviousVersionIntact) {
     ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
   } unmount{mnt};
   Partition(2, 2000);
-  auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2"}, {},
-                                mnt + "/run");
+  auto coord =
+      StartCoordinator({"--rounds", "3", "--min-workers", "2", "--min-fit", "2"}, {}, mnt + "/run");
   auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
   auto code = coord->Wait(120s);
   ASSERT_TRUE(code.has_value());
@@ -526,9 +555,9 @@ TEST_F(FaultTest, FullDiskGivesAClearErrorAndLeavesThePreviousVersionIntact) {
 }
 
 TEST_F(FaultTest, AdaptiveDeadlineClosesARoundLongBeforeTheConfiguredTimeout) {
-  auto coord = StartCoordinator({"--rounds", "2", "--min-workers", "2", "--min-fit", "1",
-                                 "--round-timeout", "300", "--set", "selection.adaptive_deadline=true",
-                                 "--set", "eval.federated=false"});
+  auto coord = StartCoordinator(
+      {"--rounds", "2", "--min-workers", "2", "--min-fit", "1", "--round-timeout", "300", "--set",
+       "selection.adaptive_deadline=true", "--set", "eval.federated=false"});
   ScriptedWorker a(endpoint_, "a", Tls("a"), 100), b(endpoint_, "b", Tls("b"), 100);
   ASSERT_TRUE(a.Hello().ok());
   ASSERT_TRUE(b.Hello().ok());
@@ -543,7 +572,8 @@ TEST_F(FaultTest, AdaptiveDeadlineClosesARoundLongBeforeTheConfiguredTimeout) {
   ASSERT_TRUE(ta2.ok());
   ASSERT_TRUE(a.SendUpdate(ta2->task, RandomDelta(n, 13), 10).ok());
   auto code = coord->Wait(60s);
-  ASSERT_TRUE(code.has_value()) << "round 2 did not close at the adaptive deadline\n" << coord->Log();
+  ASSERT_TRUE(code.has_value()) << "round 2 did not close at the adaptive deadline\n"
+                                << coord->Log();
   EXPECT_EQ(*code, 0);
   EXPECT_NE(coord->Log().find("round=2 adaptive deadline"), std::string::npos) << coord->Log();
   auto v = Versions();
@@ -554,7 +584,8 @@ TEST_F(FaultTest, AdaptiveDeadlineClosesARoundLongBeforeTheConfiguredTimeout) {
 TEST_F(FaultTest, CorruptLatestVersionIsReportedAndTheRunResumesFromThePreviousOne) {
   Partition(2, 2000);
   const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
-  auto coord = StartCoordinator({"--rounds", "2", "--min-workers", "2", "--min-fit", "2"}, {}, "", bind);
+  auto coord =
+      StartCoordinator({"--rounds", "2", "--min-workers", "2", "--min-fit", "2"}, {}, "", bind);
   auto w1 = StartWorker("w1", 1, {"--set", "retry.max_ms=300"});
   auto w2 = StartWorker("w2", 2, {"--set", "retry.max_ms=300"});
   ASSERT_EQ(coord->Wait(120s), 0) << coord->Log();

@@ -43,14 +43,22 @@ class FederationTest : public ::testing::Test {
 
   std::unique_ptr<Process> StartCoordinator(std::vector<std::string> extra) {
     std::vector<std::string> argv = {BinDir() + "/shoal-coordinator",
-                                     "--run-dir", dir_ + "/run",
-                                     "--bind", "tcp://127.0.0.1:*",
-                                     "--endpoint-file", dir_ + "/endpoint",
-                                     "--model", "mlp",
-                                     "--eval-limit", "2000",
-                                     "--set", "network.heartbeat_ms=200",
-                                     "--set", "http.port=0",
-                                     "--set", "network.peer_timeout_ms=5000"};
+                                     "--run-dir",
+                                     dir_ + "/run",
+                                     "--bind",
+                                     "tcp://127.0.0.1:*",
+                                     "--endpoint-file",
+                                     dir_ + "/endpoint",
+                                     "--model",
+                                     "mlp",
+                                     "--eval-limit",
+                                     "2000",
+                                     "--set",
+                                     "network.heartbeat_ms=200",
+                                     "--set",
+                                     "http.port=0",
+                                     "--set",
+                                     "network.peer_timeout_ms=5000"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(argv, dir_ + "/coordinator.log");
   }
@@ -69,8 +77,8 @@ class FederationTest : public ::testing::Test {
 
 TEST_F(FederationTest, ThreeWorkersTrainThreeRoundsAndCommitVersions) {
   Partition(3, 3000);
-  auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "3", "--min-fit", "3",
-                                 "--lr", "0.05", "--round-timeout", "120"});
+  auto coord = StartCoordinator({"--rounds", "3", "--min-workers", "3", "--min-fit", "3", "--lr",
+                                 "0.05", "--round-timeout", "120"});
   const std::string endpoint = testing::WaitForFile(dir_ + "/endpoint", 60s);
   ASSERT_FALSE(endpoint.empty()) << coord->Log();
   std::vector<std::unique_ptr<Process>> workers;
@@ -127,7 +135,8 @@ TEST_F(FederationTest, ThreeWorkersTrainThreeRoundsAndCommitVersions) {
     EXPECT_LE(r["started_at"].get<std::string>(), r["time"].get<std::string>());
     EXPECT_LE(r["time"].get<std::string>(), r["evaluated_at"].get<std::string>());
     if (i > 0) {
-      EXPECT_LT(r["started_at"].get<std::string>(), (*recs)[i - 1]["evaluated_at"].get<std::string>())
+      EXPECT_LT(r["started_at"].get<std::string>(),
+                (*recs)[i - 1]["evaluated_at"].get<std::string>())
           << "round " << i + 1 << " waited for v" << i << "'s evaluation";
     }
     for (const auto& [name, w] : r["workers"].items()) {
@@ -153,7 +162,8 @@ TEST_F(FederationTest, ThreeWorkersTrainThreeRoundsAndCommitVersions) {
   EXPECT_GT(last, first + 0.03) << "accuracy did not improve: " << first << " -> " << last;
 
   // shoalctl reads the run offline and verifies every version's hash.
-  Process models({BinDir() + "/shoalctl", "models", dir_ + "/run", "--verify"}, dir_ + "/models.log");
+  Process models({BinDir() + "/shoalctl", "models", dir_ + "/run", "--verify"},
+                 dir_ + "/models.log");
   ASSERT_EQ(models.Wait(30s), 0) << models.Log();
   EXPECT_NE(models.Log().find("v3"), std::string::npos);
   Process rounds({BinDir() + "/shoalctl", "rounds", dir_ + "/run"}, dir_ + "/rounds.log");
@@ -165,8 +175,8 @@ TEST_F(FederationTest, IncompatibleSiloIsRefusedAtHelloWithAClearError) {
   // A CSV silo with 3 features cannot join a federation whose model takes 28x28 images.
   const std::string csv = dir_ + "/tabular.csv";
   ASSERT_TRUE(WriteFileAtomic(csv, "a,b,c,label\n1,2,3,0\n4,5,6,1\n7,8,9,0\n1,1,1,1\n").ok());
-  auto coord = StartCoordinator({"--rounds", "1", "--min-workers", "1", "--min-fit", "1",
-                                 "--set", "selection.wait_timeout_s=60"});
+  auto coord = StartCoordinator({"--rounds", "1", "--min-workers", "1", "--min-fit", "1", "--set",
+                                 "selection.wait_timeout_s=60"});
   const std::string endpoint = testing::WaitForFile(dir_ + "/endpoint", 60s);
   ASSERT_FALSE(endpoint.empty()) << coord->Log();
   Process worker({BinDir() + "/shoal-worker", "--name", "tabular", "--coordinator", endpoint,
@@ -175,8 +185,9 @@ TEST_F(FederationTest, IncompatibleSiloIsRefusedAtHelloWithAClearError) {
   auto code = worker.Wait(60s);
   ASSERT_TRUE(code.has_value()) << worker.Log();
   EXPECT_EQ(*code, 1);
-  EXPECT_NE(worker.Log().find("input shape [3] does not match the federation's model input [1,28,28]"),
-            std::string::npos)
+  EXPECT_NE(
+      worker.Log().find("input shape [3] does not match the federation's model input [1,28,28]"),
+      std::string::npos)
       << worker.Log();
 }
 
@@ -215,7 +226,8 @@ TEST_F(FederationTest, Int8CompressedUpdatesTrainAndShrinkTheUploads) {
     EXPECT_FALSE(r["evaluation"]["overlapped"].get<bool>());
     EXPECT_GE(r["phases_s"]["evaluate"].get<double>(), r["evaluation"]["seconds"].get<double>());
     if (i > 0) {
-      EXPECT_GE(r["started_at"].get<std::string>(), (*recs)[i - 1]["evaluated_at"].get<std::string>());
+      EXPECT_GE(r["started_at"].get<std::string>(),
+                (*recs)[i - 1]["evaluated_at"].get<std::string>());
     }
     EXPECT_EQ((*versions)[i + 1].metrics["central"], r["central"]);
   }

@@ -4,7 +4,6 @@
 #include <httplib.h>
 
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
@@ -55,18 +54,34 @@ class HttpApiTest : public ::testing::Test {
 
   void StartFederation(int rounds, const std::vector<std::string>& extra,
                        const std::string& model = "mlp", int limit = 2000) {
-    Process part({BinDir() + "/shoalctl", "partition", "--source", kFashion, "--workers", "2",
-                  "--scheme", "iid", "--seed", "5", "--out", dir_ + "/silos", "--limit",
-                  std::to_string(limit)},
-                 dir_ + "/partition.log");
+    Process part(
+        {BinDir() + "/shoalctl", "partition", "--source", kFashion, "--workers", "2", "--scheme",
+         "iid", "--seed", "5", "--out", dir_ + "/silos", "--limit", std::to_string(limit)},
+        dir_ + "/partition.log");
     ASSERT_EQ(part.Wait(60s), 0) << part.Log();
-    std::vector<std::string> argv = {BinDir() + "/shoal-coordinator", "--run-dir", dir_ + "/run",
-                                     "--bind", "tcp://127.0.0.1:*", "--endpoint-file",
-                                     dir_ + "/endpoint", "--model", model, "--eval-limit", "1000",
-                                     "--rounds", std::to_string(rounds), "--min-workers", "2",
-                                     "--set", "http.port=0", "--set",
-                                     "http.port_file=" + dir_ + "/http_port", "--set",
-                                     "http.linger_s=120", "--set", "network.heartbeat_ms=200"};
+    std::vector<std::string> argv = {BinDir() + "/shoal-coordinator",
+                                     "--run-dir",
+                                     dir_ + "/run",
+                                     "--bind",
+                                     "tcp://127.0.0.1:*",
+                                     "--endpoint-file",
+                                     dir_ + "/endpoint",
+                                     "--model",
+                                     model,
+                                     "--eval-limit",
+                                     "1000",
+                                     "--rounds",
+                                     std::to_string(rounds),
+                                     "--min-workers",
+                                     "2",
+                                     "--set",
+                                     "http.port=0",
+                                     "--set",
+                                     "http.port_file=" + dir_ + "/http_port",
+                                     "--set",
+                                     "http.linger_s=120",
+                                     "--set",
+                                     "network.heartbeat_ms=200"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     coord_ = std::make_unique<Process>(argv, dir_ + "/coordinator.log");
     const std::string endpoint = testing::WaitForFile(dir_ + "/endpoint", 60s);
@@ -106,11 +121,18 @@ class HttpApiTest : public ::testing::Test {
   // screenshot to `png` when given.
   std::string Chromium(const std::string& png) {
     const std::string profile = dir_ + "/chromium-profile";
-    std::vector<std::string> base = {"/usr/bin/chromium", "--headless", "--no-sandbox",
-                                     "--disable-gpu", "--disable-quic", "--no-first-run",
-                                     "--disable-background-networking", "--disable-component-update",
-                                     "--disable-sync", "--user-data-dir=" + profile,
-                                     "--window-size=1280,900", "--virtual-time-budget=4000"};
+    std::vector<std::string> base = {"/usr/bin/chromium",
+                                     "--headless",
+                                     "--no-sandbox",
+                                     "--disable-gpu",
+                                     "--disable-quic",
+                                     "--no-first-run",
+                                     "--disable-background-networking",
+                                     "--disable-component-update",
+                                     "--disable-sync",
+                                     "--user-data-dir=" + profile,
+                                     "--window-size=1280,900",
+                                     "--virtual-time-budget=4000"};
     const std::string url = "http://127.0.0.1:" + std::to_string(port_) + "/";
     if (!png.empty()) {
       auto argv = base;
@@ -137,8 +159,8 @@ class HttpApiTest : public ::testing::Test {
 
 TEST_F(HttpApiTest, ApiContractAndPrometheusMetrics) {
   StartFederation(3, {});
-  json status = WaitFor("/api/status", [](const json& s) { return s.value("state", "") == "finished"; },
-                        180s);
+  json status = WaitFor(
+      "/api/status", [](const json& s) { return s.value("state", "") == "finished"; }, 180s);
   ASSERT_FALSE(status.is_null()) << coord_->Log();
   EXPECT_EQ(status["round"], 3);
   EXPECT_EQ(status["version"], 3);
@@ -185,8 +207,9 @@ TEST_F(HttpApiTest, ApiContractAndPrometheusMetrics) {
   EXPECT_EQ(models[3]["sha256"].get<std::string>().size(), 64u);
 
   // The same offline and online: shoalctl reads the API.
-  Process ctl({BinDir() + "/shoalctl", "rounds", "--url", "http://127.0.0.1:" + std::to_string(port_)},
-              dir_ + "/ctl.log");
+  Process ctl(
+      {BinDir() + "/shoalctl", "rounds", "--url", "http://127.0.0.1:" + std::to_string(port_)},
+      dir_ + "/ctl.log");
   ASSERT_EQ(ctl.Wait(30s), 0) << ctl.Log();
   EXPECT_NE(ctl.Log().find("    3      v3"), std::string::npos) << ctl.Log();
 
@@ -208,7 +231,8 @@ TEST_F(HttpApiTest, ApiContractAndPrometheusMetrics) {
   EXPECT_NE(text.find("shoal_workers{state=\"connected\"}"), std::string::npos);
   EXPECT_NE(text.find("shoal_round_phase_seconds_count{phase=\"collect\"} 3"), std::string::npos);
   if (!HaveExecutable("/usr/bin/promtool")) {
-    GTEST_SKIP() << "promtool not installed (apt-get install prometheus): metrics format not linted";
+    GTEST_SKIP()
+        << "promtool not installed (apt-get install prometheus): metrics format not linted";
   }
   ASSERT_TRUE(WriteFileAtomic(dir_ + "/metrics.txt", text).ok());
   Process promtool({"/bin/sh", "-c", "/usr/bin/promtool check metrics < " + dir_ + "/metrics.txt"},
@@ -239,10 +263,12 @@ TEST_F(HttpApiTest, DashboardShowsRoundsDuringAndAfterTheRun) {
   // before it is paused (with the MLP on 900 samples a round took 25 ms on a fast machine and
   // the run was over before the test looked). Pausing only once round 1 has committed keeps
   // the test from waiting out a deadline before the page can show a round.
-  StartFederation(3, {"--min-fit", "1", "--round-timeout", "15", "--set",
-                      "network.peer_timeout_ms=60000"},
-                  "cnn", 6000);
-  ASSERT_FALSE(WaitFor("/api/rounds", [](const json& r) { return r.size() >= 1; }, 120s).is_null())
+  StartFederation(
+      3, {"--min-fit", "1", "--round-timeout", "15", "--set", "network.peer_timeout_ms=60000"},
+      "cnn", 6000);
+  ASSERT_FALSE(WaitFor(
+                   "/api/rounds", [](const json& r) { return r.size() >= 1; }, 120s)
+                   .is_null())
       << coord_->Log();
   ::kill(workers_[1]->pid(), SIGSTOP);
   const std::string during = Chromium("");
@@ -254,9 +280,10 @@ TEST_F(HttpApiTest, DashboardShowsRoundsDuringAndAfterTheRun) {
   EXPECT_NE(during.find("class=\"point central\""), std::string::npos);
 
   ::kill(workers_[1]->pid(), SIGCONT);
-  ASSERT_FALSE(WaitFor("/api/status", [](const json& s) { return s.value("state", "") == "finished"; },
-                       180s)
-                   .is_null())
+  ASSERT_FALSE(
+      WaitFor(
+          "/api/status", [](const json& s) { return s.value("state", "") == "finished"; }, 180s)
+          .is_null())
       << coord_->Log();
   const std::string png = artifacts_ + "/dashboard.png";
   const std::string after = Chromium(png);

@@ -34,7 +34,8 @@ class PartitionTest : public ::testing::Test {
     host_if_ = "shp" + tag + "h";
     ns_if_ = "shp" + tag + "n";
     // A private /30 that exists only between this veth pair.
-    host_ip_ = "10.213." + std::to_string((::getpid() / 64) % 250) + "." + std::to_string(1 + 4 * (::getpid() % 60));
+    host_ip_ = "10.213." + std::to_string((::getpid() / 64) % 250) + "." +
+               std::to_string(1 + 4 * (::getpid() % 60));
     const std::string prefix = host_ip_.substr(0, host_ip_.rfind('.') + 1);
     ns_ip_ = prefix + std::to_string(std::stoi(host_ip_.substr(host_ip_.rfind('.') + 1)) + 1);
     const bool ok =
@@ -72,30 +73,56 @@ TEST_F(PartitionTest, PartitionedWorkerIsDroppedAtTheDeadlineAndRejoinsAfterTheL
                 "--scheme", "iid", "--seed", "4", "--out", dir_ + "/silos", "--limit", "2000"},
                dir_ + "/partition.log");
   ASSERT_EQ(part.Wait(60s), 0) << part.Log();
-  Process coord({BinDir() + "/shoal-coordinator", "--run-dir", dir_ + "/run", "--bind",
-                 "tcp://" + host_ip_ + ":*", "--endpoint-file", dir_ + "/endpoint", "--model", "mlp",
-                 "--eval-limit", "200", "--rounds", "5", "--min-workers", "2", "--min-fit", "1",
-                 "--round-timeout", "4", "--set", "http.enabled=false", "--set",
-                 "network.heartbeat_ms=200", "--set", "network.peer_timeout_ms=3000", "--set",
-                 "eval.timeout_s=4", "--set", "selection.wait_timeout_s=90"},
+  Process coord({BinDir() + "/shoal-coordinator",
+                 "--run-dir",
+                 dir_ + "/run",
+                 "--bind",
+                 "tcp://" + host_ip_ + ":*",
+                 "--endpoint-file",
+                 dir_ + "/endpoint",
+                 "--model",
+                 "mlp",
+                 "--eval-limit",
+                 "200",
+                 "--rounds",
+                 "5",
+                 "--min-workers",
+                 "2",
+                 "--min-fit",
+                 "1",
+                 "--round-timeout",
+                 "4",
+                 "--set",
+                 "http.enabled=false",
+                 "--set",
+                 "network.heartbeat_ms=200",
+                 "--set",
+                 "network.peer_timeout_ms=3000",
+                 "--set",
+                 "eval.timeout_s=4",
+                 "--set",
+                 "selection.wait_timeout_s=90"},
                 dir_ + "/coordinator.log");
   const std::string endpoint = testing::WaitForFile(dir_ + "/endpoint", 60s);
   ASSERT_FALSE(endpoint.empty()) << coord.Log();
-  const std::vector<std::string> retry = {"--set", "retry.initial_ms=100", "--set",
-                                          "retry.max_ms=500", "--set", "retry.hello_timeout_ms=1000"};
-  std::vector<std::string> a1 = {BinDir() + "/shoal-worker", "--name", "near", "--coordinator",
-                                 endpoint, "--data", dir_ + "/silos/silo-1"};
+  const std::vector<std::string> retry = {"--set", "retry.initial_ms=100",
+                                          "--set", "retry.max_ms=500",
+                                          "--set", "retry.hello_timeout_ms=1000"};
+  std::vector<std::string> a1 = {
+      BinDir() + "/shoal-worker", "--name", "near", "--coordinator", endpoint, "--data",
+      dir_ + "/silos/silo-1"};
   a1.insert(a1.end(), retry.begin(), retry.end());
-  std::vector<std::string> a2 = {"/usr/sbin/ip", "netns", "exec", ns_, BinDir() + "/shoal-worker",
-                                 "--name", "far", "--coordinator", endpoint, "--data",
-                                 dir_ + "/silos/silo-2"};
+  std::vector<std::string> a2 = {
+      "/usr/sbin/ip", "netns",         "exec",   ns_,      BinDir() + "/shoal-worker", "--name",
+      "far",          "--coordinator", endpoint, "--data", dir_ + "/silos/silo-2"};
   a2.insert(a2.end(), retry.begin(), retry.end());
   Process near(a1, dir_ + "/near.log");
   Process far(a2, dir_ + "/far.log");
 
   // Both take part in round 1; then the link is cut.
   const std::string run = dir_ + "/run";
-  for (int i = 0; i < 1500 && !PathExists(store::VersionMetaPath(run, 1)); ++i) std::this_thread::sleep_for(20ms);
+  for (int i = 0; i < 1500 && !PathExists(store::VersionMetaPath(run, 1)); ++i)
+    std::this_thread::sleep_for(20ms);
   ASSERT_TRUE(PathExists(store::VersionMetaPath(run, 1))) << coord.Log() << far.Log();
   ASSERT_EQ(Sh("ip link set " + host_if_ + " down"), 0);
   const auto cut = std::chrono::steady_clock::now();

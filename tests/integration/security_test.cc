@@ -2,6 +2,8 @@
 // enrolled certificates get in, identities come from certificates, join tokens work once,
 // revocation cuts a worker off mid-run, and no weight bytes ever cross the wire in clear text.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -11,22 +13,19 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <limits>
 #include <filesystem>
+#include <limits>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
-#include <gtest/gtest.h>
-#include <httplib.h>
-#include <nlohmann/json.hpp>
-
 #include "base/file_util.h"
-#include "security/pki.h"
-#include "store/model_store.h"
 #include "protocols/channel.h"
 #include "protocols/codec.h"
 #include "protocols/transport.h"
+#include "security/pki.h"
+#include "store/model_store.h"
 #include "tests/integration/process.h"
 #include "tests/integration/scripted_worker.h"
 #include "tests/integration/test_pki.h"
@@ -134,7 +133,9 @@ class TcpTap {
   std::string captured_;
 };
 
-int PortOf(const std::string& endpoint) { return std::stoi(endpoint.substr(endpoint.rfind(':') + 1)); }
+int PortOf(const std::string& endpoint) {
+  return std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+}
 
 // Resident set size of a process in KiB (0 when unreadable).
 int64_t RssKiB(pid_t pid) {
@@ -162,7 +163,8 @@ class RawStream {
   // Writes `head`, then `body` again and again until `limit` bytes in all or until the peer
   // closes the connection; calls `tick` now and then. Returns the bytes written.
   template <class Tick>
-  size_t SendUntilClosed(const std::string& head, const std::string& body, size_t limit, Tick&& tick) {
+  size_t SendUntilClosed(const std::string& head, const std::string& body, size_t limit,
+                         Tick&& tick) {
     size_t sent = 0;
     if (!Write(head, sent, tick)) return sent;
     while (!body.empty() && sent < limit && !closed_) {
@@ -207,7 +209,8 @@ class RawStream {
         continue;
       }
       idle = 0;
-      const ssize_t n = ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      const ssize_t n =
+          ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) continue;
         closed_ = true;
@@ -249,13 +252,26 @@ class SecurityTest : public ::testing::Test {
 
   // A coordinator over TLS with this test's CA (unless `extra` says --insecure), http on.
   void StartCoordinator(std::vector<std::string> extra, bool secure = true) {
-    std::vector<std::string> argv = {BinDir() + "/shoal-coordinator", "--run-dir", dir_ + "/run",
-                                     "--bind", "tcp://127.0.0.1:*", "--endpoint-file",
-                                     dir_ + "/endpoint", "--model", "mlp", "--eval-limit", "200",
-                                     "--set", "http.port=0", "--set",
-                                     "http.port_file=" + dir_ + "/http_port", "--set",
-                                     "network.heartbeat_ms=200", "--set",
-                                     "network.peer_timeout_ms=5000", "--set",
+    std::vector<std::string> argv = {BinDir() + "/shoal-coordinator",
+                                     "--run-dir",
+                                     dir_ + "/run",
+                                     "--bind",
+                                     "tcp://127.0.0.1:*",
+                                     "--endpoint-file",
+                                     dir_ + "/endpoint",
+                                     "--model",
+                                     "mlp",
+                                     "--eval-limit",
+                                     "200",
+                                     "--set",
+                                     "http.port=0",
+                                     "--set",
+                                     "http.port_file=" + dir_ + "/http_port",
+                                     "--set",
+                                     "network.heartbeat_ms=200",
+                                     "--set",
+                                     "network.peer_timeout_ms=5000",
+                                     "--set",
                                      "eval.federated=false"};
     if (secure) {
       argv.push_back("--ca-dir");
@@ -272,9 +288,19 @@ class SecurityTest : public ::testing::Test {
 
   std::vector<std::string> WorkerArgv(const std::string& name, int silo,
                                       const std::string& endpoint) {
-    return {BinDir() + "/shoal-worker", "--name", name, "--coordinator", endpoint, "--data",
-            dir_ + "/silos/silo-" + std::to_string(silo), "--set", "retry.initial_ms=100",
-            "--set", "retry.max_ms=500", "--set", "retry.hello_timeout_ms=2000"};
+    return {BinDir() + "/shoal-worker",
+            "--name",
+            name,
+            "--coordinator",
+            endpoint,
+            "--data",
+            dir_ + "/silos/silo-" + std::to_string(silo),
+            "--set",
+            "retry.initial_ms=100",
+            "--set",
+            "retry.max_ms=500",
+            "--set",
+            "retry.hello_timeout_ms=2000"};
   }
 
   json Get(const std::string& path) {
@@ -331,19 +357,22 @@ TEST_F(SecurityTest, OnlyEnrolledCertificatesGetIn) {
 
   // A certificate from another federation's CA: the handshake fails, nothing is delivered.
   testing::TestPki other(dir_ + "/other");
-  ScriptedWorker stranger(endpoint_, "stranger", testing::TestPki::ClientTlsFromBundle(other.Bundle("stranger")));
+  ScriptedWorker stranger(endpoint_, "stranger",
+                          testing::TestPki::ClientTlsFromBundle(other.Bundle("stranger")));
   Status st = stranger.Hello(5s);
   EXPECT_FALSE(st.ok());
   EXPECT_TRUE(WaitRejections("tls_certificate", 1)) << coord_->Log();
 
   // Signed by this federation's CA key but never recorded as issued (a copied CA key, a
   // forged issuance): refused by the enrollment check.
-  std::filesystem::copy(pki_->ca_dir(), dir_ + "/ca-copy", std::filesystem::copy_options::recursive);
+  std::filesystem::copy(pki_->ca_dir(), dir_ + "/ca-copy",
+                        std::filesystem::copy_options::recursive);
   ASSERT_TRUE(security::Enroll(dir_ + "/ca-copy", "ghost", dir_ + "/ghost").ok());
   ScriptedWorker ghost(endpoint_, "ghost", testing::TestPki::ClientTlsFromBundle(dir_ + "/ghost"));
   st = ghost.Hello(5s);
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("not issued to an enrolled worker"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("not issued to an enrolled worker"), std::string::npos)
+      << st.message();
   EXPECT_TRUE(WaitRejections("unenrolled_certificate", 1));
 
   // No certificate at all: only a JoinRequest is accepted in such a session.
@@ -420,7 +449,7 @@ TEST_F(SecurityTest, HostileStreamsAreCutOffAndMemoryStaysBounded) {
     std::string zmtp("\xff\0\0\0\0\0\0\0\x01\x7f\x03\x00NULL", 16);
     zmtp.append(16, '\0');  // mechanism padding, as-server = 0, filler: 64 bytes in all
     zmtp.resize(64, '\0');
-    std::string frame("\x03", 1);  // MORE | LONG
+    std::string frame("\x03", 1);                   // MORE | LONG
     frame += std::string("\0\0\0\0\0\x80\0\0", 8);  // 8 MiB, big-endian
     frame += std::string(size_t{8} << 20, 'z');
     RawStream s(port);
@@ -494,7 +523,8 @@ TEST_F(SecurityTest, WorkerRefusesACoordinatorOfAnotherFederation) {
 TEST_F(SecurityTest, JoinTokenWorksOnceAndExpires) {
   Partition(3, 600);
   // Two workers are needed to start a round, so the coordinator stays up for all three joins.
-  StartCoordinator({"--rounds", "1", "--min-workers", "2", "--set", "selection.wait_timeout_s=120"});
+  StartCoordinator(
+      {"--rounds", "1", "--min-workers", "2", "--set", "selection.wait_timeout_s=120"});
   auto token = security::CreateJoinToken(pki_->ca_dir(), "joiner", 600, endpoint_);
   ASSERT_TRUE(token.ok()) << token.status().ToString();
 
@@ -554,10 +584,10 @@ TEST_F(SecurityTest, RevokedWorkerIsCutOffAndCannotReconnect) {
   auto err = b.Await({protocols::MessageType::kError}, 10s);
   ASSERT_TRUE(err.ok()) << err.status().ToString();
   EXPECT_EQ(ScriptedWorker::ErrorCodeOf(*err), protocols::ErrorCode::kNotAdmitted);
-  std::fprintf(stderr, "revocation took effect after %.0f ms\n",
-               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                         revoked_at)
-                   .count());
+  std::fprintf(
+      stderr, "revocation took effect after %.0f ms\n",
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - revoked_at)
+          .count());
   // A reconnect with the same certificate is refused.
   b.Reconnect();
   Status st = b.Hello(5s);
@@ -571,8 +601,8 @@ TEST_F(SecurityTest, RevokedWorkerIsCutOffAndCannotReconnect) {
 }
 
 TEST_F(SecurityTest, PoisonedUpdatesAreRejectedAndOthersUnaffected) {
-  StartCoordinator({"--rounds", "1", "--min-workers", "2", "--min-fit", "1", "--round-timeout",
-                    "8"});
+  StartCoordinator(
+      {"--rounds", "1", "--min-workers", "2", "--min-fit", "1", "--round-timeout", "8"});
   ScriptedWorker bad(endpoint_, "bad", pki_->ClientTls("bad"), 100);
   ScriptedWorker good(endpoint_, "good", pki_->ClientTls("good"), 100);
   ASSERT_TRUE(bad.Hello().ok());

@@ -2,16 +2,16 @@
 // the coordinator and workers over TLS exactly as users do (the default).
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "base/file_util.h"
-#include "security/pki.h"
 #include "protocols/channel.h"
+#include "security/pki.h"
 #include "tests/integration/process.h"
 
 namespace shoal::testing {
@@ -70,7 +70,8 @@ namespace shoal::testing {
 // name is read from its --name flag); other commands are returned unchanged.
 inline std::vector<std::string> Secured(const TestPki& pki, std::vector<std::string> argv) {
   auto ends_with = [](const std::string& s, const std::string& suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
   for (size_t i = 0; i < argv.size(); ++i) {
     if (ends_with(argv[i], "/shoal-coordinator")) {

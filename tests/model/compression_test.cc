@@ -1,18 +1,19 @@
 #include "model/compression.h"
 
-#include <cmath>
-#include <limits>
-#include <cstring>
-#include <random>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
 
 namespace shoal {
 namespace {
 
 TEST(CompressionTest, HalfConversionIsExactForRepresentableValuesAndRoundsToNearestEven) {
-  for (float f : {0.0f, -0.0f, 1.0f, -2.5f, 0.333251953125f, 65504.0f, -65504.0f,
-                  6.103515625e-05f /* smallest normal */, 5.9604644775390625e-08f /* smallest subnormal */}) {
+  for (float f :
+       {0.0f, -0.0f, 1.0f, -2.5f, 0.333251953125f, 65504.0f, -65504.0f,
+        6.103515625e-05f /* smallest normal */, 5.9604644775390625e-08f /* smallest subnormal */}) {
     EXPECT_EQ(model::HalfToFloat(model::FloatToHalf(f)), f) << f;
   }
   EXPECT_EQ(model::FloatToHalf(1.0f), 0x3c00);
@@ -22,8 +23,10 @@ TEST(CompressionTest, HalfConversionIsExactForRepresentableValuesAndRoundsToNear
   EXPECT_EQ(model::HalfToFloat(model::FloatToHalf(1.0f + 3 * 0.00048828125f)), 1.0f + 0.001953125f);
   EXPECT_EQ(model::HalfToFloat(model::FloatToHalf(1e9f)), 65504.0f);  // saturates
   EXPECT_EQ(model::HalfToFloat(model::FloatToHalf(-1e9f)), -65504.0f);
-  EXPECT_TRUE(std::isnan(model::HalfToFloat(model::FloatToHalf(std::numeric_limits<float>::quiet_NaN()))));
-  EXPECT_TRUE(std::isinf(model::HalfToFloat(model::FloatToHalf(std::numeric_limits<float>::infinity()))));
+  EXPECT_TRUE(
+      std::isnan(model::HalfToFloat(model::FloatToHalf(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_TRUE(
+      std::isinf(model::HalfToFloat(model::FloatToHalf(std::numeric_limits<float>::infinity()))));
   // Every half value survives a round trip through float.
   for (uint32_t h = 0; h < 0x10000; ++h) {
     const float f = model::HalfToFloat(static_cast<uint16_t>(h));
@@ -37,7 +40,8 @@ TEST(CompressionTest, SizesArePaddedToTheTransferUnit) {
   EXPECT_EQ(model::EncodedBytes(model::Encoding::kF16, 10), 20u);
   EXPECT_EQ(model::EncodedBytes(model::Encoding::kF16, 11), 24u);
   EXPECT_EQ(model::EncodedBytes(model::Encoding::kInt8, 10), 16u);  // one scale + 10 bytes, padded
-  EXPECT_EQ(model::EncodedBytes(model::Encoding::kInt8, model::kInt8Block + 1), 8u + model::kInt8Block + 4);
+  EXPECT_EQ(model::EncodedBytes(model::Encoding::kInt8, model::kInt8Block + 1),
+            8u + model::kInt8Block + 4);
 }
 
 std::vector<float> RandomDelta(size_t n, uint32_t seed) {
@@ -82,7 +86,8 @@ TEST(CompressionTest, ErrorFeedbackKeepsTheSumOfDecodedUpdatesOnTrack) {
 
 TEST(CompressionTest, DecodingChecksSizeAndScales) {
   std::vector<float> out(100);
-  EXPECT_FALSE(model::DecodeDelta(model::Encoding::kInt8, std::string(10, '\0'), 100, out.data()).ok());
+  EXPECT_FALSE(
+      model::DecodeDelta(model::Encoding::kInt8, std::string(10, '\0'), 100, out.data()).ok());
   std::string bytes;
   std::vector<float> residual;
   auto delta = RandomDelta(100, 1);

@@ -84,7 +84,8 @@ TEST(ModelSpecTest, RejectsTooManyTensors) {
 
 TEST(ModelSpecTest, RejectsTooHighRank) {
   model::ModelSpec spec;
-  spec.tensors.push_back({"t", model::DType::kFloat32, std::vector<int64_t>(model::SpecLimits::kMaxRank + 1, 1)});
+  spec.tensors.push_back(
+      {"t", model::DType::kFloat32, std::vector<int64_t>(model::SpecLimits::kMaxRank + 1, 1)});
   ExpectInvalid(spec, "rank");
   spec.tensors[0].shape.pop_back();
   EXPECT_TRUE(spec.Validate().ok());
@@ -98,7 +99,8 @@ TEST(ModelSpecTest, RejectsUnsupportedDtype) {
 
 TEST(ModelSpecTest, RejectsTooManyElements) {
   model::ModelSpec one;
-  one.tensors.push_back({"huge", model::DType::kFloat32, {model::SpecLimits::kMaxTotalElements + 1}});
+  one.tensors.push_back(
+      {"huge", model::DType::kFloat32, {model::SpecLimits::kMaxTotalElements + 1}});
   ExpectInvalid(one, "huge");
   model::ModelSpec product;  // each dimension fine, the product too large
   product.tensors.push_back({"wide", model::DType::kFloat32, {int64_t{1} << 20, int64_t{1} << 14}});
@@ -113,11 +115,13 @@ TEST(ModelSpecTest, RejectsElementCountThatOverflows) {
   // 2^32 * 2^32 = 2^64 elements: each dimension is under the 2^33 limit, and the running
   // product wraps to 0 in int64 arithmetic.
   model::ModelSpec spec;
-  spec.tensors.push_back({"overflow", model::DType::kFloat32, {int64_t{1} << 32, int64_t{1} << 32}});
+  spec.tensors.push_back(
+      {"overflow", model::DType::kFloat32, {int64_t{1} << 32, int64_t{1} << 32}});
   // Validate must compare before multiplying: n *= d would overflow int64 here.
   ExpectInvalid(spec, "overflow");
   model::ModelSpec spec2;
-  spec2.tensors.push_back({"overflow2", model::DType::kFloat32, {int64_t{1} << 33, int64_t{1} << 33}});
+  spec2.tensors.push_back(
+      {"overflow2", model::DType::kFloat32, {int64_t{1} << 33, int64_t{1} << 33}});
   ExpectInvalid(spec2, "overflow2");
 }
 
@@ -207,8 +211,9 @@ TEST(WeightsTest, OffsetsFollowTheSpec) {
 TEST(WeightsTest, FirstNonFinite) {
   model::Weights w;
   w.spec.tensors.push_back({"w", model::DType::kFloat32, {6}});
-  w.data = {0.0f, -1.0f, std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min(),
-            -0.0f, 3.0f};
+  w.data = {
+      0.0f,  -1.0f, std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min(),
+      -0.0f, 3.0f};
   EXPECT_EQ(w.FirstNonFinite(), -1);
   w.data[4] = std::numeric_limits<float>::infinity();
   EXPECT_EQ(w.FirstNonFinite(), 4);

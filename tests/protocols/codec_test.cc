@@ -378,8 +378,9 @@ TEST(CodecTest, EveryTruncatedHeaderInAConsistentFrameIsRejected) {
   const std::string header = frame.substr(kHeaderOffset);
   for (size_t len = 0; len < header.size(); ++len) {
     SCOPED_TRACE("header length " + std::to_string(len));
-    const std::string cut = RawFrame(kProtocolVersion, static_cast<uint16_t>(MessageType::kTrainTask),
-                                     header.substr(0, len), "");
+    const std::string cut =
+        RawFrame(kProtocolVersion, static_cast<uint16_t>(MessageType::kTrainTask),
+                 header.substr(0, len), "");
     ExpectProtocolError(ParseAndDecode<TrainTask>(cut));
   }
 }
@@ -394,7 +395,8 @@ TEST(CodecTest, WrongMagicIsRejected) {
 }
 
 TEST(CodecTest, WrongProtocolVersionIsRejected) {
-  for (uint16_t v : {uint16_t{0}, uint16_t{kProtocolVersion + 1}, uint16_t{0x0100}, uint16_t{0xFFFF}}) {
+  for (uint16_t v :
+       {uint16_t{0}, uint16_t{kProtocolVersion + 1}, uint16_t{0x0100}, uint16_t{0xFFFF}}) {
     SCOPED_TRACE("version " + std::to_string(v));
     std::string frame = Encode(SampleHello());
     PutLe(frame, 4, v, 2);
@@ -403,7 +405,8 @@ TEST(CodecTest, WrongProtocolVersionIsRejected) {
 }
 
 TEST(CodecTest, UnknownMessageTypeIsRejected) {
-  for (uint16_t type : {uint16_t{0}, uint16_t{kMaxMessageType + 1}, uint16_t{99}, uint16_t{0xFFFF}}) {
+  for (uint16_t type :
+       {uint16_t{0}, uint16_t{kMaxMessageType + 1}, uint16_t{99}, uint16_t{0xFFFF}}) {
     SCOPED_TRACE("type " + std::to_string(type));
     std::string frame = Encode(SampleHello());
     PutLe(frame, 6, type, 2);
@@ -463,9 +466,9 @@ TEST(CodecTest, LengthsThatDisagreeWithFrameSizeAreRejected) {
     const char* what;
     uint64_t h, p;
   };
-  for (const Case& c : {Case{"header +1", h + 1, p}, Case{"header -1", h - 1, p},
-                        Case{"payload +1", h, p + 1}, Case{"payload -1", h, p - 1},
-                        Case{"header +1000", h + 1000, p}, Case{"both 0", 0, 0}}) {
+  for (const Case& c :
+       {Case{"header +1", h + 1, p}, Case{"header -1", h - 1, p}, Case{"payload +1", h, p + 1},
+        Case{"payload -1", h, p - 1}, Case{"header +1000", h + 1000, p}, Case{"both 0", 0, 0}}) {
     SCOPED_TRACE(c.what);
     std::string frame = good;
     PutLe(frame, 8, c.h, 4);
@@ -987,16 +990,16 @@ TEST_F(ChunkRejectTest, PlaceFrameAnswersForTheNextChunkOnly) {
   ASSERT_NE(at.data, nullptr);
   std::memcpy(at.data, Payload(0).data(), 4096);
   ASSERT_TRUE(a_.Add(Chunk(0), std::string_view(at.data, 4096), true).ok());
-  EXPECT_EQ(a_.PlaceFrame(head(2), 4096, limits).data, nullptr);   // out of order
-  EXPECT_EQ(a_.PlaceFrame(head(1), 4092, limits).data, nullptr);   // lengths disagree
+  EXPECT_EQ(a_.PlaceFrame(head(2), 4096, limits).data, nullptr);  // out of order
+  EXPECT_EQ(a_.PlaceFrame(head(1), 4092, limits).data, nullptr);  // lengths disagree
   limits.max_payload_bytes = 1024;
-  EXPECT_EQ(a_.PlaceFrame(head(1), 4096, limits).data, nullptr);   // over the limit
+  EXPECT_EQ(a_.PlaceFrame(head(1), 4096, limits).data, nullptr);  // over the limit
   limits.max_payload_bytes = 4096;
   const std::string heartbeat = Encode(Heartbeat{});
-  EXPECT_EQ(a_.PlaceFrame(heartbeat, 0, limits).data, nullptr);    // not a chunk
+  EXPECT_EQ(a_.PlaceFrame(heartbeat, 0, limits).data, nullptr);  // not a chunk
   EXPECT_NE(a_.PlaceFrame(head(1), 4096, limits).data, nullptr);
   a_.Reset();
-  EXPECT_EQ(a_.PlaceFrame(head(1), 4096, limits).data, nullptr);   // no transfer
+  EXPECT_EQ(a_.PlaceFrame(head(1), 4096, limits).data, nullptr);  // no transfer
 }
 
 // A placed payload counts only for the transfer and the chunk that placed it.
@@ -1051,8 +1054,9 @@ TEST(FrameTest, SplitFrameAndParseFrameHead) {
   ExpectProtocolError(ParseFrameHead(frame.substr(0, head - 1), payload.size(), limits).status());
   ExpectProtocolError(ParseFrameHead(frame.substr(0, head), payload.size() + 4, limits).status(),
                       "disagree");
-  ExpectProtocolError(ParseFrameHead(frame.substr(0, head + 4), payload.size() - 4, limits).status(),
-                      "does not end where the payload begins");
+  ExpectProtocolError(
+      ParseFrameHead(frame.substr(0, head + 4), payload.size() - 4, limits).status(),
+      "does not end where the payload begins");
   limits.max_payload_bytes = 999;
   ExpectProtocolError(ParseFrameHead(frame.substr(0, head), payload.size(), limits).status(),
                       "payload length");

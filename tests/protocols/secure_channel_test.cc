@@ -275,8 +275,9 @@ TEST_F(SecureChannelTest, AMessageSealedFromTwoPiecesArrivesWhole) {
   Pair p = Connect(GoodClient(), GoodServer());
   const std::string bytes = RandomBytes((9 << 20) + 123, 31);
   const std::vector<std::pair<size_t, size_t>> cuts = {
-      {0, 0}, {5, 0}, {0, 5}, {20, 100}, {16380, 10}, {16384, 16384}, {40000, 3 << 20},
-      {100, (9 << 20) + 23}, {9 << 20, 123}};
+      {0, 0},        {5, 0},         {0, 5},           {20, 100},
+      {16380, 10},   {16384, 16384}, {40000, 3 << 20}, {100, (9 << 20) + 23},
+      {9 << 20, 123}};
   for (const auto& [head, body] : cuts) {
     const std::string_view h(bytes.data(), head), b(bytes.data() + head, body);
     Frames frames, back;
@@ -831,9 +832,14 @@ TEST_F(SecureChannelTest, UnclaimedOrUnsplittableMessagesArriveWhole) {
   std::string long_payload_length = good.head + std::string(good.payload);
   long_payload_length[12] = static_cast<char>(long_payload_length[12] + 1);  // 16 + H + P != size
   const std::string no_payload = internal::BuildFrame(MessageType::kHeartbeat, "", "");
-  const std::vector<std::string> messages = {
-      "", "hello", std::string(16, 'S'), bad_magic, bad_version, long_payload_length,
-      no_payload,  std::string(no_payload) + "trailing"};
+  const std::vector<std::string> messages = {"",
+                                             "hello",
+                                             std::string(16, 'S'),
+                                             bad_magic,
+                                             bad_version,
+                                             long_payload_length,
+                                             no_payload,
+                                             std::string(no_payload) + "trailing"};
   for (const std::string& m : messages) {
     std::vector<Plaintext> got = SendPieces(*p.client, *p.server, FramePieces{m, {}});
     ASSERT_EQ(got.size(), 1u);
@@ -882,7 +888,7 @@ TEST_F(SecureChannelTest, PlacedMessageCutShortOrTamperedDeliversNothing) {
   EXPECT_TRUE(got.empty());  // the payload is not all there yet
   ASSERT_EQ(placer.calls.size(), 1u);
   std::weak_ptr<std::vector<char>> buffer = placer.calls[0].buffer;
-  placer.calls.clear();   // the receiver drops its reference: the session keeps the buffer
+  placer.calls.clear();  // the receiver drops its reference: the session keeps the buffer
   ASSERT_FALSE(buffer.expired());
   frames[1][frames[1].size() / 2] ^= 1;
   EXPECT_FALSE(p.server->OnWire(frames[1], &back, &got).ok());

@@ -3,16 +3,15 @@
 // and connections that break the rules are closed with a reason.
 #include "protocols/transport.h"
 
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <sys/eventfd.h>
-#include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include "tests/testing/allocation_tracker.h"
 
@@ -87,7 +86,8 @@ TEST(FrameReaderTest, LengthOverTheCapIsRefusedBeforeAllocating) {
   auto next = r.Next();
   ASSERT_FALSE(next.ok());
   EXPECT_EQ(std::string(r.error_reason()), "frame_too_large");
-  EXPECT_NE(next.status().message().find("4294967295"), std::string::npos) << next.status().message();
+  EXPECT_NE(next.status().message().find("4294967295"), std::string::npos)
+      << next.status().message();
   EXPECT_LT(scope.max_allocation(), size_t{1} << 16);
 }
 
@@ -211,9 +211,13 @@ TEST_F(TransportTest, OwnedFramesArriveWholeAndInOrder) {
   ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
   StreamConnection dealer;
   ASSERT_TRUE(dealer.Connect(*endpoint).ok());
-  const std::vector<std::string> frames = {
-      RandomBytes(kZeroCopyFrameBytes, 21), "small", RandomBytes(kZeroCopyFrameBytes - 1, 22),
-      RandomBytes(5 << 20, 23), "", RandomBytes(3 << 20, 24), "by view"};
+  const std::vector<std::string> frames = {RandomBytes(kZeroCopyFrameBytes, 21),
+                                           "small",
+                                           RandomBytes(kZeroCopyFrameBytes - 1, 22),
+                                           RandomBytes(5 << 20, 23),
+                                           "",
+                                           RandomBytes(3 << 20, 24),
+                                           "by view"};
   auto send = [&](size_t i) {
     if (i + 1 == frames.size()) return dealer.Send(frames[i]);
     std::string copy = frames[i];
@@ -221,7 +225,7 @@ TEST_F(TransportTest, OwnedFramesArriveWholeAndInOrder) {
   };
   ASSERT_TRUE(send(0).ok());  // before the connection is up: waits
   ASSERT_TRUE(send(1).ok());
-  (void)dealer.Recv(200);     // the connection comes up
+  (void)dealer.Recv(200);  // the connection comes up
   for (size_t i = 2; i < frames.size(); ++i) ASSERT_TRUE(send(i).ok());
   for (const auto& f : frames) {
     Incoming in = RouterNext(router);
@@ -351,7 +355,8 @@ TEST_F(TransportTest, ModeMismatchIsExplainedToBothSides) {
   }
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), Code::kRejected);
-  EXPECT_NE(got.status().message().find("requires TLS"), std::string::npos) << got.status().message();
+  EXPECT_NE(got.status().message().find("requires TLS"), std::string::npos)
+      << got.status().message();
   EXPECT_TRUE(HasEvent(router, "bad_greeting"));
 }
 

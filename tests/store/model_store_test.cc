@@ -190,8 +190,8 @@ TEST_F(ModelStoreTest, TruncatedWeightsFileIsCorrupt) {
   CommitTwo();
   const std::string path = store::VersionWeightsPath(run_, 1);
   const std::string good = Slurp(path);
-  for (size_t len : {size_t{0}, size_t{7}, size_t{30}, good.size() / 2, good.size() - 32,
-                     good.size() - 1}) {
+  for (size_t len :
+       {size_t{0}, size_t{7}, size_t{30}, good.size() / 2, good.size() - 32, good.size() - 1}) {
     SCOPED_TRACE("length " + std::to_string(len));
     Spit(path, good.substr(0, len));
     Result<model::Weights> w = store::LoadVersion(run_, List()[1]);
@@ -250,7 +250,8 @@ TEST_F(ModelStoreTest, InvalidMetaJsonIsCorrupt) {
 }
 
 TEST_F(ModelStoreTest, ListVersionsOnNonRunDirIsNotFound) {
-  Result<std::vector<store::VersionMeta>> v = store::ListVersions(root_);  // exists, but has no versions/
+  Result<std::vector<store::VersionMeta>> v =
+      store::ListVersions(root_);  // exists, but has no versions/
   ASSERT_FALSE(v.ok());
   EXPECT_EQ(v.status().code(), Code::kNotFound);
   v = store::ListVersions(root_ + "/does-not-exist");

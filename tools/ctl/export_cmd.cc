@@ -8,13 +8,13 @@
 
 #include "base/file_util.h"
 #include "base/hex.h"
-#include "nn/export.h"
 #include "base/sha256.h"
-#include "security/signing.h"
-#include "model/weights.h"
-#include "store/script_copy.h"
 #include "model/model_source.h"
+#include "model/weights.h"
+#include "nn/export.h"
+#include "security/signing.h"
 #include "store/model_store.h"
+#include "store/script_copy.h"
 
 namespace shoal::ctl {
 namespace {
@@ -35,7 +35,7 @@ struct RunInfo {
   std::vector<int64_t> input_shape;
   int64_t num_classes = 0;
   std::vector<std::string> class_names;  // empty when run.json has none
-  std::string model_path;    // torchscript runs: model.path the run started from
+  std::string model_path;                // torchscript runs: model.path the run started from
   std::string model_sha256;  // torchscript runs: SHA-256 (hex) of RUN_DIR/model/script.pt
 };
 
@@ -83,7 +83,7 @@ std::optional<double> CentralAccuracy(const store::VersionMeta& v) {
 }
 
 Result<store::VersionMeta> SelectVersion(const std::vector<store::VersionMeta>& versions,
-                                  const std::string& which, const std::string& run_dir) {
+                                         const std::string& which, const std::string& run_dir) {
   if (versions.empty()) return NotFound(run_dir + " holds no committed version");
   if (which == "latest") return versions.back();
   if (which == "best") {
@@ -119,7 +119,8 @@ Result<store::VersionMeta> SelectVersion(const std::vector<store::VersionMeta>& 
 }
 
 // The chain from `leaf` back to v0 through the parents, newest first.
-Result<nlohmann::json> Lineage(const std::vector<store::VersionMeta>& versions, const store::VersionMeta& leaf) {
+Result<nlohmann::json> Lineage(const std::vector<store::VersionMeta>& versions,
+                               const store::VersionMeta& leaf) {
   std::map<uint64_t, const store::VersionMeta*> by_version;
   for (const auto& v : versions) by_version[v.version] = &v;
   nlohmann::json chain = nlohmann::json::array();
@@ -221,17 +222,20 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req, const ModelExport
                            " classes");
   }
   SHOAL_ASSIGN_OR_RETURN(auto versions, store::ListVersions(req.run_dir));
-  SHOAL_ASSIGN_OR_RETURN(store::VersionMeta meta, SelectVersion(versions, req.version, req.run_dir));
+  SHOAL_ASSIGN_OR_RETURN(store::VersionMeta meta,
+                         SelectVersion(versions, req.version, req.run_dir));
   SHOAL_ASSIGN_OR_RETURN(nlohmann::json lineage, Lineage(versions, meta));
   SHOAL_ASSIGN_OR_RETURN(model::Weights weights, store::LoadVersion(req.run_dir, meta));
 
   SHOAL_RETURN_IF_ERROR(security::EnsureCoordinatorKey(req.run_dir));
-  SHOAL_ASSIGN_OR_RETURN(security::PrivateKey key, security::PrivateKey::Load(security::SigningKeyPath(req.run_dir)));
+  SHOAL_ASSIGN_OR_RETURN(security::PrivateKey key,
+                         security::PrivateKey::Load(security::SigningKeyPath(req.run_dir)));
 
   Result<nn::ExportedModel> exported = Internal("not exported");
   if (info.model == model::kTorchScriptModel) {
     // The user's architecture from the run's own copy, holding the version's weights.
-    SHOAL_ASSIGN_OR_RETURN(std::string script, store::ReadRunScriptModel(req.run_dir, info.model_sha256));
+    SHOAL_ASSIGN_OR_RETURN(std::string script,
+                           store::ReadRunScriptModel(req.run_dir, info.model_sha256));
     exported = exporter.script(script, info.input_shape, info.num_classes, weights);
   } else {
     exported = exporter.builtin(info.model, info.input_shape, info.num_classes, weights);

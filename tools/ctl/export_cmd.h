@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "nn/export.h"
 #include "base/status.h"
 #include "model/weights.h"
+#include "nn/export.h"
 
 namespace shoal::ctl {
 

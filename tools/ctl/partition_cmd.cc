@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "data/partition.h"
 #include "base/status.h"
+#include "data/partition.h"
 
 namespace shoal {
 namespace {

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "base/file_util.h"
-#include "security/pki.h"
 #include "base/status.h"
+#include "security/pki.h"
 
 namespace shoal::ctl {
 namespace {

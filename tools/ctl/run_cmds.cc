@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
@@ -78,7 +77,8 @@ Result<json> OfflineStatus(const std::string& dir) {
   json info = json::parse(text, nullptr, false);
   if (info.is_discarded()) return Corrupt(store::RunInfoPath(dir) + ": not valid JSON");
   SHOAL_ASSIGN_OR_RETURN(json models, OfflineModels(dir));
-  json s = {{"run_id", info.value("run_id", "")}, {"model", info.value("model", "")},
+  json s = {{"run_id", info.value("run_id", "")},
+            {"model", info.value("model", "")},
             {"state", "offline"}};
   if (!models.empty()) {
     s["version"] = models.back()["version"];
@@ -175,14 +175,16 @@ void PrintWorkers(const json& workers) {
 
 void PrintStatus(const json& s) {
   for (const auto& [k, v] : s.items()) {
-    std::printf("%-18s %s\n", k.c_str(), v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
+    std::printf("%-18s %s\n", k.c_str(),
+                v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
   }
 }
 
 CLI::App* AddSourced(CLI::App& app, const char* name, const char* help, std::shared_ptr<Source> s) {
   auto* cmd = app.add_subcommand(name, help);
   cmd->add_option("run_dir", s->run_dir, "Run directory (offline)");
-  cmd->add_option("--url", s->url, "A running coordinator's HTTP address, e.g. http://127.0.0.1:8080");
+  cmd->add_option("--url", s->url,
+                  "A running coordinator's HTTP address, e.g. http://127.0.0.1:8080");
   cmd->add_option("--token", s->token, "Bearer token for the coordinator's HTTP API");
   cmd->add_flag("--json", s->json, "Print JSON");
   return cmd;
@@ -240,7 +242,8 @@ void AddRunCommands(CLI::App& app) {
       if (models->run_dir.empty()) Fail(InvalidArgument("--verify needs a RUN_DIR"));
       for (auto& v : *j) {
         auto meta = store::VersionMeta::FromJson(v);
-        auto w = meta.ok() ? store::LoadVersion(models->run_dir, *meta) : Result<model::Weights>(meta.status());
+        auto w = meta.ok() ? store::LoadVersion(models->run_dir, *meta)
+                           : Result<model::Weights>(meta.status());
         checks.push_back(w.ok() ? "ok" : "BAD: " + w.status().message());
         v["verified"] = w.ok();
         all_ok = all_ok && w.ok();

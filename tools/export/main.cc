@@ -8,7 +8,8 @@
 #include "tools/ctl/export_cmd.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"shoal-export: export a stored Shoal version as TorchScript (run by shoalctl export)"};
+  CLI::App app{
+      "shoal-export: export a stored Shoal version as TorchScript (run by shoalctl export)"};
   app.require_subcommand(1);
   const shoal::ctl::ModelExporter exporter{shoal::nn::ExportTorchScript,
                                            shoal::nn::ExportScriptModel};

@@ -59,7 +59,8 @@ Round MakeRound(uint32_t seed) {
   return r;
 }
 
-Result<model::Weights> Aggregate(const Round& r, const std::vector<size_t>& order, bool exact = false) {
+Result<model::Weights> Aggregate(const Round& r, const std::vector<size_t>& order,
+                                 bool exact = false) {
   coordinator::FedAvg agg;
   agg.Begin(r.global.spec, exact);
   for (size_t k : order) {
@@ -76,7 +77,8 @@ void ExpectClose(const std::vector<float>& got, const std::vector<double>& want)
   double worst = 0;
   size_t worst_i = 0;
   for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::abs(static_cast<double>(got[i]) - want[i]) / std::max(1.0, std::abs(want[i]));
+    const double err =
+        std::abs(static_cast<double>(got[i]) - want[i]) / std::max(1.0, std::abs(want[i]));
     if (err > 1e-6) ++bad;
     if (err > worst) {
       worst = err;
@@ -98,7 +100,8 @@ TEST(FedAvgTest, MatchesDoublePrecisionReference) {
 
 TEST(FedAvgTest, ReferenceIsTheWeightedMean) {
   // The reference itself, on a case small enough to check by hand: 1 + (1*3 + 3*(-1)) / 4 = 1.
-  const std::vector<double> ref = coordinator::ReferenceFedAvg({1.0f, 0.0f}, {{3.0f, 4.0f}, {-1.0f, 0.0f}}, {1, 3});
+  const std::vector<double> ref =
+      coordinator::ReferenceFedAvg({1.0f, 0.0f}, {{3.0f, 4.0f}, {-1.0f, 0.0f}}, {1, 3});
   ASSERT_EQ(ref.size(), 2u);
   EXPECT_DOUBLE_EQ(ref[0], 1.0);
   EXPECT_DOUBLE_EQ(ref[1], 1.0);
@@ -192,10 +195,11 @@ TEST(FedAvgTest, FoldRejectsNonFiniteNamingTheTensor) {
     float value;
     const char* tensor;
   };
-  for (const Case& c : {Case{"NaN", fc1 + 5, std::numeric_limits<float>::quiet_NaN(), "fc1.weight"},
-                        Case{"+Inf", fc1 + 5, std::numeric_limits<float>::infinity(), "fc1.weight"},
-                        Case{"-Inf", 0, -std::numeric_limits<float>::infinity(), "conv1.weight"},
-                        Case{"last NaN", n - 1, std::numeric_limits<float>::quiet_NaN(), "fc2.bias"}}) {
+  for (const Case& c :
+       {Case{"NaN", fc1 + 5, std::numeric_limits<float>::quiet_NaN(), "fc1.weight"},
+        Case{"+Inf", fc1 + 5, std::numeric_limits<float>::infinity(), "fc1.weight"},
+        Case{"-Inf", 0, -std::numeric_limits<float>::infinity(), "conv1.weight"},
+        Case{"last NaN", n - 1, std::numeric_limits<float>::quiet_NaN(), "fc2.bias"}}) {
     SCOPED_TRACE(c.what);
     coordinator::FedAvg agg;
     agg.Begin(spec);
@@ -203,7 +207,8 @@ TEST(FedAvgTest, FoldRejectsNonFiniteNamingTheTensor) {
     d[c.index] = c.value;
     Status st = agg.Fold(d.data(), d.size(), 10);
     ASSERT_FALSE(st.ok());
-    EXPECT_TRUE(st.code() == Code::kRejected || st.code() == Code::kInvalidArgument) << st.ToString();
+    EXPECT_TRUE(st.code() == Code::kRejected || st.code() == Code::kInvalidArgument)
+        << st.ToString();
     EXPECT_TRUE(Contains(st.message(), std::string("'") + c.tensor + "'")) << st.message();
     EXPECT_EQ(agg.updates(), 0);
     EXPECT_EQ(agg.total_samples(), 0);
