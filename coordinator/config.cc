@@ -4,6 +4,7 @@
 
 #include "base/config.h"
 #include "coordinator/aggregation/aggregator_registry.h"
+#include "data/dataset.h"
 #include "model/compression.h"
 #include "protocols/frame_layout.h"  // kMaxChunkBytes
 
@@ -60,8 +61,8 @@ Status CoordinatorConfig::Validate() const {
     return bad("strategy.aggregator", "unknown aggregator '" + aggregator + "' (registered: " +
                                           BuiltinAggregators().NamesList() + ")");
   }
-  if (eval_format != "idx" && eval_format != "csv" && eval_format != "none") {
-    return bad("eval.format", "must be idx, csv or none");
+  if (eval_format != "none" && !data::IsDataFormat(eval_format)) {
+    return bad("eval.format", "must be none or one of " + data::DataFormatList());
   }
   if (eval_limit < 0) return bad("eval.limit", "must not be negative");
   if (!(eval_timeout_s > 0)) return bad("eval.timeout_s", "must be positive");

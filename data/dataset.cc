@@ -259,4 +259,29 @@ void ShuffleIndices(std::vector<int64_t>& v, std::mt19937_64& rng) {
   }
 }
 
+const std::vector<std::string>& DataFormats() {
+  static const std::vector<std::string> kFormats = {"idx", "csv"};
+  return kFormats;
+}
+
+bool IsDataFormat(const std::string& format) {
+  for (const auto& f : DataFormats()) {
+    if (f == format) return true;
+  }
+  return false;
+}
+
+std::string DataFormatList() {
+  std::string list;
+  for (const auto& f : DataFormats()) list += (list.empty() ? "" : ", ") + f;
+  return list;
+}
+
+Result<Dataset> LoadDataset(const DataSource& source) {
+  if (source.format == "idx") return LoadIdxDataset(source.path, source.split, source.limit);
+  if (source.format == "csv") return LoadCsvDataset(source.path, source.label_column, source.limit);
+  return InvalidArgument("unknown data format '" + source.format + "' (known: " + DataFormatList() +
+                         ")");
+}
+
 }  // namespace shoal::data

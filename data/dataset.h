@@ -76,9 +76,30 @@ Result<std::string> FindIdxFile(const std::string& dir, const std::string& base)
 // labels N u8. limit > 0 keeps only the first `limit` samples.
 Result<Dataset> LoadIdxDataset(const std::string& dir, const std::string& split, int64_t limit = 0);
 
-// Reads a CSV table (see common/csv.h); sample_shape is {F}. limit > 0 keeps the first rows.
+// Reads a CSV table (see data/csv.h); sample_shape is {F}. limit > 0 keeps the first rows.
 Result<Dataset> LoadCsvDataset(const std::string& path, const std::string& label_column,
                                int64_t limit = 0);
+
+// Where a dataset comes from: a worker's silo (data.*) or the coordinator's held-out set
+// (eval.*). A new data format is a loader in data/ plus its name in DataFormats() and one case
+// in LoadDataset; the worker, the central evaluator and the config checks then know it.
+struct DataSource {
+  std::string format;        // one of DataFormats()
+  std::string path;          // idx: directory; csv: file
+  std::string split;         // idx only: file prefix (train, t10k)
+  std::string label_column;  // csv only
+  int64_t limit = 0;         // the first `limit` samples only; 0 = all
+};
+
+// The formats LoadDataset reads: idx, csv.
+const std::vector<std::string>& DataFormats();
+bool IsDataFormat(const std::string& format);
+// "idx, csv": for error messages.
+std::string DataFormatList();
+
+// Loads `source` with its format's loader; InvalidArgument naming the known formats for any
+// other format.
+Result<Dataset> LoadDataset(const DataSource& source);
 
 // Deterministic split: shuffles indices with std::mt19937_64(seed) (ShuffleIndices) and moves
 // round(fraction * N) of them into the second dataset (validation). Both halves keep the

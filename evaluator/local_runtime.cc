@@ -43,9 +43,7 @@ class LocalRuntime : public ModelRuntime {
                                                           const std::vector<int64_t>& input_shape,
                                                           int64_t num_classes,
                                                           const EvalData& eval) override {
-    Result<data::Dataset> data =
-        eval.format == "csv" ? data::LoadCsvDataset(eval.path, eval.label_column, eval.limit)
-                             : data::LoadIdxDataset(eval.path, eval.split, eval.limit);
+    Result<data::Dataset> data = data::LoadDataset(eval);
     if (!data.ok()) return data.status().Annotate("central evaluation data");
     if (data->sample_shape != input_shape) {
       return InvalidArgument("central evaluation data " + eval.path + " has samples of shape " +

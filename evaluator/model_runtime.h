@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "data/dataset.h"
 #include "model/eval_metrics.h"
 #include "model/model_source.h"
 #include "model/weights.h"
@@ -21,13 +22,7 @@
 namespace shoal::evaluator {
 
 // The held-out dataset of a central evaluation (config keys eval.*).
-struct EvalData {
-  std::string format;  // idx (path = directory, split = file prefix) or csv (path = file)
-  std::string path;
-  std::string split;         // idx only
-  std::string label_column;  // csv only
-  int64_t limit = 0;         // the first `limit` samples only; 0 = all
-};
+using EvalData = data::DataSource;
 
 // Evaluates versions of one model on a held-out dataset kept in memory.
 class CentralEvaluator {

@@ -118,10 +118,8 @@ void WorkerClient::Stop() {
 }
 
 Status WorkerClient::Impl::LoadSilo() {
-  Result<data::Dataset> all =
-      cfg_.data_format == "csv"
-          ? data::LoadCsvDataset(cfg_.data_path, cfg_.label_column, cfg_.limit)
-          : data::LoadIdxDataset(cfg_.data_path, cfg_.data_split, cfg_.limit);
+  Result<data::Dataset> all = data::LoadDataset(
+      {cfg_.data_format, cfg_.data_path, cfg_.data_split, cfg_.label_column, cfg_.limit});
   if (!all.ok()) return all.status().Annotate("silo");
   if (all->size() < 2)
     return InvalidArgument("silo " + cfg_.data_path + " has fewer than 2 samples");

@@ -1,6 +1,7 @@
 #include "worker/config.h"
 
 #include "base/config.h"
+#include "data/dataset.h"
 
 namespace shoal::worker {
 
@@ -18,7 +19,8 @@ Status WorkerConfig::Validate() const {
   if (insecure && !join_token.empty())
     return bad("security.join_token", "cannot be used with --insecure");
   if (server_name.empty()) return bad("security.server_name", "must not be empty");
-  if (data_format != "idx" && data_format != "csv") return bad("data.format", "must be idx or csv");
+  if (!data::IsDataFormat(data_format))
+    return bad("data.format", "must be one of " + data::DataFormatList());
   if (data_path.empty()) return bad("data.path", "must be set");
   if (limit < 0) return bad("data.limit", "must not be negative");
   if (!(val_fraction >= 0 && val_fraction < 1))

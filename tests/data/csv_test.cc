@@ -184,5 +184,31 @@ TEST_F(CsvTest, LoadCsvDatasetShapesAndLimit) {
   EXPECT_EQ(data::LoadCsvDataset(path, "label", -2).status().code(), Code::kInvalidArgument);
 }
 
+// The one entry point the worker and the central evaluator load through: it reads what the
+// format's own loader reads, and names the known formats for any other.
+TEST_F(CsvTest, LoadDatasetDispatchesOnTheFormat) {
+  const std::string path = Write("silo.csv", "a,label,b\n1,0,2\n3,1,4\n5,1,6\n");
+  auto direct = data::LoadCsvDataset(path, "label", 2);
+  ASSERT_TRUE(direct.ok()) << direct.status().ToString();
+  auto loaded = data::LoadDataset({"csv", path, "", "label", 2});
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->size(), 2);
+  EXPECT_EQ(loaded->sample_shape, direct->sample_shape);
+  EXPECT_EQ(loaded->labels, direct->labels);
+  EXPECT_EQ(loaded->features, direct->features);
+
+  // idx reads a directory: a CSV file is not one, and the error comes from the IDX loader.
+  auto as_idx = data::LoadDataset({"idx", path, "train", "", 0});
+  EXPECT_FALSE(as_idx.ok());
+
+  auto unknown = data::LoadDataset({"parquet", path, "", "label", 0});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Contains(unknown.status().message(), "parquet")) << unknown.status().message();
+  EXPECT_TRUE(Contains(unknown.status().message(), "idx, csv")) << unknown.status().message();
+  EXPECT_TRUE(data::IsDataFormat("csv"));
+  EXPECT_FALSE(data::IsDataFormat("none"));
+}
+
 }  // namespace
 }  // namespace shoal
