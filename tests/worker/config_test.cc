@@ -1,0 +1,97 @@
+// The worker's config: the repository's examples load, overrides apply, and every invalid value
+// is refused naming its key.
+#include "worker/config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace shoal::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+class WorkerConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::path(::testing::TempDir()) / "worker_config_XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string Write(const std::string& text) {
+    const std::string path = dir_ + "/worker.toml";
+    std::ofstream(path, std::ios::trunc) << text;
+    return path;
+  }
+  // Loads `text` with `overrides` and expects a refusal whose message names `key`.
+  void ExpectRefused(const std::string& text, const std::vector<std::string>& overrides,
+                     const std::string& key) {
+    Result<WorkerConfig> c = LoadWorkerConfig(Write(text), overrides);
+    ASSERT_FALSE(c.ok()) << "accepted with " << ::testing::PrintToString(overrides);
+    EXPECT_EQ(c.status().code(), Code::kInvalidArgument) << c.status().ToString();
+    EXPECT_NE(c.status().message().find(key), std::string::npos) << c.status().message();
+  }
+
+  static constexpr const char* kMinimal =
+      "[worker]\nname = \"silo-1\"\n[data]\npath = \"silos/silo-1\"\n"
+      "[security]\nbundle = \"bundles/silo-1\"\n";
+  std::string dir_;
+};
+
+TEST_F(WorkerConfigTest, RepositoryExamplesLoad) {
+  for (const char* name : {"worker.toml", "worker-csv.toml"}) {
+    const std::string path = std::string(SHOAL_SOURCE_ROOT) + "/configs/" + name;
+    ASSERT_TRUE(fs::exists(path)) << path;
+    // The examples leave the credentials to flags (--bundle): give one.
+    Result<WorkerConfig> c = LoadWorkerConfig(path, {"security.bundle=b"});
+    ASSERT_TRUE(c.ok()) << name << ": " << c.status().ToString();
+    EXPECT_FALSE(c->name.empty());
+    EXPECT_FALSE(c->data_path.empty());
+  }
+}
+
+TEST_F(WorkerConfigTest, DefaultsAndOverrides) {
+  Result<WorkerConfig> c = LoadWorkerConfig(Write(kMinimal), {});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->data_format, "idx");
+  EXPECT_EQ(c->data_split, "train");
+  EXPECT_DOUBLE_EQ(c->val_fraction, 0.1);
+  EXPECT_EQ(c->server_name, "coordinator");
+  EXPECT_FALSE(c->insecure);
+
+  c = LoadWorkerConfig(Write(kMinimal),
+                       {"data.format=csv", "data.label_column=y", "data.limit=50",
+                        "runtime.threads=2"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->data_format, "csv");
+  EXPECT_EQ(c->label_column, "y");
+  EXPECT_EQ(c->limit, 50);
+  EXPECT_EQ(c->threads, 2);
+}
+
+TEST_F(WorkerConfigTest, InvalidValuesAreRefusedNamingTheKey) {
+  ExpectRefused(kMinimal, {"worker.name=\"\""}, "worker.name");
+  ExpectRefused(kMinimal, {"data.format=parquet"}, "data.format");
+  ExpectRefused(kMinimal, {"data.path=\"\""}, "data.path");
+  ExpectRefused(kMinimal, {"data.limit=-1"}, "data.limit");
+  ExpectRefused(kMinimal, {"data.val_fraction=1.0"}, "data.val_fraction");
+  ExpectRefused(kMinimal, {"retry.initial_ms=1"}, "retry.initial_ms");
+  ExpectRefused(kMinimal, {"retry.max_ms=100"}, "retry.max_ms");
+  ExpectRefused(kMinimal, {"runtime.threads=0"}, "runtime.threads");
+  ExpectRefused(kMinimal, {"security.bundle=\"\""}, "security.bundle");
+  ExpectRefused(kMinimal, {"security.insecure=true", "security.join_token=t"},
+                "security.join_token");
+  // A typo never passes silently.
+  ExpectRefused(kMinimal, {"data.pth=x"}, "data.pth");
+}
+
+}  // namespace
+}  // namespace shoal::worker
