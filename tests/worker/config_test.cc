@@ -67,9 +67,8 @@ TEST_F(WorkerConfigTest, DefaultsAndOverrides) {
   EXPECT_EQ(c->server_name, "coordinator");
   EXPECT_FALSE(c->insecure);
 
-  c = LoadWorkerConfig(Write(kMinimal),
-                       {"data.format=csv", "data.label_column=y", "data.limit=50",
-                        "runtime.threads=2"});
+  c = LoadWorkerConfig(Write(kMinimal), {"data.format=csv", "data.label_column=y", "data.limit=50",
+                                         "runtime.threads=2"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->data_format, "csv");
   EXPECT_EQ(c->label_column, "y");
