@@ -8,7 +8,8 @@ if [ -z "$CLANG_FORMAT" ]; then
   echo "check-format: clang-format missing (apt-get install clang-format-14)" >&2
   exit 2
 fi
-mapfile -t files < <(git ls-files '*.h' '*.cc' | grep -v '^fuzz/\(corpus\|crashes\)/')
+mapfile -t files < <(git ls-files --cached --others --exclude-standard '*.h' '*.cc' |
+  grep -v '^fuzz/\(corpus\|crashes\)/')
 if [ "${1:-}" = "--fix" ]; then
   "$CLANG_FORMAT" -i "${files[@]}"
   exit 0
