@@ -47,7 +47,7 @@ import shoalfed  # noqa: E402
 
 SECTIONS = ["micro", "round_overhead", "coordinator_scale", "time_to_accuracy", "bytes_on_wire"]
 TARGETS_ACC = [0.85, 0.88]
-# common/malloc_tuning.h: M_MMAP_THRESHOLD and M_TRIM_THRESHOLD of 1 GiB.
+# base/malloc_tuning.h: M_MMAP_THRESHOLD and M_TRIM_THRESHOLD of 1 GiB.
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824"
 
 PROFILES = {
