@@ -1,5 +1,5 @@
 // main() for Shoal's Google Benchmark binaries: tunes malloc as the executables do
-// (common/malloc_tuning.h), so multi-megabyte buffers stay mapped between iterations instead of
+// (base/malloc_tuning.h), so multi-megabyte buffers stay mapped between iterations instead of
 // being page-faulted in again every time (which made TLS look 10x slower). Use once per binary:
 //   SHOAL_BENCHMARK_MAIN();
 #pragma once

@@ -7,7 +7,7 @@
 //                   directory nor a .csv file, unknown scheme name, and whatever the readers
 //                   reject (messages name the file).
 //   NotFound        missing source or missing train-images/train-labels files.
-//   Corrupt         broken IDX input (see common/idx.h).
+//   Corrupt         broken IDX input (see data/idx.h).
 //   IoError         directories or files under `out` cannot be created or written.
 #pragma once
 

@@ -1,5 +1,5 @@
 // A throwaway PKI for the fuzz targets and the seed generator, made with Shoal's own CA code
-// (common/pki.h) in a temporary directory: CA "Shoal federation CA", the coordinator's server
+// (security/pki.h) in a temporary directory: CA "Shoal federation CA", the coordinator's server
 // certificate (CN and DNS SAN "coordinator") and a worker certificate (CN "worker-1").
 #pragma once
 

@@ -1,4 +1,4 @@
-// weights_fuzz: the ".shw" weights file parser (DecodeWeightsFile, common/weights.h).
+// weights_fuzz: the ".shw" weights file parser (DecodeWeightsFile, model/weights.h).
 //
 // The file ends with a SHA-256 of everything before it, which random mutations almost never
 // get right. Each input is therefore decoded twice: as is (the checksum path), and with its

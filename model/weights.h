@@ -1,6 +1,6 @@
 // A model's parameters without LibTorch: named float32 tensors stored back to back in one flat
 // buffer, in the order of the ModelSpec. This is what travels on the wire, what FedAvg folds and
-// what the model store writes. Conversion to and from torch modules lives in common/nn/.
+// what the model store writes. Conversion to and from torch modules lives in nn/.
 //
 // Version files (".shw") are: magic "SHOALW01", u64 spec_len, spec JSON, u64 data_len, raw
 // little-endian float32 data, then the 32-byte SHA-256 of everything before it. The SHA-256 of

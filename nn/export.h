@@ -1,14 +1,14 @@
 // TorchScript export of the built-in models (mlp, cnn, logreg) and of user-supplied TorchScript
 // models (ExportScriptModel) from stored Weights.
 //
-// The exported module mirrors the C++ module of common/nn/models.cc: one submodule per layer,
+// The exported module mirrors the C++ module of nn/models.cc: one submodule per layer,
 // named like the C++ one (conv1, fc1, ...), each holding parameters `weight` and `bias` copied
 // bit for bit from the Weights, and a `forward` compiled from TorchScript source that performs
 // the same operations. It takes a float32 tensor [N, *input_shape] and returns logits
 // [N, num_classes]; it loads with torch.jit.load in Python and torch::jit::load in C++.
 //
 // This header does not include LibTorch: callers of BuildScriptModule / VerifyScriptModule
-// include <torch/script.h> (and common/nn/models.h for Net) themselves; ExportTorchScript needs
+// include <torch/script.h> (and nn/models.h for Net) themselves; ExportTorchScript needs
 // neither. Building a module calls MakeModel, which reseeds LibTorch's global generator
 // (torch::manual_seed(0)); do not export in the middle of seeded training in the same process.
 //

@@ -187,7 +187,7 @@ struct TrainTask {
   uint32_t deadline_ms = 0;  // time left in the round when sent
   model::ModelSpec spec;
   uint32_t chunk_count = 0;
-  uint8_t compression = 0;  // how to encode the update (common/compression.h Encoding)
+  uint8_t compression = 0;  // how to encode the update (model/compression.h Encoding)
   // Non-zero: before training, evaluate these weights (version `version`, made by round
   // `eval_round`) on the validation split and send an EvalResult, as for an EvalTask. Saves
   // sending the same weights twice when a version is evaluated while the next round trains.
@@ -242,7 +242,7 @@ struct UpdateReady {
   double train_seconds = 0;
   uint64_t total_bytes = 0;  // encoded size (EncodedBytes(encoding, parameter count))
   std::string sha256;        // raw 32 bytes of the encoded delta
-  uint8_t encoding = 0;      // common/compression.h Encoding; must be the TrainTask's compression
+  uint8_t encoding = 0;      // model/compression.h Encoding; must be the TrainTask's compression
   double train_cpu_seconds = 0;  // CPU time of the training thread (metrics only)
   template <class A>
   void serialize(A& ar) {

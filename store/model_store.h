@@ -1,6 +1,6 @@
 // The versioned model store of one run directory:
 //   <run_dir>/run.json               run id, model, creation time, config snapshot
-//   <run_dir>/versions/v000003.shw   weights (format in common/weights.h, checksummed)
+//   <run_dir>/versions/v000003.shw   weights (format in model/weights.h, checksummed)
 //   <run_dir>/versions/v000003.json  meta: version, sha256, parent, round, participants, metrics
 //   <run_dir>/metrics.jsonl          one JSON record per committed round
 // Weights are committed before their meta, each written atomically (temp, fsync, rename,

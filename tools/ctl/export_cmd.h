@@ -32,7 +32,7 @@ struct ExportRequest {
   std::vector<std::string> class_names;  // overrides run.json and the defaults when not empty
 };
 
-// What turns stored weights into a TorchScript archive (common/nn/export.h's ExportTorchScript
+// What turns stored weights into a TorchScript archive (nn/export.h's ExportTorchScript
 // and ExportScriptModel, as tools/export/main.cc passes them). Passed in so that shoalctl itself
 // does not link LibTorch: its `export` runs the shoal-export executable, which does.
 struct ModelExporter {
