@@ -13,7 +13,7 @@ import sys
 # Lowest first. A folder may use folders on lower floors only (never its own floor's others).
 FLOORS = {
     "base": 0,
-    "security": 1, "data": 1, "model": 1,
+    "security": 1, "data": 1, "model": 1, "privacy": 1,
     "nn": 2, "protocols": 2, "store": 2,
     "evaluator": 3,
     "coordinator": 4, "worker": 4,

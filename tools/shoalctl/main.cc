@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/file_util.h"
+#include "tools/ctl/dp_cmd.h"
 #include "tools/ctl/export_cmd.h"
 #include "tools/ctl/partition_cmd.h"
 #include "tools/ctl/pki_cmds.h"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
       app, [argc, argv](const shoal::ctl::ExportRequest&) { RunExportHelper(argc, argv); });
   shoal::ctl::AddVerifyCommand(app);
   shoal::ctl::AddPkiCommands(app);
+  shoal::ctl::AddDpCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
