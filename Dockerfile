@@ -25,7 +25,7 @@ RUN --mount=type=cache,id=shoal-apt-archives,target=/var/cache/apt,sharing=locke
  && apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
       build-essential cmake ninja-build ccache pkg-config \
-      libtorch-dev libzmq3-dev cppzmq-dev libcereal-dev libssl-dev zlib1g-dev \
+      libtorch-dev libzmq3-dev cppzmq-dev libcereal-dev libssl-dev zlib1g-dev libseccomp-dev \
       libspdlog-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libcpp-httplib-dev
 
 FROM deps AS builder
@@ -74,7 +74,7 @@ RUN --mount=type=cache,id=shoal-apt-archives,target=/var/cache/apt,sharing=locke
  && echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/docker-unsafe-io \
  && apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
-      libtorch1.13 libopenblas0-pthread libzmq5 libssl3 zlib1g libspdlog1.10 libfmt9 \
+      libtorch1.13 libopenblas0-pthread libzmq5 libssl3 zlib1g libspdlog1.10 libfmt9 libseccomp2 \
       libtomlplusplus3 libcpp-httplib0.11 dataset-fashion-mnist socat \
  && rm /etc/dpkg/dpkg.cfg.d/docker-unsafe-io \
  && printf '%s\n' 'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb || true"; };' \

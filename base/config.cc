@@ -180,6 +180,25 @@ void ConfigReader::Read(const std::string& key, std::vector<int64_t>& out) {
   out = std::move(v);
 }
 
+void ConfigReader::Read(const std::string& key, std::vector<std::string>& out) {
+  const toml::node* n = impl_->Find(key);
+  if (!n) return;
+  const auto* arr = n->as_array();
+  if (!arr) {
+    impl_->Fail(key, "expected an array of strings");
+    return;
+  }
+  std::vector<std::string> v;
+  for (const auto& e : *arr) {
+    if (!e.is_string()) {
+      impl_->Fail(key, "expected an array of strings");
+      return;
+    }
+    v.push_back(*e.value<std::string>());
+  }
+  out = std::move(v);
+}
+
 Status ConfigReader::Finish() const {
   if (!impl_->error.ok()) return impl_->error;
   std::vector<std::string> keys;

@@ -34,6 +34,7 @@ class ConfigReader {
   void Read(const std::string& key, uint64_t& out);
   void Read(const std::string& key, uint32_t& out);
   void Read(const std::string& key, std::vector<int64_t>& out);
+  void Read(const std::string& key, std::vector<std::string>& out);
 
   // The first error recorded, or InvalidArgument listing unknown keys.
   Status Finish() const;

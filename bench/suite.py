@@ -31,6 +31,7 @@ round times are only comparable with the targets when the foreign CPU is near ze
 """
 import argparse
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -602,8 +603,14 @@ class Suite:
                         res["models"].append({"model": model, "status": "skipped", "reason": str(e)[-500:]})
                         continue
                 model, coord_args = "torchscript", ["--set", f"model.path={path}"]
+            # Workers run a coordinator's TorchScript only when they pin its SHA-256.
+            worker_args = []
+            if model == "torchscript":
+                with open(path, "rb") as f:
+                    sha = hashlib.sha256(f.read()).hexdigest()
+                worker_args = ["--set", f'model.trusted_script_sha256=["{sha}"]']
             run = self.federation(f"bytes-{name}", model, b["workers"], silos, b["rounds"],
-                                  b["eval_limit"], coord_args)
+                                  b["eval_limit"], coord_args, worker_args)
             # A middle round: the last one also sends its version to every worker for federated
             # evaluation (no next TrainTask carries it), which the others do not.
             last = run["rounds"][-2] if len(run["rounds"]) > 2 else run["rounds"][-1]

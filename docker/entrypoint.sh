@@ -128,6 +128,16 @@ role_worker() {
   set_key data.val_fraction SHOAL_VAL_FRACTION
   set_key data.label_column SHOAL_LABEL_COLUMN
   add --coordinator SHOAL_COORDINATOR
+  # A TorchScript model from the coordinator runs only when its SHA-256 is pinned here
+  # (SHOAL_TRUSTED_SCRIPT_SHA256: hex digests separated by spaces or commas).
+  if [ -n "${SHOAL_TRUSTED_SCRIPT_SHA256:-}" ]; then
+    local sha list=""
+    for sha in ${SHOAL_TRUSTED_SCRIPT_SHA256//,/ }; do
+      [[ $sha =~ ^[0-9a-f]{64}$ ]] || die "SHOAL_TRUSTED_SCRIPT_SHA256: '$sha' is not a SHA-256 (64 lowercase hex digits)"
+      list+="${list:+,}\"$sha\""
+    done
+    args+=(--set "model.trusted_script_sha256=[$list]")
+  fi
   if use_tls; then
     args+=(--bundle "$ROOT/creds")
     # A worker without a certificate yet enrolls with a one-time token: SHOAL_JOIN_TOKEN (the

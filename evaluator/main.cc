@@ -15,6 +15,7 @@
 
 #include "base/log.h"
 #include "base/malloc_tuning.h"
+#include "base/sandbox.h"
 #include "evaluator/local_runtime.h"
 #include "evaluator/server.h"
 
@@ -37,6 +38,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", st.ToString().c_str());
     return 2;
   }
+  // This process runs the coordinator's user TorchScript: behind the operator allow-list, it
+  // may not write or create files, start programs, touch other processes or use the network
+  // (base/sandbox.h). Its socket (fd 3) and stderr are open already; it only reads files.
+  const shoal::SandboxOptions sandbox;
+  if (shoal::Status st = shoal::InstallSandbox(sandbox); !st.ok()) {
+    spdlog::error("cannot sandbox the process that runs user models: {}", st.ToString());
+    return 2;
+  }
+  spdlog::info("sandbox active ({})", shoal::DescribeSandbox(sandbox));
   std::unique_ptr<shoal::evaluator::ModelRuntime> runtime = shoal::evaluator::MakeLocalRuntime();
   shoal::evaluator::Server server(kFd, *runtime);
   shoal::Status st = server.Run();

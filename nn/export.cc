@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "nn/models.h"
+#include "nn/script_check.h"
 
 namespace shoal::nn {
 namespace {
@@ -216,8 +217,9 @@ static Result<ExportedModel> SaveAndVerify(torch::jit::Module& module, Net& net,
     std::ostringstream archive;
     module.save(archive);
     out.bytes = archive.str();
-    std::istringstream in(out.bytes);
-    torch::jit::Module loaded = torch::jit::load(in);
+    // Loaded back as every user of the file will: what is exported passes the operator check.
+    torch::jit::Module loaded;
+    SHOAL_RETURN_IF_ERROR(LoadCheckedScriptModule(out.bytes, &loaded));
     loaded.eval();
     out.check_samples = 16;
     SHOAL_ASSIGN_OR_RETURN(out.max_abs_diff, VerifyScriptModule(loaded, net, input_shape,

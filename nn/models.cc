@@ -7,6 +7,7 @@
 
 #include "base/cpu_time.h"
 #include "nn/runtime.h"
+#include "nn/script_check.h"
 
 namespace shoal::nn {
 namespace {
@@ -143,16 +144,10 @@ Result<std::shared_ptr<Net>> LoadScriptModel(const std::string& bytes,
   }
   if (num_classes < 2) return InvalidArgument("model needs at least 2 classes");
   if (bytes.empty()) return InvalidArgument("TorchScript model file is empty");
+  // The archive is the supplier's program: only the allow-listed operators may run, and the
+  // check comes before any of its code runs (the dry run below included).
   torch::jit::Module module;
-  try {
-    std::istringstream in(bytes);
-    module = torch::jit::load(in, torch::kCPU);
-  } catch (const std::exception& e) {
-    return InvalidArgument(
-        "not a loadable TorchScript archive (save it with "
-        "torch.jit.save(torch.jit.script(model), path)): " +
-        FirstLine(TorchMessage(e)));
-  }
+  SHOAL_RETURN_IF_ERROR(LoadCheckedScriptModule(bytes, &module));
   if (!module.find_method("forward")) {
     return InvalidArgument("TorchScript model has no forward method");
   }

@@ -70,6 +70,7 @@ enum class ErrorCode : uint16_t {
   kBadUpdate = 6,        // update failed validation (non-finite, size, sample count)
   kDuplicate = 7,        // update already accepted for this round
   kRunFinished = 8,
+  kModelRefused = 9,  // (worker to coordinator) the worker will not run the run's model
 };
 
 }  // namespace shoal::protocols

@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-pthread
-  libzmq3-dev cppzmq-dev libcereal-dev libssl-dev zlib1g-dev
+  libzmq3-dev cppzmq-dev libcereal-dev libssl-dev zlib1g-dev libseccomp-dev
   libspdlog-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev
   libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev

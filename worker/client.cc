@@ -14,6 +14,7 @@
 
 #include "base/file_util.h"
 #include "base/malloc_tuning.h"
+#include "base/sandbox.h"
 #include "base/sha256.h"
 #include "base/thread_name.h"
 #include "data/dataset.h"
@@ -31,6 +32,9 @@ namespace shoal::worker {
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// How long a worker that refuses the run's model waits for its Error to reach the coordinator.
+constexpr int kRefusalDeliveryMs = 1000;
 
 // Outcome of one connection to the coordinator.
 enum class SessionEnd { kShutdown, kReconnect, kReconnectNow };
@@ -61,6 +65,7 @@ class WorkerClient::Impl {
  private:
   Status LoadSilo();
   Status SetUpSecurity();
+  Status EnterSandbox();
   Status Join(const std::string& token_text);
   // One connection: the session's messages out, the coordinator's in, its events acted on.
   Result<SessionEnd> Session();
@@ -69,6 +74,9 @@ class WorkerClient::Impl {
   Result<std::optional<SessionEnd>> HandleEvents();
   Result<std::optional<SessionEnd>> OnEvent(protocols::ClientEvent& e);
   Status EnsureTrainers(const model::ModelSource& source, const std::string& key);
+  // Tells the coordinator why this worker will not run its model (its log shows the message
+  // under the worker's name) and returns the error that stops the worker.
+  Status RefuseModel(const std::string& why);
   Result<LocalTrainer*> EvalTrainer();
   void StartTraining();
   void FinishTraining();
@@ -251,12 +259,32 @@ Status WorkerClient::Impl::Join(const std::string& token_text) {
   return Timeout("no answer to the join request from " + address);
 }
 
+// From here on the worker holds its silo and credentials in memory and writes no file: the
+// models it runs (the coordinator's TorchScript included) get no file writes, no exec, no
+// ptrace. It keeps the network (its connection to the coordinator) and reading files.
+Status WorkerClient::Impl::EnterSandbox() {
+  SandboxOptions options;
+  options.allow_network = true;
+  if (!cfg_.sandbox) {
+    spdlog::warn(
+        "worker={} sandbox OFF (runtime.sandbox = false): the models this worker runs "
+        "may write files and start programs with its rights",
+        cfg_.name);
+    return Status::Ok();
+  }
+  SHOAL_RETURN_IF_ERROR(InstallSandbox(options).Annotate(
+      "sandbox (runtime.sandbox; set it to false where seccomp is unavailable)"));
+  spdlog::info("worker={} sandbox active ({})", cfg_.name, DescribeSandbox(options));
+  return Status::Ok();
+}
+
 Status WorkerClient::Impl::Run() {
   spdlog::info("worker={} runtime {}", cfg_.name, nn::ConfigureTorchRuntime(cfg_.threads));
   SHOAL_RETURN_IF_ERROR(LoadSilo());
   // Decompressing and splitting the silo left a few copies of it freed in the heap.
   ReleaseFreeMemory();
   SHOAL_RETURN_IF_ERROR(SetUpSecurity());
+  SHOAL_RETURN_IF_ERROR(EnterSandbox());
   protocols::ClientSessionOptions so;
   so.hello.name = cfg_.name;
   so.hello.num_train = train_.size();
@@ -381,14 +409,21 @@ Result<std::optional<SessionEnd>> WorkerClient::Impl::OnEvent(protocols::ClientE
       }
       break;
     case Kind::kModelFile: {
-      // Its SHA-256 was checked by the session; a file that does not load here is fatal.
+      // Its SHA-256 was checked by the session; a file this worker does not trust, or that does
+      // not load here (the operator allow-list included), is fatal: the coordinator is told
+      // why, the worker stops with that error instead of reconnecting for the same file.
       model::ModelSource source{model::kTorchScriptModel, std::move(e.model_file)};
       spdlog::info("worker={} TorchScript model received: {} bytes sha256={}", cfg_.name,
                    source.script_bytes.size(), e.message);
+      std::string warning;
+      if (Status trust = cfg_.CheckScriptTrusted(e.message, &warning); !trust.ok()) {
+        return RefuseModel(trust.message());
+      }
+      if (!warning.empty()) spdlog::warn("worker={} {}", cfg_.name, warning);
       Status st = EnsureTrainers(source, std::string(model::kTorchScriptModel) + "/" +
                                              std::to_string(welcome.num_classes) + "/" + e.message);
       if (!st.ok()) {
-        return Rejected("the coordinator's TorchScript model cannot be used: " + st.message());
+        return RefuseModel("the coordinator's TorchScript model cannot be used: " + st.message());
       }
       break;
     }
@@ -460,6 +495,23 @@ Result<std::optional<SessionEnd>> WorkerClient::Impl::OnEvent(protocols::ClientE
       break;
   }
   return std::optional<SessionEnd>();
+}
+
+Status WorkerClient::Impl::RefuseModel(const std::string& why) {
+  protocols::Error e;
+  e.code = protocols::ErrorCode::kModelRefused;
+  e.message = why.substr(0, protocols::kMaxStringBytes);
+  session_->Send(e);
+  Flush();
+  // The socket closes without lingering when the worker stops: give ZeroMQ's I/O thread time to
+  // deliver the error (whatever arrives meanwhile is dropped), unless the connection ends first.
+  const auto until = Clock::now() + std::chrono::milliseconds(kRefusalDeliveryMs);
+  while (Clock::now() < until) {
+    auto in = channel_->RecvMessage(static_cast<int>(
+        std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now()).count()));
+    if (!in.ok()) break;
+  }
+  return Rejected(why);
 }
 
 // Makes the trainers for `source` unless they already hold the model `key` names (a reconnect

@@ -1,5 +1,7 @@
 #include "worker/config.h"
 
+#include <algorithm>
+
 #include "base/config.h"
 #include "data/dataset.h"
 
@@ -29,9 +31,39 @@ Status WorkerConfig::Validate() const {
   if (retry_max_ms < retry_initial_ms)
     return bad("retry.max_ms", "must be at least retry.initial_ms");
   if (hello_timeout_ms < 100) return bad("retry.hello_timeout_ms", "must be at least 100");
+  for (const std::string& sha : trusted_script_sha256) {
+    const bool hex =
+        sha.size() == 64 && sha.find_first_not_of("0123456789abcdef") == std::string::npos;
+    if (!hex) {
+      return bad(
+          "model.trusted_script_sha256",
+          "'" + sha + "' is not a SHA-256 in lowercase hex (64 characters; `sha256sum FILE`)");
+    }
+  }
   if (threads < 1) return bad("runtime.threads", "must be at least 1");
   if (!(progress_interval_s > 0)) return bad("runtime.progress_interval_s", "must be positive");
   return Status::Ok();
+}
+
+Status WorkerConfig::CheckScriptTrusted(const std::string& sha256_hex, std::string* warning) const {
+  warning->clear();
+  if (std::find(trusted_script_sha256.begin(), trusted_script_sha256.end(), sha256_hex) !=
+      trusted_script_sha256.end()) {
+    return Status::Ok();
+  }
+  if (allow_untrusted_script) {
+    *warning =
+        "!!! running the coordinator's TorchScript model sha256=" + sha256_hex +
+        ", which this worker's config does not pin (--allow-untrusted-script): the model is a "
+        "program the coordinator chose; only its operator check and the sandbox limit it";
+    return Status::Ok();
+  }
+  return Rejected(
+      "the coordinator sent a TorchScript model (a program) with sha256=" + sha256_hex +
+      " that this worker does not trust; after reviewing the file, pin it in the worker's config "
+      "(model.trusted_script_sha256 = [\"" +
+      sha256_hex + "\"], or --set 'model.trusted_script_sha256=[\"" + sha256_hex +
+      "\"]'), or start the worker with --allow-untrusted-script");
 }
 
 Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
@@ -54,9 +86,12 @@ Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
   r.Read("security.join_token", c.join_token);
   r.Read("security.server_name", c.server_name);
   r.Read("security.insecure", c.insecure);
+  r.Read("model.trusted_script_sha256", c.trusted_script_sha256);
+  r.Read("model.allow_untrusted_script", c.allow_untrusted_script);
   r.Read("runtime.threads", c.threads);
   r.Read("runtime.log_level", c.log_level);
   r.Read("runtime.progress_interval_s", c.progress_interval_s);
+  r.Read("runtime.sandbox", c.sandbox);
   SHOAL_RETURN_IF_ERROR(r.Finish());
   SHOAL_RETURN_IF_ERROR(c.Validate().Annotate(path.empty() ? "<defaults>" : path));
   return c;

@@ -39,12 +39,26 @@ struct WorkerConfig {
                                             // certificate must carry
   bool insecure = false;  // security.insecure: plain ZeroMQ, no TLS (debugging only)
 
+  // [model] — which coordinator-supplied TorchScript this worker runs (issue #20: the file is a
+  // program the coordinator sends; a worker runs none it was not told to trust).
+  std::vector<std::string> trusted_script_sha256;  // model.trusted_script_sha256: SHA-256 (hex)
+                                                   // of the TorchScript files this worker runs
+  bool allow_untrusted_script = false;  // model.allow_untrusted_script: run any TorchScript
+                                        // model the coordinator sends (logs a warning)
+
   // [runtime]
   int threads = 1;                  // runtime.threads: LibTorch intra-op threads
   std::string log_level = "info";   // runtime.log_level
   double progress_interval_s = 10;  // runtime.progress_interval_s: training progress log period
+  bool sandbox = true;  // runtime.sandbox: once the silo and credentials are loaded, a seccomp
+                        // filter forbids file writes, exec and ptrace (base/sandbox.h)
 
   Status Validate() const;
+  // Whether this worker runs the coordinator's TorchScript file of SHA-256 `sha256_hex`
+  // (lowercase hex): Ok when it is pinned in model.trusted_script_sha256, or with
+  // model.allow_untrusted_script (then *warning says that an unpinned file runs). Rejected
+  // otherwise, naming the SHA-256 and the key that would pin it.
+  Status CheckScriptTrusted(const std::string& sha256_hex, std::string* warning) const;
 };
 
 Result<WorkerConfig> LoadWorkerConfig(const std::string& path,

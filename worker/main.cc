@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
            });
   flags.AddSwitch(app, "--insecure", "security.insecure",
                   "DEBUGGING ONLY: no TLS; weights travel in clear text");
+  flags.AddSwitch(app, "--allow-untrusted-script", "model.allow_untrusted_script",
+                  "Run any TorchScript model the coordinator sends, not only the SHA-256s in "
+                  "model.trusted_script_sha256 (logs a warning)");
   CLI11_PARSE(app, argc, argv);
   auto config = shoal::worker::LoadWorkerConfig(flags.config_path(), flags.Overrides());
   if (!config.ok()) {

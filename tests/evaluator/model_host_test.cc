@@ -57,6 +57,25 @@ class ModelHostTest : public ::testing::Test {
   std::unique_ptr<evaluator::ModelRuntime> runtime_;
 };
 
+// Issue #20, item 1: the process that runs the coordinator's user TorchScript is confined by
+// a seccomp filter (base/sandbox.h; tests/base/sandbox_test.cc tries what it refuses) before it
+// serves a request, and still evaluates: its test set is read after the filter is in place.
+TEST_F(ModelHostTest, TheChildRunsModelsUnderASeccompFilter) {
+  const pid_t child = EvaluatorPid(runtime_->Configure(1));
+  ASSERT_GT(child, 0);
+  const std::string status = testing::ReadText("/proc/" + std::to_string(child) + "/status");
+  EXPECT_NE(status.find("Seccomp:\t2"), std::string::npos) << status;
+  EXPECT_NE(status.find("NoNewPrivs:\t1"), std::string::npos) << status;
+  auto e = runtime_->OpenEvaluator({"logreg", ""}, {3}, 3, Csv(WriteCsv()));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  auto w = runtime_->InitialWeights({"logreg", ""}, {3}, 3, 1);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  auto m = (*e)->Evaluate(*w);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->count, 10);
+  runtime_->Release();
+}
+
 TEST_F(ModelHostTest, InitialWeightsComeFromTheChildAndAreDeterministicInTheSeed) {
   const std::string runtime = runtime_->Configure(1);
   EXPECT_NE(runtime.find("blas="), std::string::npos) << runtime;

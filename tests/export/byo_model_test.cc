@@ -112,9 +112,11 @@ TEST_F(ByoModelTest, FederationTrainsAUserModelAndExportsItWithTheFederatedWeigh
   for (int i = 1; i <= 2; ++i) {
     const std::string name = "silo-" + std::to_string(i);
     workers.push_back(std::make_unique<Process>(
-        std::vector<std::string>{BinDir() + "/shoal-worker", "--name", name, "--coordinator",
-                                 endpoint, "--data", dir_ + "/silos/" + name, "--set",
-                                 "retry.initial_ms=100"},
+        std::vector<std::string>{
+            BinDir() + "/shoal-worker", "--name", name, "--coordinator", endpoint, "--data",
+            dir_ + "/silos/" + name, "--set", "retry.initial_ms=100",
+            // A worker runs only the TorchScript files it pins.
+            "--set", "model.trusted_script_sha256=[\"" + FileSha256(user_model) + "\"]"},
         dir_ + "/" + name + ".log"));
   }
   auto coord_code = coord.Wait(240s);

@@ -88,8 +88,54 @@ TEST_F(WorkerConfigTest, InvalidValuesAreRefusedNamingTheKey) {
   ExpectRefused(kMinimal, {"security.bundle=\"\""}, "security.bundle");
   ExpectRefused(kMinimal, {"security.insecure=true", "security.join_token=t"},
                 "security.join_token");
+  ExpectRefused(kMinimal, {"model.trusted_script_sha256=[\"abc\"]"}, "model.trusted_script_sha256");
+  ExpectRefused(kMinimal, {"model.trusted_script_sha256=[\"" + std::string(64, 'A') + "\"]"},
+                "model.trusted_script_sha256");
+  ExpectRefused(kMinimal, {"model.trusted_script_sha256=\"" + std::string(64, 'a') + "\""},
+                "model.trusted_script_sha256");
   // A typo never passes silently.
   ExpectRefused(kMinimal, {"data.pth=x"}, "data.pth");
+}
+
+// Issue #20, item 1: a coordinator-supplied TorchScript model is a program; by default the
+// worker runs none, names the SHA-256 it saw so that the operator can pin it, runs a pinned one,
+// and runs any with --allow-untrusted-script, saying so.
+TEST_F(WorkerConfigTest, CoordinatorTorchScriptRunsOnlyWhenPinnedOrExplicitlyAllowed) {
+  const std::string sha = std::string(63, '0') + "7";
+  const std::string other = std::string(64, 'e');
+  std::string warning = "stale";
+
+  Result<WorkerConfig> c = LoadWorkerConfig(Write(kMinimal), {});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->trusted_script_sha256.empty());
+  EXPECT_FALSE(c->allow_untrusted_script);
+  Status st = c->CheckScriptTrusted(sha, &warning);
+  EXPECT_EQ(st.code(), Code::kRejected);
+  EXPECT_NE(st.message().find("sha256=" + sha), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("model.trusted_script_sha256 = [\"" + sha + "\"]"), std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("--allow-untrusted-script"), std::string::npos) << st.message();
+  EXPECT_TRUE(warning.empty());
+
+  // Pinned in the file (a list), and with the pin as the refusal spells it.
+  c = LoadWorkerConfig(Write(std::string(kMinimal) + "[model]\ntrusted_script_sha256 = [\"" +
+                             other + "\", \"" + sha + "\"]\n"),
+                       {});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->CheckScriptTrusted(sha, &warning).ok());
+  EXPECT_TRUE(warning.empty()) << warning;
+  EXPECT_TRUE(c->CheckScriptTrusted(other, &warning).ok());
+  EXPECT_EQ(c->CheckScriptTrusted(std::string(64, 'f'), &warning).code(), Code::kRejected);
+  c = LoadWorkerConfig(Write(kMinimal), {"model.trusted_script_sha256=[\"" + sha + "\"]"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->CheckScriptTrusted(sha, &warning).ok());
+
+  // --allow-untrusted-script: any file runs, with a warning naming it.
+  c = LoadWorkerConfig(Write(kMinimal), {"model.allow_untrusted_script=true"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->CheckScriptTrusted(sha, &warning).ok());
+  EXPECT_NE(warning.find("sha256=" + sha), std::string::npos) << warning;
+  EXPECT_NE(warning.find("--allow-untrusted-script"), std::string::npos) << warning;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/sandbox.h"
 #include "nn/runtime.h"
 #include "tools/serve/server.h"
 
@@ -85,6 +86,17 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+
+  // Requests run the model (anyone's TorchScript, checked against the operator allow-list at
+  // load): from here on the process keeps its listener and the network but may not write or
+  // create files, start programs or touch other processes (base/sandbox.h).
+  shoal::SandboxOptions sandbox;
+  sandbox.allow_network = true;
+  if (auto st = shoal::InstallSandbox(sandbox); !st.ok()) {
+    spdlog::error("cannot sandbox the model server: {}", st.ToString());
+    return 1;
+  }
+  spdlog::info("sandbox active ({})", shoal::DescribeSandbox(sandbox));
 
   std::atomic<bool> serving_done{false};
   std::thread watcher([&] {

@@ -16,6 +16,7 @@
 
 #include "base/file_util.h"
 #include "base/sha256.h"
+#include "nn/script_check.h"
 
 namespace shoal::serve {
 namespace {
@@ -165,10 +166,12 @@ Result<std::unique_ptr<ModelServer>> ModelServer::Load(const std::string& model_
                    "another export)");
   }
 
+  // Loads the bytes that were hashed, not the file again, and only when every operator of the
+  // model is on the allow-list (nn/script_check.h): the file may come from anyone.
+  if (Status st = nn::LoadCheckedScriptModule(bytes, &impl->module); !st.ok()) {
+    return st.Annotate(model_path);
+  }
   try {
-    // Loads the bytes that were hashed, not the file again.
-    std::istringstream in(bytes);
-    impl->module = torch::jit::load(in);
     impl->module.eval();
     // A dry run: the model must take the recorded input shape and give num_classes logits.
     std::vector<int64_t> sizes = {1};
