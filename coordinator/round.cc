@@ -106,7 +106,6 @@ std::optional<UpdateRefusal> Round::Check(const protocols::UpdateReady& m,
 double Round::Accept(const std::string& name, const FoldedUpdate& u) {
   const protocols::UpdateReady& r = u.ready;
   accepted_[name] = r.sha256;
-  refused_.erase(name);
   // Weighted like the update itself, so the loss matches the aggregate's total.
   loss_weighted_sum_ += r.train_loss * static_cast<double>(u.weight);
   train_seconds_max_ = std::max(train_seconds_max_, r.train_seconds);

@@ -82,7 +82,8 @@ class Round {
   // Records worker `name`'s folded update; returns the seconds since the round started.
   double Accept(const std::string& name, const FoldedUpdate& u);
   // Records why worker `name`'s update was refused (for the round's record; the last reason
-  // per selected worker is kept). Ignored for workers not selected.
+  // per selected worker is kept, also when a later update of it is accepted). Ignored for
+  // workers not selected and once its update is accepted.
   void Refuse(const std::string& name, const std::string& why);
 
   void AddBytesIn(uint64_t n) { bytes_in_ += n; }
