@@ -61,6 +61,14 @@ Status CoordinatorConfig::Validate() const {
     return bad("strategy.aggregator", "unknown aggregator '" + aggregator + "' (registered: " +
                                           BuiltinAggregators().NamesList() + ")");
   }
+  if (!(max_weight_ratio == 0 || (max_weight_ratio >= 1 && max_weight_ratio <= kMaxWeightRatio))) {
+    return bad("strategy.max_weight_ratio",
+               "must be 0 (no cap) or between 1 and " + std::to_string(kMaxWeightRatio));
+  }
+  if (max_samples < 1 || max_samples > kMaxDeclaredSamples) {
+    return bad("admission.max_samples",
+               "must be between 1 and " + std::to_string(kMaxDeclaredSamples));
+  }
   if (eval_format != "none" && !data::IsDataFormat(eval_format)) {
     return bad("eval.format", "must be none or one of " + data::DataFormatList());
   }
@@ -113,6 +121,8 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("train.lr", c.lr);
   r.Read("train.compression", c.compression);
   r.Read("strategy.aggregator", c.aggregator);
+  r.Read("strategy.max_weight_ratio", c.max_weight_ratio);
+  r.Read("admission.max_samples", c.max_samples);
   r.Read("eval.format", c.eval_format);
   r.Read("eval.path", c.eval_path);
   r.Read("eval.split", c.eval_split);

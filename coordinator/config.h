@@ -10,6 +10,11 @@
 
 namespace shoal::coordinator {
 
+// Ranges of the anti-poisoning keys. 2^53: declared counts stay exact in double, where the
+// weight cap is computed.
+constexpr int64_t kMaxDeclaredSamples = int64_t{1} << 53;
+constexpr double kMaxWeightRatio = 1e6;
+
 struct CoordinatorConfig {
   // [run]
   std::string run_dir = "runs/default";  // run.dir: where versions and metrics are written
@@ -61,6 +66,20 @@ struct CoordinatorConfig {
   // strategy.aggregator: how the round's updates become the next model, by its name in the
   // aggregator registry (coordinator/aggregation/): mean (FedAvg)
   std::string aggregator = "mean";
+  // strategy.max_weight_ratio: an update weighs at most this many times the (lower) median of
+  // the training-set sizes the round's selected workers declared before it, so one worker
+  // cannot outweigh the others by declaring a huge silo (issue #20). 0 = no cap. 4 leaves
+  // honest label-skewed splits uncapped (shoalctl partition --scheme dirichlet --alpha 0.5 of
+  // Fashion-MNIST into 3, 5 and 10 silos, seeds 1-8: the largest silo is at most 3.55x the
+  // lower median; alpha 0.1 into 10 silos reaches 6x and is capped) while one worker among n
+  // equal ones weighs at most 4/(n+3) of the round instead of all of it.
+  double max_weight_ratio = 4.0;
+
+  // [admission]
+  // admission.max_samples: the largest training or validation set a worker may declare at
+  // Hello; more is refused there with an error naming the key. A hard ceiling whatever the
+  // round's median (1e9: ample for one silo, far from overflowing a round's int64 total).
+  int64_t max_samples = 1000000000;
 
   // [eval]
   std::string eval_format = "idx";  // eval.format: idx | csv | none (no central evaluation)

@@ -94,6 +94,8 @@ class Coordinator::Impl {
   nlohmann::json RoundRecord(const store::VersionMeta& meta, const PhaseSeconds& phases,
                              Clock::time_point started, const std::string& started_at) const;
   std::vector<std::string> SelectWorkers(uint64_t round, int attempt);
+  // The accepted updates' workers, comma-separated (logs).
+  std::string ParticipantsList() const;
   double RoundDeadlineSeconds();
 
   // The evaluation of a committed version (evals_ tracks it).
@@ -128,6 +130,7 @@ class Coordinator::Impl {
   uint64_t version_ = 0;
   uint64_t next_round_ = 1;
   Round round_;
+  std::string round_failure_;  // why the last attempt was not committed (the run's error)
   Clock::time_point last_housekeeping_ = Clock::now();
 
   StatusBoard board_;

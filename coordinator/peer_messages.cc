@@ -312,8 +312,9 @@ void Coordinator::Impl::OnHello(const std::string& id, const protocols::FrameVie
               "protocol version " + std::to_string(hello->protocol_version) + " not supported");
     return;
   }
-  if (auto refusal = WorkerRegistry::CheckHello(*hello, channel_->secure(), identity,
-                                                cfg_.input_shape, cfg_.num_classes)) {
+  if (auto refusal =
+          WorkerRegistry::CheckHello(*hello, channel_->secure(), identity, cfg_.input_shape,
+                                     cfg_.num_classes, cfg_.max_samples)) {
     if (!refusal->reason.empty()) board_.CountRejection(refusal->reason);
     spdlog::warn("worker={} not admitted: {}", hello->name, refusal->why);
     SendError(id, ErrorCode::kNotAdmitted, 0, refusal->why);
@@ -359,6 +360,7 @@ void Coordinator::Impl::OnUpdateReady(Peer& p, const protocols::FrameView& f) {
   const uint64_t expected_bytes = model::EncodedBytes(encoding_, global_.data.size());
   if (auto refusal = round_.Check(*m, run_id_, p, encoding_, expected_bytes)) {
     spdlog::warn("round={} worker={} update rejected: {}", round_.number(), p.name, refusal->why);
+    if (refusal->code == ErrorCode::kBadUpdate) round_.Refuse(p.name, refusal->why);
     SendError(p.id, refusal->code, m->round, refusal->why);
     return;
   }
@@ -369,7 +371,14 @@ void Coordinator::Impl::OnUpdateReady(Peer& p, const protocols::FrameView& f) {
     SendMsg(p.id, ack);
     return;
   }
-  uploads_.Enqueue(p.id, p.name, std::move(m).value());
+  const int64_t weight = round_.Weight(m->num_samples);
+  if (weight < m->num_samples) {
+    spdlog::warn(
+        "round={} worker={} reports {} samples; weighted as {} (strategy.max_weight_ratio={} x "
+        "the median declared training-set size of the round)",
+        round_.number(), p.name, m->num_samples, weight, cfg_.max_weight_ratio);
+  }
+  uploads_.Enqueue(p.id, p.name, std::move(m).value(), weight);
   MaybeGrant();
 }
 
@@ -385,6 +394,7 @@ void Coordinator::Impl::OnChunk(Peer& p, const protocols::FrameView& f) {
   if (!folded.ok()) {
     spdlog::warn("round={} worker={} update rejected: {}", round_.number(), p.name,
                  folded.status().message());
+    round_.Refuse(p.name, folded.status().message());
     SendError(p.id, ErrorCode::kBadUpdate, round_.number(), folded.status().message());
     MaybeGrant();
     return;
@@ -398,9 +408,10 @@ void Coordinator::Impl::OnChunk(Peer& p, const protocols::FrameView& f) {
   ack.sha256 = u.ready.sha256;
   SendMsg(p.id, ack);
   spdlog::info(
-      "round={} worker={} update accepted: samples={} train_loss={:.4f} train_s={:.1f} ({}/{})",
-      round_.number(), p.name, u.ready.num_samples, u.ready.train_loss, u.ready.train_seconds,
-      round_.accepted().size(), round_.selected().size());
+      "round={} worker={} update accepted: samples={} weight={} train_loss={:.4f} train_s={:.1f} "
+      "({}/{})",
+      round_.number(), p.name, u.ready.num_samples, u.weight, u.ready.train_loss,
+      u.ready.train_seconds, round_.accepted().size(), round_.selected().size());
   MaybeGrant();
 }
 

@@ -7,8 +7,24 @@ namespace shoal::coordinator {
 
 using protocols::ErrorCode;
 
-Round::Round(uint64_t number, uint64_t base_version, const std::vector<std::string>& selected)
-    : number_(number), base_version_(base_version), selected_(selected.begin(), selected.end()) {}
+int64_t WeightCap(const DeclaredSamples& declared, double max_weight_ratio, int64_t max_samples) {
+  if (max_weight_ratio == 0 || declared.empty()) return max_samples;
+  std::vector<int64_t> counts;
+  counts.reserve(declared.size());
+  for (const auto& [name, n] : declared) counts.push_back(n);
+  const size_t mid = (counts.size() - 1) / 2;
+  std::nth_element(counts.begin(), counts.begin() + static_cast<ptrdiff_t>(mid), counts.end());
+  // In double: the config bounds the ratio and the counts, the product may still pass int64.
+  const double cap = max_weight_ratio * static_cast<double>(counts[mid]);
+  if (cap >= static_cast<double>(max_samples)) return max_samples;
+  return std::max<int64_t>(1, static_cast<int64_t>(cap));
+}
+
+Round::Round(uint64_t number, uint64_t base_version, DeclaredSamples selected, int64_t weight_cap)
+    : number_(number), base_version_(base_version), weight_cap_(weight_cap) {
+  for (const auto& [name, n] : selected) selected_.insert(name);
+  declared_ = std::move(selected);
+}
 
 std::string Round::Missing() const {
   std::string missing;
@@ -59,10 +75,12 @@ std::optional<UpdateRefusal> Round::Check(const protocols::UpdateReady& m,
     return refuse(ErrorCode::kStale, "update is based on v" + std::to_string(m.base_version) +
                                          ", the round trains v" + std::to_string(base_version_));
   }
-  if (m.num_samples <= 0 || m.num_samples > p.num_train) {
+  const int64_t declared = declared_.at(p.name);  // selected: declared before the round
+  if (m.num_samples <= 0 || m.num_samples > declared) {
     return refuse(ErrorCode::kBadUpdate, "num_samples " + std::to_string(m.num_samples) +
-                                             " outside 1.." + std::to_string(p.num_train) +
-                                             " (training samples declared at Hello)");
+                                             " outside 1.." + std::to_string(declared) +
+                                             " (training samples declared at Hello before the "
+                                             "round)");
   }
   if (m.encoding != static_cast<uint8_t>(encoding)) {
     return refuse(ErrorCode::kBadUpdate, "encoding " + std::to_string(m.encoding) +
@@ -88,19 +106,29 @@ std::optional<UpdateRefusal> Round::Check(const protocols::UpdateReady& m,
 double Round::Accept(const std::string& name, const FoldedUpdate& u) {
   const protocols::UpdateReady& r = u.ready;
   accepted_[name] = r.sha256;
-  loss_weighted_sum_ += r.train_loss * static_cast<double>(r.num_samples);
+  // Weighted like the update itself, so the loss matches the aggregate's total.
+  loss_weighted_sum_ += r.train_loss * static_cast<double>(u.weight);
   train_seconds_max_ = std::max(train_seconds_max_, r.train_seconds);
   const auto now = std::chrono::steady_clock::now();
   const double took = std::chrono::duration<double>(now - started_).count();
   // Seconds since the round started: the worker announced its update (ready_s; before that it
   // received the model and trained for train_s) and the update was in and folded (accepted_s).
   updates_[name] = {{"samples", r.num_samples},
+                    {"weight", u.weight},
                     {"train_s", r.train_seconds},
                     {"train_cpu_s", r.train_cpu_seconds},
                     {"train_loss", r.train_loss},
                     {"ready_s", std::chrono::duration<double>(u.ready_at - started_).count()},
                     {"accepted_s", took}};
+  if (u.weight < r.num_samples) {
+    updates_[name]["capped"] = true;
+    capped_.push_back(name);
+  }
   return took;
+}
+
+void Round::Refuse(const std::string& name, const std::string& why) {
+  if (selected_.count(name) != 0 && accepted_.count(name) == 0) refused_[name] = why;
 }
 
 double Round::TrainLoss(int64_t total_samples) const {

@@ -163,9 +163,9 @@ Status Coordinator::Impl::Run() {
     }
     if (!result.ok() || stop_) break;
     if (!committed) {
-      result = Timeout("round " + std::to_string(next_round_) + " did not reach min_fit=" +
-                       std::to_string(cfg_.min_fit) + " updates after " +
-                       std::to_string(cfg_.max_round_retries + 1) + " attempts");
+      result = Timeout("round " + std::to_string(next_round_) + " was not committed after " +
+                       std::to_string(cfg_.max_round_retries + 1) +
+                       " attempts; the last one: " + round_failure_);
       break;
     }
     ++next_round_;
@@ -251,6 +251,18 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   const auto t_agg = Clock::now();
   SHOAL_ASSIGN_OR_RETURN(model::Weights next, aggregator_->Finish(global_));
   phases.aggregate = SecondsSince(t_agg);
+  // Never commit a non-finite model: a restart would resume from it and every later round
+  // would stay NaN. The aggregator refuses updates that would make its sums non-finite (they
+  // are not part of `next`), but the mean added to the global model can still round past
+  // FLT_MAX; which update did that is not known after a streaming fold, so the round is tried
+  // again (selection.max_round_retries) with fresh updates.
+  if (int64_t bad = next.FirstNonFinite(); bad >= 0) {
+    round_failure_ = "the aggregate of " + std::to_string(round_.accepted().size()) +
+                     " updates has a non-finite value at " + next.spec.ElementName(bad);
+    spdlog::error("round={} not committed: {} (participants {})", round, round_failure_,
+                  ParticipantsList());
+    return Status::Ok();
+  }
 
   // The previous version's evaluation must be complete before this version is committed: it
   // reads global_, and its record goes into metrics.jsonl before this round's.
@@ -289,7 +301,14 @@ Status Coordinator::Impl::WaitForWorkers() {
 // once, shared by every send queue), the others the EvalTask they still owe. Returns the
 // seconds the broadcast took.
 double Coordinator::Impl::SelectAndBroadcast(uint64_t round, int attempt) {
-  round_ = Round(round, version_, SelectWorkers(round, attempt));
+  // Sizes as declared before the round: the weight cap and the update check use these, so a
+  // Hello again mid-round cannot raise a worker's weight.
+  DeclaredSamples declared;
+  for (const auto& name : SelectWorkers(round, attempt)) {
+    declared[name] = workers_.ByName(name)->num_train;
+  }
+  const int64_t cap = WeightCap(declared, cfg_.max_weight_ratio, cfg_.max_samples);
+  round_ = Round(round, version_, std::move(declared), cap);
   aggregator_->Begin(global_.spec, cfg_.deterministic);
   uploads_.BeginRound(round, global_.data.size(), aggregator_.get());
   const auto t_broadcast = Clock::now();
@@ -335,8 +354,9 @@ bool Coordinator::Impl::Collect() {
   if (stop_) return false;
   const size_t accepted = round_.accepted().size();
   if (accepted < static_cast<size_t>(cfg_.min_fit)) {
-    spdlog::warn("round={} closed with {} of min_fit={} updates; not committed", round_.number(),
-                 accepted, cfg_.min_fit);
+    round_failure_ = "closed with " + std::to_string(accepted) +
+                     " of min_fit=" + std::to_string(cfg_.min_fit) + " updates";
+    spdlog::warn("round={} {}; not committed", round_.number(), round_failure_);
     return false;
   }
   if (!round_.all_in()) {
@@ -344,6 +364,12 @@ bool Coordinator::Impl::Collect() {
                  round_.Missing());
   }
   return true;
+}
+
+std::string Coordinator::Impl::ParticipantsList() const {
+  std::string out;
+  for (const auto& [name, sha] : round_.accepted()) out += (out.empty() ? "" : ",") + name;
+  return out;
 }
 
 // The weights are durable before anyone evaluates them; the metrics follow.
@@ -381,6 +407,13 @@ nlohmann::json Coordinator::Impl::RoundRecord(const store::VersionMeta& meta,
       {"train_loss", round_.TrainLoss(aggregator_->total_samples())},
       {"max_worker_train_s", round_.train_seconds_max()},
       {"workers", round_.updates()},
+      // Weighting: the most an update could weigh (strategy.max_weight_ratio x the median
+      // declared size, null without a cap), the workers whose weight it lowered, and why
+      // selected workers' updates were refused (a poisoned update is named here).
+      {"weight_cap", round_.weight_cap() < cfg_.max_samples ? nlohmann::json(round_.weight_cap())
+                                                            : nlohmann::json(nullptr)},
+      {"capped", round_.capped()},
+      {"refused", round_.refused()},
       // The round's own time; "evaluate" is how long it waited for an evaluation (the previous
       // version's with eval.overlap, else its own); the evaluation itself is under "evaluation".
       {"phases_s",

@@ -154,6 +154,13 @@ Result<StartingPoint> ResumeOrStart(const CoordinatorConfig& cfg, const RunModel
   for (const auto& p : problems) spdlog::error("skipping unreadable version: {}", p);
   for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
     auto w = store::LoadVersion(cfg.run_dir, *it);
+    if (w.ok()) {
+      // A NaN/Inf version (committed by a version of Shoal before the check, or written by
+      // hand) checks out against its hash but would keep every later round non-finite.
+      if (int64_t bad = w->FirstNonFinite(); bad >= 0) {
+        w = Corrupt("non-finite value at " + w->spec.ElementName(bad));
+      }
+    }
     if (!w.ok()) {
       spdlog::error("version v{} is unusable ({}); falling back to the previous one", it->version,
                     w.status().ToString());

@@ -3,7 +3,8 @@
 //
 // A new run writes run.json (and, for a TorchScript model, a checked copy of model.path) and
 // commits the initial weights as v0. A resumed run reads them back, continues from the newest
-// loadable version (an unreadable one falls back to its predecessor), and completes that
+// loadable version (an unreadable one, or one holding a NaN/Inf value, falls back to its
+// predecessor, which the next commit then follows), and completes that
 // version's evaluation and metrics.jsonl record when the coordinator stopped before they were
 // written.
 #pragma once

@@ -36,12 +36,13 @@ void UploadScheduler::End(Transfer& t) {
 }
 
 void UploadScheduler::Enqueue(const std::string& peer, const std::string& name,
-                              protocols::UpdateReady ready) {
+                              protocols::UpdateReady ready, int64_t weight) {
   Transfer& t = transfers_[peer];
   if (t.state == State::kUploading) End(t);
   queue_.erase(std::remove(queue_.begin(), queue_.end(), peer), queue_.end());
   t.name = name;
   t.ready = std::move(ready);
+  t.weight = weight;
   t.ready_at = std::chrono::steady_clock::now();
   t.state = State::kWaitingGrant;
   queue_.push_back(peer);
@@ -100,14 +101,15 @@ Result<std::optional<FoldedUpdate>> UploadScheduler::Add(const std::string& peer
   if (st.ok() && !t.assembler.complete()) return std::optional<FoldedUpdate>();
   if (st.ok()) {
     std::vector<float> delta = t.assembler.Take();
-    st = Fold(delta, t.ready);
+    st = Fold(delta, t);
   }
   End(t);
   if (!st.ok()) return st;
-  return std::optional<FoldedUpdate>(FoldedUpdate{t.ready, t.ready_at});
+  return std::optional<FoldedUpdate>(FoldedUpdate{t.ready, t.ready_at, t.weight});
 }
 
-Status UploadScheduler::Fold(std::vector<float>& delta, const protocols::UpdateReady& ready) {
+Status UploadScheduler::Fold(std::vector<float>& delta, const Transfer& t) {
+  const protocols::UpdateReady& ready = t.ready;
   const Digest d = Sha256::Of(delta.data(), delta.size() * sizeof(float));
   if (std::string(d.begin(), d.end()) != ready.sha256) {
     return InvalidArgument("update bytes do not match the SHA-256 announced in UpdateReady");
@@ -119,7 +121,7 @@ Status UploadScheduler::Fold(std::vector<float>& delta, const protocols::UpdateR
     SHOAL_RETURN_IF_ERROR(model::DecodeDelta(encoding_, bytes, decoded_.size(), decoded_.data()));
     delta.swap(decoded_);
   }
-  return aggregator_->Fold(delta.data(), delta.size(), ready.num_samples);
+  return aggregator_->Fold(delta.data(), delta.size(), t.weight);
 }
 
 }  // namespace shoal::coordinator

@@ -32,6 +32,7 @@ namespace shoal::coordinator {
 struct FoldedUpdate {
   protocols::UpdateReady ready;
   std::chrono::steady_clock::time_point ready_at;  // when UpdateReady arrived
+  int64_t weight = 0;                              // what it was folded with (Round::Weight)
 };
 
 class UploadScheduler {
@@ -45,9 +46,11 @@ class UploadScheduler {
   // Closes the round: every transfer ends, the queue empties.
   void EndRound();
 
-  // Queues connection `peer` (worker `name`, for logs) with its validated announcement; a
-  // transfer it had in progress or a place it had in the queue is given up.
-  void Enqueue(const std::string& peer, const std::string& name, protocols::UpdateReady ready);
+  // Queues connection `peer` (worker `name`, for logs) with its validated announcement, to be
+  // folded with `weight` (> 0); a transfer it had in progress or a place it had in the queue is
+  // given up.
+  void Enqueue(const std::string& peer, const std::string& name, protocols::UpdateReady ready,
+               int64_t weight);
   // Gives free slots to queued connections in arrival order: the ones to send an UploadGrant.
   std::vector<std::string> Grant();
   // Forgets connection `peer` (lost, or said Hello again); its slot is free for Grant().
@@ -75,11 +78,12 @@ class UploadScheduler {
     std::string name;
     State state = State::kNone;
     protocols::UpdateReady ready;
+    int64_t weight = 0;
     std::chrono::steady_clock::time_point ready_at;
     protocols::ChunkAssembler assembler;
   };
   void End(Transfer& t);
-  Status Fold(std::vector<float>& delta, const protocols::UpdateReady& ready);
+  Status Fold(std::vector<float>& delta, const Transfer& t);
 
   const int max_concurrent_;
   const uint32_t chunk_bytes_;

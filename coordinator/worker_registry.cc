@@ -112,7 +112,7 @@ Result<protocols::JoinResponse> WorkerRegistry::Enroll(const protocols::JoinRequ
 std::optional<Refusal> WorkerRegistry::CheckHello(const protocols::Hello& hello, bool secure,
                                                   const std::string& identity,
                                                   const std::vector<int64_t>& input_shape,
-                                                  int64_t num_classes) {
+                                                  int64_t num_classes, int64_t max_samples) {
   if (!ValidWorkerName(hello.name)) {
     return Refusal{"", "worker name must be 1-64 of [A-Za-z0-9._-]"};
   }
@@ -132,6 +132,14 @@ std::optional<Refusal> WorkerRegistry::CheckHello(const protocols::Hello& hello,
   }
   if (hello.num_train <= 0 || hello.num_val < 0) {
     return Refusal{"", "silo must declare a positive number of training samples"};
+  }
+  if (hello.num_train > max_samples || hello.num_val > max_samples) {
+    const bool train = hello.num_train > max_samples;
+    return Refusal{"too_many_samples",
+                   "silo declares " + std::to_string(train ? hello.num_train : hello.num_val) +
+                       (train ? " training" : " validation") +
+                       " samples, more than this federation's admission.max_samples=" +
+                       std::to_string(max_samples)};
   }
   return std::nullopt;
 }

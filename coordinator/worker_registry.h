@@ -77,11 +77,13 @@ class WorkerRegistry {
   Result<protocols::JoinResponse> Enroll(const protocols::JoinRequest& request);
 
   // A Hello the federation can admit: valid name, the certificate's name (`identity`, with
-  // TLS), the federation's input shape, classes within num_classes, a training set.
+  // TLS), the federation's input shape, classes within num_classes, a training set, and
+  // training and validation sets of at most `max_samples` (admission.max_samples: the declared
+  // size weighs the worker's updates).
   static std::optional<Refusal> CheckHello(const protocols::Hello& hello, bool secure,
                                            const std::string& identity,
                                            const std::vector<int64_t>& input_shape,
-                                           int64_t num_classes);
+                                           int64_t num_classes, int64_t max_samples);
   // Admits (or re-admits) connection `id` as the Hello's worker; `fresh` tells a new
   // connection from one that said Hello again. The caller dropped another connection of the
   // same name first.

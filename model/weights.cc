@@ -95,6 +95,18 @@ std::string ModelSpec::Diff(const ModelSpec& other) const {
   return "";
 }
 
+std::string ModelSpec::ElementName(int64_t index) const {
+  int64_t off = 0;
+  for (const auto& t : tensors) {
+    const int64_t n = t.numel();
+    if (index >= off && index - off < n) {
+      return "tensor '" + t.name + "' element " + std::to_string(index - off);
+    }
+    off += n;
+  }
+  return "element " + std::to_string(index);
+}
+
 nlohmann::json ModelSpec::ToJson() const {
   nlohmann::json arr = nlohmann::json::array();
   for (const auto& t : tensors) {

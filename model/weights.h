@@ -48,6 +48,9 @@ struct ModelSpec {
   // First difference with `other` in words ("tensor 3 'fc1.weight': shape [200,784] vs [10,784]"),
   // or "" when equal.
   std::string Diff(const ModelSpec& other) const;
+  // Where flat element `index` lies, for messages: "tensor 'fc1.weight' element 5" (the
+  // element's index within its tensor), or "element N" when the spec has no such element.
+  std::string ElementName(int64_t index) const;
   bool operator==(const ModelSpec& o) const { return tensors == o.tensors; }
 
   nlohmann::json ToJson() const;

@@ -138,6 +138,12 @@ Result<ModelStore> ModelStore::Open(const std::string& run_dir) {
 }
 
 Status ModelStore::Commit(const model::Weights& weights, VersionMeta& meta) {
+  // The last line of defence: a NaN/Inf version would be resumed from and poison every round
+  // after it. The round engine checks first and retries the round; this only fails loudly.
+  if (int64_t bad = weights.FirstNonFinite(); bad >= 0) {
+    return InvalidArgument("refusing to commit v" + std::to_string(meta.version) +
+                           ": non-finite value at " + weights.spec.ElementName(bad));
+  }
   meta.sha256 = ToHex(weights.Hash());
   meta.created_at = UtcNow();
   SHOAL_RETURN_IF_ERROR(model::SaveWeights(VersionWeightsPath(dir_, meta.version), weights));

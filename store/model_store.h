@@ -55,7 +55,8 @@ class ModelStore {
   // Creates the directory layout when missing.
   static Result<ModelStore> Open(const std::string& run_dir);
 
-  // Writes weights then meta; fills meta.sha256 and meta.created_at.
+  // Writes weights then meta; fills meta.sha256 and meta.created_at. InvalidArgument (nothing
+  // written) when a weight is NaN or Inf.
   Status Commit(const model::Weights& weights, VersionMeta& meta);
   // Rewrites the meta of a committed version (its metrics arrive after the commit).
   Status UpdateMeta(const VersionMeta& meta);

@@ -10,6 +10,16 @@ namespace shoal::coordinator {
 namespace {
 constexpr double kFixedScale = 4294967296.0;  // 2^32
 constexpr double kFixedLimit = 1073741824.0;  // 2^30: |value| * 2^32 stays far inside int64
+// Bound on |accumulator element| in exact mode: below it, adding one more value (< 2^62 in
+// fixed point) cannot overflow int64.
+constexpr int64_t kFixedAccLimit = int64_t{1} << 62;
+
+// 1 when `v` is NaN or +-Inf (all 8 exponent bits set), else 0.
+inline uint32_t NonFiniteBits(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  return static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+}
 }  // namespace
 
 void FedAvg::Begin(const model::ModelSpec& spec, bool exact) {
@@ -27,54 +37,82 @@ void FedAvg::Begin(const model::ModelSpec& spec, bool exact) {
   updates_ = 0;
 }
 
-Status FedAvg::Fold(const float* delta, size_t count, int64_t num_samples) {
+Status FedAvg::Fold(const float* delta, size_t count, int64_t weight) {
   if (count != size_) {
     return InvalidArgument("update has " + std::to_string(count) + " values, model has " +
                            std::to_string(size_));
   }
-  if (num_samples <= 0) {
-    return InvalidArgument("update sample count " + std::to_string(num_samples) +
-                           " is not positive");
+  if (weight <= 0) {
+    return InvalidArgument("update sample count " + std::to_string(weight) + " is not positive");
   }
-  // Validate fully before touching the accumulator. A float is NaN or Inf exactly when its 8
-  // exponent bits are all ones; this branch-free scan vectorizes, unlike std::isfinite.
+  // The round's total is checked, never wrapped: a wrapped (negative or tiny) total would scale
+  // the aggregate by an arbitrary factor in Finish.
+  int64_t total = 0;
+  if (__builtin_add_overflow(total_samples_, weight, &total)) {
+    return Rejected("update sample count " + std::to_string(weight) +
+                    " would overflow the round's total of " + std::to_string(total_samples_));
+  }
+  const float w = static_cast<float>(weight);
+  // Validate fully before touching the accumulator, so a rejected update leaves no trace. A
+  // float is NaN or Inf exactly when its 8 exponent bits are all ones; these branch-free scans
+  // vectorize, unlike std::isfinite. The fold below then does the same arithmetic as always.
   uint32_t any_bad = 0;
-  for (size_t i = 0; i < count; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, delta + i, sizeof(bits));
-    any_bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  for (size_t i = 0; any_bad != 0 && i < count; ++i) {  // slow path: name the tensor
-    if (!std::isfinite(delta[i])) {
-      int64_t off = 0;
-      for (const auto& t : spec_.tensors) {
-        if (static_cast<int64_t>(i) < off + t.numel()) {
-          return Rejected("update tensor '" + t.name + "' has a non-finite value at element " +
-                          std::to_string(static_cast<int64_t>(i) - off));
-        }
-        off += t.numel();
-      }
-    }
-  }
-  const float w = static_cast<float>(num_samples);
   if (exact_) {
+    for (size_t i = 0; i < count; ++i) any_bad |= NonFiniteBits(delta[i]);
+  } else {
+    // What each accumulator element would become: a finite delta can still overflow to Inf
+    // once weighted (3e38 x 2 samples) or summed with the others.
+    const float* acc = acc_.data();
+    for (size_t i = 0; i < count; ++i) any_bad |= NonFiniteBits(acc[i] + w * delta[i]);
+  }
+  if (any_bad != 0) return NonFiniteError(delta, count, w, weight);
+  if (exact_) {
+    const int64_t* acc = fixed_acc_.data();
     for (size_t i = 0; i < count; ++i) {
       if (std::fabs(static_cast<double>(w * delta[i])) >= kFixedLimit) {
-        return Rejected("update value " + std::to_string(delta[i]) + " at element " +
-                        std::to_string(i) + " is too large for deterministic aggregation");
+        return Rejected("update value " + std::to_string(delta[i]) + " at " +
+                        spec_.ElementName(static_cast<int64_t>(i)) +
+                        " is too large for deterministic aggregation");
+      }
+      // |acc| < 2^62 holds before (checked here for every fold) and |q| < 2^62, so the sum
+      // cannot overflow int64.
+      const int64_t q = std::llround(static_cast<double>(w * delta[i]) * kFixedScale);
+      if (std::llabs(acc[i] + q) >= kFixedAccLimit) {
+        return Rejected("update value " + std::to_string(delta[i]) + " at " +
+                        spec_.ElementName(static_cast<int64_t>(i)) +
+                        " would overflow the round's fixed-point sum");
       }
     }
-    int64_t* __restrict acc = fixed_acc_.data();
+    int64_t* __restrict out = fixed_acc_.data();
     for (size_t i = 0; i < count; ++i) {
-      acc[i] += std::llround(static_cast<double>(w * delta[i]) * kFixedScale);
+      out[i] += std::llround(static_cast<double>(w * delta[i]) * kFixedScale);
     }
   } else {
     float* __restrict acc = acc_.data();
     for (size_t i = 0; i < count; ++i) acc[i] += w * delta[i];
   }
-  total_samples_ += num_samples;
+  total_samples_ = total;
   ++updates_;
   return Status::Ok();
+}
+
+// The slow path once a scan found a bad value: names the first one and why it is bad.
+Status FedAvg::NonFiniteError(const float* delta, size_t count, float w, int64_t weight) const {
+  for (size_t i = 0; i < count; ++i) {
+    const bool value_bad = !std::isfinite(delta[i]);
+    const bool weighted_bad = !std::isfinite(w * delta[i]);
+    const bool sum_bad = !exact_ && !std::isfinite(acc_[i] + w * delta[i]);
+    if (!value_bad && !weighted_bad && !sum_bad) continue;
+    const std::string where = "update " + spec_.ElementName(static_cast<int64_t>(i));
+    if (value_bad) return Rejected(where + " has a non-finite value");
+    if (weighted_bad) {
+      return Rejected(where + " value " + std::to_string(delta[i]) +
+                      " overflows float when weighted by " + std::to_string(weight) + " samples");
+    }
+    return Rejected(where + " value " + std::to_string(delta[i]) +
+                    " would overflow the round's running sum to a non-finite value");
+  }
+  return Rejected("update has a non-finite value");  // not reached: the scan found one
 }
 
 Result<model::Weights> FedAvg::Finish(const model::Weights& global) const {

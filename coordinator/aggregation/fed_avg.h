@@ -10,7 +10,14 @@
 // float product, the same whatever the order) is rounded to fixed point with 2^-32 resolution
 // and summed in int64, which is associative: the aggregate is bit-identical for any arrival
 // order. It costs 8 bytes per parameter instead of 4 and values are bounded by
-// |n_k * delta_k| < 2^30 (checked; an update beyond it is rejected).
+// |n_k * delta_k| < 2^30 and each running sum by 2^30 as well (2^62 in fixed point; checked: an
+// update beyond either is rejected).
+//
+// Hostile input (issue #20): an update is refused whole when a value is NaN/Inf, when a finite
+// value overflows once weighted (3e38 with 2 samples) or would make the running sum
+// non-finite, or when its count would overflow the round's int64 total. The accumulator thus
+// stays finite; the round engine still checks the new model before committing it (the mean
+// added to the global model can round past FLT_MAX).
 //
 // The first Aggregator (aggregator.h), registered as "mean" (strategy.aggregator's default).
 // Not thread-safe: owned by the round engine's thread.
@@ -34,9 +41,11 @@ class FedAvg final : public Aggregator {
   // Starts a round for models of `spec`: zeroes the accumulator (`exact`: deterministic mode).
   void Begin(const model::ModelSpec& spec, bool exact) override;
   void Begin(const model::ModelSpec& spec) { Begin(spec, /*exact=*/false); }
-  // Checks the update (size, sample count, every value finite) and only then folds it.
-  // InvalidArgument / Rejected naming the problem; the accumulator is untouched on error.
-  Status Fold(const float* delta, size_t count, int64_t num_samples) override;
+  // Checks the update (size, weight, the round's sample total without overflow, every value
+  // finite, and - in float mode - every weighted value and every running sum it would make
+  // finite) and only then folds it. InvalidArgument / Rejected naming the problem and the
+  // tensor element; the accumulator is untouched on error, so it is always finite.
+  Status Fold(const float* delta, size_t count, int64_t weight) override;
   // The aggregate applied to `global`; InvalidArgument when no update was folded.
   Result<model::Weights> Finish(const model::Weights& global) const override;
 
@@ -44,6 +53,8 @@ class FedAvg final : public Aggregator {
   int updates() const override { return updates_; }
 
  private:
+  Status NonFiniteError(const float* delta, size_t count, float w, int64_t weight) const;
+
   model::ModelSpec spec_;
   bool exact_ = false;
   size_t size_ = 0;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <future>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +22,8 @@ bool Contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
+constexpr int64_t kMaxSamples = 1000000;  // admission.max_samples in these tests
+
 protocols::Hello MakeHello(const std::string& name) {
   protocols::Hello h;
   h.name = name;
@@ -33,7 +36,7 @@ protocols::Hello MakeHello(const std::string& name) {
 
 std::optional<Refusal> Check(const protocols::Hello& h, bool secure = false,
                              const std::string& identity = "") {
-  return WorkerRegistry::CheckHello(h, secure, identity, {1, 28, 28}, 10);
+  return WorkerRegistry::CheckHello(h, secure, identity, {1, 28, 28}, 10, kMaxSamples);
 }
 
 TEST(WorkerRegistryTest, HelloChecks) {
@@ -54,6 +57,31 @@ TEST(WorkerRegistryTest, HelloChecks) {
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->reason, "identity_mismatch");
   EXPECT_FALSE(Check(MakeHello("a"), /*secure=*/true, "a").has_value());
+}
+
+// Issue #20: a declared training-set size weighs the worker's updates; INT64_MAX overflowed
+// the round's total and 10^15 outweighed every other worker. Beyond admission.max_samples the
+// Hello is refused, naming the key; so is a validation set beyond it.
+TEST(WorkerRegistryTest, HelloDeclaringMoreThanMaxSamplesIsRefused) {
+  auto at_limit = MakeHello("a");
+  at_limit.num_train = kMaxSamples;
+  at_limit.num_val = kMaxSamples;
+  EXPECT_FALSE(Check(at_limit).has_value());
+  for (int64_t n :
+       {kMaxSamples + 1, int64_t{1'000'000'000'000'000}, std::numeric_limits<int64_t>::max()}) {
+    SCOPED_TRACE(n);
+    auto h = MakeHello("a");
+    h.num_train = n;
+    auto r = Check(h);
+    ASSERT_TRUE(r.has_value()) << "admitted a silo declaring " << n << " samples";
+    EXPECT_EQ(r->reason, "too_many_samples");
+    EXPECT_TRUE(Contains(r->why, std::to_string(n) + " training samples")) << r->why;
+    EXPECT_TRUE(Contains(r->why, "admission.max_samples=1000000")) << r->why;
+  }
+  auto val = MakeHello("a");
+  val.num_val = std::numeric_limits<int64_t>::max();
+  ASSERT_TRUE(Check(val).has_value());
+  EXPECT_TRUE(Contains(Check(val)->why, "validation samples")) << Check(val)->why;
 }
 
 TEST(WorkerRegistryTest, AdmitRemoveAndStatsThatOutliveTheConnection) {
@@ -129,7 +157,7 @@ class RoundTest : public ::testing::Test {
   std::optional<UpdateRefusal> Check(const protocols::UpdateReady& m) const {
     return round_.Check(m, "run-1", peer_, model::Encoding::kF32, 400);
   }
-  Round round_{4, 3, {"a", "b"}};
+  Round round_{4, 3, {{"a", 100}, {"b", 100}}};
   Peer peer_;
 };
 
@@ -174,7 +202,7 @@ TEST_F(RoundTest, RefusesWhatDoesNotFit) {
 }
 
 TEST_F(RoundTest, AcceptedUpdatesAndTheirResend) {
-  FoldedUpdate u{GoodReady(), std::chrono::steady_clock::now()};
+  FoldedUpdate u{GoodReady(), std::chrono::steady_clock::now(), 50};
   round_.Accept("a", u);
   EXPECT_FALSE(round_.all_in());
   EXPECT_EQ(round_.Missing(), "b");
@@ -185,10 +213,68 @@ TEST_F(RoundTest, AcceptedUpdatesAndTheirResend) {
   EXPECT_EQ(Check(other)->code, ErrorCode::kDuplicate);
   u.ready.train_loss = 0.1;
   u.ready.num_samples = 150;
+  u.weight = 150;
   round_.Accept("b", u);
   EXPECT_TRUE(round_.all_in());
   EXPECT_DOUBLE_EQ(round_.TrainLoss(200), (0.7 * 50 + 0.1 * 150) / 200);
   EXPECT_TRUE(round_.updates().contains("b"));
+}
+
+// A Hello again mid-round (same connection or a new one) re-declares the silo, but the
+// round's check and weight use what was declared before the round.
+TEST_F(RoundTest, SampleCountIsBoundedByWhatWasDeclaredBeforeTheRound) {
+  peer_.num_train = 1'000'000'000;  // said Hello again with a bigger silo after the selection
+  auto m = GoodReady();
+  m.num_samples = 101;
+  auto r = Check(m);
+  ASSERT_TRUE(r.has_value()) << "accepted more samples than declared before the round";
+  EXPECT_EQ(r->code, ErrorCode::kBadUpdate);
+  EXPECT_TRUE(Contains(r->why, "outside 1..100")) << r->why;
+  m.num_samples = 100;
+  EXPECT_FALSE(Check(m).has_value());
+}
+
+TEST(WeightCapTest, IsTheRatioTimesTheLowerMedianOfTheDeclaredSizes) {
+  constexpr int64_t kMax = 1'000'000'000;
+  // Lower median: with two workers the larger one cannot raise it.
+  EXPECT_EQ(WeightCap({{"a", 100}, {"x", 900'000'000}}, 4, kMax), 400);
+  EXPECT_EQ(WeightCap({{"a", 100}, {"b", 300}, {"x", 900'000'000}}, 4, kMax), 1200);
+  EXPECT_EQ(WeightCap({{"a", 100}, {"b", 200}, {"c", 300}, {"x", 900'000'000}}, 2.5, kMax), 500);
+  EXPECT_EQ(WeightCap({{"a", 7}}, 4, kMax), 28);                  // alone: never below its own size
+  EXPECT_EQ(WeightCap({{"a", 100}, {"b", 100}}, 0, kMax), kMax);  // 0: no cap
+  EXPECT_EQ(WeightCap({}, 4, kMax), kMax);
+  // Never beyond admission.max_samples, whatever the product.
+  EXPECT_EQ(WeightCap({{"a", kMax}, {"b", kMax}}, 1e6, kMax), kMax);
+}
+
+TEST(RoundWeightTest, CappedUpdatesAndRefusalsAreRecordedForTheRound) {
+  Round round(2, 1, {{"a", 100}, {"b", 100}, {"x", 50'000}},
+              WeightCap({{"a", 100}, {"b", 100}, {"x", 50'000}}, 4, 1'000'000'000));
+  EXPECT_EQ(round.weight_cap(), 400);
+  EXPECT_EQ(round.Weight(100), 100);
+  EXPECT_EQ(round.Weight(50'000), 400);
+  round.Open({std::make_shared<const std::string>("task")}, nullptr);
+  auto ready = GoodReady();
+  ready.num_samples = 50'000;
+  ready.train_loss = 1.0;
+  round.Accept("x", FoldedUpdate{ready, std::chrono::steady_clock::now(), round.Weight(50'000)});
+  ready.num_samples = 100;
+  ready.train_loss = 0.5;
+  round.Accept("a", FoldedUpdate{ready, std::chrono::steady_clock::now(), round.Weight(100)});
+  EXPECT_EQ(round.updates()["x"]["samples"], 50'000);
+  EXPECT_EQ(round.updates()["x"]["weight"], 400);
+  EXPECT_EQ(round.updates()["x"]["capped"], true);
+  EXPECT_EQ(round.updates()["a"]["weight"], 100);
+  EXPECT_FALSE(round.updates()["a"].contains("capped"));
+  EXPECT_EQ(round.capped(), std::vector<std::string>{"x"});
+  // The train loss is weighted like the updates (by the weights the aggregate used).
+  EXPECT_DOUBLE_EQ(round.TrainLoss(500), (1.0 * 400 + 0.5 * 100) / 500);
+
+  round.Refuse("b", "update tensor 'w' element 3 has a non-finite value");
+  round.Refuse("a", "ignored: a's update is in");
+  round.Refuse("stranger", "ignored: not selected");
+  EXPECT_EQ(round.refused(),
+            nlohmann::json({{"b", "update tensor 'w' element 3 has a non-finite value"}}));
 }
 
 TEST_F(RoundTest, TrainFramesForAWorkerThatOwesAnEvaluation) {

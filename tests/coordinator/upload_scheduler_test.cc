@@ -68,9 +68,9 @@ class UploadSchedulerTest : public ::testing::Test {
 };
 
 TEST_F(UploadSchedulerTest, GrantsSlotsInArrivalOrderUpToTheLimit) {
-  uploads_.Enqueue("c", "w-c", Ready(Delta(1), 1));
-  uploads_.Enqueue("a", "w-a", Ready(Delta(1), 1));
-  uploads_.Enqueue("b", "w-b", Ready(Delta(1), 1));
+  uploads_.Enqueue("c", "w-c", Ready(Delta(1), 1), 1);
+  uploads_.Enqueue("a", "w-a", Ready(Delta(1), 1), 1);
+  uploads_.Enqueue("b", "w-b", Ready(Delta(1), 1), 1);
   EXPECT_EQ(uploads_.Grant(), (std::vector<std::string>{"c", "a"}));
   EXPECT_EQ(uploads_.active(), 2);
   EXPECT_EQ(uploads_.queued(), 1u);
@@ -83,7 +83,7 @@ TEST_F(UploadSchedulerTest, GrantsSlotsInArrivalOrderUpToTheLimit) {
 
 TEST_F(UploadSchedulerTest, CompleteUpdateIsFoldedAndFreesItsSlot) {
   const std::vector<float> delta = Delta(0.5f);
-  uploads_.Enqueue("a", "w-a", Ready(delta, 7));
+  uploads_.Enqueue("a", "w-a", Ready(delta, 7), 7);
   ASSERT_EQ(uploads_.Grant(), std::vector<std::string>{"a"});
   auto done = Upload("a", delta);
   ASSERT_TRUE(done.ok()) << done.status().ToString();
@@ -96,7 +96,7 @@ TEST_F(UploadSchedulerTest, CompleteUpdateIsFoldedAndFreesItsSlot) {
 }
 
 TEST_F(UploadSchedulerTest, BytesThatDoNotMatchTheAnnouncementAreRefused) {
-  uploads_.Enqueue("a", "w-a", Ready(Delta(0.5f), 7));
+  uploads_.Enqueue("a", "w-a", Ready(Delta(0.5f), 7), 7);
   ASSERT_EQ(uploads_.Grant(), std::vector<std::string>{"a"});
   auto done = Upload("a", Delta(0.25f));
   ASSERT_FALSE(done.ok());
@@ -108,7 +108,7 @@ TEST_F(UploadSchedulerTest, BytesThatDoNotMatchTheAnnouncementAreRefused) {
 TEST_F(UploadSchedulerTest, UpdateTheAggregatorRejectsEndsTheTransfer) {
   std::vector<float> delta = Delta(0.5f);
   delta[10] = std::numeric_limits<float>::infinity();
-  uploads_.Enqueue("a", "w-a", Ready(delta, 7));
+  uploads_.Enqueue("a", "w-a", Ready(delta, 7), 7);
   ASSERT_EQ(uploads_.Grant(), std::vector<std::string>{"a"});
   auto done = Upload("a", delta);
   ASSERT_FALSE(done.ok());
@@ -118,7 +118,7 @@ TEST_F(UploadSchedulerTest, UpdateTheAggregatorRejectsEndsTheTransfer) {
 }
 
 TEST_F(UploadSchedulerTest, ChunkWithoutAGrantIsRefused) {
-  uploads_.Enqueue("a", "w-a", Ready(Delta(1), 1));  // queued, not granted
+  uploads_.Enqueue("a", "w-a", Ready(Delta(1), 1), 1);  // queued, not granted
   const std::vector<float> delta = Delta(1);
   auto chunks = protocols::EncodeChunks(1, delta.data(), delta.size() * 4, kChunkBytes);
   auto frame = protocols::ParseFrame(chunks[0], TestLimits());
@@ -130,9 +130,9 @@ TEST_F(UploadSchedulerTest, ChunkWithoutAGrantIsRefused) {
 }
 
 TEST_F(UploadSchedulerTest, EndRoundEndsEveryTransferAndEmptiesTheQueue) {
-  uploads_.Enqueue("a", "w-a", Ready(Delta(1), 1));
-  uploads_.Enqueue("b", "w-b", Ready(Delta(1), 1));
-  uploads_.Enqueue("c", "w-c", Ready(Delta(1), 1));
+  uploads_.Enqueue("a", "w-a", Ready(Delta(1), 1), 1);
+  uploads_.Enqueue("b", "w-b", Ready(Delta(1), 1), 1);
+  uploads_.Enqueue("c", "w-c", Ready(Delta(1), 1), 1);
   ASSERT_EQ(uploads_.Grant().size(), 2u);
   uploads_.EndRound();
   EXPECT_EQ(uploads_.active(), 0);
@@ -141,9 +141,9 @@ TEST_F(UploadSchedulerTest, EndRoundEndsEveryTransferAndEmptiesTheQueue) {
 }
 
 TEST_F(UploadSchedulerTest, AnnouncingAgainRequeuesAndGivesUpTheTransfer) {
-  uploads_.Enqueue("a", "w-a", Ready(Delta(1), 1));
+  uploads_.Enqueue("a", "w-a", Ready(Delta(1), 1), 1);
   ASSERT_EQ(uploads_.Grant(), std::vector<std::string>{"a"});
-  uploads_.Enqueue("a", "w-a", Ready(Delta(2), 1));
+  uploads_.Enqueue("a", "w-a", Ready(Delta(2), 1), 1);
   EXPECT_EQ(uploads_.active(), 0);
   EXPECT_EQ(uploads_.queued(), 1u);
   ASSERT_EQ(uploads_.Grant(), std::vector<std::string>{"a"});

@@ -227,6 +227,17 @@ TEST(WeightsTest, FirstNonFinite) {
   EXPECT_EQ(w.FirstNonFinite(), -1);
 }
 
+TEST(WeightsTest, ElementNameNamesTheTensorAndTheIndexInIt) {
+  const model::ModelSpec spec = MlpSpec();
+  EXPECT_EQ(spec.ElementName(0), "tensor '" + spec.tensors[0].name + "' element 0");
+  EXPECT_EQ(spec.ElementName(200 * 784 + 3), "tensor '" + spec.tensors[1].name + "' element 3");
+  const int64_t last = spec.total_numel() - 1;
+  EXPECT_EQ(spec.ElementName(last), "tensor '" + spec.tensors.back().name + "' element " +
+                                        std::to_string(spec.tensors.back().numel() - 1));
+  EXPECT_EQ(spec.ElementName(last + 1), "element " + std::to_string(last + 1));
+  EXPECT_EQ(spec.ElementName(-1), "element -1");
+}
+
 TEST(WeightsTest, ShapeString) {
   EXPECT_EQ(model::ShapeString({}), "[]");
   EXPECT_EQ(model::ShapeString({200, 784}), "[200,784]");

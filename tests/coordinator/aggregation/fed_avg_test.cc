@@ -336,5 +336,94 @@ TEST(FedAvgExactTest, RejectsValuesBeyondTheFixedPointRange) {
   EXPECT_EQ(agg.updates(), 0);
 }
 
+// Issue #20: a finite update that overflows once weighted (3e38 with 2 samples) made every
+// value of the committed model +Inf. Refused whole, naming the tensor; the round keeps the
+// other updates.
+TEST(FedAvgTest, FoldRefusesAnUpdateThatOverflowsOnceWeighted) {
+  model::Weights global;
+  global.spec = TinySpec(3);
+  global.data = {1.0f, 2.0f, 3.0f};
+  const std::vector<float> honest = {0.5f, 0.5f, 0.5f};
+  const std::vector<float> huge = {3e38f, 3e38f, 3e38f};
+  coordinator::FedAvg agg;
+  agg.Begin(global.spec);
+  ASSERT_TRUE(agg.Fold(honest.data(), honest.size(), 10).ok());
+  Status st = agg.Fold(huge.data(), huge.size(), 2);
+  ASSERT_FALSE(st.ok()) << "a 3e38 x 2 update was folded";
+  EXPECT_EQ(st.code(), Code::kRejected) << st.ToString();
+  EXPECT_TRUE(Contains(st.message(), "tensor 'w' element 0")) << st.message();
+  EXPECT_TRUE(Contains(st.message(), "weighted by 2 samples")) << st.message();
+  EXPECT_EQ(agg.updates(), 1);
+  EXPECT_EQ(agg.total_samples(), 10);
+  Result<model::Weights> out = agg.Finish(global);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->data, (std::vector<float>{1.5f, 2.5f, 3.5f}));
+}
+
+// Each update finite and finite once weighted, but their sum is not: the update that would
+// make the running sum non-finite is the one refused.
+TEST(FedAvgTest, FoldRefusesAnUpdateThatWouldOverflowTheRunningSum) {
+  model::Weights global;
+  global.spec = TinySpec(2);
+  global.data = {0.0f, 0.0f};
+  const std::vector<float> big = {0.0f, 3e38f};
+  coordinator::FedAvg agg;
+  agg.Begin(global.spec);
+  ASSERT_TRUE(agg.Fold(big.data(), big.size(), 1).ok());
+  Status st = agg.Fold(big.data(), big.size(), 1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), Code::kRejected);
+  EXPECT_TRUE(Contains(st.message(), "tensor 'w' element 1")) << st.message();
+  EXPECT_TRUE(Contains(st.message(), "running sum")) << st.message();
+  Result<model::Weights> out = agg.Finish(global);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->FirstNonFinite(), -1);
+  EXPECT_EQ(out->data, big);
+}
+
+// Issue #20: a count of INT64_MAX wrapped the round's total (a negative total scales the
+// aggregate by an arbitrary factor). Refused, never wrapped; the total stays what it was.
+TEST(FedAvgTest, FoldRefusesASampleCountThatWouldOverflowTheTotal) {
+  for (bool exact : {false, true}) {
+    SCOPED_TRACE(exact ? "exact" : "float");
+    model::Weights global;
+    global.spec = TinySpec(2);
+    global.data = {1.0f, 1.0f};
+    const std::vector<float> d = {0.0f, 0.0f};
+    coordinator::FedAvg agg;
+    agg.Begin(global.spec, exact);
+    ASSERT_TRUE(agg.Fold(d.data(), d.size(), 5).ok());
+    Status st = agg.Fold(d.data(), d.size(), std::numeric_limits<int64_t>::max());
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.code(), Code::kRejected) << st.ToString();
+    EXPECT_TRUE(Contains(st.message(), "overflow")) << st.message();
+    EXPECT_EQ(agg.total_samples(), 5);
+    EXPECT_EQ(agg.updates(), 1);
+    ASSERT_TRUE(agg.Finish(global).ok());
+  }
+}
+
+// Deterministic mode sums in int64 fixed point: values under the per-value bound could still
+// wrap the sum after a few updates. The update that would pass the bound is refused.
+TEST(FedAvgExactTest, RefusesAnUpdateThatWouldOverflowTheFixedPointSum) {
+  model::Weights global;
+  global.spec = TinySpec(1);
+  global.data = {0.0f};
+  const std::vector<float> d = {1e9f};  // under 2^30 alone, 2^62 in fixed point when doubled
+  coordinator::FedAvg agg;
+  agg.Begin(global.spec, /*exact=*/true);
+  ASSERT_TRUE(agg.Fold(d.data(), d.size(), 1).ok());
+  for (int i = 0; i < 2; ++i) {
+    Status st = agg.Fold(d.data(), d.size(), 1);
+    ASSERT_FALSE(st.ok()) << "fold " << i + 2 << " was accepted";
+    EXPECT_EQ(st.code(), Code::kRejected);
+    EXPECT_TRUE(Contains(st.message(), "fixed-point sum")) << st.message();
+  }
+  EXPECT_EQ(agg.updates(), 1);
+  Result<model::Weights> out = agg.Finish(global);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->data, d);
+}
+
 }  // namespace
 }  // namespace shoal
