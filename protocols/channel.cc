@@ -284,8 +284,9 @@ Status ServerChannel::Send(const std::string& peer, std::shared_ptr<const std::s
   out.counted = out.message.use_count() == 1;
   if (out.counted) {
     const size_t n = out.message->size();
-    if (box.counted_messages + 1 > options_.max_queued_messages ||
-        box.counted_bytes + n > options_.max_queued_bytes) {
+    // What already waits is judged (a single large reply still goes to a peer that reads).
+    if (box.counted_messages >= options_.max_queued_messages ||
+        box.counted_bytes >= options_.max_queued_bytes) {
       const std::string why = "the peer does not read: " + std::to_string(box.counted_messages) +
                               " messages (" + std::to_string(box.counted_bytes) +
                               " bytes) wait for it, the limit is " +
