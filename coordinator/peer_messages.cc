@@ -83,6 +83,7 @@ Status Coordinator::Impl::SetUpChannel() {
   tc.require_peer_certificate = false;  // join-token enrollment; see Authorize()
   // A revoked certificate fails the handshake: it never gets to send (or reserve) anything.
   tc.is_revoked = [this](const std::string& name, const std::string& fingerprint) {
+    workers_.RefreshEnrollment(/*force=*/false);  // a revocation a moment ago counts
     return workers_.Revoked(name, fingerprint);
   };
   auto tls = protocols::TlsContext::Server(tc);
@@ -95,6 +96,13 @@ Status Coordinator::Impl::SetUpChannel() {
       [this](const std::string& peer, std::string_view head, size_t payload_bytes) {
         return uploads_.Place(peer, head, payload_bytes);
       });
+  // Sessions without a certificate exist only to redeem a join token: none while none is open.
+  // Asked as each connection starts its handshake, after a look at tokens.json (a stat() unless
+  // it changed), so a token created a moment ago already counts.
+  channel_->set_accept_anonymous([this] {
+    workers_.RefreshEnrollment(/*force=*/false);
+    return workers_.join_token_open();
+  });
   RefreshEnrollment(/*force=*/true);
   SHOAL_ASSIGN_OR_RETURN(std::string fingerprint, security::CaFingerprint(ca));
   spdlog::info("TLS: CA {} fingerprint {}; {} workers enrolled, {} revoked",
@@ -146,8 +154,6 @@ void Coordinator::Impl::Housekeeping() {
 // is connected is cut off now (within one housekeeping pass).
 void Coordinator::Impl::RefreshEnrollment(bool force) {
   workers_.RefreshEnrollment(force);
-  // Sessions without a certificate exist only to redeem a join token: none while none is open.
-  channel_->set_accept_anonymous(channel_->secure() && workers_.join_token_open());
   for (const auto& id : workers_.RevokedConnections()) {
     board_.CountRejection("revoked");
     SendError(id, ErrorCode::kNotAdmitted, round_.number(), "certificate revoked");

@@ -131,7 +131,7 @@ bool ServerChannel::MakeRoom() {
 // The newest session without a certificate is the likeliest to be a joiner about to send its
 // request; the oldest of its address (or of all) had its chance and goes.
 bool ServerChannel::AdmitAnonymous(const std::string& peer, Session& session) {
-  if (!accept_anonymous_) {
+  if (!accept_anonymous_()) {
     Drop(peer, "anonymous_refused",
          "no client certificate, and no join token is open (sessions without a certificate are "
          "accepted only while one is)");
@@ -193,7 +193,7 @@ void ServerChannel::OnFrame(Incoming in) {
         options_.tls, options_.require_admission
                           ? std::min(options_.max_message_bytes, kUnadmittedBytes)
                           : options_.max_message_bytes);
-    if (!accept_anonymous_) s.tls->RequirePeerCertificate();
+    if (!accept_anonymous_()) s.tls->RequirePeerCertificate();
     s.address = socket_.PeerAddress(in.peer);
     if (placer_) {
       s.tls->set_payload_placer([this, peer = in.peer](std::string_view head, size_t bytes) {

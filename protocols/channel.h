@@ -17,7 +17,7 @@
 // certificate (TlsConfig::is_revoked) fails the handshake.
 //
 // Sessions whose client presented no certificate (enrollment with a join token; "anonymous")
-// are accepted only while set_accept_anonymous(true) (the coordinator: while a join token is
+// are accepted only while set_accept_anonymous says so (the coordinator: while a join token is
 // open), at most `max_anonymous_sessions` at once and `max_anonymous_per_address` per client
 // address (beyond either, the oldest such session goes), each must deliver its message within
 // `anonymous_timeout_ms` of its handshake, and each message is capped at
@@ -172,9 +172,13 @@ class ServerChannel {
   // The application admits the peer (its Hello was accepted): full frame and message caps from
   // its next frame on, and no admission deadline.
   void Admit(const std::string& peer);
-  // Whether sessions without a client certificate are accepted from now on (TLS only; those
-  // already established keep their deadline). Default false.
-  void set_accept_anonymous(bool accept) { accept_anonymous_ = accept; }
+  // Whether sessions without a client certificate are accepted: asked when a connection starts
+  // its handshake and again when it finishes one without a certificate (TLS only; sessions
+  // already established keep their deadline). Default: never.
+  void set_accept_anonymous(std::function<bool()> accept) { accept_anonymous_ = std::move(accept); }
+  void set_accept_anonymous(bool accept) {
+    set_accept_anonymous([accept] { return accept; });
+  }
   // Messages and bytes waiting in the peer's queue that it alone keeps alive (0 without one).
   size_t queued_messages(const std::string& peer) const;
   size_t queued_bytes(const std::string& peer) const;
@@ -250,7 +254,7 @@ class ServerChannel {
   std::map<std::string, Outbox> outboxes_;
   std::deque<std::string> slot_waiters_;
   size_t slots_used_ = 0;
-  bool accept_anonymous_ = false;
+  std::function<bool()> accept_anonymous_ = [] { return false; };
 };
 
 class ClientChannel {

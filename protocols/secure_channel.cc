@@ -355,7 +355,7 @@ Status SecureSession::FailFromOpenSsl(int ssl_error, const std::string& what) {
     if (reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED && !context_->ca_fingerprint().empty()) {
       hint =
           " (the coordinator accepts a worker without a certificate only while a join token "
-          "is open: unused and unexpired)";
+          "is open)";
     }
   }
   if (ssl_error == SSL_ERROR_ZERO_RETURN) {
