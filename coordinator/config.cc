@@ -1,5 +1,6 @@
 #include "coordinator/config.h"
 
+#include <cstdint>
 #include <string>
 
 #include "base/config.h"
@@ -84,6 +85,9 @@ Status CoordinatorConfig::Validate() const {
   }
   if (handshake_timeout_ms < 100)
     return bad("security.handshake_timeout_ms", "must be at least 100");
+  if (join_timeout_ms < 100) return bad("security.join_timeout_ms", "must be at least 100");
+  if (join_timeout_ms > INT32_MAX) return bad("security.join_timeout_ms", "is too large");
+  if (handshake_timeout_ms > INT32_MAX) return bad("security.handshake_timeout_ms", "is too large");
   if (threads < 1) return bad("runtime.threads", "must be at least 1");
   return Status::Ok();
 }
@@ -140,6 +144,9 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("security.ca_dir", c.ca_dir);
   r.Read("security.insecure", c.insecure);
   r.Read("security.handshake_timeout_ms", c.handshake_timeout_ms);
+  r.Read("security.anonymous_session_limit", c.anonymous_session_limit);
+  r.Read("security.anonymous_per_address_limit", c.anonymous_per_address_limit);
+  r.Read("security.join_timeout_ms", c.join_timeout_ms);
   r.Read("runtime.threads", c.threads);
   r.Read("runtime.log_level", c.log_level);
   SHOAL_RETURN_IF_ERROR(r.Finish());

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "protocols/channel.h"  // the defaults of the channel's limits
 
 namespace shoal::coordinator {
 
@@ -106,7 +107,17 @@ struct CoordinatorConfig {
                        // unless security.insecure
   bool insecure =
       false;  // security.insecure: plain ZeroMQ, no TLS, anyone may join (debugging only)
-  uint32_t handshake_timeout_ms = 10000;  // security.handshake_timeout_ms: TLS handshake deadline
+  // security.handshake_timeout_ms: a connection must finish its TLS handshake, and then be
+  // admitted (its Hello accepted), within this time of its first frame
+  uint32_t handshake_timeout_ms = 10000;
+  // security.anonymous_session_limit / anonymous_per_address_limit: TLS sessions without a
+  // client certificate (join-token enrollment, accepted only while a token is open) at once, in
+  // all and from one address; beyond, the oldest is closed. 0 = no enrollment over the network.
+  uint32_t anonymous_session_limit = protocols::kDefaultMaxAnonymousSessions;
+  uint32_t anonymous_per_address_limit = protocols::kDefaultMaxAnonymousPerAddress;
+  // security.join_timeout_ms: such a session must send its JoinRequest within this time of its
+  // handshake
+  uint32_t join_timeout_ms = protocols::kDefaultAnonymousTimeoutMs;
 
   // [runtime]
   int threads = 1;                 // runtime.threads: LibTorch intra-op threads (evaluation)

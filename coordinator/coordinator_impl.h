@@ -20,6 +20,7 @@
 #include "coordinator/config.h"
 #include "coordinator/evaluation_tracker.h"
 #include "coordinator/http_server.h"
+#include "coordinator/reply_budget.h"
 #include "coordinator/round.h"
 #include "coordinator/round_engine.h"
 #include "coordinator/run_resume.h"
@@ -117,6 +118,7 @@ class Coordinator::Impl {
   WorkerRegistry workers_;
   UploadScheduler uploads_;
   EvaluationTracker evals_;
+  ReplyBudget error_replies_;               // Error replies per connection (SendError)
   std::unique_ptr<Aggregator> aggregator_;  // strategy.aggregator
   std::string run_id_;
   std::unique_ptr<store::ModelStore> store_;

@@ -53,6 +53,9 @@ Status Coordinator::Impl::SetUpChannel() {
   co.max_message_bytes = limits_.max_frame_bytes();
   co.handshake_timeout_ms = static_cast<int>(cfg_.handshake_timeout_ms);
   co.max_concurrent_sends = static_cast<size_t>(cfg_.max_concurrent_sends);
+  co.max_anonymous_sessions = cfg_.anonymous_session_limit;
+  co.max_anonymous_per_address = cfg_.anonymous_per_address_limit;
+  co.anonymous_timeout_ms = static_cast<int>(cfg_.join_timeout_ms);
   co.socket.linger_ms = 2000;  // let Shutdown messages leave before the socket closes
   if (cfg_.insecure) {
     spdlog::warn(
@@ -78,6 +81,11 @@ Status Coordinator::Impl::SetUpChannel() {
   tc.key_pem = std::move(key);
   tc.ca_pem = ca;
   tc.require_peer_certificate = false;  // join-token enrollment; see Authorize()
+  // A revoked certificate fails the handshake: it never gets to send (or reserve) anything.
+  tc.is_revoked = [this](const std::string& name, const std::string& fingerprint) {
+    workers_.RefreshEnrollment(/*force=*/false);  // a revocation a moment ago counts
+    return workers_.Revoked(name, fingerprint);
+  };
   auto tls = protocols::TlsContext::Server(tc);
   if (!tls.ok()) return tls.status().Annotate("security.ca_dir " + dir);
   co.tls = std::move(tls).value();
@@ -88,6 +96,13 @@ Status Coordinator::Impl::SetUpChannel() {
       [this](const std::string& peer, std::string_view head, size_t payload_bytes) {
         return uploads_.Place(peer, head, payload_bytes);
       });
+  // Sessions without a certificate exist only to redeem a join token: none while none is open.
+  // Asked as each connection starts its handshake, after a look at tokens.json (a stat() unless
+  // it changed), so a token created a moment ago already counts.
+  channel_->set_accept_anonymous([this] {
+    workers_.RefreshEnrollment(/*force=*/false);
+    return workers_.join_token_open();
+  });
   RefreshEnrollment(/*force=*/true);
   SHOAL_ASSIGN_OR_RETURN(std::string fingerprint, security::CaFingerprint(ca));
   spdlog::info("TLS: CA {} fingerprint {}; {} workers enrolled, {} revoked",
@@ -124,6 +139,7 @@ bool Coordinator::Impl::PumpUntil(Clock::time_point deadline, const std::functio
 void Coordinator::Impl::Housekeeping() {
   last_housekeeping_ = Clock::now();
   channel_->ExpireHandshakes();
+  error_replies_.Prune(last_housekeeping_);
   RecordChannelEvents();
   for (const auto& id : channel_->TakeClosed()) DropPeer(id, "connection closed");
   RefreshEnrollment(/*force=*/false);
@@ -208,6 +224,10 @@ void Coordinator::Impl::SendError(const std::string& id, ErrorCode code, uint64_
                                   const std::string& msg) {
   board_.CountRejection(ReasonName(code));
   if (WorkerStats* ws = workers_.StatsFor(id)) ++ws->rejected;
+  if (!error_replies_.Take(id, Clock::now())) {
+    board_.CountRejection("error_reply_dropped");
+    return;
+  }
   protocols::Error e;
   e.code = code;
   e.round = round;
@@ -239,6 +259,21 @@ void Coordinator::Impl::Dispatch(const protocols::ChannelMessage& in) {
   const size_t bytes = in.message.size() + in.placed_payload.size();
   round_.AddBytesIn(bytes + in.peer.size());
   board_.AddBytes(bytes, 0);
+  if (bytes < protocols::kFrameHeaderBytes) {
+    // No Shoal peer sends one (every message starts with a frame header): a peer that does is
+    // broken or hostile, and answering each with an Error is what it wants.
+    board_.CountRejection("short_message");
+    if (WorkerStats* ws = workers_.StatsFor(in.peer)) ++ws->rejected;
+    const std::string why =
+        "sent a message of " + std::to_string(bytes) + " bytes, shorter than a frame header";
+    spdlog::warn("peer {} dropped: {}",
+                 workers_.Find(in.peer) != nullptr ? workers_.Find(in.peer)->name
+                                                   : std::string("(unadmitted)"),
+                 why);
+    DropPeer(in.peer, why);
+    channel_->Close(in.peer);
+    return;
+  }
   auto frame = in.placed ? protocols::ParseFrame(in.message, in.placed_payload, limits_)
                          : protocols::ParseFrame(in.message, limits_);
   if (frame.ok() && frame->type == protocols::MessageType::kJoinRequest) {
@@ -326,6 +361,7 @@ void Coordinator::Impl::OnHello(const std::string& id, const protocols::FrameVie
   uploads_.Forget(id);  // a Hello again starts over: an upload in progress is given up
   bool fresh = false;
   Peer& p = workers_.Admit(id, *hello, &fresh);
+  channel_->Admit(id);  // full frame and message sizes from now on
   protocols::Welcome w;
   w.run_id = run_id_;
   w.worker_name = p.name;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <ctime>
 
 #include "base/file_util.h"
 #include "model/weights.h"
@@ -29,7 +30,7 @@ bool ValidWorkerName(const std::string& n) {
 void WorkerRegistry::RefreshEnrollment(bool force) {
   if (ca_dir_.empty()) return;
   std::string stamp;
-  for (const char* f : {"/issued.json", "/revoked.json"}) {
+  for (const char* f : {"/issued.json", "/revoked.json", "/tokens.json"}) {
     struct stat st {};
     if (::stat((ca_dir_ + f).c_str(), &st) == 0) {
       stamp += std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
@@ -39,6 +40,12 @@ void WorkerRegistry::RefreshEnrollment(bool force) {
     }
   }
   if (!force && stamp == enrollment_stamp_) return;
+  auto open_until = security::LatestOpenJoinTokenExpiry(ca_dir_);
+  if (!open_until.ok()) {
+    spdlog::error("cannot read the CA's join tokens (enrollment closed): {}",
+                  open_until.status().ToString());
+  }
+  open_token_expiry_ = open_until.ok() ? *open_until : 0;
   auto records = security::ListEnrolled(ca_dir_);
   auto revoked = security::RevokedNames(ca_dir_);
   if (!records.ok() || !revoked.ok()) {
@@ -54,6 +61,16 @@ void WorkerRegistry::RefreshEnrollment(bool force) {
     if (!revoked_.count(name)) spdlog::warn("worker={} is revoked", name);
   }
   revoked_ = std::move(revoked).value();
+}
+
+bool WorkerRegistry::join_token_open() const {
+  return open_token_expiry_ > static_cast<int64_t>(std::time(nullptr));
+}
+
+bool WorkerRegistry::Revoked(const std::string& name, const std::string& fingerprint) const {
+  if (revoked_.count(name) != 0) return true;
+  auto it = enrolled_.find(fingerprint);
+  return it != enrolled_.end() && it->second.revoked;
 }
 
 std::vector<std::string> WorkerRegistry::RevokedConnections() const {

@@ -62,9 +62,16 @@ class WorkerRegistry {
   // `ca_dir` empty: insecure mode, no enrollment tables (anyone may say Hello).
   explicit WorkerRegistry(std::string ca_dir) : ca_dir_(std::move(ca_dir)) {}
 
-  // Reloads issued.json and revoked.json when their size or modification time changed (always
-  // with `force`). Unreadable files keep the previous tables: revocations already known stay.
+  // Reloads issued.json, revoked.json and tokens.json when their size or modification time
+  // changed (always with `force`). Unreadable files keep the previous tables: revocations
+  // already known stay; an unreadable tokens.json closes enrollment (no open token).
   void RefreshEnrollment(bool force);
+  // Whether a join token is open (unused, unexpired) now, as of the last refresh: while none is,
+  // the coordinator refuses TLS sessions without a certificate in the handshake.
+  bool join_token_open() const;
+  // The handshake's revocation check (protocols::RevocationCheck): the name is revoked, or the
+  // certificate is recorded as revoked.
+  bool Revoked(const std::string& name, const std::string& fingerprint) const;
   // Connected peers whose name is revoked: to be cut off now.
   std::vector<std::string> RevokedConnections() const;
   // Whether the CA issued the certificate of this SHA-256 (hex) to an enrolled worker.
@@ -122,6 +129,7 @@ class WorkerRegistry {
   std::map<std::string, security::WorkerRecord> enrolled_;
   std::set<std::string> revoked_;
   std::string enrollment_stamp_;
+  int64_t open_token_expiry_ = 0;             // Unix seconds; 0 = no open join token
   std::map<std::string, Peer> peers_;         // by connection id
   std::map<std::string, WorkerStats> stats_;  // by worker name
 };

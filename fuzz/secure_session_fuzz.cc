@@ -14,7 +14,8 @@
 //  - only a client with a certificate is peer_authenticated();
 //  - a frame nobody could have authenticated delivers no message;
 //  - with authentic records the server delivers exactly the messages the plaintext stream
-//    describes, fails exactly when a length prefix exceeds the cap (a ProtocolError), fails on
+//    describes, fails exactly when a length prefix exceeds the cap or more than
+//    kMaxMessagesPerFrame messages begin in one frame (a ProtocolError), fails on
 //    any flipped bit, and a failed frame delivers nothing;
 //  - a failure is final: the next call returns the same status;
 //  - with a payload placer installed (placement.h), it is asked only about codec frames with a
@@ -177,13 +178,22 @@ class StreamModel {
  public:
   explicit StreamModel(size_t cap) : cap_(cap) {}
 
-  // Feeds `plain`; returns false when a length prefix exceeds the cap (the server must fail).
-  bool Feed(std::string_view plain, Frames* completed) {
+  // Feeds the plaintext of one frame; returns false when a length prefix exceeds the cap or
+  // more than kMaxMessagesPerFrame messages begin in it (the server must fail; *why says which).
+  bool Feed(std::string_view plain, Frames* completed, std::string* why) {
+    size_t begun = 0;
     for (char c : plain) {
       if (!in_body_) {
         prefix_ |= uint32_t{static_cast<uint8_t>(c)} << (8 * prefix_have_);
         if (++prefix_have_ < 4) continue;
-        if (prefix_ > cap_) return false;
+        if (++begun > protocols::kMaxMessagesPerFrame) {
+          *why = "messages begin in one TLS frame";
+          return false;
+        }
+        if (prefix_ > cap_) {
+          *why = "exceeds the limit";
+          return false;
+        }
         in_body_ = true;
         body_.clear();
         if (prefix_ == 0) Complete(completed);  // an empty message needs no body byte
@@ -244,18 +254,18 @@ void FeedSealed(SecureSession& client, Server& server, ByteReader& r, size_t cap
     const bool corrupt = (control & kCorrupt) != 0;
     if (corrupt) held_frames[position % held_frames.size()] ^= static_cast<char>(mask);
     Frames expected;
-    const bool expect_ok = model.Feed(held_plain, &expected) && !corrupt;
+    std::string why;
+    const bool expect_ok = model.Feed(held_plain, &expected, &why) && !corrupt;
     const size_t before = messages.size();
     st = server.OnWire(held_frames, &out, &messages);
     held_frames.clear();
     held_plain.clear();
     if (!expect_ok) {
       FUZZ_CHECK(!st.ok(), corrupt ? "a flipped bit was not detected"
-                                   : "a length prefix above the cap was accepted");
+                                   : "a frame over a cap (" + why + ") was accepted");
       if (!corrupt) {
-        FUZZ_CHECK(st.code() == Code::kProtocol &&
-                       st.message().find("exceeds the limit") != std::string::npos,
-                   "over-cap prefix refused with: " + st.ToString());
+        FUZZ_CHECK(st.code() == Code::kProtocol && st.message().find(why) != std::string::npos,
+                   "frame over a cap (" + why + ") refused with: " + st.ToString());
       }
       (void)server.OnWire("\x17\x03\x03\x00\x00", &out, &messages);  // sticky failure
       return;

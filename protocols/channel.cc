@@ -11,24 +11,33 @@ namespace {
 
 // A session's failure as a counter reason: certificate problems are Rejected by SecureSession.
 const char* FailureReason(const SecureSession& s, const Status& status) {
+  if (s.peer_revoked()) return "revoked";
+  if (s.peer_sent_no_certificate()) return "anonymous_refused";
   if (status.code() == Code::kRejected) return "tls_certificate";
   return s.established() ? "tls_record" : "tls_handshake";
 }
 
-// Cap on frames from a TLS client before its handshake finished: a ClientHello or the client's
-// second flight (certificate chain, CertificateVerify, Finished) is a few KiB.
-constexpr size_t kHandshakeFrameBytes = size_t{64} << 10;
 // After a handshake without a client certificate (enrollment): one capped message, sealed.
 constexpr size_t kUnauthenticatedFrameBytes = kUnauthenticatedMaxMessageBytes + (size_t{4} << 10);
+
+// The largest frame a connection may send once admitted: whole TLS records of at most
+// kMaxWireFrameBytes (TLS), or one message (plain).
+size_t FullFrameCap(const ChannelOptions& o) {
+  const size_t cap = o.tls != nullptr ? kMaxWireFrameBytes : o.max_message_bytes;
+  return o.socket.max_frame_bytes == 0 || o.socket.max_frame_bytes > cap ? cap
+                                                                         : o.socket.max_frame_bytes;
+}
+
+std::string Ms(int ms) { return std::to_string(ms) + " ms"; }
 
 SocketOptions ForChannel(const ChannelOptions& o, bool server) {
   // A frame is one message (plain) or whole TLS records of at most kMaxWireFrameBytes (TLS).
   SocketOptions socket = o.socket;
   const bool secure = o.tls != nullptr;
   socket.secure = secure;
-  const size_t cap = secure ? kMaxWireFrameBytes : o.max_message_bytes;
-  if (socket.max_frame_bytes == 0 || socket.max_frame_bytes > cap) socket.max_frame_bytes = cap;
-  if (server && secure) socket.initial_frame_bytes = kHandshakeFrameBytes;
+  socket.max_frame_bytes = FullFrameCap(o);
+  // Small frames until the handshake is done, and until the application admits the peer.
+  if (server && (secure || o.require_admission)) socket.initial_frame_bytes = kUnadmittedBytes;
   // A connection that never starts a handshake is closed like one that never finishes it.
   if (server) socket.first_frame_timeout_ms = o.handshake_timeout_ms;
   // Large messages are paced by ServerChannel; ZeroMQ holds a few slices per connection.
@@ -78,20 +87,88 @@ void ServerChannel::Fail(const std::string& peer, const Status& status,
   // A TLS alert tells the peer why (e.g. "unknown CA"); it leaves before the connection closes.
   for (const auto& frame : alerts) (void)socket_.Send(peer, frame);
   socket_.Close(peer);
+  if (closed_.size() < 100000) closed_.push_back(peer);
 }
 
+void ServerChannel::Drop(const std::string& peer, std::string reason, std::string detail) {
+  Event(peer, std::move(reason), std::move(detail));
+  sessions_.erase(peer);
+  DropOutbox(peer);
+  socket_.Close(peer);
+  ready_.erase(std::remove_if(ready_.begin(), ready_.end(),
+                              [&](const ChannelMessage& m) { return m.peer == peer; }),
+               ready_.end());
+  if (closed_.size() < 100000) closed_.push_back(peer);
+}
+
+// Evicts, in this order, the oldest session without a certificate or the oldest unfinished
+// handshake; a session with a verified certificate is never evicted.
 bool ServerChannel::MakeRoom() {
   if (sessions_.size() < options_.max_sessions) return true;
-  auto oldest = sessions_.end();
+  auto anonymous = sessions_.end(), handshaking = sessions_.end();
   for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
-    if (it->second.tls->established()) continue;
-    if (oldest == sessions_.end() || it->second.created < oldest->second.created) oldest = it;
+    const Session& s = it->second;
+    if (s.anonymous) {
+      if (anonymous == sessions_.end() || s.established_at < anonymous->second.established_at) {
+        anonymous = it;
+      }
+    } else if (!s.tls->established()) {
+      if (handshaking == sessions_.end() || s.created < handshaking->second.created) {
+        handshaking = it;
+      }
+    }
   }
-  if (oldest == sessions_.end()) return false;
-  Event(oldest->first, "session_limit", "unfinished handshake evicted to make room");
-  socket_.Close(oldest->first);
-  sessions_.erase(oldest);
+  if (anonymous != sessions_.end()) {
+    Drop(anonymous->first, "session_limit", "session without a certificate evicted to make room");
+  } else if (handshaking != sessions_.end()) {
+    Drop(handshaking->first, "session_limit", "unfinished handshake evicted to make room");
+  } else {
+    return false;
+  }
   return true;
+}
+
+// The newest session without a certificate is the likeliest to be a joiner about to send its
+// request; the oldest of its address (or of all) had its chance and goes.
+bool ServerChannel::AdmitAnonymous(const std::string& peer, Session& session) {
+  if (!accept_anonymous_()) {
+    Drop(peer, "anonymous_refused",
+         "no client certificate, and no join token is open (sessions without a certificate are "
+         "accepted only while one is)");
+    return false;
+  }
+  if (options_.max_anonymous_sessions == 0 || options_.max_anonymous_per_address == 0) {
+    Drop(peer, "anonymous_limit", "sessions without a certificate are not accepted");
+    return false;
+  }
+  while (true) {
+    size_t total = 0, same = 0;
+    auto oldest = sessions_.end(), oldest_same = sessions_.end();
+    for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
+      const Session& s = it->second;
+      if (!s.anonymous || it->first == peer) continue;
+      ++total;
+      if (oldest == sessions_.end() || s.established_at < oldest->second.established_at) {
+        oldest = it;
+      }
+      if (s.address != session.address) continue;
+      ++same;
+      if (oldest_same == sessions_.end() || s.established_at < oldest_same->second.established_at) {
+        oldest_same = it;
+      }
+    }
+    if (same >= options_.max_anonymous_per_address) {
+      Drop(oldest_same->first, "anonymous_limit",
+           "already " + std::to_string(same) + " sessions without a certificate from " +
+               session.address + "; the oldest is closed");
+    } else if (total >= options_.max_anonymous_sessions) {
+      Drop(oldest->first, "anonymous_limit",
+           "already " + std::to_string(total) +
+               " sessions without a certificate; the oldest is closed");
+    } else {
+      return true;
+    }
+  }
 }
 
 void ServerChannel::OnFrame(Incoming in) {
@@ -111,7 +188,13 @@ void ServerChannel::OnFrame(Incoming in) {
       return;
     }
     Session s;
-    s.tls = std::make_unique<SecureSession>(options_.tls, options_.max_message_bytes);
+    // Until admitted, a peer's messages are as small as its frames.
+    s.tls = std::make_unique<SecureSession>(
+        options_.tls, options_.require_admission
+                          ? std::min(options_.max_message_bytes, kUnadmittedBytes)
+                          : options_.max_message_bytes);
+    if (!accept_anonymous_()) s.tls->RequirePeerCertificate();
+    s.address = socket_.PeerAddress(in.peer);
     if (placer_) {
       s.tls->set_payload_placer([this, peer = in.peer](std::string_view head, size_t bytes) {
         return placer_(peer, head, bytes);
@@ -135,18 +218,17 @@ void ServerChannel::OnFrame(Incoming in) {
     Fail(in.peer, st, out);
     return;
   }
-  for (const auto& frame : out) {
-    if (Status s = socket_.Send(in.peer, frame); !s.ok()) {
-      Event(in.peer, "send", s.message());
-      sessions_.erase(in.peer);
-      socket_.Close(in.peer);
-      return;
-    }
-  }
+  if (!SendTlsFrames(in.peer, out)) return;
   if (!was_established && tls.established()) {
-    // Handshake done: an enrolled worker may now send frames of full size.
-    socket_.SetFrameCap(in.peer,
-                        tls.peer_authenticated() ? kMaxWireFrameBytes : kUnauthenticatedFrameBytes);
+    Session& s = it->second;
+    s.established_at = Clock::now();
+    if (!tls.peer_authenticated()) {
+      s.anonymous = true;
+      if (!AdmitAnonymous(in.peer, s)) return;
+      socket_.SetFrameCap(in.peer, kUnauthenticatedFrameBytes);
+    } else if (!options_.require_admission) {
+      socket_.SetFrameCap(in.peer, kMaxWireFrameBytes);  // full size at once
+    }
   }
   for (Plaintext& text : messages) {
     ChannelMessage m;
@@ -196,10 +278,30 @@ Status ServerChannel::Send(const std::string& peer, std::shared_ptr<const std::s
     }
   }
   Outbox& box = outboxes_[peer];
-  if (may_overtake && message->size() <= kSmallMessageBytes) {
-    box.urgent.push_back(Outgoing{std::move(message)});
+  Outgoing out{std::move(message)};
+  // What only this queue keeps alive counts against its caps; a broadcast buffer shared with
+  // other peers' queues (and its owner) does not grow with one peer's queue.
+  out.counted = out.message.use_count() == 1;
+  if (out.counted) {
+    const size_t n = out.message->size();
+    // What already waits is judged (a single large reply still goes to a peer that reads).
+    if (box.counted_messages >= options_.max_queued_messages ||
+        box.counted_bytes >= options_.max_queued_bytes) {
+      const std::string why = "the peer does not read: " + std::to_string(box.counted_messages) +
+                              " messages (" + std::to_string(box.counted_bytes) +
+                              " bytes) wait for it, the limit is " +
+                              std::to_string(options_.max_queued_messages) + " messages or " +
+                              std::to_string(options_.max_queued_bytes) + " bytes";
+      Drop(peer, "send_queue_full", why);
+      return Unavailable("dropped: " + why);
+    }
+    ++box.counted_messages;
+    box.counted_bytes += n;
+  }
+  if (may_overtake && out.message->size() <= kSmallMessageBytes) {
+    box.urgent.push_back(std::move(out));
   } else {
-    box.queue.push_back(Outgoing{std::move(message)});
+    box.queue.push_back(std::move(out));
   }
   auto sent = PumpPeer(peer, box);
   if (!sent.ok()) {
@@ -256,19 +358,38 @@ Status ServerChannel::MakePiece(const std::string& peer, Outbox& box) {
   return Status::Ok();
 }
 
+void ServerChannel::Pop(Outbox& box) {
+  const Outgoing& front = box.queue.front();
+  if (front.counted) {
+    --box.counted_messages;
+    box.counted_bytes -= front.message->size();
+  }
+  box.queue.pop_front();
+}
+
 Result<bool> ServerChannel::PumpPeer(const std::string& peer, Outbox& box) {
   while (true) {
+    // Records TLS made on its own go right after the piece sealed before them.
+    if (!box.has_piece && !box.tls_frames.empty()) {
+      auto frame = std::make_shared<const std::string>(std::move(box.tls_frames.front()));
+      box.tls_frames.pop_front();
+      box.prefix = FrameHeader(frame->size());
+      box.bytes = *frame;
+      box.owner = std::move(frame);
+      box.has_piece = true;
+    }
     if (box.has_piece) {
       SHOAL_ASSIGN_OR_RETURN(bool taken, socket_.TrySend(peer, &box.prefix, box.bytes, box.owner));
       if (!taken) return false;
       box.has_piece = false;
       box.bytes = {};
       box.owner.reset();
+      continue;
     }
     // Drop what is fully handed over; a slot is kept only while large messages follow.
     while (!box.queue.empty() && box.queue.front().started &&
            box.queue.front().offset == box.queue.front().message->size()) {
-      box.queue.pop_front();
+      Pop(box);
     }
     // Between messages, an urgent one goes first.
     if (!box.urgent.empty() && (box.queue.empty() || !box.queue.front().started)) {
@@ -316,15 +437,28 @@ void ServerChannel::Flush(int timeout_ms) {
   }
 }
 
+// Frames TLS produced while reading: queued behind what is already waiting for the peer (a
+// KeyUpdate response encrypted after a slice that has not left yet must not overtake it).
+bool ServerChannel::SendTlsFrames(const std::string& peer, std::vector<std::string>& frames) {
+  if (frames.empty()) return true;
+  Outbox& box = outboxes_[peer];
+  for (auto& f : frames) box.tls_frames.push_back(std::move(f));
+  frames.clear();
+  auto sent = PumpPeer(peer, box);
+  if (!sent.ok()) {
+    Drop(peer, "send", sent.status().message());
+    return false;
+  }
+  if (*sent) DropOutbox(peer);
+  return true;
+}
+
 void ServerChannel::OnTransportEvents() {
   for (auto& e : socket_.TakeEvents()) {
     sessions_.erase(e.peer);
     DropOutbox(e.peer);
-    if (e.reason == "closed") {
-      if (closed_.size() < 100000) closed_.push_back(e.peer);
-    } else {
-      Event(e.peer, std::move(e.reason), std::move(e.detail));
-    }
+    if (closed_.size() < 100000) closed_.push_back(e.peer);
+    if (e.reason != "closed") Event(e.peer, std::move(e.reason), std::move(e.detail));
   }
 }
 
@@ -341,16 +475,55 @@ void ServerChannel::Close(const std::string& peer) {
                ready_.end());
 }
 
+void ServerChannel::Admit(const std::string& peer) {
+  if (options_.tls) {
+    auto it = sessions_.find(peer);
+    if (it == sessions_.end() || !it->second.tls->established() || it->second.anonymous) return;
+    it->second.admitted = true;
+    it->second.tls->set_max_message_bytes(options_.max_message_bytes);
+  }
+  socket_.SetFrameCap(peer, FullFrameCap(options_));
+}
+
+size_t ServerChannel::queued_messages(const std::string& peer) const {
+  auto it = outboxes_.find(peer);
+  return it == outboxes_.end() ? 0 : it->second.counted_messages;
+}
+
+size_t ServerChannel::queued_bytes(const std::string& peer) const {
+  auto it = outboxes_.find(peer);
+  return it == outboxes_.end() ? 0 : it->second.counted_bytes;
+}
+
+size_t ServerChannel::receive_buffer_bytes(const std::string& peer) const {
+  auto it = sessions_.find(peer);
+  return it == sessions_.end() ? 0 : it->second.tls->receive_buffer_bytes();
+}
+
 void ServerChannel::ExpireHandshakes() {
-  const auto limit = std::chrono::milliseconds(options_.handshake_timeout_ms);
+  const auto now = Clock::now();
+  const auto handshake = std::chrono::milliseconds(options_.handshake_timeout_ms);
+  const auto anonymous = std::chrono::milliseconds(options_.anonymous_timeout_ms);
   for (auto it = sessions_.begin(); it != sessions_.end();) {
-    if (!it->second.tls->established() && Clock::now() - it->second.created > limit) {
-      Event(it->first, "handshake_timeout",
-            "no finished handshake after " + std::to_string(options_.handshake_timeout_ms) + " ms");
-      socket_.Close(it->first);
-      it = sessions_.erase(it);
-    } else {
-      ++it;
+    const Session& s = it->second;
+    const std::string peer = it->first;
+    ++it;  // Drop erases `peer` only
+    if (!s.tls->established()) {
+      if (now - s.created > handshake) {
+        Drop(peer, "handshake_timeout",
+             "no finished handshake after " + Ms(options_.handshake_timeout_ms));
+      }
+    } else if (s.anonymous) {
+      if (now - s.established_at > anonymous) {
+        Drop(peer, "join_timeout",
+             "no message within " + Ms(options_.anonymous_timeout_ms) +
+                 " of a handshake without a certificate (such a session may only send its "
+                 "JoinRequest)");
+      }
+    } else if (options_.require_admission && !s.admitted && now - s.created > handshake) {
+      Drop(peer, "hello_timeout",
+           "not admitted within " + Ms(options_.handshake_timeout_ms) +
+               " of connecting (no Hello, or one that was refused)");
     }
   }
 }

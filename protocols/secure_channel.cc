@@ -147,17 +147,37 @@ const BIO_METHOD* SinkMethod() {
 
 }  // namespace
 
+// The server's verify callback (TlsConfig::is_revoked): once the client's certificate has
+// verified against the CA, the revocation list decides. Fails closed when the session cannot be
+// found.
+int VerifyClientCertificate(int preverify_ok, X509_STORE_CTX* store) {
+  if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0) return preverify_ok;
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* session = ssl != nullptr ? static_cast<SecureSession*>(SSL_get_app_data(ssl)) : nullptr;
+  X509* cert = X509_STORE_CTX_get_current_cert(store);
+  if (session == nullptr || cert == nullptr) return 0;
+  const RevocationCheck& is_revoked = session->context_->is_revoked();
+  if (is_revoked && is_revoked(SubjectCommonName(cert), Sha256Hex(cert))) {
+    session->peer_revoked_ = true;
+    X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REVOKED);  // the alert says so
+    return 0;
+  }
+  return 1;
+}
+
 // ---------------------------------------------------------------------------------------------
 // TlsContext
 
 void TlsContext::CtxDeleter::operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
 
 TlsContext::TlsContext(std::unique_ptr<SSL_CTX, CtxDeleter> ctx, bool server, std::string expected,
-                       std::string ca_fingerprint)
+                       std::string ca_fingerprint, RevocationCheck is_revoked)
     : ctx_(std::move(ctx)),
       server_(server),
       expected_peer_name_(std::move(expected)),
-      ca_fingerprint_(std::move(ca_fingerprint)) {}
+      ca_fingerprint_(std::move(ca_fingerprint)),
+      is_revoked_(std::move(is_revoked)) {}
 
 TlsContext::~TlsContext() = default;
 
@@ -195,6 +215,7 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
   // Own identity. Only a fingerprint-pinning client (enrollment) may go without one.
   const bool pinned = !config.ca_fingerprint.empty();
   if (pinned && server) return InvalidArgument(side + ": ca_fingerprint is for clients only");
+  if (config.is_revoked && !server) return InvalidArgument(side + ": is_revoked is for servers");
   if (pinned && config.key_pem.empty() && config.cert_pem.empty()) {
     // No certificate to present: the join flow.
   } else {
@@ -246,13 +267,15 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Make(const TlsConfig& config, bo
     }
     int mode = SSL_VERIFY_PEER;
     if (!server || config.require_peer_certificate) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-    SSL_CTX_set_verify(c, mode, nullptr);
+    // A server with a revocation list consults it for the client's certificate in the handshake.
+    SSL_CTX_set_verify(c, mode, server && config.is_revoked ? VerifyClientCertificate : nullptr);
   }
   SSL_CTX_set_verify_depth(c, 4);
   ERR_clear_error();
 
-  return std::shared_ptr<TlsContext>(
-      new TlsContext(std::move(ctx), server, config.expected_peer_name, std::move(fingerprint)));
+  return std::shared_ptr<TlsContext>(new TlsContext(std::move(ctx), server,
+                                                    config.expected_peer_name,
+                                                    std::move(fingerprint), config.is_revoked));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,6 +298,7 @@ SecureSession::SecureSession(std::shared_ptr<const TlsContext> context, size_t m
   }
   BIO_set_data(wbio, &pending_out_);
   SSL_set_bio(ssl_.get(), rbio, wbio);  // ssl_ owns both from here
+  SSL_set_app_data(ssl_.get(), this);   // for VerifyClientCertificate
   if (context_->is_server()) {
     SSL_set_accept_state(ssl_.get());
   } else {
@@ -288,6 +312,16 @@ SecureSession::SecureSession(std::shared_ptr<const TlsContext> context, size_t m
 
 SecureSession::~SecureSession() = default;
 
+void SecureSession::RequirePeerCertificate() {
+  if (!ssl_ || !context_->is_server()) return;
+  SSL_set_verify(ssl_.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                 SSL_CTX_get_verify_callback(context_->native()));
+}
+
+void SecureSession::set_max_message_bytes(size_t cap) {
+  max_message_bytes_ = std::min(cap, kMaxMessageCap);
+}
+
 Status SecureSession::Fail(Status status) {
   if (failure_.ok()) failure_ = std::move(status);
   placement_ = {};  // nothing is read any more: let the receiver's buffer go
@@ -296,6 +330,7 @@ Status SecureSession::Fail(Status status) {
 
 Status SecureSession::FailFromOpenSsl(int ssl_error, const std::string& what) {
   std::string detail;
+  std::string hint;
   bool certificate_problem = false;
   long verify = SSL_get_verify_result(ssl_.get());
   if (verify != X509_V_OK) {
@@ -316,6 +351,12 @@ Status SecureSession::FailFromOpenSsl(int ssl_error, const std::string& what) {
         reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
       certificate_problem = true;
     }
+    if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) peer_sent_no_certificate_ = true;
+    if (reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED && !context_->ca_fingerprint().empty()) {
+      hint =
+          " (the coordinator accepts a worker without a certificate only while a join token "
+          "is open)";
+    }
   }
   if (ssl_error == SSL_ERROR_ZERO_RETURN) {
     detail += "peer closed the TLS session";
@@ -325,7 +366,7 @@ Status SecureSession::FailFromOpenSsl(int ssl_error, const std::string& what) {
   } else {
     detail += OpenSslError();
   }
-  std::string message = what + ": " + detail;
+  std::string message = what + ": " + detail + hint;
   return Fail(certificate_problem ? Rejected(std::move(message))
                                   : ProtocolError(std::move(message)));
 }
@@ -508,6 +549,7 @@ Status SecureSession::OnWire(std::string_view frame, std::vector<std::string>* o
   if (Status s = CheckFrame(frame); !s.ok()) return Fail(std::move(s));
 
   SetInput(frame);
+  messages_this_frame_ = 0;
   const size_t delivered_before = messages->size();
   Status status = Status::Ok();
   if (!established_) status = AdvanceHandshake(out);
@@ -537,6 +579,7 @@ Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
         break;
       case Reading::kHead:
       case Reading::kBody:
+        if (reading_ == Reading::kBody && partial_have_ == partial_.size()) GrowBody();
         dst = reinterpret_cast<unsigned char*>(partial_.data()) + partial_have_;
         want = partial_.size() - partial_have_;
         break;
@@ -576,13 +619,17 @@ Status SecureSession::ReadApplicationData(std::vector<std::string>* out,
         break;
     }
     const bool done =
-        (reading_ == Reading::kBody && partial_have_ == partial_.size()) ||
+        (reading_ == Reading::kBody && partial_have_ == message_bytes_) ||
         (reading_ == Reading::kPlaced && partial_.size() + placed_have_ == message_bytes_);
     if (done) Deliver(messages);
   }
 }
 
 Status SecureSession::OnLength(uint32_t length) {
+  if (++messages_this_frame_ > kMaxMessagesPerFrame) {
+    return Fail(ProtocolError("more than " + std::to_string(kMaxMessagesPerFrame) +
+                              " messages begin in one TLS frame"));
+  }
   if (length > max_message_bytes_) {
     return Fail(ProtocolError("message length prefix " + std::to_string(length) +
                               " exceeds the limit of " + std::to_string(max_message_bytes_) +
@@ -627,9 +674,23 @@ Status SecureSession::OnHead() {
 
 // Reads the rest of the message into `partial_`, after what it already holds.
 void SecureSession::ReadWhole() {
-  ReserveForWrite(partial_, message_bytes_);
-  partial_.resize(message_bytes_);
   reading_ = Reading::kBody;
+  GrowBody();
+}
+
+// A client reserves the whole message at once (its coordinator's frames carry the model; growing
+// them copied it). A server grows the buffer with the bytes that arrive, at most
+// kServerReceiveAheadBytes (or the bytes already in, when more) ahead: a client announcing a
+// large message holds only what it sent.
+void SecureSession::GrowBody() {
+  size_t target = message_bytes_;
+  if (context_->is_server()) {
+    target =
+        std::min(message_bytes_, partial_have_ + std::max(kServerReceiveAheadBytes, partial_have_));
+  }
+  if (target <= partial_.size()) return;
+  if (partial_.capacity() < target) ReserveForWrite(partial_, target);
+  partial_.resize(target);
 }
 
 void SecureSession::Deliver(std::vector<Plaintext>* messages) {
@@ -736,6 +797,17 @@ Status SecureSession::SealRange(std::string_view head, std::string_view body, si
     pos += part.size();
   }
   *offset = pos;
+  return DrainOutput(out);
+}
+
+Status SecureSession::RequestKeyUpdateForTesting(std::vector<std::string>* out) {
+  if (!failure_.ok()) return failure_;
+  if (!established_) return Internal("KeyUpdate before the TLS handshake completed");
+  ERR_clear_error();
+  if (SSL_key_update(ssl_.get(), SSL_KEY_UPDATE_REQUESTED) != 1 ||
+      SSL_do_handshake(ssl_.get()) != 1) {
+    return Fail(Internal("KeyUpdate failed: " + OpenSslError()));
+  }
   return DrainOutput(out);
 }
 

@@ -56,6 +56,7 @@
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
 typedef struct bio_st BIO;
+typedef struct x509_store_ctx_st X509_STORE_CTX;
 
 namespace shoal::protocols {
 
@@ -67,6 +68,21 @@ inline constexpr size_t kMaxWireFrameBytes = size_t{8} << 20;  // 8 MiB
 inline constexpr size_t kUnauthenticatedMaxMessageBytes = size_t{64} << 10;  // 64 KiB
 // The length prefix is 32-bit, so no cap can exceed this.
 inline constexpr size_t kMaxMessageCap = 0xFFFFFFFFu;
+// Most application messages that may start in one received frame. A Shoal sender seals every
+// message into frames of its own, so one is the norm; without a cap one 8 MiB frame of empty
+// messages became two million messages handled one by one.
+inline constexpr size_t kMaxMessagesPerFrame = 64;
+// A server session reserves at most this much of a message beyond the bytes received (and
+// doubles from there): a peer that announces a large message and sends little ties up little.
+// A client trusts its coordinator's announcements and reserves the whole message at once.
+inline constexpr size_t kServerReceiveAheadBytes = size_t{1} << 20;
+
+// Server only: decides in the handshake whether a client certificate that verified against the
+// CA is revoked (its subject CN and lowercase hex SHA-256). A revoked certificate ends the
+// handshake with a "certificate revoked" alert, before any application data is read. Called on
+// the thread that drives the session.
+using RevocationCheck =
+    std::function<bool(const std::string& common_name, const std::string& fingerprint)>;
 
 struct TlsConfig {
   std::string cert_pem;  // this side's certificate (PEM), optionally followed by its chain
@@ -84,6 +100,8 @@ struct TlsConfig {
   // CA certificate in its chain; the handshake succeeds only when a certificate in that chain
   // has this fingerprint, is a CA, and the server's certificate verifies against it alone.
   std::string ca_fingerprint;
+  // Server only: the revocation list, consulted in the handshake (see RevocationCheck).
+  RevocationCheck is_revoked;
 };
 
 // An immutable SSL_CTX configured with the policy above. Shared by all sessions of one side.
@@ -97,6 +115,7 @@ class TlsContext {
   TlsContext& operator=(const TlsContext&) = delete;
 
   bool is_server() const { return server_; }
+  const RevocationCheck& is_revoked() const { return is_revoked_; }
   const std::string& expected_peer_name() const { return expected_peer_name_; }
   // Lower-case; non-empty for a client that pins the CA by fingerprint.
   const std::string& ca_fingerprint() const { return ca_fingerprint_; }
@@ -107,13 +126,14 @@ class TlsContext {
     void operator()(SSL_CTX* ctx) const;
   };
   TlsContext(std::unique_ptr<SSL_CTX, CtxDeleter> ctx, bool server, std::string expected,
-             std::string ca_fingerprint);
+             std::string ca_fingerprint, RevocationCheck is_revoked);
   static Result<std::shared_ptr<TlsContext>> Make(const TlsConfig& config, bool server);
 
   std::unique_ptr<SSL_CTX, CtxDeleter> ctx_;
   bool server_;
   std::string expected_peer_name_;
   std::string ca_fingerprint_;
+  RevocationCheck is_revoked_;
 };
 
 // One TLS session with one peer.
@@ -125,6 +145,10 @@ class SecureSession {
   ~SecureSession();
   SecureSession(const SecureSession&) = delete;
   SecureSession& operator=(const SecureSession&) = delete;
+
+  // Server only, before Start: this session's client must present a certificate even when the
+  // context lets clients go without one (no join token is open).
+  void RequirePeerCertificate();
 
   // Begins the handshake. A client appends its ClientHello frame to `out`; a server appends
   // nothing (it waits for the ClientHello). Call once, before OnWire.
@@ -163,6 +187,16 @@ class SecureSession {
                   std::vector<std::string>* out);
 
   bool established() const { return established_; }
+  // Why the handshake failed, when it was the peer's certificate: it was revoked
+  // (RevocationCheck), or it presented none where one was required.
+  bool peer_revoked() const { return peer_revoked_; }
+  bool peer_sent_no_certificate() const { return peer_sent_no_certificate_; }
+  // The cap on each received message, from the next message on (<= kMaxMessageCap).
+  void set_max_message_bytes(size_t cap);
+  size_t max_message_bytes() const { return max_message_bytes_; }
+  // Bytes held for the message being reassembled (its buffer's capacity): what a peer's
+  // announcement has made this session reserve.
+  size_t receive_buffer_bytes() const { return partial_.capacity(); }
   bool failed() const { return !failure_.ok(); }
   const Status& failure() const { return failure_; }
   // True once the peer presented a certificate that verified (always, except for a server
@@ -178,11 +212,15 @@ class SecureSession {
   // Test hook: encrypts `plaintext` into the TLS stream as is, without a length prefix, so
   // tests can forge the inner framing (e.g. a lying length) inside authentic records.
   Status SealRawForTesting(std::string_view plaintext, std::vector<std::string>* out);
+  // Test hook: asks the peer to update its keys (a TLS 1.3 KeyUpdate with update_requested),
+  // appending the frame that carries the request to `out`.
+  Status RequestKeyUpdateForTesting(std::vector<std::string>* out);
 
  private:
   struct SslDeleter {
     void operator()(SSL* ssl) const;
   };
+  friend int VerifyClientCertificate(int preverify_ok, X509_STORE_CTX* store);
 
   // SealPart() of the message head + body.
   Status SealRange(std::string_view head, std::string_view body, size_t* offset, size_t budget,
@@ -205,6 +243,9 @@ class SecureSession {
   bool started_ = false;
   bool established_ = false;
   bool peer_authenticated_ = false;
+  bool peer_revoked_ = false;
+  bool peer_sent_no_certificate_ = false;
+  size_t messages_this_frame_ = 0;  // messages begun in the frame being read (OnWire)
   Status failure_;
   std::string pinned_ca_pem_;
   std::string peer_name_;
@@ -217,6 +258,8 @@ class SecureSession {
   Status OnLength(uint32_t length);
   Status OnHead();
   void ReadWhole();
+  // Kind kBody: makes room in `partial_` for more of the message as its bytes arrive.
+  void GrowBody();
   void Deliver(std::vector<Plaintext>* messages);
 
   PayloadPlacer placer_;

@@ -66,6 +66,12 @@ zmq::message_t EncodeFrame(std::string_view frame) {
   return Concat(FrameHeader(frame.size()), frame);
 }
 
+// The "Peer-Address" metadata libzmq attaches to bytes received on a TCP connection.
+std::string PeerAddressOf(zmq::message_t& data) {
+  const char* value = zmq_msg_gets(data.handle(), "Peer-Address");
+  return value != nullptr ? std::string(value) : std::string();
+}
+
 zmq::message_t GreetingMessage(bool secure) {
   const std::string g = Greeting(secure);
   return zmq::message_t(g.data(), g.size());
@@ -91,6 +97,7 @@ struct StreamListener::Impl {
     bool got_frame = false;
     bool closing = false;
     Clock::time_point close_at;
+    std::string address;  // the remote address, from its first bytes' metadata
   };
 
   explicit Impl(const SocketOptions& o) : options(o) {}
@@ -192,7 +199,7 @@ struct StreamListener::Impl {
     const size_t cap =
         options.initial_frame_bytes != 0 ? options.initial_frame_bytes : options.max_frame_bytes;
     conns.emplace(peer, Conn{FrameReader(options.secure, false, cap), Clock::now(), false, false,
-                             Clock::time_point{}});
+                             Clock::time_point{}, std::string()});
     SendRaw(peer, GreetingMessage(options.secure));
   }
 };
@@ -256,6 +263,7 @@ Result<std::optional<Incoming>> StreamListener::Recv(int timeout_ms) {
       }
       auto it = m.conns.find(peer);
       if (it == m.conns.end() || it->second.closing) continue;  // closing: read nothing more
+      if (it->second.address.empty()) it->second.address = PeerAddressOf(data);
       it->second.reader.Feed(std::string_view(static_cast<const char*>(data.data()), data.size()));
       m.ready.push_back(peer);
     }
@@ -340,6 +348,11 @@ void StreamListener::Close(const std::string& peer) {
 void StreamListener::SetFrameCap(const std::string& peer, size_t cap) {
   auto it = impl_->conns.find(peer);
   if (it != impl_->conns.end() && !it->second.closing) it->second.reader.set_cap(cap);
+}
+
+std::string StreamListener::PeerAddress(const std::string& peer) const {
+  auto it = impl_->conns.find(peer);
+  return it == impl_->conns.end() ? std::string() : it->second.address;
 }
 
 std::vector<TransportEvent> StreamListener::TakeEvents() {

@@ -116,6 +116,9 @@ class StreamListener {
   void Close(const std::string& peer);
   // Sets the largest frame accepted from this connection from its next frame on.
   void SetFrameCap(const std::string& peer, size_t cap);
+  // The connection's remote address as the kernel reports it (ZeroMQ's "Peer-Address", e.g.
+  // "127.0.0.1"), known once it has sent bytes; "" before, or when unknown.
+  std::string PeerAddress(const std::string& peer) const;
   std::vector<TransportEvent> TakeEvents();
   size_t connections() const;
 

@@ -267,6 +267,23 @@ Result<std::string> RedeemJoinToken(const std::string& ca_dir, const std::string
   return cert_pem;
 }
 
+Result<int64_t> LatestOpenJoinTokenExpiry(const std::string& ca_dir, int64_t now) {
+  now = NowOr(now);
+  const std::string path = TokensPath(ca_dir);
+  SHOAL_ASSIGN_OR_RETURN(json j, LoadJson(path, json::object()));
+  SHOAL_ASSIGN_OR_RETURN(json tokens, ArrayField(j, "tokens", path));
+  int64_t latest = 0;
+  for (const json& t : tokens) {
+    try {
+      const int64_t expires_at = t.at("expires_at").get<int64_t>();
+      if (!t.at("used").get<bool>() && expires_at > now) latest = std::max(latest, expires_at);
+    } catch (const json::exception& e) {
+      return Corrupt(path + ": bad join token record: " + e.what());
+    }
+  }
+  return latest;
+}
+
 Result<KeyAndCsr> MakeKeyAndCsr(const std::string& name) {
   SHOAL_RETURN_IF_ERROR(ValidateWorkerName(name));
   SHOAL_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey());

@@ -145,6 +145,11 @@ Result<std::string> RedeemJoinToken(const std::string& ca_dir, const std::string
                                     const std::string& secret, const std::string& csr_pem,
                                     int64_t now = 0);
 
+// The latest expiry (Unix seconds) of a join token that is unused and unexpired at `now`
+// (0 = the current time); 0 when there is none (tokens.json missing or empty). The coordinator
+// accepts sessions without a certificate only while one is open.
+Result<int64_t> LatestOpenJoinTokenExpiry(const std::string& ca_dir, int64_t now = 0);
+
 struct KeyAndCsr {
   std::string key_pem;  // PKCS#8, unencrypted
   std::string csr_pem;  // CN = name, signed with the key

@@ -917,6 +917,7 @@ TEST_F(SecureChannelTest, PlacedMessageCutShortOrTamperedDeliversNothing) {
 TEST_F(SecureChannelTest, ChannelsPlacePayloadsBothWays) {
   ChannelOptions server_options;
   server_options.tls = GoodServer();
+  server_options.require_admission = false;  // no application here to admit the client
   ServerChannel server(server_options);
   std::map<std::string, std::shared_ptr<std::string>> server_buffers;
   server.set_payload_placer(
