@@ -230,7 +230,7 @@ class GuardedHttpServer::LimitedStream : public httplib::Stream {
 
 GuardedHttpServer::GuardedHttpServer(HttpGuardOptions options) : options_(std::move(options)) {
   const int threads = std::max(1, options_.threads);
-  const int max_queued = std::max(0, options_.max_queued);
+  const int max_queued = std::max(1, options_.max_queued);  // idle threads take work from it
   new_task_queue = [threads, max_queued] { return new BoundedQueue(threads, max_queued); };
   set_payload_max_length(options_.max_body_bytes);
   set_read_timeout(options_.request_timeout_s, 0);
@@ -345,22 +345,27 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
   return ok;
 }
 
+Status CheckTokenText(const std::string& token, const std::string& where) {
+  constexpr size_t kMinTokenChars = 16;
+  if (token.size() < kMinTokenChars) {
+    return InvalidArgument(where + ": a bearer token of at least " +
+                           std::to_string(kMinTokenChars) + " characters is expected");
+  }
+  for (char c : token) {
+    if (c <= ' ' || c > '~') {
+      return InvalidArgument(where + ": the bearer token must be printable ASCII without spaces");
+    }
+  }
+  return Status::Ok();
+}
+
 Result<std::string> ReadTokenFile(const std::string& path) {
   constexpr uint64_t kMaxTokenFileBytes = 1024;
-  constexpr size_t kMinTokenChars = 16;
   SHOAL_ASSIGN_OR_RETURN(std::string text, ReadFile(path, kMaxTokenFileBytes));
   const size_t begin = text.find_first_not_of(" \t\r\n");
   const size_t end = text.find_last_not_of(" \t\r\n");
   const std::string token = begin == std::string::npos ? "" : text.substr(begin, end - begin + 1);
-  if (token.size() < kMinTokenChars) {
-    return InvalidArgument(path + ": a bearer token of at least " + std::to_string(kMinTokenChars) +
-                           " characters is expected");
-  }
-  for (char c : token) {
-    if (c <= ' ' || c > '~') {
-      return InvalidArgument(path + ": the bearer token must be printable ASCII without spaces");
-    }
-  }
+  SHOAL_RETURN_IF_ERROR(CheckTokenText(token, path));
   return token;
 }
 

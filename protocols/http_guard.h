@@ -46,7 +46,7 @@ struct HttpGuardOptions {
   std::vector<std::string> public_paths;
   uint64_t max_body_bytes = 4096;
   int threads = 4;
-  int max_queued = 32;
+  int max_queued = 32;  // at least 1
   // Reading the whole request (head and body), and each write of the response.
   int request_timeout_s = 10;
 };
@@ -77,6 +77,9 @@ class GuardedHttpServer : public httplib::Server {
   std::atomic<uint64_t> body_bytes_read_{0};
 };
 
+// Ok when `token` is at least 16 printable ASCII characters without spaces; else InvalidArgument
+// naming `where`.
+Status CheckTokenText(const std::string& token, const std::string& where);
 // The bearer token stored in `path` (surrounding whitespace removed): at most 1 KiB, at least 16
 // characters, printable ASCII. Reading it from a file keeps it out of `ps` and shell history.
 Result<std::string> ReadTokenFile(const std::string& path);

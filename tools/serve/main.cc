@@ -90,6 +90,10 @@ int main(int argc, char** argv) {
     token = *t;
   } else if (const char* env = std::getenv("SHOAL_SERVE_TOKEN"); env != nullptr && *env != 0) {
     token = env;
+    if (auto st = shoal::protocols::CheckTokenText(token, "SHOAL_SERVE_TOKEN"); !st.ok()) {
+      spdlog::error("{}", st.ToString());
+      return 2;
+    }
   }
 
   spdlog::info("runtime {}", shoal::nn::ConfigureTorchRuntime(1));
