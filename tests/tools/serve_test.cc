@@ -276,8 +276,8 @@ TEST(PredictRequestParserTest, ParsingAllocatesLittleMoreThanTheFloats) {
   testing::AllocationScope tree_allocations;
   const json tree = json::parse(body);
   EXPECT_GT(tree_allocations.total_allocated(), 4 * floats + (64 << 10));
-  std::printf("body %zu bytes: one-pass parse allocated %zu bytes, a JSON tree %zu\n",
-              body.size(), total, tree_allocations.total_allocated());
+  std::printf("body %zu bytes: one-pass parse allocated %zu bytes, a JSON tree %zu\n", body.size(),
+              total, tree_allocations.total_allocated());
 }
 
 }  // namespace
