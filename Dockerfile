@@ -75,7 +75,7 @@ RUN --mount=type=cache,id=shoal-apt-archives,target=/var/cache/apt,sharing=locke
  && apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
       libtorch1.13 libopenblas0-pthread libzmq5 libssl3 zlib1g libspdlog1.10 libfmt9 libseccomp2 \
-      libtomlplusplus3 libcpp-httplib0.11 dataset-fashion-mnist socat \
+      libtomlplusplus3 libcpp-httplib0.11 dataset-fashion-mnist \
  && rm /etc/dpkg/dpkg.cfg.d/docker-unsafe-io \
  && printf '%s\n' 'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb || true"; };' \
       > /etc/apt/apt.conf.d/docker-clean
@@ -88,7 +88,7 @@ RUN groupadd --system --gid 10001 shoal \
  && install -d -o shoal -g shoal -m 0700 /srv/shoal/run /srv/shoal/ca /srv/shoal/creds \
       /srv/shoal/join /srv/shoal/bundles \
       /srv/shoal/bundles/worker-1 /srv/shoal/bundles/worker-2 /srv/shoal/bundles/worker-3 \
-      /srv/shoal/bundles/worker-4 /srv/shoal/joins /srv/shoal/joins/worker-4
+      /srv/shoal/bundles/worker-4 /srv/shoal/joins /srv/shoal/joins/worker-4 /srv/shoal/http
 COPY --from=binaries /build/bin/shoal-coordinator /build/bin/shoal-evaluator /build/bin/shoal-worker \
      /build/bin/shoalctl /build/bin/shoal-export /build/bin/shoal-serve /usr/local/bin/
 COPY docker/entrypoint.sh /usr/local/bin/shoal-entrypoint

@@ -77,6 +77,9 @@ Status CoordinatorConfig::Validate() const {
   if (!(eval_timeout_s > 0)) return bad("eval.timeout_s", "must be positive");
   if (http_port < 0 || http_port > 65535) return bad("http.port", "must be in 0..65535");
   if (http_linger_s < 0 && http_linger_s != -1) return bad("http.linger_s", "must be >= 0 or -1");
+  if (!http_token.empty() && !http_token_file.empty()) {
+    return bad("http.token_file", "set either http.token or http.token_file, not both");
+  }
   if (!insecure && ca_dir.empty()) {
     return bad("security.ca_dir",
                "required: workers connect over mutually authenticated TLS. Create the federation's "
@@ -140,6 +143,7 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("http.port", c.http_port);
   r.Read("http.port_file", c.http_port_file);
   r.Read("http.token", c.http_token);
+  r.Read("http.token_file", c.http_token_file);
   r.Read("http.linger_s", c.http_linger_s);
   r.Read("security.ca_dir", c.ca_dir);
   r.Read("security.insecure", c.insecure);

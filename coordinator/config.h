@@ -100,6 +100,7 @@ struct CoordinatorConfig {
   int http_port = 8080;                    // http.port: 0 = any free port
   std::string http_port_file;              // http.port_file: write the bound port here
   std::string http_token;                  // http.token: bearer token required by every request
+  std::string http_token_file;  // http.token_file: the token from this file (not in `ps`)
   double http_linger_s = 0;  // http.linger_s: keep serving after the run ends (-1 = until stopped)
 
   // [security]

@@ -133,6 +133,7 @@ Status Coordinator::Impl::StartHttp() {
   ho.address = cfg_.http_address;
   ho.port = cfg_.http_port;
   ho.token = cfg_.http_token;
+  ho.token_file = cfg_.http_token_file;
   http_ = std::make_unique<HttpServer>(board_, ho);
   SHOAL_ASSIGN_OR_RETURN(int port, http_->Start());
   spdlog::info("dashboard and API at http://{}:{}/ (metrics at /metrics)", cfg_.http_address, port);

@@ -6,6 +6,7 @@
 #   coordinator  shoal-coordinator (ZeroMQ on :5555, dashboard and API on :8080)
 #   worker       shoal-worker on the silo mounted at /srv/shoal/data
 #   healthcheck  the image's HEALTHCHECK: the coordinator's /api/status answers 200
+#   dashboard-url  (in the coordinator) the dashboard's address with its token, to open once
 #   anything else is run as a command (shoalctl ..., bash)
 # A variable that is unset or empty leaves the binary's own default.
 set -euo pipefail
@@ -14,10 +15,11 @@ ROLE=${1:-help}
 [ $# -gt 0 ] && shift
 ROOT=/srv/shoal
 CA_DIR=$ROOT/ca
-# The coordinator serves HTTP on loopback inside its container (the coordinator refuses a
-# non-loopback address without a bearer token, which a browser cannot send); socat forwards
-# the container's port 8080 to it, and compose publishes that port on the host's 127.0.0.1 only.
-HTTP_INTERNAL_PORT=8081
+# The coordinator serves the dashboard and API on the container's port 8080, beyond loopback, so
+# every request needs the bearer token that setup generates here (the dashboard page takes it
+# from its URL fragment: role dashboard-url). Compose publishes the port on the host's 127.0.0.1.
+HTTP_PORT=8080
+HTTP_TOKEN_FILE=$ROOT/http/token
 
 log() { echo "shoal-entrypoint[$ROLE]: $*" >&2; }
 die() { log "error: $*"; exit 2; }
@@ -57,6 +59,13 @@ role_setup() {
       log "join token for $extra written (valid ${SHOAL_JOIN_TTL:-24h})"
     fi
   fi
+  # The HTTP API's bearer token: 32 random bytes as hex, readable by the shoal user only, never
+  # printed (docker compose logs would keep it).
+  if [ ! -s "$HTTP_TOKEN_FILE" ]; then
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$HTTP_TOKEN_FILE.tmp") &&
+      mv "$HTTP_TOKEN_FILE.tmp" "$HTTP_TOKEN_FILE"
+    log "HTTP token written to $HTTP_TOKEN_FILE (dashboard: docker compose exec coordinator shoal-entrypoint dashboard-url)"
+  fi
   if [ -e "$ROOT/silos/silo-1/.partition" ]; then
     log "silos exist: $(cat "$ROOT/silos/silo-1/.partition")"
   else
@@ -77,8 +86,9 @@ role_setup() {
 
 role_coordinator() {
   echo coordinator > /tmp/shoal-role
+  [ -s "$HTTP_TOKEN_FILE" ] || die "no HTTP token in $HTTP_TOKEN_FILE: run the setup service first"
   args=(--run-dir "$ROOT/run" --bind "tcp://0.0.0.0:5555"
-    --set http.address=127.0.0.1 --set "http.port=$HTTP_INTERNAL_PORT")
+    --set http.address=0.0.0.0 --set "http.port=$HTTP_PORT" --set "http.token_file=$HTTP_TOKEN_FILE")
   add --rounds SHOAL_ROUNDS
   add --model SHOAL_MODEL
   add --seed SHOAL_SEED
@@ -109,7 +119,6 @@ role_coordinator() {
   else
     args+=(--insecure)
   fi
-  socat "TCP-LISTEN:8080,fork,reuseaddr" "TCP:127.0.0.1:$HTTP_INTERNAL_PORT" &
   # SHOAL_COORDINATOR_ARGS: extra flags, split on spaces (e.g. --set model.path=/x/model.pt).
   # shellcheck disable=SC2086
   exec shoal-coordinator "${args[@]}" ${SHOAL_COORDINATOR_ARGS:-} "$@"
@@ -165,10 +174,18 @@ role_healthcheck() {
   # shellcheck disable=SC2016  # expanded by the inner bash
   timeout 4 bash -c '
     exec 3<>"/dev/tcp/127.0.0.1/$1"
-    printf "GET /api/status HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3
+    printf "GET /api/status HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n" \
+      "$(cat "$2")" >&3
     IFS= read -r status <&3
     case "$status" in "HTTP/1."?" 200"*) exit 0 ;; *) echo "status: $status"; exit 1 ;; esac' \
-    _ "$HTTP_INTERNAL_PORT"
+    _ "$HTTP_PORT" "$HTTP_TOKEN_FILE"
+}
+
+# The URL to open once in a browser: the token travels in the fragment (#...), which the browser
+# never sends to the server; the page keeps it for the tab's session.
+role_dashboard_url() {
+  [ -s "$HTTP_TOKEN_FILE" ] || die "no HTTP token in $HTTP_TOKEN_FILE (run in the coordinator)"
+  echo "${SHOAL_DASHBOARD_URL:-http://127.0.0.1:8080/}#token=$(cat "$HTTP_TOKEN_FILE")"
 }
 
 case "$ROLE" in
@@ -176,6 +193,7 @@ case "$ROLE" in
   coordinator) role_coordinator "$@" ;;
   worker) role_worker "$@" ;;
   healthcheck) role_healthcheck ;;
-  help | --help | -h) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+  dashboard-url) role_dashboard_url ;;
+  help | --help | -h) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) exec "$ROLE" "$@" ;;
 esac

@@ -2,7 +2,7 @@
 // the fuzzers start from inputs that reach deep into the decoders.
 //
 //   fuzz_seed_gen OUT_DIR      writes
-//   OUT_DIR/{frame_fuzz,secure_session_fuzz,weights_fuzz,stream_fuzz}/*
+//   OUT_DIR/{frame_fuzz,secure_session_fuzz,weights_fuzz,stream_fuzz,predict_request_fuzz}/*
 //
 // The committed fuzz/corpus/ was made with it (`scripts/fuzz.sh --write-seeds`). Seeds that
 // carry TLS records come from a fresh PKI and fresh keys on every run, so they differ from run
@@ -402,6 +402,24 @@ void StreamSeeds() {
   seed("zmtp", 1, 16, 0, 0, std::string("\xff\0\0\0\0\0\0\0\x01\x7f\x03\x00NULL", 16));
 }
 
+// ---------------------------------------------------------------------------------------------
+// predict_request_fuzz
+
+void PredictRequestSeeds() {
+  const std::string t = "predict_request_fuzz";
+  // [sample values - 1][max batch - 1][body]
+  auto seed = [&](const std::string& name, uint8_t values, uint8_t batch, const std::string& body) {
+    Write(t, name, std::string{static_cast<char>(values - 1), static_cast<char>(batch - 1)} + body);
+  };
+  seed("two_flat", 4, 4, R"({"inputs": [[0.1, 0.2, 0.3, 0.4], [1, 0, -2e-3, 4]]})");
+  seed("nested", 4, 2, R"({"inputs": [[[1, 2], [3, 4]]], "id": {"a": [1, {"b": null}]}})");
+  seed("short_input", 4, 2, R"({"inputs": [[1, 2, 3]]})");
+  seed("too_many", 1, 1, R"({"inputs": [[1], [2]]})");
+  seed("bad_value", 2, 2, R"({"inputs": [[1, "x"]]})");
+  seed("huge_value", 1, 1, R"({"inputs": [[1e39]]})");
+  seed("deep", 1, 1, R"({"inputs": [[[[[[[[[[1]]]]]]]]]]})");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -414,6 +432,7 @@ int main(int argc, char** argv) {
   SecureSeeds();
   WeightsSeeds();
   StreamSeeds();
+  PredictRequestSeeds();
   std::printf("wrote %d seed files under %s\n", g_written, g_out.c_str());
   return 0;
 }

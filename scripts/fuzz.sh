@@ -7,7 +7,7 @@
 #                       each in a single process (the machine is shared)
 #   --build-dir DIR     where to build and keep the working corpora (default build-fuzz/)
 #   --target NAME       run only this target (repeatable): frame_fuzz, secure_session_fuzz,
-#                       weights_fuzz
+#                       weights_fuzz, stream_fuzz, predict_request_fuzz
 #   --write-seeds       regenerate the committed seed corpora fuzz/corpus/<target>/ and exit
 #
 # Each target first re-runs the reproducers in fuzz/crashes/<target>/ (a fixed bug must stay
@@ -45,8 +45,8 @@ done
 mkdir -p "$BUILD_DIR" || exit 2
 BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
 
-ALL_TARGETS=(frame_fuzz secure_session_fuzz weights_fuzz stream_fuzz)
-declare -A MAX_LEN=([frame_fuzz]=1048576 [secure_session_fuzz]=131072 [weights_fuzz]=262144 [stream_fuzz]=16384)
+ALL_TARGETS=(frame_fuzz secure_session_fuzz weights_fuzz stream_fuzz predict_request_fuzz)
+declare -A MAX_LEN=([frame_fuzz]=1048576 [secure_session_fuzz]=131072 [weights_fuzz]=262144 [stream_fuzz]=16384 [predict_request_fuzz]=65536)
 if [ ${#ONLY[@]} -gt 0 ]; then
   for t in "${ONLY[@]}"; do
     [ -n "${MAX_LEN[$t]:-}" ] || { echo "fuzz.sh: unknown target '$t'" >&2; exit 2; }

@@ -139,11 +139,38 @@ COMPOSE_UP=1
 u0=$(date +%s)
 "${compose[@]}" up -d --no-build setup coordinator worker-1 worker-2 worker-3
 
+# The API needs the token setup generated (the coordinator serves beyond loopback in its
+# container); without it, 401.
+step "reading the HTTP token from the coordinator container"
+SHOAL_HTTP_TOKEN=
+for _ in $(seq 1 300); do
+  SHOAL_HTTP_TOKEN=$("${compose[@]}" exec -T coordinator cat /srv/shoal/http/token 2>/dev/null) && break
+  sleep 1
+done
+[ -n "$SHOAL_HTTP_TOKEN" ] || { echo "FAIL: no HTTP token in the coordinator container"; exit 1; }
+export SHOAL_HTTP_TOKEN
+anonymous=$(python3 -c '
+import sys, time, urllib.error, urllib.request
+for _ in range(300):
+    try:
+        urllib.request.urlopen(sys.argv[1] + "/api/status", timeout=10)
+        print("200"); break
+    except urllib.error.HTTPError as e:
+        print(e.code); break
+    except OSError:
+        time.sleep(1)' "$URL")
+[ "$anonymous" = 401 ] || { echo "FAIL: /api/status without the token answered '$anonymous', not 401"; exit 1; }
+dashboard_url=$("${compose[@]}" exec -T coordinator shoal-entrypoint dashboard-url)
+case "$dashboard_url" in
+  "http://127.0.0.1:$SHOAL_HTTP_PORT/#token=$SHOAL_HTTP_TOKEN") ;;
+  *) echo "FAIL: dashboard-url printed an unexpected URL"; exit 1 ;;
+esac
+
 step "waiting for $ROUNDS_BEFORE_JOIN committed rounds"
 "${CHECK[@]}" wait-rounds "$ROUNDS_BEFORE_JOIN" 300
 "${CHECK[@]}" expect 0.5 worker-1,worker-2,worker-3
 
-joined_after=$(python3 -c 'import json,sys,urllib.request; print(len(json.load(urllib.request.urlopen(sys.argv[1]+"/api/rounds"))))' "$URL")
+joined_after=$(python3 -c 'import json,sys,os,urllib.request; r=urllib.request.Request(sys.argv[1]+"/api/rounds", headers={"Authorization": "Bearer "+os.environ["SHOAL_HTTP_TOKEN"]}); print(len(json.load(urllib.request.urlopen(r))))' "$URL")
 step "starting worker-4 (profile extra, join token) after round $joined_after"
 "${compose[@]}" up -d --no-build worker-4
 "${CHECK[@]}" wait-contribution worker-4 "$joined_after" 300
@@ -167,7 +194,7 @@ for w in worker-1 worker-2 worker-3 worker-4; do
   code=$($DOCKER inspect -f '{{.State.Running}} {{.State.ExitCode}}' "$wid")
   [ "$code" = "false 0" ] || { echo "FAIL: $w did not finish cleanly (running, exit code: $code)"; exit 1; }
 done
-rounds_json=$(python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]+"/api/rounds").read().decode())' "$URL")
+rounds_json=$(python3 -c 'import json,sys,os,urllib.request; r=urllib.request.Request(sys.argv[1]+"/api/rounds", headers={"Authorization": "Bearer "+os.environ["SHOAL_HTTP_TOKEN"]}); print(urllib.request.urlopen(r).read().decode())' "$URL")
 per_round=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); s=sorted(sum(x["phases_s"].values()) for x in r); print("%.1f" % s[len(s)//2])' "$rounds_json")
 step "federation ran $run_s s from up to the end of round $ROUNDS (median round $per_round s); coordinator $health"
 step "passed"

@@ -11,8 +11,10 @@
       until a round later than AFTER_ROUND is committed with WORKER among its participants
   federation_check.py URL wait-finished TIMEOUT_S
       until the run is finished; then the dashboard page must still be served
+The coordinator's bearer token, if it needs one, comes from the environment: SHOAL_HTTP_TOKEN.
 Standard library only. Exit 0 when the condition holds, 1 otherwise (with the reason).
 """
+import os
 import json
 import sys
 import time
@@ -21,7 +23,11 @@ import urllib.request
 
 
 def get(url, path, raw=False):
-    with urllib.request.urlopen(url + path, timeout=10) as r:
+    request = urllib.request.Request(url + path)
+    token = os.environ.get("SHOAL_HTTP_TOKEN", "")
+    if token:
+        request.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(request, timeout=10) as r:
         body = r.read()
         return body.decode() if raw else json.loads(body)
 

@@ -221,9 +221,19 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
   EXPECT_EQ(py["count"].get<int>(), 10000);
   EXPECT_NEAR(py["accuracy"].get<double>(), recorded_accuracy, 1e-4) << log;
 
-  // 5. shoal-serve on a free port.
+  // 5. shoal-serve on a free port, trusting the coordinator's key. Without a trusted key it
+  // refuses to start (exit 2), and so with another key.
+  Process untrusted({BinDir() + "/shoal-serve", "--model", model_pt, "--port", "0"},
+                    dir_ + "/serve-untrusted.log");
+  EXPECT_EQ(untrusted.Wait(120s), 2) << untrusted.Log();
+  EXPECT_TRUE(Contains(untrusted.Log(), "--pubkey")) << untrusted.Log();
+  Process wrong_key({BinDir() + "/shoal-serve", "--model", model_pt, "--port", "0", "--pubkey",
+                     dir_ + "/stranger.pub"},
+                    dir_ + "/serve-wrong-key.log");
+  EXPECT_EQ(wrong_key.Wait(120s), 2) << wrong_key.Log();
+  EXPECT_TRUE(Contains(wrong_key.Log(), "not signed by the trusted key")) << wrong_key.Log();
   Process serve({BinDir() + "/shoal-serve", "--model", model_pt, "--port", "0", "--port-file",
-                 dir_ + "/serve.port"},
+                 dir_ + "/serve.port", "--pubkey", security::SigningPublicKeyPath(run)},
                 dir_ + "/serve.log");
   const std::string port_text = testing::WaitForFile(dir_ + "/serve.port", 60s);
   ASSERT_FALSE(port_text.empty()) << serve.Log();

@@ -16,6 +16,8 @@ class AllocationScope {
   AllocationScope(const AllocationScope&) = delete;
   AllocationScope& operator=(const AllocationScope&) = delete;
   size_t max_allocation() const;
+  // The sum of all operator-new requests made while the scope is alive.
+  size_t total_allocated() const;
 };
 
 }  // namespace shoal::testing

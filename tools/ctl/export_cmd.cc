@@ -200,6 +200,10 @@ std::string Percent(std::optional<double> v) {
 
 }  // namespace
 
+Result<std::string> ModelCardSignedBytes(const nlohmann::json& model_json) {
+  return SignedBytes(model_json);
+}
+
 std::string MetadataPathFor(const std::string& model_path) {
   std::filesystem::path p(model_path);
   p.replace_extension(".json");

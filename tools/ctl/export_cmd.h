@@ -63,6 +63,10 @@ struct VerifyOutcome {
 Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::string& pubkey_path,
                                    const std::string& run_dir);
 
+// The bytes model.json's signature covers: model.json without "signature", as compact JSON with
+// sorted keys (nlohmann dump()). shoal-serve checks signatures with it too.
+Result<std::string> ModelCardSignedBytes(const nlohmann::json& model_json);
+
 // model.pt -> model.json (the extension replaced; appended when there is none).
 std::string MetadataPathFor(const std::string& model_path);
 

@@ -1,9 +1,16 @@
 // shoal-serve: serves predictions from a model exported by `shoalctl export` over HTTP.
 //
-//   shoal-serve --model model.pt [--host 127.0.0.1] [--port 8080] [--port-file F]
+//   shoal-serve --model model.pt --pubkey RUN_DIR/keys/coordinator.pub [--host 127.0.0.1]
+//               [--port 8080] [--port-file F] [--token-file F] [--allow-unverified-model]
+//
+// model.json's signature must verify with --pubkey (or --allow-unverified-model serves it
+// unchecked, with a warning). Beyond loopback every request needs `Authorization: Bearer TOKEN`,
+// the token read from --token-file or the SHOAL_SERVE_TOKEN environment variable (never a flag:
+// flags are visible to every user in `ps`); shoal-serve refuses to start without one.
 //
 // Exit codes: 0 stopped by SIGINT/SIGTERM; 1 the server failed (bind, listener); 2 bad command
-// line, or a model / model.json that cannot be loaded.
+// line (a non-loopback address without a token included), or a model / model.json that cannot
+// be loaded or whose signature is not the trusted key's.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -11,12 +18,14 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "base/file_util.h"
 #include "base/log.h"
 #include "base/sandbox.h"
 #include "nn/runtime.h"
+#include "protocols/http_guard.h"
 #include "tools/serve/server.h"
 
 namespace {
@@ -33,15 +42,24 @@ int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   int port = 8080;
   std::string port_file;
-  int64_t max_batch = shoal::serve::kDefaultMaxBatch;
+  shoal::serve::LoadOptions load;
+  std::string token_file;
   std::string log_level = "info";
   app.add_option("--model", model_path, "Exported TorchScript file (model.json beside it)")
       ->required();
   app.add_option("--host", host, "Address to listen on")->capture_default_str();
   app.add_option("--port", port, "TCP port (0 = any free port)")->capture_default_str();
   app.add_option("--port-file", port_file, "Write the bound port to this file");
-  app.add_option("--max-batch", max_batch, "Most inputs per /predict request")
+  app.add_option("--max-batch", load.max_batch, "Most inputs per /predict request")
       ->capture_default_str();
+  app.add_option("--pubkey", load.trusted_key_path,
+                 "Trusted coordinator public key (PEM, RUN_DIR/keys/coordinator.pub): "
+                 "model.json must be signed by it");
+  app.add_flag("--allow-unverified-model", load.allow_unverified,
+               "Serve without --pubkey, not checking who signed the model (logs a warning)");
+  app.add_option("--token-file", token_file,
+                 "File holding the bearer token every request must send (else "
+                 "$SHOAL_SERVE_TOKEN); required beyond loopback");
   app.add_option("--log-level", log_level, "trace | debug | info | warn | error")
       ->capture_default_str();
   try {
@@ -63,23 +81,42 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
+  std::string token;
+  if (!token_file.empty()) {
+    auto t = shoal::protocols::ReadTokenFile(token_file);
+    if (!t.ok()) {
+      spdlog::error("--token-file: {}", t.status().ToString());
+      return 2;
+    }
+    token = *t;
+  } else if (const char* env = std::getenv("SHOAL_SERVE_TOKEN"); env != nullptr && *env != 0) {
+    token = env;
+    if (auto st = shoal::protocols::CheckTokenText(token, "SHOAL_SERVE_TOKEN"); !st.ok()) {
+      spdlog::error("{}", st.ToString());
+      return 2;
+    }
+  }
+
   spdlog::info("runtime {}", shoal::nn::ConfigureTorchRuntime(1));
-  auto server = shoal::serve::ModelServer::Load(model_path, max_batch);
+  auto server = shoal::serve::ModelServer::Load(model_path, load);
   if (!server.ok()) {
     spdlog::error("cannot serve {}: {}", model_path, server.status().ToString());
     return 2;
   }
   const auto& meta = (*server)->metadata();
-  auto port_or = (*server)->Bind(host, port);
+  auto port_or = (*server)->Bind(host, port, token);
   if (!port_or.ok()) {
     spdlog::error("{}", port_or.status().ToString());
-    return 1;
+    return port_or.status().code() == shoal::Code::kInvalidArgument ? 2 : 1;
   }
   std::printf("listening on http://%s:%d\n", host.c_str(), *port_or);
   std::fflush(stdout);
-  spdlog::info("serving {} v{} of run {} ({} classes)", meta.value("model", "?"),
+  spdlog::info("serving {} v{} of run {} ({} classes), signed by {}, {}", meta.value("model", "?"),
                meta.value("version", 0ull), meta.value("run_id", "?"),
-               meta.value("num_classes", 0ll));
+               meta.value("num_classes", 0ll),
+               (*server)->signer_fingerprint().empty() ? std::string("an unchecked key")
+                                                       : (*server)->signer_fingerprint(),
+               token.empty() ? "no token" : "bearer token required");
   if (!port_file.empty()) {
     if (auto st = shoal::WriteFileAtomic(port_file, std::to_string(*port_or) + "\n"); !st.ok()) {
       spdlog::error("{}", st.ToString());

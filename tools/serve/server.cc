@@ -1,6 +1,5 @@
 #include "tools/serve/server.h"
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 #include <torch/script.h>
 
@@ -15,15 +14,20 @@
 #include <sstream>
 
 #include "base/file_util.h"
+#include "base/hex.h"
 #include "base/sha256.h"
 #include "nn/script_check.h"
+#include "protocols/http_guard.h"
+#include "security/signing.h"
+#include "tools/ctl/export_cmd.h"
+#include "tools/serve/request_parser.h"
 
 namespace shoal::serve {
 namespace {
 
 constexpr uint64_t kMaxModelBytes = uint64_t{1} << 32;
 constexpr int64_t kMaxInputValues = int64_t{1} << 24;  // per sample
-constexpr int kMaxNesting = 8;                         // list levels inside one input
+constexpr uint64_t kMaxModelJsonBytes = 1 << 26;
 
 std::string ErrorBody(const std::string& message) {
   return nlohmann::json{{"error", message}}.dump();
@@ -34,46 +38,6 @@ std::string TorchMessage(const std::exception& e) {
     return c10_error->what_without_backtrace();
   }
   return e.what();
-}
-
-// The JSON type of `v` in words, for error messages.
-std::string TypeName(const nlohmann::json& v) {
-  if (v.is_string()) return "a string";
-  if (v.is_boolean()) return "a boolean";
-  if (v.is_null()) return "null";
-  if (v.is_object()) return "an object";
-  if (v.is_array()) return "a list";
-  return "a number";
-}
-
-// Walks one input: a list of numbers, possibly nested. Calls sink(value) on every value in
-// order and counts them in *count. Returns "" or what is wrong, naming `where`.
-template <typename Sink>
-std::string WalkInput(const nlohmann::json& v, const std::string& where, int depth, int64_t* count,
-                      Sink&& sink) {
-  if (v.is_array()) {
-    if (depth >= kMaxNesting) {
-      return where + " is nested more than " + std::to_string(kMaxNesting) + " lists deep";
-    }
-    for (const auto& e : v) {
-      std::string err = WalkInput(e, where, depth + 1, count, sink);
-      if (!err.empty()) return err;
-    }
-    return "";
-  }
-  if (!v.is_number()) {
-    return where + " value " + std::to_string(*count) + " is " + TypeName(v) +
-           ", expected a number";
-  }
-  const double d = v.get<double>();
-  if (!std::isfinite(d) || std::fabs(d) > std::numeric_limits<float>::max()) {
-    std::ostringstream msg;
-    msg << where << " value " << *count << " (" << d << ") is not a finite float32";
-    return msg.str();
-  }
-  sink(static_cast<float>(d));
-  ++*count;
-  return "";
 }
 
 // A float as the shortest decimal that reads back as the same float32.
@@ -88,6 +52,41 @@ double Float32ForJson(float f) {
   return std::strtod(buf, nullptr);
 }
 
+// model.json's signature by the trusted key. Sets *fingerprint to the signer's.
+Status CheckSignature(const nlohmann::json& meta, const std::string& json_path,
+                      const LoadOptions& options, std::string* fingerprint) {
+  if (options.trusted_key_path.empty()) {
+    if (!options.allow_unverified) {
+      return Rejected(json_path +
+                      ": no trusted key to check its signature against: pass --pubkey with the "
+                      "coordinator's public key (RUN_DIR/keys/coordinator.pub), or "
+                      "--allow-unverified-model to serve a model whose origin is not checked");
+    }
+    spdlog::warn(
+        "serving {} WITHOUT checking its signature (--allow-unverified-model): anyone "
+        "who could write model.pt and model.json chose what this server answers",
+        json_path);
+    return Status::Ok();
+  }
+  SHOAL_ASSIGN_OR_RETURN(security::PublicKey key,
+                         security::PublicKey::Load(options.trusted_key_path));
+  const nlohmann::json block = meta.value("signature", nlohmann::json());
+  if (!block.is_object() || block.value("algorithm", "") != "ed25519" ||
+      !block.contains("signature") || !block["signature"].is_string()) {
+    return Rejected(json_path +
+                    " is not signed (no ed25519 signature block): refusing to serve it");
+  }
+  auto signature = HexDecode(block["signature"].get<std::string>());
+  if (!signature.ok()) return Rejected(json_path + ": the signature is not hex text");
+  SHOAL_ASSIGN_OR_RETURN(std::string signed_bytes, ctl::ModelCardSignedBytes(meta));
+  if (!key.Verify(signed_bytes, *signature).ok()) {
+    return Rejected(json_path + " is not signed by the trusted key " + key.fingerprint() +
+                    " (signed by another key, or modified after signing): refusing to serve it");
+  }
+  *fingerprint = key.fingerprint();
+  return Status::Ok();
+}
+
 }  // namespace
 
 struct ModelServer::Impl {
@@ -97,11 +96,13 @@ struct ModelServer::Impl {
   std::vector<std::string> class_names;
   uint64_t version = 0;
   int64_t max_batch = kDefaultMaxBatch;
+  uint64_t max_body_bytes = 0;
+  std::string signer_fingerprint;
 
   std::mutex torch_mu;
   torch::jit::Module module;  // guarded by torch_mu
 
-  httplib::Server http;
+  std::unique_ptr<protocols::GuardedHttpServer> http;  // made by Bind
   std::atomic<bool> stop_requested{false};
   bool bound = false;
 };
@@ -110,19 +111,20 @@ ModelServer::ModelServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ModelServer::~ModelServer() = default;
 
 const nlohmann::json& ModelServer::metadata() const { return impl_->metadata; }
+uint64_t ModelServer::max_body_bytes() const { return impl_->max_body_bytes; }
+const std::string& ModelServer::signer_fingerprint() const { return impl_->signer_fingerprint; }
 
 Result<std::unique_ptr<ModelServer>> ModelServer::Load(const std::string& model_path,
-                                                       int64_t max_batch) {
-  if (max_batch < 1) return InvalidArgument("max batch must be at least 1");
+                                                       const LoadOptions& options) {
+  if (options.max_batch < 1) return InvalidArgument("max batch must be at least 1");
   auto impl = std::make_unique<Impl>();
-  impl->max_batch = max_batch;
+  impl->max_batch = options.max_batch;
   const std::string json_path =
       std::filesystem::path(model_path).replace_extension(".json").string();
   if (json_path == model_path) {
     return InvalidArgument(model_path + ": the model file must not have the .json extension");
   }
-  SHOAL_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path, kMaxModelBytes));
-  auto json_text = ReadFile(json_path, 1 << 26);
+  auto json_text = ReadFile(json_path, kMaxModelJsonBytes);
   if (!json_text.ok()) {
     return json_text.status().Annotate("model.json beside " + model_path +
                                        " (written by "
@@ -131,6 +133,9 @@ Result<std::unique_ptr<ModelServer>> ModelServer::Load(const std::string& model_
   auto& meta = impl->metadata;
   meta = nlohmann::json::parse(*json_text, nullptr, false);
   if (meta.is_discarded() || !meta.is_object()) return Corrupt(json_path + ": not a JSON object");
+  // Before anything in it is believed, and before model.pt is read or loaded.
+  SHOAL_RETURN_IF_ERROR(CheckSignature(meta, json_path, options, &impl->signer_fingerprint));
+  SHOAL_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path, kMaxModelBytes));
   int64_t num_classes = 0;
   std::string recorded_sha;
   try {
@@ -158,6 +163,11 @@ Result<std::unique_ptr<ModelServer>> ModelServer::Load(const std::string& model_
     return Corrupt(json_path + ": class_names has " + std::to_string(impl->class_names.size()) +
                    " names for num_classes " + std::to_string(num_classes));
   }
+  // Room for max_batch inputs written as long decimals, plus the JSON around them; at most
+  // 2^24 values per input (above) and max_batch inputs keep it far from overflowing.
+  impl->max_body_bytes = static_cast<uint64_t>(impl->max_batch) *
+                             static_cast<uint64_t>(impl->sample_numel) * kMaxBodyBytesPerValue +
+                         kBodyOverheadBytes;
   const std::string sha = ToHex(Sha256::Of(bytes.data(), bytes.size()));
   if (sha != recorded_sha) {
     return Corrupt(model_path + ": SHA-256 " + sha + " is not the " + recorded_sha + " that " +
@@ -192,42 +202,10 @@ Result<std::unique_ptr<ModelServer>> ModelServer::Load(const std::string& model_
 
 std::pair<int, std::string> ModelServer::Predict(std::string_view body) {
   Impl& s = *impl_;
-  const auto j = nlohmann::json::parse(body.begin(), body.end(), nullptr, false);
-  if (j.is_discarded()) return {400, ErrorBody("request body is not valid JSON")};
-  if (!j.is_object() || !j.contains("inputs")) {
-    return {400, ErrorBody("request body must be a JSON object {\"inputs\": [input, ...]}")};
-  }
-  const auto& inputs = j["inputs"];
-  if (!inputs.is_array()) {
-    return {400, ErrorBody("\"inputs\" is " + TypeName(inputs) + ", expected a list of inputs")};
-  }
-  const auto n = static_cast<int64_t>(inputs.size());
-  if (n == 0) return {400, ErrorBody("\"inputs\" is empty")};
-  if (n > s.max_batch) {
-    return {400, ErrorBody("\"inputs\" has " + std::to_string(n) + " inputs, at most " +
-                           std::to_string(s.max_batch) + " per request")};
-  }
-  // Validate everything before allocating the batch.
-  for (int64_t i = 0; i < n; ++i) {
-    const std::string where = "inputs[" + std::to_string(i) + "]";
-    if (!inputs[i].is_array()) {
-      return {400, ErrorBody(where + " is " + TypeName(inputs[i]) + ", expected a list of " +
-                             std::to_string(s.sample_numel) + " numbers")};
-    }
-    int64_t count = 0;
-    std::string err = WalkInput(inputs[i], where, 0, &count, [](float) {});
-    if (!err.empty()) return {400, ErrorBody(err)};
-    if (count != s.sample_numel) {
-      return {400, ErrorBody(where + " has " + std::to_string(count) + " values, expected " +
-                             std::to_string(s.sample_numel))};
-    }
-  }
-  std::vector<float> batch;
-  batch.reserve(static_cast<size_t>(n * s.sample_numel));
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t count = 0;
-    (void)WalkInput(inputs[i], "", 0, &count, [&batch](float v) { batch.push_back(v); });
-  }
+  ParsedInputs parsed = ParsePredictRequest(body, s.sample_numel, s.max_batch);
+  if (!parsed.error.empty()) return {400, ErrorBody(parsed.error)};
+  const int64_t n = parsed.count;
+  std::vector<float>& batch = parsed.values;
 
   torch::Tensor probs;
   torch::Tensor classes;
@@ -270,28 +248,32 @@ std::pair<int, std::string> ModelServer::Predict(std::string_view body) {
           nlohmann::json{{"version", s.version}, {"predictions", std::move(predictions)}}.dump()};
 }
 
-Result<int> ModelServer::Bind(const std::string& host, int port) {
+Result<int> ModelServer::Bind(const std::string& host, int port, const std::string& token) {
   Impl& s = *impl_;
-  if (port < 0 || port > 65535) return InvalidArgument("port must be in 0..65535");
-  // Room for max_batch inputs written as long decimals, plus the JSON around them.
-  const uint64_t max_body = std::min<uint64_t>(
-      uint64_t{1} << 30,
-      static_cast<uint64_t>(s.max_batch) * static_cast<uint64_t>(s.sample_numel) * 32 + (1u << 20));
-  s.http.set_payload_max_length(max_body);
+  if (s.http) return Internal("Bind() called twice");
+  protocols::HttpGuardOptions guard;
+  guard.token = token;
+  guard.token_setting = "shoal-serve --token-file (or SHOAL_SERVE_TOKEN)";
+  guard.max_body_bytes = s.max_body_bytes;
+  guard.threads = kServeThreads;
+  guard.max_queued = kServeMaxQueued;
+  guard.request_timeout_s = kServeRequestTimeoutS;
+  s.http = std::make_unique<protocols::GuardedHttpServer>(guard);
+  httplib::Server& http = *s.http;
 
-  s.http.Post("/predict", [this](const httplib::Request& req, httplib::Response& res) {
+  http.Post("/predict", [this](const httplib::Request& req, httplib::Response& res) {
     auto [status, body] = Predict(req.body);
     res.status = status;
     res.set_content(body, "application/json");
   });
-  s.http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+  http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"status":"ok"})", "application/json");
   });
-  s.http.Get("/metadata", [this](const httplib::Request&, httplib::Response& res) {
+  http.Get("/metadata", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(impl_->metadata.dump(2), "application/json");
   });
   // Errors without a body of their own (404, 413, ...) get a JSON one.
-  s.http.set_error_handler(
+  http.set_error_handler(
       httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
         std::string msg = "HTTP " + std::to_string(res.status);
@@ -300,7 +282,7 @@ Result<int> ModelServer::Bind(const std::string& host, int port) {
         res.set_content(ErrorBody(msg), "application/json");
         return httplib::Server::HandlerResponse::Handled;
       }));
-  s.http.set_exception_handler(
+  http.set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
         std::string what = "unknown error";
         try {
@@ -313,19 +295,12 @@ Result<int> ModelServer::Bind(const std::string& host, int port) {
         res.status = 500;
         res.set_content(ErrorBody("internal error: " + what), "application/json");
       });
-  s.http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+  http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
     spdlog::debug("{} {} -> {} ({} bytes in, {} out)", req.method, req.path, res.status,
                   req.body.size(), res.body.size());
   });
 
-  int bound_port = port;
-  if (port == 0) {
-    bound_port = s.http.bind_to_any_port(host);
-    if (bound_port < 0) return Unavailable("cannot bind " + host + " on any port");
-  } else if (!s.http.bind_to_port(host, port)) {
-    return Unavailable("cannot bind " + host + ":" + std::to_string(port) +
-                       " (in use, or not an address of this host?)");
-  }
+  SHOAL_ASSIGN_OR_RETURN(const int bound_port, s.http->Bind(host, port));
   s.bound = true;
   return bound_port;
 }
@@ -333,14 +308,14 @@ Result<int> ModelServer::Bind(const std::string& host, int port) {
 Status ModelServer::Serve() {
   if (!impl_->bound) return Internal("Serve() called before a successful Bind()");
   if (impl_->stop_requested) return Status::Ok();
-  const bool clean = impl_->http.listen_after_bind();
+  const bool clean = impl_->http->listen_after_bind();
   if (!clean && !impl_->stop_requested) return Unavailable("the HTTP listener failed");
   return Status::Ok();
 }
 
 void ModelServer::Stop() {
   impl_->stop_requested = true;
-  impl_->http.stop();
+  if (impl_->http) impl_->http->stop();
 }
 
 }  // namespace shoal::serve
