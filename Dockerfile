@@ -85,7 +85,7 @@ RUN groupadd --system --gid 10001 shoal \
  && useradd --system --uid 10001 --gid shoal --home-dir /srv/shoal --shell /usr/sbin/nologin shoal \
  && install -d -o shoal -g shoal -m 0755 /srv/shoal /srv/shoal/data /srv/shoal/silos \
       /srv/shoal/silos/silo-1 /srv/shoal/silos/silo-2 /srv/shoal/silos/silo-3 /srv/shoal/silos/silo-4 \
- && install -d -o shoal -g shoal -m 0700 /srv/shoal/run /srv/shoal/ca /srv/shoal/creds \
+ && install -d -o shoal -g shoal -m 0700 /srv/shoal/run /srv/shoal/ca /srv/shoal/ca-root /srv/shoal/creds \
       /srv/shoal/join /srv/shoal/bundles \
       /srv/shoal/bundles/worker-1 /srv/shoal/bundles/worker-2 /srv/shoal/bundles/worker-3 \
       /srv/shoal/bundles/worker-4 /srv/shoal/joins /srv/shoal/joins/worker-4 /srv/shoal/http

@@ -1,6 +1,7 @@
 #include "base/file_util.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,57 @@ void MaybeCrashBeforeRename(const std::string& path) {
   if (path.find(pattern) != std::string::npos && ++matches == nth) ::_exit(70);
 }
 
+// Random bytes of a temporary name: a name nobody can predict, so nobody can plant a symlink or
+// file there first.
+constexpr size_t kTempNameRandomBytes = 12;
+// Attempts at a fresh temporary name before giving up (a collision of 96 random bits means
+// something else is wrong).
+constexpr int kTempNameAttempts = 8;
+
+Result<std::string> RandomSuffix() {
+  unsigned char bytes[kTempNameRandomBytes];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    ssize_t r = ::getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return IoError(std::string("getrandom: ") + std::strerror(errno));
+    }
+    got += static_cast<size_t>(r);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
+
+// Creates a new temporary file "<path><infix><random>" with `mode`: O_EXCL and O_NOFOLLOW, so an
+// existing file or a symlink planted at that name is never opened, let alone truncated or
+// followed. Sets *tmp to its name and returns the descriptor.
+Result<int> CreateTempFile(const std::string& path, const char* infix, mode_t mode,
+                           std::string* tmp) {
+  for (int attempt = 0; attempt < kTempNameAttempts; ++attempt) {
+    SHOAL_ASSIGN_OR_RETURN(std::string suffix, RandomSuffix());
+    *tmp = path + infix + suffix;
+    int fd = ::open(tmp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd >= 0) {
+      if (::fchmod(fd, mode) != 0) {  // O_CREAT's mode is filtered by the umask
+        Status st = Errno("chmod", *tmp);
+        ::close(fd);
+        ::unlink(tmp->c_str());
+        return st;
+      }
+      return fd;
+    }
+    if (errno != EEXIST) return Errno("create", *tmp);
+  }
+  return IoError("create a temporary file beside " + path + ": " +
+                 std::to_string(kTempNameAttempts) + " random names were all taken");
+}
+
 }  // namespace
 
 Status ErrnoStatus(const std::string& what, const std::string& path) {
@@ -61,14 +113,9 @@ Status SyncDirectory(const std::string& dir) {
 }
 
 Status CreateFileAtomic(const std::string& path, std::string_view data, mode_t mode) {
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp =
-      path + ".new." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) return Errno("create", tmp);
-  Status st;
-  if (::fchmod(fd, mode) != 0) st = Errno("chmod", tmp);
-  if (st.ok()) st = WriteAll(fd, data.data(), data.size(), tmp);
+  std::string tmp;
+  SHOAL_ASSIGN_OR_RETURN(int fd, CreateTempFile(path, ".new.", mode, &tmp));
+  Status st = WriteAll(fd, data.data(), data.size(), tmp);
   if (st.ok() && ::fsync(fd) != 0) st = Errno("fsync", tmp);
   if (::close(fd) != 0 && st.ok()) st = Errno("close", tmp);
   if (st.ok() && ::link(tmp.c_str(), path.c_str()) != 0) {
@@ -82,17 +129,10 @@ Status CreateFileAtomic(const std::string& path, std::string_view data, mode_t m
 
 Status WriteFileAtomic(const std::string& path, const std::vector<std::string_view>& parts,
                        mode_t mode) {
-  // pid + thread-unique counter: concurrent writers of one path never share a temporary file.
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd >= 0 && ::fchmod(fd, mode) != 0) {  // O_CREAT's mode is filtered by the umask
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return Errno("chmod", tmp);
-  }
-  if (fd < 0) return Errno("create", tmp);
+  // A random name created exclusively: concurrent writers of one path never share a temporary
+  // file, and another local user cannot predict it to plant a symlink there.
+  std::string tmp;
+  SHOAL_ASSIGN_OR_RETURN(int fd, CreateTempFile(path, ".tmp.", mode, &tmp));
   Status st;
   for (auto part : parts) {
     st = WriteAll(fd, part.data(), part.size(), tmp);

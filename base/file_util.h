@@ -1,8 +1,9 @@
 // Crash-safe file writes and bounded reads.
 //
-// WriteFileAtomic writes to "<path>.tmp.<pid>", fsyncs it, renames it over `path` and fsyncs the
-// directory, so a reader sees either the old file or the complete new one, never a torn one.
-// Errors are IoError values naming the path and the failing call (ENOSPC included).
+// WriteFileAtomic writes to "<path>.tmp.<24 random hex>" (created O_EXCL|O_NOFOLLOW, so a file
+// or symlink planted there is never followed or truncated), fsyncs it, renames it over `path` and
+// fsyncs the directory, so a reader sees either the old file or the complete new one, never a torn
+// one. Errors are IoError values naming the path and the failing call (ENOSPC included).
 #pragma once
 
 #include <sys/types.h>

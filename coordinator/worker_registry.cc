@@ -13,20 +13,6 @@
 
 namespace shoal::coordinator {
 
-namespace {
-
-bool ValidWorkerName(const std::string& n) {
-  if (n.empty() || n.size() > 64) return false;
-  for (char c : n) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
-      return false;
-    }
-  }
-  return true;
-}
-
-}  // namespace
-
 void WorkerRegistry::RefreshEnrollment(bool force) {
   if (ca_dir_.empty()) return;
   std::string stamp;
@@ -130,8 +116,10 @@ std::optional<Refusal> WorkerRegistry::CheckHello(const protocols::Hello& hello,
                                                   const std::string& identity,
                                                   const std::vector<int64_t>& input_shape,
                                                   int64_t num_classes, int64_t max_samples) {
-  if (!ValidWorkerName(hello.name)) {
-    return Refusal{"", "worker name must be 1-64 of [A-Za-z0-9._-]"};
+  // The enrollment rules (security::ValidateWorkerName): also refuses reserved names such as
+  // "coordinator", with or without TLS.
+  if (Status st = security::ValidateWorkerName(hello.name); !st.ok()) {
+    return Refusal{"", st.message()};
   }
   if (secure && hello.name != identity) {
     return Refusal{"identity_mismatch", "claimed name '" + hello.name +

@@ -20,6 +20,9 @@ CA_DIR=$ROOT/ca
 # from its URL fragment: role dashboard-url). Compose publishes the port on the host's 127.0.0.1.
 HTTP_PORT=8080
 HTTP_TOKEN_FILE=$ROOT/http/token
+# The root CA (its key signs the coordinator's certificate, the enrollment CA and offline
+# bundles): on its own volume, mounted by the setup service only, never by the coordinator.
+ROOT_CA_DIR=$ROOT/ca-root
 
 log() { echo "shoal-entrypoint[$ROLE]: $*" >&2; }
 die() { log "error: $*"; exit 2; }
@@ -40,14 +43,19 @@ role_setup() {
     # Workers find the coordinator by its compose service name, which its certificate carries
     # (and localhost/127.0.0.1, for a worker outside compose using the published port).
     if [ ! -s "$CA_DIR/ca.crt" ]; then
-      log "creating the federation CA"
-      shoalctl ca init "$CA_DIR" --coordinator-address tcp://coordinator:5555 \
+      log "creating the federation CA (root key on the ca-root volume only)"
+      shoalctl ca init "$CA_DIR" --root "$ROOT_CA_DIR" --coordinator-address tcp://coordinator:5555 \
         --san DNS:coordinator --san DNS:localhost --san IP:127.0.0.1
+    elif [ -e "$CA_DIR/ca.key" ] || [ ! -s "$CA_DIR/enrollment.crt" ]; then
+      # A CA volume from before the enrollment CA: move its root key out and make one.
+      log "moving the root CA key to the ca-root volume and creating the enrollment CA"
+      shoalctl ca renew-enrollment "$CA_DIR" --root "$ROOT_CA_DIR"
     fi
     local n
     for n in 1 2 3; do
       if [ ! -s "$ROOT/bundles/worker-$n/worker.crt" ]; then
-        shoalctl enroll "worker-$n" --ca "$CA_DIR" --out "$ROOT/bundles/worker-$n"
+        shoalctl enroll "worker-$n" --ca "$CA_DIR" --root "$ROOT_CA_DIR" \
+          --out "$ROOT/bundles/worker-$n"
       fi
     done
     # worker-4 enrolls itself with a one-time token; until it has, every setup run writes a
@@ -150,10 +158,11 @@ role_worker() {
   if use_tls; then
     args+=(--bundle "$ROOT/creds")
     # A worker without a certificate yet enrolls with a one-time token: SHOAL_JOIN_TOKEN (the
-    # token, or @FILE), else the file $ROOT/join/token.
+    # token, or @FILE; shoal-worker reads the variable itself, so the token never appears on
+    # its command line, which ps shows), else the file $ROOT/join/token.
     if [ ! -s "$ROOT/creds/worker.crt" ]; then
       if [ -n "${SHOAL_JOIN_TOKEN:-}" ]; then
-        args+=(--join "$SHOAL_JOIN_TOKEN")
+        export SHOAL_JOIN_TOKEN
       elif [ -s "$ROOT/join/token" ]; then
         args+=(--join "@$ROOT/join/token")
       else

@@ -26,7 +26,7 @@ echo "== partitioning Fashion-MNIST ($SCHEME) into $WORKERS silos"
 "$BIN/shoalctl" partition --source "$DATA" --workers "$WORKERS" --scheme "$SCHEME" \
   --alpha "$ALPHA" --seed 7 --out "$RUN_DIR/silos"
 
-echo "== federation CA and credentials in $RUN_DIR/ca (TLS 1.3, mutual authentication)"
+echo "== federation CA and credentials in $RUN_DIR/ca, root CA in $RUN_DIR/ca-root (TLS 1.3, mutual authentication)"
 "$BIN/shoalctl" ca init "$RUN_DIR/ca" > /dev/null
 creds=()
 for i in $(seq 1 "$WORKERS"); do
@@ -34,8 +34,11 @@ for i in $(seq 1 "$WORKERS"); do
     "$BIN/shoalctl" enroll "silo-$i" --ca "$RUN_DIR/ca" --out "$RUN_DIR/credentials/silo-$i" > /dev/null
     creds+=("--bundle $RUN_DIR/credentials/silo-$i")
   else
-    token=$("$BIN/shoalctl" token create --name "silo-$i" --ca "$RUN_DIR/ca" --ttl 1h | grep -o 'shoal1\.[^ ]*' | head -1)
-    creds+=("--bundle $RUN_DIR/credentials/silo-$i --join $token")
+    # The token goes to a file only we can read (--join @FILE): on the command line, ps would
+    # show it to every local user.
+    (umask 077 && "$BIN/shoalctl" token create --name "silo-$i" --ca "$RUN_DIR/ca" --ttl 1h \
+      | grep -o 'shoal1\.[^ ]*' | head -1 > "$RUN_DIR/silo-$i.token")
+    creds+=("--bundle $RUN_DIR/credentials/silo-$i --join @$RUN_DIR/silo-$i.token")
   fi
 done
 

@@ -22,7 +22,7 @@ constexpr size_t kMaxBundleFileBytes = size_t{1} << 20;
 }  // namespace
 
 Status Enroll(const std::string& ca_dir, const std::string& name, const std::string& out_dir,
-              const std::string& coordinator_address) {
+              const std::string& coordinator_address, const IssueOptions& options) {
   SHOAL_RETURN_IF_ERROR(ValidateWorkerName(name));
   if (!coordinator_address.empty()) {
     SHOAL_RETURN_IF_ERROR(ValidateCoordinatorAddress(coordinator_address));
@@ -37,15 +37,20 @@ Status Enroll(const std::string& ca_dir, const std::string& name, const std::str
   SHOAL_ASSIGN_OR_RETURN(Ca ca, LoadCa(ca_dir));
   SHOAL_ASSIGN_OR_RETURN(std::string address, AddressOrDefault(ca, coordinator_address));
   SHOAL_RETURN_IF_ERROR(CheckNotRevoked(ca_dir, name));
+  if (!options.reissue) SHOAL_RETURN_IF_ERROR(CheckNotIssued(ca_dir, name));
+  if (PathExists(out_dir)) SHOAL_RETURN_IF_ERROR(CheckPrivateDir(out_dir));
+  SHOAL_RETURN_IF_ERROR(LoadRootSigner(ca_dir, options.root_dir, &ca));
 
   const int64_t now = NowOr(0);
+  // Reissue: the old certificates are refused before the new one exists.
+  if (options.reissue) SHOAL_RETURN_IF_ERROR(SupersedeCertificates(ca_dir, name, now).status());
   SHOAL_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey());
   CertSpec spec;
   spec.common_name = name;
   spec.days = kWorkerValidityDays;
   spec.extended_key_usage = "clientAuth";
-  SHOAL_ASSIGN_OR_RETURN(X509Ptr cert,
-                         IssueCert(spec, key.get(), ca.cert.get(), ca.key.get(), now));
+  SHOAL_ASSIGN_OR_RETURN(
+      X509Ptr cert, IssueCert(spec, key.get(), ca.signer_cert.get(), ca.signer_key.get(), now));
   SHOAL_ASSIGN_OR_RETURN(std::string cert_pem, CertPem(cert.get()));
   SHOAL_ASSIGN_OR_RETURN(std::string key_pem, KeyPem(key.get()));
 
@@ -78,6 +83,8 @@ Status WriteBundle(const std::string& out_dir, const std::string& name, const st
 
 Result<Bundle> LoadBundle(const std::string& dir) {
   const std::string meta_path = dir + "/bundle.json";
+  // Checked before anything is read: a directory others can write could hold their key.
+  if (PathExists(dir)) SHOAL_RETURN_IF_ERROR(CheckPrivateDir(dir));
   if (!PathExists(meta_path)) {
     return NotFound(dir +
                     " is not an enrollment bundle (no bundle.json; make one with "

@@ -2,10 +2,12 @@
 // checks, creating a CA, and its fingerprint.
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -66,6 +68,13 @@ std::string CaKeyPath(const std::string& d) { return d + "/ca.key"; }
 std::string CaCertPath(const std::string& d) { return d + "/ca.crt"; }
 std::string CoordinatorKeyPath(const std::string& d) { return d + "/coordinator.key"; }
 std::string CoordinatorCertPath(const std::string& d) { return d + "/coordinator.crt"; }
+std::string EnrollmentKeyPath(const std::string& d) { return d + "/enrollment.key"; }
+std::string EnrollmentCertPath(const std::string& d) { return d + "/enrollment.crt"; }
+std::string DefaultRootDir(const std::string& ca_dir) {
+  std::string d = ca_dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  return d + "-root";
+}
 std::string BundleKeyPath(const std::string& d) { return d + "/worker.key"; }
 std::string BundleCertPath(const std::string& d) { return d + "/worker.crt"; }
 std::string BundleCaPath(const std::string& d) { return d + "/ca.crt"; }
@@ -78,6 +87,16 @@ Status ValidateWorkerName(const std::string& name) {
   if (!ok) {
     return InvalidArgument("bad worker name \"" + name +
                            "\": use 1-64 characters of [A-Za-z0-9._-] (not . or ..)");
+  }
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  for (const char* reserved : kReservedWorkerNames) {
+    if (lower == reserved) {
+      return InvalidArgument("bad worker name \"" + name + "\": \"" + reserved +
+                             "\" is reserved (the coordinator's certificate carries "
+                             "\"coordinator\"); pick another name");
+    }
   }
   return Status::Ok();
 }
@@ -110,16 +129,63 @@ Status ValidateCoordinatorAddress(const std::string& address) {
   return Status::Ok();
 }
 
+namespace {
+
+// Whether `inner` is `outer` or lies inside it (lexically, after normalisation).
+bool SameOrInside(const std::string& inner, const std::string& outer) {
+  const std::string a = std::filesystem::absolute(inner).lexically_normal().string() + "/";
+  const std::string b = std::filesystem::absolute(outer).lexically_normal().string() + "/";
+  return a.compare(0, b.size(), b) == 0;
+}
+
+Status CheckEnrollmentDays(int64_t days) {
+  if (days < 1 || days > kMaxEnrollmentCaValidityDays) {
+    return InvalidArgument("enrollment CA validity of " + std::to_string(days) +
+                           " days is outside 1 to " + std::to_string(kMaxEnrollmentCaValidityDays));
+  }
+  return Status::Ok();
+}
+
+// Issues an enrollment CA from the root and writes it to `ca_dir` (replacing an earlier one).
+Status WriteEnrollmentCa(const std::string& ca_dir, X509* root_cert, EVP_PKEY* root_key,
+                         int64_t days, int64_t now) {
+  SHOAL_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey());
+  CertSpec spec;
+  spec.common_name = kEnrollmentCaCommonName;
+  spec.days = days;
+  spec.ca = true;
+  spec.path_len = 0;                       // it issues leaves only, never another CA
+  spec.extended_key_usage = "clientAuth";  // and only worker (client) certificates
+  SHOAL_ASSIGN_OR_RETURN(X509Ptr cert, IssueCert(spec, key.get(), root_cert, root_key, now));
+  SHOAL_ASSIGN_OR_RETURN(std::string key_pem, KeyPem(key.get()));
+  Status st = WriteFileAtomic(EnrollmentKeyPath(ca_dir), key_pem, 0600);
+  OPENSSL_cleanse(key_pem.data(), key_pem.size());
+  SHOAL_RETURN_IF_ERROR(st);
+  SHOAL_ASSIGN_OR_RETURN(std::string pem, CertPem(cert.get()));
+  return WriteFileAtomic(EnrollmentCertPath(ca_dir), pem);
+}
+
+}  // namespace
+
 Status InitCa(const std::string& dir, const CaOptions& options) {
   SHOAL_RETURN_IF_ERROR(ValidateCoordinatorAddress(options.coordinator_address));
   SHOAL_ASSIGN_OR_RETURN(std::string sans, SanConfig(options.coordinator_sans));
+  SHOAL_RETURN_IF_ERROR(CheckEnrollmentDays(options.enrollment_days));
   if (dir.empty()) return InvalidArgument("no CA directory given");
-  for (const std::string& path : {CaKeyPath(dir), CaCertPath(dir), CaJsonPath(dir)}) {
+  const std::string root = options.root_dir.empty() ? DefaultRootDir(dir) : options.root_dir;
+  if (SameOrInside(root, dir)) {
+    return InvalidArgument("the root CA directory " + root + " must not be " + dir +
+                           " or inside it: the coordinator mounts " + dir +
+                           " and must never hold the root key");
+  }
+  for (const std::string& path :
+       {CaKeyPath(dir), CaCertPath(dir), CaJsonPath(dir), CaKeyPath(root), CaCertPath(root)}) {
     if (PathExists(path)) {
       return Rejected(dir + " already holds a CA (" + path + " exists); refusing to overwrite it");
     }
   }
   const int64_t now = NowOr(options.now);
+  SHOAL_RETURN_IF_ERROR(MakePrivateDir(root));
   SHOAL_RETURN_IF_ERROR(MakePrivateDir(dir));
 
   SHOAL_ASSIGN_OR_RETURN(EvpPkeyPtr ca_key, GenerateKey());
@@ -140,10 +206,11 @@ Status InitCa(const std::string& dir, const CaOptions& options) {
                          IssueCert(coord_spec, coord_key.get(), ca_cert.get(), ca_key.get(), now));
 
   SHOAL_ASSIGN_OR_RETURN(std::string ca_key_pem, KeyPem(ca_key.get()));
-  Status st = WriteKeyFile(CaKeyPath(dir), ca_key_pem);
+  Status st = WriteKeyFile(CaKeyPath(root), ca_key_pem);
   OPENSSL_cleanse(ca_key_pem.data(), ca_key_pem.size());
   SHOAL_RETURN_IF_ERROR(st);
   SHOAL_ASSIGN_OR_RETURN(std::string ca_pem, CertPem(ca_cert.get()));
+  SHOAL_RETURN_IF_ERROR(WriteFileAtomic(CaCertPath(root), ca_pem));
   SHOAL_RETURN_IF_ERROR(WriteFileAtomic(CaCertPath(dir), ca_pem));
 
   SHOAL_ASSIGN_OR_RETURN(std::string coord_key_pem, KeyPem(coord_key.get()));
@@ -152,6 +219,8 @@ Status InitCa(const std::string& dir, const CaOptions& options) {
   SHOAL_RETURN_IF_ERROR(st);
   SHOAL_ASSIGN_OR_RETURN(std::string coord_pem, CertPem(coord_cert.get()));
   SHOAL_RETURN_IF_ERROR(WriteFileAtomic(CoordinatorCertPath(dir), coord_pem));
+  SHOAL_RETURN_IF_ERROR(
+      WriteEnrollmentCa(dir, ca_cert.get(), ca_key.get(), options.enrollment_days, now));
 
   SHOAL_ASSIGN_OR_RETURN(std::string fingerprint, Fingerprint(ca_cert.get()));
   json info = {{"format", 1},
@@ -160,6 +229,41 @@ Status InitCa(const std::string& dir, const CaOptions& options) {
                {"coordinator_address", options.coordinator_address},
                {"coordinator_sans", options.coordinator_sans}};
   return SaveJson(CaJsonPath(dir), info);
+}
+
+Status RenewEnrollmentCa(const std::string& ca_dir, const std::string& root_dir, int64_t days,
+                         int64_t now) {
+  SHOAL_RETURN_IF_ERROR(CheckEnrollmentDays(days));
+  SHOAL_RETURN_IF_ERROR(RequireCa(ca_dir));
+  const std::string root = root_dir.empty() ? DefaultRootDir(ca_dir) : root_dir;
+  if (SameOrInside(root, ca_dir)) {
+    return InvalidArgument("the root CA directory " + root + " must not be " + ca_dir +
+                           " or inside it");
+  }
+  SHOAL_ASSIGN_OR_RETURN(auto lock, CaLock::Acquire(ca_dir));
+  // The old layout: move the root key out of the coordinator's directory first (copy, sync,
+  // then delete, so a crash in between leaves a key in both places, never in none).
+  if (PathExists(CaKeyPath(ca_dir))) {
+    if (PathExists(CaKeyPath(root))) {
+      return Rejected("both " + CaKeyPath(ca_dir) + " and " + CaKeyPath(root) +
+                      " exist; remove the one that is not the root key of " + ca_dir);
+    }
+    SHOAL_RETURN_IF_ERROR(MakePrivateDir(root));
+    SHOAL_ASSIGN_OR_RETURN(std::string key_pem, ReadFile(CaKeyPath(ca_dir), kMaxPemBytes));
+    Status st = WriteKeyFile(CaKeyPath(root), key_pem);
+    OPENSSL_cleanse(key_pem.data(), key_pem.size());
+    SHOAL_RETURN_IF_ERROR(st);
+    SHOAL_ASSIGN_OR_RETURN(std::string ca_pem, ReadFile(CaCertPath(ca_dir), kMaxPemBytes));
+    SHOAL_RETURN_IF_ERROR(WriteFileAtomic(CaCertPath(root), ca_pem));
+  }
+  SHOAL_ASSIGN_OR_RETURN(Ca ca, LoadCa(ca_dir));
+  SHOAL_RETURN_IF_ERROR(LoadRootSigner(ca_dir, root, &ca));
+  SHOAL_RETURN_IF_ERROR(
+      WriteEnrollmentCa(ca_dir, ca.signer_cert.get(), ca.signer_key.get(), days, NowOr(now)));
+  if (PathExists(CaKeyPath(ca_dir)) && ::unlink(CaKeyPath(ca_dir).c_str()) != 0) {
+    return ErrnoStatus("remove the root key from the CA directory", CaKeyPath(ca_dir));
+  }
+  return SyncDirectory(ca_dir);
 }
 
 Result<std::string> CaFingerprint(const std::string& ca_cert_pem) {

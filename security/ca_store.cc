@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <ctime>
 #include <utility>
 
@@ -24,7 +25,7 @@ Status WriteKeyFile(const std::string& path, const std::string& pem) {
 }
 
 Status MakePrivateDir(const std::string& dir) {
-  if (PathExists(dir)) return Status::Ok();
+  if (PathExists(dir)) return CheckPrivateDir(dir);
   SHOAL_RETURN_IF_ERROR(MakeDirs(dir));
   if (::chmod(dir.c_str(), 0700) != 0) return ErrnoStatus("chmod 0700", dir);
   return Status::Ok();
@@ -73,9 +74,9 @@ Result<json> ArrayField(const json& j, const char* key, const std::string& path)
 
 Status RequireCa(const std::string& ca_dir) {
   if (ca_dir.empty()) return InvalidArgument("no CA directory given");
-  if (!PathExists(CaCertPath(ca_dir)) || !PathExists(CaKeyPath(ca_dir))) {
+  if (!PathExists(CaCertPath(ca_dir)) || !PathExists(CaJsonPath(ca_dir))) {
     return NotFound(ca_dir +
-                    " holds no Shoal CA (no ca.crt/ca.key; create one with "
+                    " holds no Shoal CA (no ca.crt/ca.json; create one with "
                     "`shoalctl ca init`)");
   }
   return Status::Ok();
@@ -86,15 +87,6 @@ Result<Ca> LoadCa(const std::string& ca_dir) {
   Ca ca;
   SHOAL_ASSIGN_OR_RETURN(ca.cert_pem, ReadFile(CaCertPath(ca_dir), kMaxPemBytes));
   SHOAL_ASSIGN_OR_RETURN(ca.cert, ParseCert(ca.cert_pem, CaCertPath(ca_dir).c_str()));
-  SHOAL_ASSIGN_OR_RETURN(std::string key_pem, ReadFile(CaKeyPath(ca_dir), kMaxPemBytes));
-  auto key = ParseKey(key_pem, CaKeyPath(ca_dir).c_str());
-  OPENSSL_cleanse(key_pem.data(), key_pem.size());
-  if (!key.ok()) return key.status();
-  ca.key = std::move(key).value();
-  if (X509_check_private_key(ca.cert.get(), ca.key.get()) != 1) {
-    ERR_clear_error();
-    return Corrupt(CaKeyPath(ca_dir) + " does not match " + CaCertPath(ca_dir));
-  }
   SHOAL_ASSIGN_OR_RETURN(ca.fingerprint, Fingerprint(ca.cert.get()));
   SHOAL_ASSIGN_OR_RETURN(json info, LoadJson(CaJsonPath(ca_dir), json()));
   auto address = info.find("coordinator_address");
@@ -103,6 +95,129 @@ Result<Ca> LoadCa(const std::string& ca_dir) {
   }
   ca.coordinator_address = address->get<std::string>();
   return ca;
+}
+
+namespace {
+
+// A certificate and its key from two files; Corrupt when the key is not the certificate's.
+Status LoadKeyPair(const std::string& cert_path, const std::string& key_path, X509Ptr* cert,
+                   EvpPkeyPtr* key, std::string* cert_pem) {
+  SHOAL_ASSIGN_OR_RETURN(*cert_pem, ReadFile(cert_path, kMaxPemBytes));
+  SHOAL_ASSIGN_OR_RETURN(*cert, ParseCert(*cert_pem, cert_path.c_str()));
+  SHOAL_ASSIGN_OR_RETURN(std::string key_pem, ReadFile(key_path, kMaxPemBytes));
+  auto parsed = ParseKey(key_pem, key_path.c_str());
+  OPENSSL_cleanse(key_pem.data(), key_pem.size());
+  if (!parsed.ok()) return parsed.status();
+  *key = std::move(parsed).value();
+  if (X509_check_private_key(cert->get(), key->get()) != 1) {
+    ERR_clear_error();
+    return Corrupt(key_path + " does not match " + cert_path);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status LoadRootSigner(const std::string& ca_dir, const std::string& root_dir, Ca* ca) {
+  std::string dir = root_dir.empty() ? DefaultRootDir(ca_dir) : root_dir;
+  if (root_dir.empty() && !PathExists(CaKeyPath(dir)) && PathExists(CaKeyPath(ca_dir))) {
+    dir = ca_dir;  // the old layout: the root key still in the CA directory
+  }
+  if (!PathExists(CaKeyPath(dir))) {
+    return NotFound("no root CA key at " + CaKeyPath(dir) +
+                    ": offline bundles and enrollment-CA renewal need the root directory "
+                    "(--root DIR, made by `shoalctl ca init`)");
+  }
+  SHOAL_RETURN_IF_ERROR(CheckPrivateDir(dir));
+  X509Ptr cert;
+  EvpPkeyPtr key;
+  std::string pem;
+  SHOAL_RETURN_IF_ERROR(LoadKeyPair(CaCertPath(dir), CaKeyPath(dir), &cert, &key, &pem));
+  SHOAL_ASSIGN_OR_RETURN(std::string fingerprint, Fingerprint(cert.get()));
+  if (fingerprint != ca->fingerprint) {
+    return Corrupt(CaCertPath(dir) + " is not the root CA of " + ca_dir + " (" +
+                   CaCertPath(ca_dir) + ")");
+  }
+  ca->signer_cert = std::move(cert);
+  ca->signer_key = std::move(key);
+  ca->chain_pem.clear();
+  return Status::Ok();
+}
+
+Status LoadEnrollmentSigner(const std::string& ca_dir, int64_t now, Ca* ca) {
+  if (!PathExists(EnrollmentCertPath(ca_dir))) {
+    return NotFound(ca_dir + " has no enrollment CA (" + EnrollmentCertPath(ca_dir) +
+                    "); make one with `shoalctl ca renew-enrollment " + ca_dir +
+                    " --root ROOT_DIR` (which also moves an old layout's ca.key out)");
+  }
+  X509Ptr cert;
+  EvpPkeyPtr key;
+  std::string pem;
+  SHOAL_RETURN_IF_ERROR(
+      LoadKeyPair(EnrollmentCertPath(ca_dir), EnrollmentKeyPath(ca_dir), &cert, &key, &pem));
+  // It must be a CA issued by this root and valid now: a worker certificate it issues would
+  // otherwise not verify anywhere.
+  X509StorePtr store(X509_STORE_new());
+  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
+  if (!store || !ctx || X509_STORE_add_cert(store.get(), ca->cert.get()) != 1 ||
+      X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr) != 1) {
+    return Internal("set up certificate verification: " + OpenSslError());
+  }
+  X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(NowOr(now)));
+  if (X509_check_ca(cert.get()) == 0 || X509_verify_cert(ctx.get()) != 1) {
+    const int err = X509_STORE_CTX_get_error(ctx.get());
+    ERR_clear_error();
+    return Rejected(EnrollmentCertPath(ca_dir) + " is not a valid enrollment CA of " +
+                    CaCertPath(ca_dir) + ": " + X509_verify_cert_error_string(err) +
+                    " (renew it with `shoalctl ca renew-enrollment`)");
+  }
+  ca->signer_cert = std::move(cert);
+  ca->signer_key = std::move(key);
+  ca->chain_pem = std::move(pem);
+  return Status::Ok();
+}
+
+Status CheckNotIssued(const std::string& ca_dir, const std::string& name) {
+  SHOAL_ASSIGN_OR_RETURN(auto issued, ReadIssued(ca_dir));
+  for (const auto& r : issued) {
+    if (r.name == name) {
+      return Rejected("worker \"" + name + "\" already has a certificate (serial " + r.serial +
+                      "); to replace it, reissue (--reissue), which revokes the old one");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<size_t> SupersedeCertificates(const std::string& ca_dir, const std::string& name,
+                                     int64_t now) {
+  SHOAL_ASSIGN_OR_RETURN(auto issued, ReadIssued(ca_dir));
+  const std::string path = RevokedPath(ca_dir);
+  SHOAL_ASSIGN_OR_RETURN(json j, LoadJson(path, json::object()));
+  SHOAL_ASSIGN_OR_RETURN(json entries, ArrayField(j, "superseded", path));
+  SHOAL_ASSIGN_OR_RETURN(std::set<std::string> known, ReadSuperseded(ca_dir));
+  size_t added = 0;
+  for (const auto& r : issued) {
+    if (r.name != name || known.count(r.serial)) continue;
+    entries.push_back({{"name", name}, {"serial", r.serial}, {"revoked_at", now}});
+    ++added;
+  }
+  if (added == 0) return added;
+  j["superseded"] = std::move(entries);
+  SHOAL_RETURN_IF_ERROR(SaveJson(path, j));
+  return added;
+}
+
+Result<std::set<std::string>> ReadSuperseded(const std::string& ca_dir) {
+  const std::string path = RevokedPath(ca_dir);
+  SHOAL_ASSIGN_OR_RETURN(json j, LoadJson(path, json::object()));
+  SHOAL_ASSIGN_OR_RETURN(json entries, ArrayField(j, "superseded", path));
+  std::set<std::string> out;
+  try {
+    for (const auto& e : entries) out.insert(e.at("serial").get<std::string>());
+  } catch (const json::exception& e) {
+    return Corrupt(path + ": bad superseded record: " + e.what());
+  }
+  return out;
 }
 
 Result<std::vector<IssuedRecord>> ReadIssued(const std::string& ca_dir) {
@@ -170,6 +285,34 @@ Status CheckNotRevoked(const std::string& ca_dir, const std::string& name) {
       return Rejected("worker \"" + name +
                       "\" is revoked; a revoked name cannot be enrolled again");
     }
+  }
+  return Status::Ok();
+}
+
+Status CheckPrivateDir(const std::string& dir) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return NotFound("no such directory: " + dir);
+    return ErrnoStatus("stat", dir);
+  }
+  if (S_ISLNK(st.st_mode)) {
+    return Rejected(dir +
+                    " is a symbolic link; a directory holding private keys must be a real "
+                    "directory");
+  }
+  if (!S_ISDIR(st.st_mode)) return Rejected(dir + " is not a directory");
+  if (st.st_uid != ::geteuid()) {
+    return Rejected(dir + " belongs to uid " + std::to_string(st.st_uid) + ", not to this user (" +
+                    std::to_string(::geteuid()) +
+                    "); it holds private keys: use a directory of your own");
+  }
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Rejected(dir + " has mode " + mode +
+                    ": it holds private keys, so group and others must have no access "
+                    "(chmod 700 " +
+                    dir + ")");
   }
   return Status::Ok();
 }

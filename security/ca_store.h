@@ -23,7 +23,8 @@ int64_t NowOr(int64_t now);
 
 // A private key file: created 0600 from the first byte and never overwriting an existing key.
 Status WriteKeyFile(const std::string& path, const std::string& pem);
-// Creates `dir` mode 0700 when it is missing (it will hold private keys).
+// Creates `dir` mode 0700 when it is missing (it will hold private keys); an existing one must
+// pass CheckPrivateDir.
 Status MakePrivateDir(const std::string& dir);
 
 // An exclusive flock on <ca_dir>/.lock for read-modify-write of the CA's JSON files.
@@ -52,17 +53,38 @@ Result<nlohmann::json> ArrayField(const nlohmann::json& j, const char* key,
                                   const std::string& path);
 
 struct Ca {
-  X509Ptr cert;
-  EvpPkeyPtr key;
+  X509Ptr cert;  // the root
   std::string cert_pem;
   std::string fingerprint;
   std::string coordinator_address;
+  // Who signs: the root (offline bundles) or the enrollment CA (join tokens); null until one of
+  // the Load*Signer functions ran. chain_pem is the signer's certificate when it is not the
+  // root, so that a leaf it issues travels with it.
+  X509Ptr signer_cert;
+  EvpPkeyPtr signer_key;
+  std::string chain_pem;
 };
 
-// NotFound (with how to make one) unless `ca_dir` holds ca.crt and ca.key.
+// NotFound (with how to make one) unless `ca_dir` holds ca.crt and ca.json.
 Status RequireCa(const std::string& ca_dir);
-// The CA's certificate and key (Corrupt when they do not match) and ca.json's address.
+// The root certificate and ca.json's address; no key.
 Result<Ca> LoadCa(const std::string& ca_dir);
+// Adds the root key from `root_dir` (empty = DefaultRootDir(ca_dir); a CA directory of the old
+// layout still holding ca.key is used as its own root) as the signer. Corrupt when it is not the
+// key of ca_dir's ca.crt.
+Status LoadRootSigner(const std::string& ca_dir, const std::string& root_dir, Ca* ca);
+// Adds the enrollment CA (enrollment.key/.crt in ca_dir, which must chain to ca.crt and be
+// valid at `now`) as the signer.
+Status LoadEnrollmentSigner(const std::string& ca_dir, int64_t now, Ca* ca);
+// Rejected when `name` already has a certificate in issued.json (how to reissue in the text).
+Status CheckNotIssued(const std::string& ca_dir, const std::string& name);
+// Adds every serial issued to `name` so far to revoked.json's "superseded" list: they are
+// refused like revoked certificates, but the name itself stays allowed. The caller holds the
+// CA lock. Returns how many serials were added.
+Result<size_t> SupersedeCertificates(const std::string& ca_dir, const std::string& name,
+                                     int64_t now);
+// Every serial in revoked.json's "superseded" list.
+Result<std::set<std::string>> ReadSuperseded(const std::string& ca_dir);
 // `address`, or the CA's default when it is empty; validated either way.
 Result<std::string> AddressOrDefault(const Ca& ca, const std::string& address);
 

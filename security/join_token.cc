@@ -97,7 +97,7 @@ bool HasId(const json& t, const std::string& id) {
 
 Result<std::string> CreateJoinToken(const std::string& ca_dir, const std::string& name,
                                     int64_t ttl_seconds, const std::string& coordinator_address,
-                                    int64_t now) {
+                                    int64_t now, bool reissue) {
   SHOAL_RETURN_IF_ERROR(ValidateWorkerName(name));
   if (ttl_seconds < 1 || ttl_seconds > kMaxTokenTtlSeconds) {
     return InvalidArgument("join token TTL of " + std::to_string(ttl_seconds) +
@@ -111,6 +111,7 @@ Result<std::string> CreateJoinToken(const std::string& ca_dir, const std::string
   SHOAL_ASSIGN_OR_RETURN(Ca ca, LoadCa(ca_dir));
   SHOAL_ASSIGN_OR_RETURN(std::string address, AddressOrDefault(ca, coordinator_address));
   SHOAL_RETURN_IF_ERROR(CheckNotRevoked(ca_dir, name));
+  if (!reissue) SHOAL_RETURN_IF_ERROR(CheckNotIssued(ca_dir, name));
 
   const std::string path = TokensPath(ca_dir);
   SHOAL_ASSIGN_OR_RETURN(json j, LoadJson(path, json::object()));
@@ -129,7 +130,8 @@ Result<std::string> CreateJoinToken(const std::string& ca_dir, const std::string
                     {"created_at", now},
                     {"expires_at", now + ttl_seconds},
                     {"expires_at_utc", UtcText(now + ttl_seconds)},
-                    {"used", false}});
+                    {"used", false},
+                    {"reissue", reissue}});
   j["tokens"] = std::move(tokens);
   SHOAL_RETURN_IF_ERROR(SaveJson(path, j));
   return std::string(kTokenPrefix) + "." + id + "." + secret + "." + ca.fingerprint + "." +
@@ -203,13 +205,14 @@ Result<std::string> RedeemJoinToken(const std::string& ca_dir, const std::string
   }
   if (token == nullptr) return NotFound("unknown join token " + token_id);
   std::string name, stored_hash;
-  bool used = false;
+  bool used = false, reissue = false;
   int64_t expires_at = 0;
   try {
     name = token->at("name").get<std::string>();
     stored_hash = token->at("secret_sha256").get<std::string>();
     used = token->at("used").get<bool>();
     expires_at = token->at("expires_at").get<int64_t>();
+    reissue = token->value("reissue", false);
   } catch (const json::exception& e) {
     return Corrupt(path + ": bad record for join token " + token_id + ": " + e.what());
   }
@@ -248,14 +251,22 @@ Result<std::string> RedeemJoinToken(const std::string& ca_dir, const std::string
                     name + "\"");
   }
   SHOAL_RETURN_IF_ERROR(CheckNotRevoked(ca_dir, name));
+  if (!reissue) SHOAL_RETURN_IF_ERROR(CheckNotIssued(ca_dir, name));
 
+  // Signed by the enrollment CA: the root key is never read here (it is not on the coordinator).
   SHOAL_ASSIGN_OR_RETURN(Ca ca, LoadCa(ca_dir));
+  SHOAL_RETURN_IF_ERROR(LoadEnrollmentSigner(ca_dir, now, &ca));
   CertSpec spec;
   spec.common_name = name;
   spec.days = kWorkerValidityDays;
   spec.extended_key_usage = "clientAuth";
-  SHOAL_ASSIGN_OR_RETURN(X509Ptr cert, IssueCert(spec, csr_key, ca.cert.get(), ca.key.get(), now));
-  SHOAL_ASSIGN_OR_RETURN(std::string cert_pem, CertPem(cert.get()));
+  spec.not_after = ToUnix(X509_get0_notAfter(ca.signer_cert.get()));
+  SHOAL_ASSIGN_OR_RETURN(X509Ptr cert,
+                         IssueCert(spec, csr_key, ca.signer_cert.get(), ca.signer_key.get(), now));
+  SHOAL_ASSIGN_OR_RETURN(std::string leaf_pem, CertPem(cert.get()));
+  const std::string cert_pem = leaf_pem + ca.chain_pem;
+  // Reissue: the name's earlier certificates are refused before the new one is delivered.
+  if (reissue) SHOAL_RETURN_IF_ERROR(SupersedeCertificates(ca_dir, name, now).status());
 
   // Burn the token before anything leaves this function.
   (*token)["used"] = true;

@@ -54,7 +54,7 @@ Result<std::set<std::string>> RevokedNames(const std::string& ca_dir) {
 Result<std::set<std::string>> RevokedSerials(const std::string& ca_dir) {
   SHOAL_RETURN_IF_ERROR(RequireCa(ca_dir));
   SHOAL_ASSIGN_OR_RETURN(auto revoked, ReadRevoked(ca_dir));
-  std::set<std::string> out;
+  SHOAL_ASSIGN_OR_RETURN(std::set<std::string> out, ReadSuperseded(ca_dir));
   for (const auto& r : revoked) out.insert(r.serials.begin(), r.serials.end());
   return out;
 }
@@ -63,7 +63,8 @@ Result<std::vector<WorkerRecord>> ListEnrolled(const std::string& ca_dir) {
   SHOAL_RETURN_IF_ERROR(RequireCa(ca_dir));
   SHOAL_ASSIGN_OR_RETURN(auto issued, ReadIssued(ca_dir));
   SHOAL_ASSIGN_OR_RETURN(auto revoked, ReadRevoked(ca_dir));
-  std::set<std::string> names, serials;
+  std::set<std::string> names;
+  SHOAL_ASSIGN_OR_RETURN(std::set<std::string> serials, ReadSuperseded(ca_dir));
   for (const auto& r : revoked) {
     names.insert(r.name);
     serials.insert(r.serials.begin(), r.serials.end());

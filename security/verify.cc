@@ -1,8 +1,10 @@
 // Peer-certificate checks against the federation CA (pki.h).
 #include <arpa/inet.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <ctime>
+#include <memory>
 #include <string>
 
 #include "security/ca_store.h"
@@ -10,6 +12,14 @@
 #include "security/x509.h"
 
 namespace shoal::security {
+namespace {
+
+struct X509StackFree {
+  void operator()(STACK_OF(X509) * s) const { sk_X509_pop_free(s, X509_free); }
+};
+using X509StackPtr = std::unique_ptr<STACK_OF(X509), X509StackFree>;
+
+}  // namespace
 
 Result<CertInfo> VerifyPeerCert(const std::string& ca_cert_pem, const std::string& cert_pem,
                                 int64_t now) {
@@ -18,11 +28,28 @@ Result<CertInfo> VerifyPeerCert(const std::string& ca_cert_pem, const std::strin
   if (X509_check_ca(cert.get()) != 0) {
     return Rejected("peer certificate is a CA certificate, not a worker or coordinator one");
   }
-  ERR_clear_error();
+  // Certificates after the leaf: intermediates (the enrollment CA), untrusted until they chain
+  // to the root.
+  SHOAL_ASSIGN_OR_RETURN(BioPtr bio, PemBio(cert_pem, "peer certificate"));
+  X509StackPtr untrusted(sk_X509_new_null());
+  if (!untrusted) return Internal("sk_X509_new_null failed");
+  bool first = true;
+  while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr)) {
+    if (first) {
+      X509_free(x);
+      first = false;
+      continue;
+    }
+    if (sk_X509_push(untrusted.get(), x) <= 0) {
+      X509_free(x);
+      return Internal("sk_X509_push failed");
+    }
+  }
+  ERR_clear_error();  // the end of the PEM text
   X509StorePtr store(X509_STORE_new());
   X509StoreCtxPtr ctx(X509_STORE_CTX_new());
   if (!store || !ctx || X509_STORE_add_cert(store.get(), ca.get()) != 1 ||
-      X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr) != 1) {
+      X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), untrusted.get()) != 1) {
     return Internal("set up certificate verification: " + OpenSslError());
   }
   X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(NowOr(now)));
@@ -46,6 +73,18 @@ Result<CertInfo> VerifyPeerCert(const std::string& ca_cert_pem, const std::strin
       (X509_get_extension_flags(cert.get()) & EXFLAG_XKUSAGE) && (xku & XKU_SSL_CLIENT);
   info.server_auth =
       (X509_get_extension_flags(cert.get()) & EXFLAG_XKUSAGE) && (xku & XKU_SSL_SERVER);
+  // A use counts only when every CA between the leaf and the root allows it: a clientAuth-only
+  // enrollment CA cannot vouch for a server certificate.
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(ctx.get());
+  for (int i = 1; chain != nullptr && i + 1 < sk_X509_num(chain); ++i) {
+    X509* intermediate = sk_X509_value(chain, i);
+    if (X509_check_purpose(intermediate, X509_PURPOSE_SSL_CLIENT, 1) != 1) {
+      info.client_auth = false;
+    }
+    if (X509_check_purpose(intermediate, X509_PURPOSE_SSL_SERVER, 1) != 1) {
+      info.server_auth = false;
+    }
+  }
   GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(
       X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr)));
   for (int i = 0; names && i < sk_GENERAL_NAME_num(names.get()); ++i) {

@@ -165,10 +165,11 @@ Result<X509Ptr> IssueCert(const CertSpec& spec, EVP_PKEY* subject_key, X509* iss
   if (BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert.get())) == nullptr) {
     return Internal("set serial: " + OpenSslError());
   }
+  int64_t not_after = now + spec.days * 24 * 3600;
+  if (spec.not_after != 0 && spec.not_after < not_after) not_after = spec.not_after;
   if (ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(now - kBackdateSeconds)) ==
           nullptr ||
-      ASN1_TIME_adj(X509_getm_notAfter(cert.get()), static_cast<time_t>(now),
-                    static_cast<int>(spec.days), 0) == nullptr) {
+      ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(not_after)) == nullptr) {
     return Internal("set validity: " + OpenSslError());
   }
   X509_NAME* subject = X509_get_subject_name(cert.get());
@@ -187,11 +188,22 @@ Result<X509Ptr> IssueCert(const CertSpec& spec, EVP_PKEY* subject_key, X509* iss
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, issuer != nullptr ? issuer : cert.get(), cert.get(), nullptr, nullptr, 0);
   if (spec.ca) {
-    SHOAL_RETURN_IF_ERROR(
-        AddExtension(cert.get(), &ctx, NID_basic_constraints, "critical,CA:TRUE"));
+    std::string constraints = "critical,CA:TRUE";
+    if (spec.path_len >= 0) constraints += ",pathlen:" + std::to_string(spec.path_len);
+    SHOAL_RETURN_IF_ERROR(AddExtension(cert.get(), &ctx, NID_basic_constraints, constraints));
     SHOAL_RETURN_IF_ERROR(
         AddExtension(cert.get(), &ctx, NID_key_usage, "critical,keyCertSign,cRLSign"));
+    // An intermediate CA's extendedKeyUsage limits what its certificates are accepted for:
+    // OpenSSL checks the purpose against every CA in the chain.
+    if (spec.extended_key_usage != nullptr) {
+      SHOAL_RETURN_IF_ERROR(
+          AddExtension(cert.get(), &ctx, NID_ext_key_usage, spec.extended_key_usage));
+    }
     SHOAL_RETURN_IF_ERROR(AddExtension(cert.get(), &ctx, NID_subject_key_identifier, "hash"));
+    if (issuer != nullptr) {
+      SHOAL_RETURN_IF_ERROR(
+          AddExtension(cert.get(), &ctx, NID_authority_key_identifier, "keyid:always"));
+    }
   } else {
     SHOAL_RETURN_IF_ERROR(
         AddExtension(cert.get(), &ctx, NID_basic_constraints, "critical,CA:FALSE"));

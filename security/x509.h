@@ -41,7 +41,9 @@ struct CertSpec {
   std::string common_name;
   int64_t days = 0;
   bool ca = false;
-  const char* extended_key_usage = nullptr;  // "serverAuth" / "clientAuth" for leaves
+  int path_len = -1;                         // a CA's pathLenConstraint; -1 = none
+  const char* extended_key_usage = nullptr;  // "serverAuth" / "clientAuth"; also restricts a CA
+  int64_t not_after = 0;                     // when set, the validity ends no later than this
   std::string subject_alt_names;             // OpenSSL config syntax, already validated
 };
 

@@ -166,16 +166,12 @@ Status WorkerClient::Impl::SetUpSecurity() {
   }
   if (!PathExists(security::BundleCertPath(cfg_.bundle))) {
     if (cfg_.join_token.empty()) {
-      return NotFound("security.bundle " + cfg_.bundle + " holds no certificate (" +
-                      security::BundleCertPath(cfg_.bundle) +
-                      "); enroll with `shoalctl enroll` or pass --join TOKEN");
+      return NotFound(
+          "security.bundle " + cfg_.bundle + " holds no certificate (" +
+          security::BundleCertPath(cfg_.bundle) +
+          "); enroll with `shoalctl enroll`, or pass --join @FILE or set SHOAL_JOIN_TOKEN");
     }
-    std::string token = cfg_.join_token;
-    if (!token.empty() && token[0] == '@') {
-      SHOAL_ASSIGN_OR_RETURN(token, ReadFile(token.substr(1), 4096));
-    }
-    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())))
-      token.pop_back();
+    SHOAL_ASSIGN_OR_RETURN(std::string token, ResolveJoinToken(cfg_.join_token));
     SHOAL_RETURN_IF_ERROR(Join(token));
   } else if (!cfg_.join_token.empty()) {
     spdlog::info("worker={} already enrolled ({}); the join token is not used", cfg_.name,

@@ -1,8 +1,11 @@
 #include "worker/config.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 
 #include "base/config.h"
+#include "base/file_util.h"
 #include "data/dataset.h"
 
 namespace shoal::worker {
@@ -66,6 +69,22 @@ Status WorkerConfig::CheckScriptTrusted(const std::string& sha256_hex, std::stri
       "\"]'), or start the worker with --allow-untrusted-script");
 }
 
+Result<std::string> ResolveJoinToken(const std::string& value) {
+  std::string token = value;
+  if (!token.empty() && token[0] == '@') {
+    auto text = ReadFile(token.substr(1), kMaxJoinTokenFileBytes);
+    if (!text.ok()) return text.status().Annotate("join token file");
+    token = std::move(text).value();
+  }
+  const auto space = [](unsigned char c) { return std::isspace(c) != 0; };
+  while (!token.empty() && space(token.back())) token.pop_back();
+  size_t start = 0;
+  while (start < token.size() && space(token[start])) ++start;
+  token.erase(0, start);
+  if (token.empty()) return InvalidArgument("the join token " + value + " is empty");
+  return token;
+}
+
 Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
                                       const std::vector<std::string>& overrides) {
   SHOAL_ASSIGN_OR_RETURN(ConfigReader r, ConfigReader::FromFile(path, overrides));
@@ -93,6 +112,9 @@ Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
   r.Read("runtime.progress_interval_s", c.progress_interval_s);
   r.Read("runtime.sandbox", c.sandbox);
   SHOAL_RETURN_IF_ERROR(r.Finish());
+  if (c.join_token.empty()) {
+    if (const char* env = std::getenv(kJoinTokenEnv); env != nullptr) c.join_token = env;
+  }
   SHOAL_RETURN_IF_ERROR(c.Validate().Annotate(path.empty() ? "<defaults>" : path));
   return c;
 }

@@ -34,7 +34,8 @@ struct WorkerConfig {
   std::string bundle;      // security.bundle: enrollment bundle dir (shoalctl enroll); with
                            // join_token, where the worker writes its new credentials
   std::string join_token;  // security.join_token: one-time token (shoalctl token create), or
-                           // "@FILE" to read it from FILE; used when the bundle has no certificate
+                           // "@FILE" to read it from FILE; used when the bundle has no
+                           // certificate. Empty: the SHOAL_JOIN_TOKEN environment variable.
   std::string server_name = "coordinator";  // security.server_name: name the coordinator's
                                             // certificate must carry
   bool insecure = false;  // security.insecure: plain ZeroMQ, no TLS (debugging only)
@@ -60,6 +61,16 @@ struct WorkerConfig {
   // otherwise, naming the SHA-256 and the key that would pin it.
   Status CheckScriptTrusted(const std::string& sha256_hex, std::string* warning) const;
 };
+
+// The environment variable read when security.join_token is not set: unlike a command-line
+// argument, it is not visible to other users in ps.
+inline constexpr const char* kJoinTokenEnv = "SHOAL_JOIN_TOKEN";
+// The largest join token file read (a token is about 150 characters).
+inline constexpr uint64_t kMaxJoinTokenFileBytes = 4096;
+
+// The token text of a security.join_token value: "@FILE" is read from FILE; surrounding
+// whitespace is dropped either way.
+Result<std::string> ResolveJoinToken(const std::string& value);
 
 Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
                                       const std::vector<std::string>& overrides);

@@ -1,4 +1,6 @@
 // shoal-worker: trains on one private data silo for a Shoal federation.
+#include <spdlog/spdlog.h>
+
 #include <csignal>
 #include <cstdio>
 
@@ -30,8 +32,8 @@ int main(int argc, char** argv) {
                {"--log-level", "runtime.log_level", "trace | debug | info | warn | error"},
                {"--bundle", "security.bundle", "Enrollment bundle directory (security.bundle)"},
                {"--join", "security.join_token",
-                "Enroll with a one-time join token (or @FILE holding it); "
-                "credentials are written to --bundle"},
+                "Enroll with a one-time join token: @FILE holding it (preferred; or the "
+                "SHOAL_JOIN_TOKEN environment variable), credentials written to --bundle"},
            });
   flags.AddSwitch(app, "--insecure", "security.insecure",
                   "DEBUGGING ONLY: no TLS; weights travel in clear text");
@@ -47,6 +49,17 @@ int main(int argc, char** argv) {
   if (auto st = shoal::InitLogging("worker", config->log_level); !st.ok()) {
     std::fprintf(stderr, "shoal-worker: %s\n", st.ToString().c_str());
     return 2;
+  }
+  // A token given as text on the command line is visible to every local user in ps and
+  // /proc/PID/cmdline until it is redeemed.
+  for (const std::string& o : flags.Overrides()) {
+    const std::string key = "security.join_token=";
+    if (o.rfind(key, 0) == 0 && o.size() > key.size() && o[key.size()] != '@') {
+      spdlog::warn(
+          "the join token was given on the command line, where other local users can read it "
+          "(ps); prefer --join @FILE (a file only you can read) or the {} environment variable",
+          shoal::worker::kJoinTokenEnv);
+    }
   }
   shoal::worker::WorkerClient worker(std::move(config).value());
   g_worker = &worker;

@@ -86,6 +86,36 @@ TEST_F(FileUtilTest, WriteFileAtomicOverADirectoryFailsAndKeepsNoTemp) {
   EXPECT_EQ(Entries(), std::vector<std::string>{"occupied"});
 }
 
+// Issue #20: temporary names were "<path>.tmp.<pid>.<counter>" and opened without O_EXCL or
+// O_NOFOLLOW, so another local user could plant a symlink there and have the write truncate
+// and fill any file the writer may write (here: `victim`). Names are random now and never
+// followed: every predictable name is planted, and the victim stays as it was.
+TEST_F(FileUtilTest, PlantedSymlinksAtPredictableTempNamesAreNotFollowed) {
+  const std::string victim = Path("victim");
+  { std::ofstream(victim) << "precious"; }
+  const std::string path = Path("state.json");
+  const std::string key = Path("worker.key");
+  const std::string pid = std::to_string(::getpid());
+  for (int n = 0; n < 2000; ++n) {
+    for (const std::string& planted : {path + ".tmp." + pid + "." + std::to_string(n),
+                                       key + ".new." + pid + "." + std::to_string(n)}) {
+      ASSERT_EQ(::symlink(victim.c_str(), planted.c_str()), 0) << planted;
+    }
+  }
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(WriteFileAtomic(path, "attacker-chosen " + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(CreateFileAtomic(key, "secret", 0600).ok());
+  EXPECT_EQ(Slurp(victim), "precious");
+  EXPECT_EQ(Slurp(path), "attacker-chosen 4");
+  EXPECT_EQ(Slurp(key), "secret");
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(path)));
+  EXPECT_EQ(fs::status(key).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  // Only the planted links, the victim and the two files: no temporary file is left over.
+  EXPECT_EQ(Entries().size(), 4000u + 3u);
+}
+
 TEST_F(FileUtilTest, ReadFileReadsWholeFile) {
   const std::string path = Path("data.bin");
   std::string bytes;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "base/hex.h"
 #include "data/dataset.h"
 #include "nn/models.h"
 #include "security/signing.h"
@@ -167,10 +168,44 @@ TEST_F(ExportEndToEndTest, FederationToSignedExportToPythonAndHttpServing) {
       << log;
   EXPECT_TRUE(Contains(log, "OK ")) << log;
   EXPECT_TRUE(Contains(log, coordinator_pub->fingerprint())) << log;
-  ASSERT_EQ(Run({BinDir() + "/shoalctl", "verify", model_pt}, "verify-untrusted", &log), 0) << log;
-  EXPECT_TRUE(Contains(log, "signature valid for key " + coordinator_pub->fingerprint() +
-                                "; pass --pubkey to check it is your coordinator's"))
+  // Issue #20: without a trusted key, verify used to accept the key model.json carries itself.
+  // Now it fails and says how to name the key it should trust; a pinned fingerprint is enough.
+  EXPECT_EQ(Run({BinDir() + "/shoalctl", "verify", model_pt}, "verify-untrusted", &log), 3) << log;
+  EXPECT_TRUE(Contains(log, "no trusted key")) << log;
+  EXPECT_TRUE(Contains(log, coordinator_pub->fingerprint())) << log;
+  ASSERT_EQ(Run({BinDir() + "/shoalctl", "verify", model_pt, "--fingerprint",
+                 coordinator_pub->fingerprint()},
+                "verify-pinned", &log),
+            0)
       << log;
+  EXPECT_TRUE(Contains(log, "OK ")) << log;
+
+  // The attack: model.json re-signed by another key, which it then embeds.
+  {
+    auto forger = security::PrivateKey::Generate();
+    ASSERT_TRUE(forger.ok());
+    nlohmann::json resigned = meta;
+    resigned["metrics"]["central"]["accuracy"] = 0.999;
+    resigned["public_key_pem"] = forger->public_key().pem();
+    resigned.erase("signature");
+    auto sig = forger->Sign(resigned.dump());
+    ASSERT_TRUE(sig.ok());
+    resigned["signature"] = {{"algorithm", "ed25519"},
+                             {"public_key_fingerprint", forger->public_key().fingerprint()},
+                             {"signature", HexEncode(*sig)}};
+    const std::string resigned_dir = dir_ + "/resigned";
+    std::filesystem::create_directories(resigned_dir);
+    std::filesystem::copy_file(model_pt, resigned_dir + "/model.pt");
+    ASSERT_TRUE(WriteFileAtomic(resigned_dir + "/model.json", resigned.dump(2)).ok());
+    for (const auto& trust : std::vector<std::vector<std::string>>{
+             {}, {"--fingerprint", coordinator_pub->fingerprint()}, {"--run-dir", run}}) {
+      std::vector<std::string> argv = {BinDir() + "/shoalctl", "verify",
+                                       resigned_dir + "/model.pt"};
+      argv.insert(argv.end(), trust.begin(), trust.end());
+      EXPECT_EQ(Run(argv, "verify-resigned", &log), 3) << log;
+      EXPECT_FALSE(Contains(log, "OK ")) << log;
+    }
+  }
 
   const std::string bad_pt_dir = dir_ + "/tampered-pt";
   std::filesystem::create_directories(bad_pt_dir);

@@ -29,7 +29,9 @@
 #include "protocols/channel.h"
 #include "protocols/codec.h"
 #include "protocols/transport.h"
+#include "security/pki.h"
 #include "tests/testing/allocation_tracker.h"
+#include "tests/testing/forge_cert.h"
 
 namespace shoal::protocols {
 namespace {
@@ -423,6 +425,105 @@ TEST_F(SecureChannelTest, ClientRefusesServerCertWithTheWrongName) {
   Frames frames;
   EXPECT_FALSE(client.Seal("x", &frames).ok());
   EXPECT_TRUE(frames.empty());
+}
+
+// ---- Issue #20 item 9: the PKI of `shoalctl ca init`, with the enrollment CA ----
+
+// A CA made by security::InitCa, a worker enrolled with a join token (certificate from the
+// enrollment CA, chain leaf + enrollment CA) and the coordinator's own credentials.
+class EnrollmentCaTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::path(::testing::TempDir()) / "enrollment_tls_XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    ca_dir_ = dir_ + "/ca";
+    ASSERT_TRUE(security::InitCa(ca_dir_).ok());
+    ca_ = ReadFile(security::CaCertPath(ca_dir_));
+    auto token = security::CreateJoinToken(ca_dir_, "silo-1", 600);
+    ASSERT_TRUE(token.ok()) << token.status().ToString();
+    auto parsed = security::ParseJoinToken(*token);
+    auto kc = security::MakeKeyAndCsr("silo-1");
+    ASSERT_TRUE(parsed.ok() && kc.ok());
+    auto chain = security::RedeemJoinToken(ca_dir_, parsed->id, parsed->secret, kc->csr_pem);
+    ASSERT_TRUE(chain.ok()) << chain.status().ToString();
+    worker_cert_ = *chain;
+    worker_key_ = kc->key_pem;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::shared_ptr<TlsContext> CoordinatorTls() {
+    auto ctx = TlsContext::Server({ReadFile(security::CoordinatorCertPath(ca_dir_)) + ca_,
+                                   ReadFile(security::CoordinatorKeyPath(ca_dir_)), ca_, ""});
+    EXPECT_TRUE(ctx.ok()) << ctx.status().ToString();
+    return ctx.ok() ? *ctx : nullptr;
+  }
+  std::shared_ptr<TlsContext> WorkerTls() {
+    auto ctx = TlsContext::Client({worker_cert_, worker_key_, ca_, "coordinator"});
+    EXPECT_TRUE(ctx.ok()) << ctx.status().ToString();
+    return ctx.ok() ? *ctx : nullptr;
+  }
+  std::string dir_, ca_dir_, ca_, worker_cert_, worker_key_;
+};
+
+TEST_F(EnrollmentCaTlsTest, TokenJoinedWorkerAndCoordinatorAcceptEachOther) {
+  Pair p = Connect(WorkerTls(), CoordinatorTls());
+  EXPECT_EQ(p.client->peer_name(), "coordinator");
+  EXPECT_EQ(p.server->peer_name(), "silo-1");
+}
+
+// The attack with what the coordinator holds: each private key in its CA directory issues a
+// "coordinator" serverAuth certificate and serves it. A worker must accept none of them: the
+// root key is not there, and the enrollment CA is for client certificates only.
+TEST_F(EnrollmentCaTlsTest, WorkersRefuseAServerCertificateFromAnyCoordinatorKey) {
+  int tried = 0;
+  for (const auto& e : fs::directory_iterator(ca_dir_)) {
+    if (e.path().extension() != ".key") continue;
+    const std::string cert_path = (e.path().parent_path() / e.path().stem()).string() + ".crt";
+    X509* issuer = shoal::testing::ParsePemCert(ReadFile(cert_path));
+    EVP_PKEY* signer = shoal::testing::ParsePemKey(ReadFile(e.path()));
+    ASSERT_TRUE(issuer != nullptr && signer != nullptr) << e.path();
+    shoal::testing::ForgedCert forged = shoal::testing::ForgeLeaf(
+        issuer, signer, "coordinator", "serverAuth", "DNS:coordinator,IP:127.0.0.1");
+    X509_free(issuer);
+    EVP_PKEY_free(signer);
+    auto server_ctx =
+        TlsContext::Server({forged.cert_pem + ReadFile(cert_path), forged.key_pem, ca_, ""});
+    ASSERT_TRUE(server_ctx.ok()) << server_ctx.status().ToString();
+    SecureSession client(WorkerTls());
+    SecureSession server(*server_ctx);
+    Handshake h = RunHandshake(client, server);
+    EXPECT_EQ(h.client.code(), Code::kRejected)
+        << "a worker accepted a coordinator certificate issued with " << e.path();
+    EXPECT_FALSE(client.established());
+    EXPECT_TRUE(h.delivered.empty());
+    ++tried;
+  }
+  EXPECT_GE(tried, 2);  // coordinator.key and enrollment.key
+}
+
+// The enrollment CA vouches for client certificates only: a worker certificate it issued with
+// the wrong extendedKeyUsage is refused by the coordinator.
+TEST_F(EnrollmentCaTlsTest, CoordinatorRefusesAnEnrollmentCaCertWithTheWrongEku) {
+  const std::string enrollment_pem = ReadFile(security::EnrollmentCertPath(ca_dir_));
+  X509* issuer = shoal::testing::ParsePemCert(enrollment_pem);
+  EVP_PKEY* signer = shoal::testing::ParsePemKey(ReadFile(security::EnrollmentKeyPath(ca_dir_)));
+  ASSERT_TRUE(issuer != nullptr && signer != nullptr);
+  shoal::testing::ForgedCert wrong =
+      shoal::testing::ForgeLeaf(issuer, signer, "silo-2", "serverAuth");
+  X509_free(issuer);
+  EVP_PKEY_free(signer);
+  auto client_ctx =
+      TlsContext::Client({wrong.cert_pem + enrollment_pem, wrong.key_pem, ca_, "coordinator"});
+  ASSERT_TRUE(client_ctx.ok()) << client_ctx.status().ToString();
+  SecureSession client(*client_ctx);
+  SecureSession server(CoordinatorTls());
+  Handshake h = RunHandshake(client, server);
+  EXPECT_EQ(h.server.code(), Code::kRejected) << h.server.ToString();
+  EXPECT_FALSE(server.established());
+  EXPECT_TRUE(h.delivered.empty());
 }
 
 TEST_F(SecureChannelTest, BadConfigsAreInvalidArguments) {

@@ -138,5 +138,34 @@ TEST_F(WorkerConfigTest, CoordinatorTorchScriptRunsOnlyWhenPinnedOrExplicitlyAll
   EXPECT_NE(warning.find("--allow-untrusted-script"), std::string::npos) << warning;
 }
 
+// Issue #20: a token passed as `--join TOKEN` is visible to every local user in ps. The
+// environment variable and @FILE keep it off the command line.
+TEST_F(WorkerConfigTest, JoinTokenComesFromTheEnvironmentOrAFile) {
+  ASSERT_EQ(::setenv(kJoinTokenEnv, "shoal1.from-env", 1), 0);
+  Result<WorkerConfig> from_env = LoadWorkerConfig(Write(kMinimal), {});
+  ASSERT_TRUE(from_env.ok()) << from_env.status().ToString();
+  EXPECT_EQ(from_env->join_token, "shoal1.from-env");
+  // An explicit setting wins over the environment.
+  Result<WorkerConfig> explicit_file =
+      LoadWorkerConfig(Write(kMinimal), {"security.join_token=@" + dir_ + "/token"});
+  ASSERT_TRUE(explicit_file.ok());
+  EXPECT_EQ(explicit_file->join_token, "@" + dir_ + "/token");
+  ASSERT_EQ(::unsetenv(kJoinTokenEnv), 0);
+  Result<WorkerConfig> none = LoadWorkerConfig(Write(kMinimal), {});
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->join_token.empty());
+
+  std::ofstream(dir_ + "/token") << "  shoal1.abc.def \n";
+  auto token = ResolveJoinToken("@" + dir_ + "/token");
+  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  EXPECT_EQ(*token, "shoal1.abc.def");
+  EXPECT_EQ(*ResolveJoinToken(" shoal1.x\n"), "shoal1.x");
+  EXPECT_EQ(ResolveJoinToken("@" + dir_ + "/missing").status().code(), Code::kNotFound);
+  std::ofstream(dir_ + "/empty") << "\n";
+  EXPECT_EQ(ResolveJoinToken("@" + dir_ + "/empty").status().code(), Code::kInvalidArgument);
+  std::ofstream(dir_ + "/huge") << std::string(kMaxJoinTokenFileBytes + 1, 'a');
+  EXPECT_EQ(ResolveJoinToken("@" + dir_ + "/huge").status().code(), Code::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace shoal::worker

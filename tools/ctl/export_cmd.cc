@@ -1,5 +1,7 @@
 #include "tools/ctl/export_cmd.h"
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -292,7 +294,8 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req, const ModelExport
 }
 
 Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::string& pubkey_path,
-                                   const std::string& run_dir) {
+                                   const std::string& run_dir,
+                                   const std::string& pinned_fingerprint) {
   const std::string json_path = MetadataPathFor(model_path);
   SHOAL_ASSIGN_OR_RETURN(std::string model_bytes, ReadFile(model_path, kMaxModelBytes));
   SHOAL_ASSIGN_OR_RETURN(std::string json_text, ReadFile(json_path, kMaxMetadataBytes));
@@ -306,6 +309,14 @@ Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::str
     auto k = security::PublicKey::Load(security::SigningPublicKeyPath(run_dir));
     if (!k.ok()) return k.status().Annotate("coordinator public key of " + run_dir);
     trusted = std::move(k).value();
+  }
+
+  std::string pinned = pinned_fingerprint;
+  std::transform(pinned.begin(), pinned.end(), pinned.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  if (!pinned.empty() && !IsLowerHex(pinned, 64)) {
+    return InvalidArgument("--fingerprint \"" + pinned_fingerprint +
+                           "\" is not a key fingerprint (64 hex characters)");
   }
 
   VerifyOutcome out;
@@ -370,19 +381,29 @@ Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::str
     }
     out.summary = "signed by trusted key " + trusted->fingerprint();
   } else {
+    // No key of our own: the embedded key is trusted only when its fingerprint is the pinned
+    // one. Without a pin, a valid signature proves nothing (anyone can re-sign model.json with
+    // a key of their own and embed it), so verification fails.
     if (!embedded.ok()) {
       out.failures.push_back(json_path + " embeds no usable public key (" +
-                             embedded.status().message() + "); pass --pubkey or --run-dir");
+                             embedded.status().message() +
+                             "); pass --pubkey, --run-dir or --fingerprint");
     } else if (claimed_fp != embedded->fingerprint()) {
       out.failures.push_back("embedded public key has fingerprint " + embedded->fingerprint() +
                              " but the signature block names " + claimed_fp);
     } else if (!embedded->Verify(*signed_bytes, *signature).ok()) {
       out.failures.push_back("signature check failed: model.json was modified after signing");
-    } else {
-      out.warning = "signature valid for key " + embedded->fingerprint() +
-                    "; pass --pubkey to check it is your coordinator's";
+    } else if (pinned.empty()) {
+      out.failures.push_back(
+          "no trusted key: model.json is signed by the key it carries itself (" +
+          embedded->fingerprint() +
+          "), which anyone can replace with their own; pass --pubkey FILE, --run-dir RUN_DIR or "
+          "--fingerprint SHA256 to say which coordinator key you trust");
+    } else if (embedded->fingerprint() != pinned) {
+      out.failures.push_back("wrong key: model.json is signed by key " + embedded->fingerprint() +
+                             ", not by the pinned key " + pinned);
     }
-    out.summary = "signed by embedded key " + claimed_fp;
+    out.summary = "signed by pinned key " + claimed_fp;
   }
   out.summary = "version " + (j.contains("version") ? j["version"].dump() : std::string("?")) +
                 " (round " + (j.contains("round") ? j["round"].dump() : std::string("?")) +
@@ -455,11 +476,18 @@ void AddVerifyCommand(CLI::App& app) {
   auto pubkey = std::make_shared<std::string>();
   auto run_dir = std::make_shared<std::string>();
   cmd->add_option("model", *model, "Exported TorchScript file (model.json beside it)")->required();
+  auto fingerprint = std::make_shared<std::string>();
   auto* pk = cmd->add_option("--pubkey", *pubkey, "Trusted coordinator public key (PEM)");
-  cmd->add_option("--run-dir", *run_dir, "Trust the coordinator key of this run directory")
-      ->excludes(pk);
-  cmd->callback([model, pubkey, run_dir] {
-    auto outcome = VerifyExport(*model, *pubkey, *run_dir);
+  auto* rd =
+      cmd->add_option("--run-dir", *run_dir, "Trust the coordinator key of this run directory")
+          ->excludes(pk);
+  cmd->add_option("--fingerprint", *fingerprint,
+                  "Trust only the key with this SHA-256 fingerprint (as `shoalctl export` "
+                  "prints it). One of --pubkey, --run-dir, --fingerprint is needed")
+      ->excludes(pk)
+      ->excludes(rd);
+  cmd->callback([model, pubkey, run_dir, fingerprint] {
+    auto outcome = VerifyExport(*model, *pubkey, *run_dir, *fingerprint);
     if (!outcome.ok()) Fail(outcome.status());
     if (!outcome->failures.empty()) {
       for (const auto& f : outcome->failures) std::printf("FAILED %s\n", f.c_str());

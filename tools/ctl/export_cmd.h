@@ -54,14 +54,17 @@ void RunExport(const ExportRequest& request, const ModelExporter& exporter);
 struct VerifyOutcome {
   std::vector<std::string> failures;  // one line per failed check; empty when all passed
   std::string summary;                // what was verified (version, fingerprint)
-  std::string warning;                // set when no trusted key was given
+  std::string warning;                // a note printed after OK
 };
 
 // Checks model.pt against model.json and model.json's signature against the public key in
-// `pubkey_path`, else `run_dir`'s coordinator key, else (with a warning) the key embedded in
-// model.json. An error Status when the checks cannot run (missing file, unreadable key).
+// `pubkey_path`, else `run_dir`'s coordinator key, else the key embedded in model.json when its
+// SHA-256 fingerprint is `pinned_fingerprint`. With none of the three, the check fails: a key
+// that model.json carries itself proves nothing. An error Status when the checks cannot run
+// (missing file, unreadable key, malformed fingerprint).
 Result<VerifyOutcome> VerifyExport(const std::string& model_path, const std::string& pubkey_path,
-                                   const std::string& run_dir);
+                                   const std::string& run_dir,
+                                   const std::string& pinned_fingerprint = "");
 
 // The bytes model.json's signature covers: model.json without "signature", as compact JSON with
 // sorted keys (nlohmann dump()). shoal-serve checks signatures with it too.

@@ -61,8 +61,16 @@ void AddCaCommand(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   auto* init = ca->add_subcommand(
-      "init", "Create a CA and the coordinator's certificate in DIR (refuses to overwrite)");
-  init->add_option("dir", args->dir, "CA directory (created mode 0700)")->required();
+      "init",
+      "Create a CA: the root in --root (keep it offline), the coordinator's certificate and the "
+      "enrollment CA in DIR (refuses to overwrite)");
+  init->add_option("dir", args->dir, "CA directory for the coordinator (created mode 0700)")
+      ->required();
+  init->add_option("--root", args->options.root_dir,
+                   "Root CA directory, never inside DIR (default: DIR-root; created mode 0700)");
+  init->add_option("--enrollment-days", args->options.enrollment_days,
+                   "Validity of the enrollment CA with which the coordinator signs join requests")
+      ->capture_default_str();
   init->add_option("--coordinator-address", args->options.coordinator_address,
                    "The coordinator's address written into bundles and tokens")
       ->capture_default_str();
@@ -80,12 +88,41 @@ void AddCaCommand(CLI::App& app) {
     std::printf("ca fingerprint (sha256): %s\n", fingerprint->c_str());
     std::printf("coordinator: %s, %s\n", security::CoordinatorCertPath(args->dir).c_str(),
                 security::CoordinatorKeyPath(args->dir).c_str());
+    const std::string root = args->options.root_dir.empty() ? security::DefaultRootDir(args->dir)
+                                                            : args->options.root_dir;
+    std::printf("enrollment CA (%lld days): %s\n",
+                static_cast<long long>(args->options.enrollment_days),
+                security::EnrollmentCertPath(args->dir).c_str());
+    std::printf(
+        "root CA key: %s (keep it offline: only `enroll` and `ca renew-enrollment` need "
+        "it, never the coordinator)\n",
+        security::CaKeyPath(root).c_str());
+  });
+
+  struct RenewArgs {
+    std::string dir, root;
+    int64_t days = security::kDefaultEnrollmentCaValidityDays;
+  };
+  auto renew_args = std::make_shared<RenewArgs>();
+  auto* renew = ca->add_subcommand(
+      "renew-enrollment",
+      "Issue a new enrollment CA from the root (before the old one expires); a CA directory "
+      "still holding the root key (the old layout) has it moved to --root");
+  renew->add_option("dir", renew_args->dir, "CA directory of the coordinator")->required();
+  renew->add_option("--root", renew_args->root, "Root CA directory (default: DIR-root)");
+  renew->add_option("--days", renew_args->days, "Validity of the new enrollment CA")
+      ->capture_default_str();
+  renew->callback([renew_args] {
+    Check(security::RenewEnrollmentCa(renew_args->dir, renew_args->root, renew_args->days));
+    std::printf("new enrollment CA (%lld days): %s\n", static_cast<long long>(renew_args->days),
+                security::EnrollmentCertPath(renew_args->dir).c_str());
   });
 }
 
 void AddEnrollCommand(CLI::App& app) {
   struct Args {
     std::string name, ca_dir, out_dir, coordinator;
+    security::IssueOptions options;
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand(
@@ -95,8 +132,13 @@ void AddEnrollCommand(CLI::App& app) {
   cmd->add_option("--out", args->out_dir, "Bundle directory to create")->required();
   cmd->add_option("--coordinator", args->coordinator,
                   "Coordinator address for the bundle (default: the CA's)");
+  cmd->add_option("--root", args->options.root_dir,
+                  "Root CA directory that signs the bundle (default: CA_DIR-root)");
+  cmd->add_flag("--reissue", args->options.reissue,
+                "The worker already has a certificate: issue a new one and revoke the old ones");
   cmd->callback([args] {
-    Check(security::Enroll(args->ca_dir, args->name, args->out_dir, args->coordinator));
+    Check(security::Enroll(args->ca_dir, args->name, args->out_dir, args->coordinator,
+                           args->options));
     std::printf("enrolled %s: bundle in %s (copy it to the worker; worker.key is secret)\n",
                 args->name.c_str(), args->out_dir.c_str());
   });
@@ -107,6 +149,7 @@ void AddTokenCommand(CLI::App& app) {
   token->require_subcommand(1);
   struct Args {
     std::string name, ca_dir, ttl = "1h", coordinator;
+    bool reissue = false;
   };
   auto args = std::make_shared<Args>();
   auto* create = token->add_subcommand(
@@ -117,10 +160,14 @@ void AddTokenCommand(CLI::App& app) {
       ->capture_default_str();
   create->add_option("--coordinator", args->coordinator,
                      "Coordinator address in the token (default: the CA's)");
+  create->add_flag("--reissue", args->reissue,
+                   "The worker already has a certificate: redeeming the token revokes the old "
+                   "ones");
   create->callback([args] {
     auto ttl = ParseDuration(args->ttl);
     if (!ttl.ok()) Fail(ttl.status());
-    auto text = security::CreateJoinToken(args->ca_dir, args->name, *ttl, args->coordinator);
+    auto text = security::CreateJoinToken(args->ca_dir, args->name, *ttl, args->coordinator, 0,
+                                          args->reissue);
     if (!text.ok()) Fail(text.status());
     std::printf("%s\n", text->c_str());
   });
