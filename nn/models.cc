@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "base/cpu_time.h"
+#include "nn/per_example.h"
 #include "nn/runtime.h"
 #include "nn/script_check.h"
 
@@ -38,11 +39,12 @@ class Mlp : public Net {
       : fc1(register_module("fc1", torch::nn::Linear(in, 200))),
         fc2(register_module("fc2", torch::nn::Linear(200, 200))),
         fc3(register_module("fc3", torch::nn::Linear(200, classes))) {}
-  torch::Tensor forward(torch::Tensor x) override {
+  torch::Tensor forward(torch::Tensor x) override { return TapedForward(x, nullptr); }
+  torch::Tensor TapedForward(torch::Tensor x, LayerTape* tape) override {
     x = x.flatten(1);
-    x = torch::relu(fc1->forward(x));
-    x = torch::relu(fc2->forward(x));
-    return fc3->forward(x);
+    x = torch::relu(TapeLinear(fc1, x, tape));
+    x = torch::relu(TapeLinear(fc2, x, tape));
+    return TapeLinear(fc3, x, tape);
   }
   torch::nn::Linear fc1, fc2, fc3;
 };
@@ -50,7 +52,10 @@ class Mlp : public Net {
 class LogReg : public Net {
  public:
   LogReg(int64_t in, int64_t classes) : fc(register_module("fc", torch::nn::Linear(in, classes))) {}
-  torch::Tensor forward(torch::Tensor x) override { return fc->forward(x.flatten(1)); }
+  torch::Tensor forward(torch::Tensor x) override { return TapedForward(x, nullptr); }
+  torch::Tensor TapedForward(torch::Tensor x, LayerTape* tape) override {
+    return TapeLinear(fc, x.flatten(1), tape);
+  }
   torch::nn::Linear fc;
 };
 
@@ -65,11 +70,12 @@ class Cnn : public Net {
                               torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)))),
         fc1(register_module("fc1", torch::nn::Linear(64 * (h / 4) * (w / 4), 512))),
         fc2(register_module("fc2", torch::nn::Linear(512, classes))) {}
-  torch::Tensor forward(torch::Tensor x) override {
-    x = torch::max_pool2d(torch::relu(conv1->forward(x)), 2);
-    x = torch::max_pool2d(torch::relu(conv2->forward(x)), 2);
-    x = torch::relu(fc1->forward(x.flatten(1)));
-    return fc2->forward(x);
+  torch::Tensor forward(torch::Tensor x) override { return TapedForward(x, nullptr); }
+  torch::Tensor TapedForward(torch::Tensor x, LayerTape* tape) override {
+    x = torch::max_pool2d(torch::relu(TapeConv2d(conv1, x, tape)), 2);
+    x = torch::max_pool2d(torch::relu(TapeConv2d(conv2, x, tape)), 2);
+    x = torch::relu(TapeLinear(fc1, x.flatten(1), tape));
+    return TapeLinear(fc2, x, tape);
   }
   torch::nn::Conv2d conv1, conv2;
   torch::nn::Linear fc1, fc2;

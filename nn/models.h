@@ -28,6 +28,8 @@
 
 namespace shoal::nn {
 
+class LayerTape;  // nn/per_example.h
+
 // Names accepted by MakeModel.
 const std::vector<std::string>& BuiltinModels();
 
@@ -35,6 +37,10 @@ class Net : public torch::nn::Module {
  public:
   // x: [batch, *input_shape] float32; returns logits [batch, num_classes].
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+  // forward that runs each Linear and Conv2d layer through `tape` (when not null) so that
+  // per-example gradients can be computed (nn/per_example.h). The built-in nets do; the default
+  // ignores the tape, and DP-SGD then refuses the net, naming a parameter it did not see.
+  virtual torch::Tensor TapedForward(torch::Tensor x, LayerTape* /*tape*/) { return forward(x); }
   // The trained tensors with their names, in ModelSpec order (what SpecOf, GetWeights,
   // SetWeights and the trainer's optimizer use). Built-in models: named_parameters().
   virtual std::vector<std::pair<std::string, torch::Tensor>> NamedParameters();
