@@ -679,14 +679,12 @@ void SecureSession::ReadWhole() {
 }
 
 // A client reserves the whole message at once (its coordinator's frames carry the model; growing
-// them copied it). A server grows the buffer with the bytes that arrive, at most
-// kServerReceiveAheadBytes (or the bytes already in, when more) ahead: a client announcing a
-// large message holds only what it sent.
+// them copied it). A server grows the buffer as the bytes arrive (kServerReceiveGrowth).
 void SecureSession::GrowBody() {
   size_t target = message_bytes_;
   if (context_->is_server()) {
-    target =
-        std::min(message_bytes_, partial_have_ + std::max(kServerReceiveAheadBytes, partial_have_));
+    target = std::min(message_bytes_,
+                      std::max(kServerReceiveAheadBytes, kServerReceiveGrowth * partial_have_));
   }
   if (target <= partial_.size()) return;
   if (partial_.capacity() < target) ReserveForWrite(partial_, target);

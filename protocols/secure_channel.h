@@ -72,10 +72,13 @@ inline constexpr size_t kMaxMessageCap = 0xFFFFFFFFu;
 // message into frames of its own, so one is the norm; without a cap one 8 MiB frame of empty
 // messages became two million messages handled one by one.
 inline constexpr size_t kMaxMessagesPerFrame = 64;
-// A server session reserves at most this much of a message beyond the bytes received (and
-// doubles from there): a peer that announces a large message and sends little ties up little.
-// A client trusts its coordinator's announcements and reserves the whole message at once.
+// A server session reserves for a message at most kServerReceiveAheadBytes, or
+// kServerReceiveGrowth times the bytes received when more, never the announced size at once: a
+// peer that announces a large message and sends little ties up little, and a large message is
+// copied at most a seventh of its size while its buffer grows. A client trusts its
+// coordinator's announcements and reserves the whole message at once.
 inline constexpr size_t kServerReceiveAheadBytes = size_t{1} << 20;
+inline constexpr size_t kServerReceiveGrowth = 8;
 
 // Server only: decides in the handshake whether a client certificate that verified against the
 // CA is revoked (its subject CN and lowercase hex SHA-256). A revoked certificate ends the

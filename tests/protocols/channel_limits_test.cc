@@ -334,8 +334,8 @@ std::string ConnectAndAdmit(ServerChannel& server, RawClient& client) {
   return got[0].peer;
 }
 
-// Item 5: a session reserves for a message only as its bytes arrive (at most
-// kServerReceiveAheadBytes ahead), whatever length its prefix announces.
+// Item 5: a session reserves for a message only as its bytes arrive (kServerReceiveAheadBytes,
+// or kServerReceiveGrowth times what came), whatever length its prefix announces.
 TEST_F(ChannelLimitsTest, ReceiveBufferGrowsWithTheBytesThatArrive) {
   StartServer({});
   RawClient client(endpoint_, WorkerTlsFor("liar-1"));
