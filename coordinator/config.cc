@@ -4,10 +4,12 @@
 #include <string>
 
 #include "base/config.h"
+#include "base/file_util.h"
 #include "coordinator/aggregation/aggregator_registry.h"
 #include "data/dataset.h"
 #include "model/compression.h"
 #include "protocols/frame_layout.h"  // kMaxChunkBytes
+#include "security/pki.h"
 
 namespace shoal::coordinator {
 
@@ -85,6 +87,14 @@ Status CoordinatorConfig::Validate() const {
                "required: workers connect over mutually authenticated TLS. Create the federation's "
                "CA with `shoalctl ca init DIR` and pass --ca-dir DIR, or pass --insecure to send "
                "weights in clear text (debugging only)");
+  }
+  // The root key must never be where the coordinator can read it (issue #20): it signs join
+  // requests with the enrollment CA alone. Checked here, before anything starts.
+  if (!insecure && PathExists(security::CaKeyPath(ca_dir))) {
+    return bad("security.ca_dir",
+               ca_dir + " holds the root CA key (" + security::CaKeyPath(ca_dir) +
+                   "); the coordinator must not: move it out with `shoalctl ca renew-enrollment " +
+                   ca_dir + " --root ROOT_DIR`, which also makes the enrollment CA it needs");
   }
   if (handshake_timeout_ms < 100)
     return bad("security.handshake_timeout_ms", "must be at least 100");

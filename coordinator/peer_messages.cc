@@ -73,14 +73,6 @@ Status Coordinator::Impl::SetUpChannel() {
     }
     return text;
   };
-  // The root key must never be where the coordinator can read it (issue #20): a coordinator
-  // signs join requests with the enrollment CA alone.
-  if (PathExists(security::CaKeyPath(dir))) {
-    return Rejected("security.ca_dir " + dir + " holds the root CA key (" +
-                    security::CaKeyPath(dir) +
-                    "); the coordinator must not: move it out with `shoalctl ca renew-enrollment " +
-                    dir + " --root ROOT_DIR`, which also makes the enrollment CA it needs");
-  }
   SHOAL_ASSIGN_OR_RETURN(std::string ca, read(security::CaCertPath(dir)));
   SHOAL_ASSIGN_OR_RETURN(std::string cert, read(security::CoordinatorCertPath(dir)));
   SHOAL_ASSIGN_OR_RETURN(std::string key, read(security::CoordinatorKeyPath(dir)));

@@ -119,6 +119,21 @@ TEST_F(ConfigTest, SecureByDefault) {
   EXPECT_TRUE(insecure->insecure);
 }
 
+// Issue #20: a CA directory holding the root key is refused before the coordinator starts.
+TEST_F(ConfigTest, CaDirectoryWithTheRootKeyIsRefused) {
+  const std::string ca = dir_ + "/ca";
+  fs::create_directories(ca);
+  ASSERT_TRUE(coordinator::LoadCoordinatorConfig("", {"security.ca_dir=" + ca}).ok());
+  std::ofstream(ca + "/ca.key") << "-----BEGIN PRIVATE KEY-----\n";
+  auto c = coordinator::LoadCoordinatorConfig("", {"security.ca_dir=" + ca});
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(Contains(c.status().message(), "holds the root CA key")) << c.status().message();
+  EXPECT_TRUE(Contains(c.status().message(), "renew-enrollment")) << c.status().message();
+  EXPECT_TRUE(
+      coordinator::LoadCoordinatorConfig("", {"security.ca_dir=" + ca, "security.insecure=true"})
+          .ok());
+}
+
 TEST_F(ConfigTest, DefaultsWhenPathEmpty) {
   Result<coordinator::CoordinatorConfig> c =
       coordinator::LoadCoordinatorConfig("", {"security.ca_dir=ca"});

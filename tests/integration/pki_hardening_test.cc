@@ -74,6 +74,8 @@ class PkiHardeningTest : public ::testing::Test {
             "network.heartbeat_ms=200",
             "--set",
             "eval.federated=false",
+            "--set",
+            "http.linger_s=0",
             "--ca-dir",
             pki_->ca_dir()};
   }
@@ -102,7 +104,7 @@ TEST_F(PkiHardeningTest, CoordinatorEnrollsByTokenWithoutTheRootKey) {
                 security::CaKeyPath(pki_->ca_dir()));
   {
     Process refused(CoordinatorArgv(), dir_ + "/refused.log");
-    auto code = refused.Wait(120s);
+    auto code = refused.Wait(60s);
     ASSERT_TRUE(code.has_value()) << refused.Log();
     EXPECT_NE(*code, 0);
     EXPECT_NE(refused.Log().find("holds the root CA key"), std::string::npos) << refused.Log();

@@ -367,6 +367,9 @@ TEST_F(SecurityTest, OnlyEnrolledCertificatesGetIn) {
   // forged issuance): refused by the enrollment check.
   std::filesystem::copy(pki_->ca_dir(), dir_ + "/ca-copy",
                         std::filesystem::copy_options::recursive);
+  std::filesystem::copy(security::DefaultRootDir(pki_->ca_dir()),
+                        security::DefaultRootDir(dir_ + "/ca-copy"),
+                        std::filesystem::copy_options::recursive);
   ASSERT_TRUE(security::Enroll(dir_ + "/ca-copy", "ghost", dir_ + "/ghost").ok());
   ScriptedWorker ghost(endpoint_, "ghost", testing::TestPki::ClientTlsFromBundle(dir_ + "/ghost"));
   st = ghost.Hello(5s);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -34,6 +35,11 @@ CmdResult Shoalctl(const std::string& args) {
   const int status = ::pclose(pipe);
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return run;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 bool Contains(const std::string& haystack, const std::string& needle) {
@@ -102,6 +108,46 @@ TEST_F(PkiCliTest, EnrollmentLifecycle) {
   CmdResult bad_name = Shoalctl("enroll 'a b' --ca " + ca + " --out " + root_ + "/x");
   EXPECT_EQ(bad_name.exit_code, 2);
   EXPECT_TRUE(Contains(bad_name.out, "bad worker name")) << bad_name.out;
+}
+
+// Issue #20: the root goes to --root, never the coordinator's directory; a second certificate
+// for a name needs --reissue; renew-enrollment makes a new enrollment CA from the root.
+TEST_F(PkiCliTest, RootDirectoryReissueAndRenewal) {
+  const std::string ca = root_ + "/ca";
+  const std::string offline = root_ + "/offline";
+  CmdResult inside = Shoalctl("ca init " + ca + " --root " + ca + "/root");
+  EXPECT_EQ(inside.exit_code, 2) << inside.out;
+  CmdResult init = Shoalctl("ca init " + ca + " --root " + offline + " --enrollment-days 30");
+  ASSERT_EQ(init.exit_code, 0) << init.out;
+  EXPECT_TRUE(Contains(init.out, offline + "/ca.key")) << init.out;
+  EXPECT_TRUE(fs::exists(offline + "/ca.key"));
+  EXPECT_FALSE(fs::exists(ca + "/ca.key"));
+  EXPECT_TRUE(fs::exists(ca + "/enrollment.key"));
+
+  CmdResult no_root = Shoalctl("enroll w1 --ca " + ca + " --out " + root_ + "/w1");
+  EXPECT_EQ(no_root.exit_code, 2) << no_root.out;
+  EXPECT_TRUE(Contains(no_root.out, "root")) << no_root.out;
+  ASSERT_EQ(
+      Shoalctl("enroll w1 --ca " + ca + " --root " + offline + " --out " + root_ + "/w1").exit_code,
+      0);
+  CmdResult second =
+      Shoalctl("enroll w1 --ca " + ca + " --root " + offline + " --out " + root_ + "/w1b");
+  EXPECT_EQ(second.exit_code, 2) << second.out;
+  EXPECT_TRUE(Contains(second.out, "--reissue")) << second.out;
+  CmdResult token = Shoalctl("token create --name w1 --ca " + ca);
+  EXPECT_EQ(token.exit_code, 2) << token.out;
+  ASSERT_EQ(Shoalctl("token create --name w1 --reissue --ca " + ca).exit_code, 0);
+  ASSERT_EQ(
+      Shoalctl("enroll w1 --reissue --ca " + ca + " --root " + offline + " --out " + root_ + "/w1b")
+          .exit_code,
+      0);
+  CmdResult reserved = Shoalctl("token create --name coordinator --ca " + ca);
+  EXPECT_EQ(reserved.exit_code, 2);
+  EXPECT_TRUE(Contains(reserved.out, "reserved")) << reserved.out;
+
+  const std::string before = Slurp(ca + "/enrollment.crt");
+  ASSERT_EQ(Shoalctl("ca renew-enrollment " + ca + " --root " + offline).exit_code, 0);
+  EXPECT_NE(Slurp(ca + "/enrollment.crt"), before);
 }
 
 }  // namespace
