@@ -232,6 +232,12 @@ TEST(PredictRequestParserTest, BadRequestsAreNamed) {
   EXPECT_EQ(error(R"({"inputs": [[1, 2, 3, 4, 5, 6]]})"), "inputs[0] has 6 values, expected 4");
   EXPECT_EQ(error(R"({"inputs": [[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4]]})"),
             "\"inputs\" has more than 2 inputs, at most 2 per request");
+  // The batch size and the JSON syntax are judged before any one input.
+  EXPECT_EQ(error(R"({"inputs": [[1], [2], [3]]})"),
+            "\"inputs\" has more than 2 inputs, at most 2 per request");
+  EXPECT_EQ(error(R"({"inputs": [[1], [2]], )"), "request body is not valid JSON");
+  EXPECT_EQ(error(R"({"inputs": [{"a": [1]}, [1, 2, 3, 4]]})"),
+            "inputs[0] is an object, expected a list of 4 numbers");
   EXPECT_EQ(error(R"({"inputs": [[1, "2", 3, 4]]})"),
             "inputs[0] value 1 is a string, expected a number");
   EXPECT_EQ(error(R"({"inputs": [[1, 2, 3, 1e39]]})"),

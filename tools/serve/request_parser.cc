@@ -16,13 +16,16 @@ constexpr int kMaxSkippedNesting = 64;
 const char kShapeError[] = "request body must be a JSON object {\"inputs\": [input, ...]}";
 
 // Receives the parser's events in order and keeps only what a batch needs. Returning false from
-// an event stops the parse.
+// an event stops the parse. Checks come in the order of the tree-based parser this replaced:
+// the body must be valid JSON and have the right shape and batch size (these stop the parse at
+// once); the first input that is wrong is reported only once the body is known to be valid.
 class InputsSax : public nlohmann::json_sax<json> {
  public:
   InputsSax(int64_t sample_values, int64_t max_batch, ParsedInputs* out)
       : sample_values_(sample_values), max_batch_(max_batch), out_(out) {}
 
   bool found_inputs() const { return found_inputs_; }
+  const std::string& input_error() const { return input_error_; }
 
   bool null() override { return Scalar("null"); }
   bool boolean(bool) override { return Scalar("a boolean"); }
@@ -32,130 +35,147 @@ class InputsSax : public nlohmann::json_sax<json> {
   bool number_unsigned(number_unsigned_t v) override { return Number(static_cast<double>(v)); }
   bool number_float(number_float_t v, const string_t&) override { return Number(v); }
 
-  bool start_object(std::size_t) override {
-    switch (where_) {
-      case Where::kTop:
-        if (depth_ != 0) return Fail(kShapeError);
-        ++depth_;
-        where_ = Where::kObject;
-        return true;
-      case Where::kSkipping:
-        return Skip(+1);
-      case Where::kInputsValue:
-        return Fail("\"inputs\" is an object, expected a list of inputs");
-      case Where::kInputsList:
-        return Fail(Here() + " is an object, expected a list of " + std::to_string(sample_values_) +
-                    " numbers");
-      case Where::kInput:
-        return Fail(Here() + " value " + std::to_string(values_in_input_) +
-                    " is an object, expected a number");
-      case Where::kObject:
-        break;
-    }
-    return Fail(kShapeError);
-  }
+  bool start_object(std::size_t) override { return Open(/*is_object=*/true); }
+  bool start_array(std::size_t) override { return Open(/*is_object=*/false); }
 
   bool key(string_t& k) override {
-    if (where_ != Where::kObject) return where_ == Where::kSkipping;
+    if (where_ != Where::kObject) return true;  // a key inside a skipped value
     if (k == "inputs") {
       if (found_inputs_) return Fail("\"inputs\" appears twice");
       where_ = Where::kInputsValue;
     } else {
-      where_ = Where::kSkipping;
-      skip_depth_ = 0;
+      StartSkip(Where::kObject);
     }
     return true;
   }
 
-  bool end_object() override {
-    if (where_ == Where::kSkipping) return Skip(-1);
-    if (where_ == Where::kObject) where_ = Where::kDone;
-    return true;
-  }
-
-  bool start_array(std::size_t) override {
-    switch (where_) {
-      case Where::kTop:
-        return Fail(kShapeError);
-      case Where::kSkipping:
-        return Skip(+1);
-      case Where::kInputsValue:
-        found_inputs_ = true;
-        where_ = Where::kInputsList;
-        return true;
-      case Where::kInputsList:
-        if (out_->count >= max_batch_) {
-          return Fail("\"inputs\" has more than " + std::to_string(max_batch_) +
-                      " inputs, at most " + std::to_string(max_batch_) + " per request");
-        }
-        where_ = Where::kInput;
-        nesting_ = 1;
-        values_in_input_ = 0;
-        return true;
-      case Where::kInput:
-        if (++nesting_ > kMaxInputNesting) {
-          return Fail(Here() + " is nested more than " + std::to_string(kMaxInputNesting) +
-                      " lists deep");
-        }
-        return true;
-      default:
-        return Fail(kShapeError);
-    }
-  }
-
-  bool end_array() override {
-    if (where_ == Where::kSkipping) return Skip(-1);
-    if (where_ == Where::kInputsList) {
-      if (out_->count == 0) return Fail("\"inputs\" is empty");
-      where_ = Where::kObject;
-      return true;
-    }
-    if (where_ == Where::kInput && --nesting_ == 0) {
-      if (values_in_input_ != sample_values_) {
-        return Fail(Here() + " has " + std::to_string(values_in_input_) + " values, expected " +
-                    std::to_string(sample_values_));
-      }
-      ++out_->count;
-      where_ = Where::kInputsList;
-    }
-    return true;
-  }
+  bool end_object() override { return Close(); }
+  bool end_array() override { return Close(); }
 
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
-    if (out_->error.empty()) out_->error = "request body is not valid JSON";
+    out_->error = "request body is not valid JSON";
     return false;
   }
 
  private:
   enum class Where { kTop, kObject, kSkipping, kInputsValue, kInputsList, kInput, kDone };
 
-  std::string Here() const { return "inputs[" + std::to_string(out_->count) + "]"; }
+  std::string Here() const { return "inputs[" + std::to_string(elements_ - 1) + "]"; }
 
   bool Fail(std::string message) {
     out_->error = std::move(message);
     return false;
   }
+  // An input is wrong: remembered (the first one only) and the parse goes on.
+  bool Note(const std::string& message) {
+    if (input_error_.empty()) input_error_ = message;
+    return true;
+  }
 
-  bool Skip(int step) {
-    skip_depth_ += step;
-    if (skip_depth_ > kMaxSkippedNesting) return Fail("request body is nested too deep");
-    if (skip_depth_ == 0) where_ = Where::kObject;
+  // A value (object or list) opens.
+  bool Open(bool is_object) {
+    const char* type = is_object ? "an object" : "a list";
+    switch (where_) {
+      case Where::kTop:
+        if (!is_object) return Fail(kShapeError);
+        where_ = Where::kObject;
+        return true;
+      case Where::kSkipping:
+        if (++skip_depth_ > kMaxSkippedNesting) return Fail("request body is nested too deep");
+        return true;
+      case Where::kInputsValue:
+        if (is_object) return Fail("\"inputs\" is an object, expected a list of inputs");
+        found_inputs_ = true;
+        where_ = Where::kInputsList;
+        return true;
+      case Where::kInputsList:
+        if (!NextElement()) return false;
+        if (is_object) {
+          Note(Here() + " is an object, expected a list of " + std::to_string(sample_values_) +
+               " numbers");
+          StartSkip(Where::kInputsList);
+          return Open(true);
+        }
+        where_ = Where::kInput;
+        nesting_ = 1;
+        values_in_input_ = 0;
+        return true;
+      case Where::kInput:
+        if (is_object) {
+          Note(Here() + " value " + std::to_string(values_in_input_) + " is " + type +
+               ", expected a number");
+          StartSkip(Where::kInput);
+          return Open(true);
+        }
+        if (++nesting_ > kMaxInputNesting) {
+          Note(Here() + " is nested more than " + std::to_string(kMaxInputNesting) + " lists deep");
+          if (nesting_ > kMaxSkippedNesting) return Fail("request body is nested too deep");
+        }
+        return true;
+      case Where::kObject:
+      case Where::kDone:
+        break;
+    }
+    return Fail(kShapeError);
+  }
+
+  // A value (object or list) closes.
+  bool Close() {
+    switch (where_) {
+      case Where::kSkipping:
+        if (--skip_depth_ == 0) where_ = skip_return_;
+        return true;
+      case Where::kObject:
+        where_ = Where::kDone;
+        return true;
+      case Where::kInputsList:
+        if (elements_ == 0) return Fail("\"inputs\" is empty");
+        where_ = Where::kObject;
+        return true;
+      case Where::kInput:
+        if (--nesting_ > 0) return true;
+        if (values_in_input_ != sample_values_) {
+          Note(Here() + " has " + std::to_string(values_in_input_) + " values, expected " +
+               std::to_string(sample_values_));
+        }
+        where_ = Where::kInputsList;
+        return true;
+      default:
+        return true;
+    }
+  }
+
+  void StartSkip(Where back) {
+    where_ = Where::kSkipping;
+    skip_return_ = back;
+    skip_depth_ = 0;
+  }
+
+  // One more element of "inputs"; stops the parse beyond max_batch.
+  bool NextElement() {
+    if (++elements_ > max_batch_) {
+      return Fail("\"inputs\" has more than " + std::to_string(max_batch_) + " inputs, at most " +
+                  std::to_string(max_batch_) + " per request");
+    }
     return true;
   }
 
   bool Scalar(const char* type) {
     switch (where_) {
       case Where::kSkipping:
-        if (skip_depth_ == 0) where_ = Where::kObject;
+        if (skip_depth_ == 0) where_ = skip_return_;
         return true;
       case Where::kInputsValue:
         return Fail(std::string("\"inputs\" is ") + type + ", expected a list of inputs");
       case Where::kInputsList:
-        return Fail(Here() + " is " + type + ", expected a list of " +
+        if (!NextElement()) return false;
+        return Note(Here() + " is " + type + ", expected a list of " +
                     std::to_string(sample_values_) + " numbers");
       case Where::kInput:
-        return Fail(Here() + " value " + std::to_string(values_in_input_) + " is " + type +
-                    ", expected a number");
+        Note(Here() + " value " + std::to_string(values_in_input_) + " is " + type +
+             ", expected a number");
+        ++values_in_input_;
+        return true;
       default:
         return Fail(kShapeError);
     }
@@ -166,10 +186,13 @@ class InputsSax : public nlohmann::json_sax<json> {
     if (!std::isfinite(d) || std::fabs(d) > std::numeric_limits<float>::max()) {
       std::ostringstream msg;
       msg << Here() << " value " << values_in_input_ << " (" << d << ") is not a finite float32";
-      return Fail(msg.str());
+      Note(msg.str());
     }
-    // Past the expected count the values are only counted, for the error message.
-    if (values_in_input_ < sample_values_) out_->values.push_back(static_cast<float>(d));
+    // Kept only while every input so far is right, and only up to the expected count (past it,
+    // values are counted for the error message).
+    if (input_error_.empty() && values_in_input_ < sample_values_) {
+      out_->values.push_back(static_cast<float>(d));
+    }
     ++values_in_input_;
     return true;
   }
@@ -178,11 +201,13 @@ class InputsSax : public nlohmann::json_sax<json> {
   const int64_t max_batch_;
   ParsedInputs* out_;
   Where where_ = Where::kTop;
-  int depth_ = 0;
+  Where skip_return_ = Where::kObject;
   int skip_depth_ = 0;
   int nesting_ = 0;
+  int64_t elements_ = 0;
   int64_t values_in_input_ = 0;
   bool found_inputs_ = false;
+  std::string input_error_;
 };
 
 }  // namespace
@@ -191,9 +216,12 @@ ParsedInputs ParsePredictRequest(std::string_view body, int64_t sample_values, i
   ParsedInputs out;
   InputsSax sax(sample_values, max_batch, &out);
   const bool ok = json::sax_parse(body.begin(), body.end(), &sax);
-  if (ok && out.error.empty() && !sax.found_inputs()) out.error = kShapeError;
   if (!ok && out.error.empty()) out.error = "request body is not valid JSON";
-  if (!out.error.empty()) {
+  if (ok && !sax.found_inputs()) out.error = kShapeError;
+  if (out.error.empty()) out.error = sax.input_error();
+  if (out.error.empty()) {
+    out.count = static_cast<int64_t>(out.values.size()) / sample_values;
+  } else {
     out.count = 0;
     out.values = {};
   }
