@@ -64,8 +64,14 @@ Status LayerTape::Backward(const torch::Tensor& loss_sum) {
       continue;
     }
     SHOAL_ASSIGN_OR_RETURN(F::UnfoldFuncOptions unfold, UnfoldOptionsOf(e.conv));
-    e.input = F::unfold(e.input, unfold);      // [B, C k k, L]
-    e.output_grad = e.output_grad.flatten(2);  // [B, out, L]
+    // A convolution's per-example weight gradients are small next to its activations
+    // ([B, out, C k k] against [B, C k k, L]): made once here with one batched matmul, they give
+    // both the norms and the clipped sum; the unfolded input is dropped.
+    const torch::Tensor u = F::unfold(e.input, unfold);  // [B, C k k, L]
+    const torch::Tensor g = e.output_grad.flatten(2);    // [B, out, L]
+    e.input = torch::Tensor();
+    e.output_grad = g.sum(2);                          // bias gradients, [B, out]
+    e.per_example = torch::bmm(g, u.transpose(1, 2));  // [B, out, C k k]
   }
   return Status::Ok();
 }
@@ -79,11 +85,8 @@ torch::Tensor LayerTape::SquaredNorms() const {
       n = g.pow(2).sum(1) * e.input.to(torch::kFloat64).pow(2).sum(1);
       if (e.bias.defined()) n = n + g.pow(2).sum(1);
     } else {
-      // ||G_i U_i^T||^2 per example: the gradient itself is [out, C k k] per example - the
-      // products are as big as one weight gradient per example, computed in float32.
-      const torch::Tensor w = torch::bmm(e.output_grad, e.input.transpose(1, 2));
-      n = w.to(torch::kFloat64).pow(2).sum(torch::IntArrayRef{1, 2});
-      if (e.bias.defined()) n = n + g.sum(2).pow(2).sum(1);
+      n = e.per_example.pow(2).sum(torch::IntArrayRef{1, 2}, false, torch::kFloat64);
+      if (e.bias.defined()) n = n + g.pow(2).sum(1);
     }
     norms = norms.defined() ? norms + n : n;
   }
@@ -98,13 +101,11 @@ void LayerTape::WriteWeightedGradients(const torch::Tensor& factors) const {
       e.weight.mutable_grad() = gc.t().mm(e.input);
       if (e.bias.defined()) e.bias.mutable_grad() = gc.sum(0);
     } else {
-      const int64_t out = e.output_grad.size(1), ckk = e.input.size(1);
-      const torch::Tensor gc = e.output_grad * factors.view({-1, 1, 1});  // [B, out, L]
-      // sum_i c_i G_i U_i^T as one matmul over the batch and positions: [out, B L] x [B L, Ckk].
-      const torch::Tensor w = gc.permute({1, 0, 2}).reshape({out, -1}).mm(
-          e.input.permute({0, 2, 1}).reshape({-1, ckk}));
-      e.weight.mutable_grad() = w.view(e.weight.sizes());
-      if (e.bias.defined()) e.bias.mutable_grad() = gc.sum(torch::IntArrayRef{0, 2});
+      // sum_i c_i dW_i as one [1, B] x [B, out C k k] matmul.
+      const torch::Tensor c = factors.view({1, -1});
+      const int64_t batch = e.per_example.size(0);
+      e.weight.mutable_grad() = c.mm(e.per_example.view({batch, -1})).view(e.weight.sizes());
+      if (e.bias.defined()) e.bias.mutable_grad() = c.mm(e.output_grad).view(e.bias.sizes());
     }
   }
 }

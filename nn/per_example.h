@@ -7,7 +7,8 @@
 //   Linear (input a_i of [in], output grad g_i of [out]):  dW_i = g_i a_i^T, db_i = g_i,
 //     so ||dW_i||^2 = ||g_i||^2 ||a_i||^2 and the clipped sum is (c . G)^T A - one matmul;
 //   Conv2d (unfolded input U_i of [C k k, L], output grad G_i of [out, L]):  dW_i = G_i U_i^T,
-//     db_i = G_i 1 - a batched matmul, then the clipped sum is a weighted sum of those.
+//     db_i = G_i 1 - one batched matmul makes them all (they are small next to the unfolded
+//     input), and give both the norms and the clipped sum (a [1, B] x [B, out C k k] matmul).
 // So a DP-SGD step costs one forward, one backward and the per-layer products, as in Opacus's
 // hooks. Nets declare which layers they run by calling TapeLinear / TapeConv2d in their forward
 // (nn/models.cc); a net that cannot (a TorchScript model) is refused by PerExampleSupport.
@@ -50,11 +51,14 @@ class LayerTape {
   struct Entry {
     enum Kind { kLinear, kConv2d } kind;
     torch::Tensor weight, bias;  // bias undefined when the layer has none
-    // Linear: [B, in]. Conv2d: the layer's input [B, C, H, W], unfolded by Backward to
-    // [B, C k k, L] (L output positions).
+    // Linear: [B, in]. Conv2d: the layer's input [B, C, H, W] until Backward.
     torch::Tensor input;
-    torch::Tensor output;       // until Backward: the layer's output, in the graph
-    torch::Tensor output_grad;  // after Backward: Linear [B, out], Conv2d [B, out, L]
+    torch::Tensor output;  // until Backward: the layer's output, in the graph
+    // After Backward: Linear: the output's gradient [B, out]; Conv2d: the per-example bias
+    // gradients [B, out] (the output's gradient summed over positions).
+    torch::Tensor output_grad;
+    torch::Tensor per_example;  // Conv2d, after Backward: per-example weight gradients
+                                // [B, out, C k k] = G_i U_i^T with U_i the unfolded input
     torch::nn::detail::ConvNdOptions<2> conv{1, 1, 1};
   };
   std::vector<Entry> entries_;
