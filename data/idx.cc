@@ -395,11 +395,15 @@ Status WriteIdx(const std::string& path, const IdxArray& a, bool gzip) {
                            std::to_string(kIdxMaxDataBytes));
   }
 
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // An unpredictable temporary name, created exclusively (mkostemp: O_CREAT|O_EXCL, so a file or
+  // symlink planted there is never followed or truncated), then given the file's mode.
+  std::string tmp = path + ".tmp.XXXXXX";
+  const int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(tmp, "create");
   Status st;
-  if (gzip) {
+  if (::fchmod(fd, 0644) != 0) {
+    st = ErrnoStatus(tmp, "chmod");
+  } else if (gzip) {
     st = WriteGzip(fd, header, a.data, tmp);
   } else {
     st = WriteAll(fd, header.data(), header.size(), tmp);

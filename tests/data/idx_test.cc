@@ -91,7 +91,8 @@ TEST_F(IdxTest, RoundTripPlain) {
   const data::IdxArray a = Sample({3, 4, 5}, 1);
   const std::string path = Path("a.idx");
   ASSERT_TRUE(data::WriteIdx(path, a, /*gzip=*/false).ok());
-  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  for (const auto& entry : fs::directory_iterator(dir_))
+    EXPECT_EQ(entry.path().filename(), "a.idx") << "a temporary file was left behind";
   std::vector<uint8_t> expected = Header({3, 4, 5});
   expected.insert(expected.end(), a.data.begin(), a.data.end());
   EXPECT_EQ(ReadBytes(path), expected);
@@ -100,6 +101,22 @@ TEST_F(IdxTest, RoundTripPlain) {
   EXPECT_EQ(r->type_code, data::kIdxU8);
   EXPECT_EQ(r->dims, a.dims);
   EXPECT_EQ(r->data, a.data);
+}
+
+// Issue #20: the temporary file had a predictable name and was opened with O_TRUNC, following a
+// symlink planted there - a victim file was truncated and overwritten.
+TEST_F(IdxTest, ASymlinkPlantedAtTheOldTemporaryNameIsNotFollowed) {
+  const std::string victim = Path("victim");
+  { std::ofstream(victim) << "precious"; }
+  const std::string path = Path("b.idx");
+  fs::create_symlink(victim, path + ".tmp");
+  ASSERT_TRUE(data::WriteIdx(path, Sample({2, 2}, 3), /*gzip=*/false).ok());
+  std::ifstream in(victim);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "precious");
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                fs::perms::others_read);
 }
 
 TEST_F(IdxTest, RoundTripGzip) {
