@@ -14,6 +14,7 @@
 #include "base/file_util.h"
 #include "base/malloc_tuning.h"
 #include "base/thread_name.h"
+#include "coordinator/aggregation/aggregate_step.h"
 #include "coordinator/aggregation/aggregator_registry.h"
 #include "coordinator/coordinator_impl.h"
 #include "coordinator/round_table.h"
@@ -250,7 +251,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   if (!enough) return Status::Ok();
 
   const auto t_agg = Clock::now();
-  SHOAL_ASSIGN_OR_RETURN(model::Weights next, aggregator_->Finish(global_));
+  SHOAL_ASSIGN_OR_RETURN(model::Weights next, ApplyAggregate(*aggregator_, global_));
   phases.aggregate = SecondsSince(t_agg);
   // Never commit a non-finite model: a restart would resume from it and every later round
   // would stay NaN. The aggregator refuses updates that would make its sums non-finite (they

@@ -1,8 +1,12 @@
 // The aggregation seam: how the round engine turns the round's accepted updates into the next
 // global model. The engine never holds more than a few updates at once (uploads are admitted a
 // slot at a time and freed once folded), so an aggregator is a streaming state machine:
-//   Begin (the round's model layout) -> Fold (one update, as it arrives) ... -> Finish (the new
-//   global weights from the current ones).
+//   Begin (the round's model layout) -> Fold (one update, as it arrives) ... -> AggregateRange
+//   (the round's aggregated delta, slice by slice).
+// The aggregated delta is what the round proposes to move the global model by (for FedAvg the
+// weighted mean of the updates); what the global model then becomes is the server step's
+// business (ApplyAggregate in aggregate_step.h: global + delta today), so aggregators and
+// server-side update rules compose.
 // An aggregator that needs every update at once (median, trimmed mean, Multi-Krum) keeps what
 // it needs itself; the contract stays the same for the engine.
 //
@@ -40,11 +44,15 @@ class Aggregator {
   // the engine can reject that update and keep the round. A sum of weights that would overflow
   // int64 is an error, never wrapped.
   virtual Status Fold(const float* delta, size_t count, int64_t weight) = 0;
-  // The new global weights from `global` and the updates folded since Begin;
-  // InvalidArgument when nothing was folded or `global` does not fit the round's spec. The
-  // engine checks the result for non-finite values before committing it.
-  virtual Result<model::Weights> Finish(const model::Weights& global) const = 0;
+  // Writes the aggregated delta of the model elements [begin, begin + n) to out[0..n), in
+  // double so that the server step adds it to the float global model with a single rounding.
+  // InvalidArgument when nothing was folded or the range is outside the round's model. The
+  // engine asks slice by slice (kAggregateSlice elements at a time), so an aggregator that
+  // keeps every update (spilled to disk) only needs one slice of each in memory at once.
+  virtual Status AggregateRange(size_t begin, size_t n, double* out) const = 0;
 
+  // The number of values in an update of the round (the model's, set by Begin).
+  virtual size_t size() const = 0;
   // Totals of the updates folded since Begin: the sum of their weights (the round's record and
   // train-loss weighting) and their number.
   virtual int64_t total_samples() const = 0;

@@ -115,27 +115,22 @@ Status FedAvg::NonFiniteError(const float* delta, size_t count, float w, int64_t
   return Rejected("update has a non-finite value");  // not reached: the scan found one
 }
 
-Result<model::Weights> FedAvg::Finish(const model::Weights& global) const {
+Status FedAvg::AggregateRange(size_t begin, size_t n, double* out) const {
   if (updates_ == 0 || total_samples_ <= 0) return InvalidArgument("no update to aggregate");
-  if (global.data.size() != size_) {
-    return InvalidArgument("global model size does not match the accumulator");
+  if (begin > size_ || n > size_ - begin) {
+    return InvalidArgument("aggregate range [" + std::to_string(begin) + ", +" + std::to_string(n) +
+                           ") is outside the model's " + std::to_string(size_) + " values");
   }
-  model::Weights out;
-  out.spec = global.spec;
-  out.data.resize(size_);
   const double inv = 1.0 / static_cast<double>(total_samples_);
   if (exact_) {
     const double inv_fixed = inv / kFixedScale;
-    for (size_t i = 0; i < size_; ++i) {
-      out.data[i] =
-          static_cast<float>(global.data[i] + static_cast<double>(fixed_acc_[i]) * inv_fixed);
-    }
+    const int64_t* acc = fixed_acc_.data() + begin;
+    for (size_t i = 0; i < n; ++i) out[i] = static_cast<double>(acc[i]) * inv_fixed;
   } else {
-    for (size_t i = 0; i < size_; ++i) {
-      out.data[i] = static_cast<float>(global.data[i] + acc_[i] * inv);
-    }
+    const float* acc = acc_.data() + begin;
+    for (size_t i = 0; i < n; ++i) out[i] = acc[i] * inv;
   }
-  return out;
+  return Status::Ok();
 }
 
 std::vector<double> ReferenceFedAvg(const std::vector<float>& global,

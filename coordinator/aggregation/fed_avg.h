@@ -1,5 +1,6 @@
-// Streaming FedAvg (McMahan et al. 2017): the new global model is
-//   global + sum_k(n_k * delta_k) / sum_k(n_k)
+// Streaming FedAvg (McMahan et al. 2017): the aggregated delta is
+//   sum_k(n_k * delta_k) / sum_k(n_k)
+// (the new global model is global + that, with the plain server step of aggregate_step.h)
 // where delta_k = local_k - global and n_k is worker k's sample count. Updates are folded into
 // one running weighted sum as they arrive and can be freed right after, so memory is one
 // accumulator plus the global model whatever the number of workers. The accumulator is reused
@@ -46,9 +47,11 @@ class FedAvg final : public Aggregator {
   // finite) and only then folds it. InvalidArgument / Rejected naming the problem and the
   // tensor element; the accumulator is untouched on error, so it is always finite.
   Status Fold(const float* delta, size_t count, int64_t weight) override;
-  // The aggregate applied to `global`; InvalidArgument when no update was folded.
-  Result<model::Weights> Finish(const model::Weights& global) const override;
+  // The weighted mean of the folded updates over [begin, begin + n); InvalidArgument when no
+  // update was folded or the range is outside the model.
+  Status AggregateRange(size_t begin, size_t n, double* out) const override;
 
+  size_t size() const override { return size_; }
   int64_t total_samples() const override { return total_samples_; }
   int updates() const override { return updates_; }
 

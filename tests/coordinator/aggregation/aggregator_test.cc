@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/aggregation/aggregate_step.h"
 #include "coordinator/aggregation/aggregator_registry.h"
 #include "coordinator/aggregation/fed_avg.h"
 
@@ -43,11 +44,11 @@ class TakeFirst final : public Aggregator {
     samples_ += num_samples;
     return Status::Ok();
   }
-  Result<model::Weights> Finish(const model::Weights& global) const override {
-    model::Weights out = global;
-    for (size_t i = 0; i < out.data.size(); ++i) out.data[i] += first_[i];
-    return out;
+  Status AggregateRange(size_t begin, size_t n, double* out) const override {
+    for (size_t i = 0; i < n; ++i) out[i] = first_[begin + i];
+    return Status::Ok();
   }
+  size_t size() const override { return static_cast<size_t>(spec_.total_numel()); }
   int64_t total_samples() const override { return samples_; }
   int updates() const override { return updates_; }
 
@@ -147,7 +148,7 @@ Result<model::Weights> Through(Aggregator& agg, const model::Weights& global,
   for (size_t k : order) {
     SHOAL_RETURN_IF_ERROR(agg.Fold(deltas[k].data(), deltas[k].size(), samples[k]));
   }
-  return agg.Finish(global);
+  return ApplyAggregate(agg, global);
 }
 
 TEST(AggregatorSeamTest, MeanEqualsTheReferenceExactly) {
@@ -188,13 +189,47 @@ TEST(AggregatorSeamTest, MeanThroughTheInterfaceIsFedAvgBitForBit) {
     for (size_t k = 0; k < deltas.size(); ++k) {
       ASSERT_TRUE(direct.Fold(deltas[k].data(), deltas[k].size(), samples[k]).ok());
     }
-    auto want = direct.Finish(global);
+    auto want = ApplyAggregate(direct, global);
     auto agg = BuiltinAggregators().Create("mean");
     ASSERT_TRUE(agg.ok() && want.ok());
     auto got = Through(**agg, global, deltas, samples, {0, 1, 2, 3}, deterministic);
     ASSERT_TRUE(got.ok());
     EXPECT_EQ(got->Hash(), want->Hash()) << (deterministic ? "deterministic" : "float");
   }
+}
+
+// The server step asks for the aggregate slice by slice: a model of two slices and a bit covers
+// every element exactly once (global + delta, one rounding: float(double(g) + double(d)) is
+// the float sum g + d).
+TEST(AggregatorSeamTest, TheStepCoversEverySliceOnce) {
+  const size_t n = 2 * kAggregateSlice + 7;
+  model::Weights global;
+  global.spec = Spec(static_cast<int64_t>(n));
+  std::vector<float> delta(n);
+  for (size_t i = 0; i < n; ++i) {
+    global.data.push_back(static_cast<float>(i % 1000) * 0.25f);
+    delta[i] = static_cast<float>(i) * 0.5f;
+  }
+  TakeFirst agg;
+  agg.Begin(global.spec, false);
+  ASSERT_TRUE(agg.Fold(delta.data(), n, 1).ok());
+  auto out = ApplyAggregate(agg, global);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_EQ(out->data.size(), n);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(out->data[i], global.data[i] + delta[i]) << i;
+}
+
+TEST(AggregatorSeamTest, ARangeOutsideTheModelIsRefused) {
+  FedAvg agg;
+  agg.Begin(Spec(10), false);
+  const std::vector<float> d(10, 1.0f);
+  ASSERT_TRUE(agg.Fold(d.data(), d.size(), 3).ok());
+  std::vector<double> out(11);
+  EXPECT_TRUE(agg.AggregateRange(0, 10, out.data()).ok());
+  EXPECT_EQ(out[9], 1.0);
+  EXPECT_EQ(agg.AggregateRange(5, 6, out.data()).code(), Code::kInvalidArgument);
+  EXPECT_EQ(agg.AggregateRange(11, 0, out.data()).code(), Code::kInvalidArgument);
+  EXPECT_EQ(agg.AggregateRange(SIZE_MAX, 2, out.data()).code(), Code::kInvalidArgument);
 }
 
 TEST(AggregatorSeamTest, DeterministicMeanIsBitIdenticalUnderEveryArrivalOrder) {

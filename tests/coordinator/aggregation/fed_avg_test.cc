@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/aggregation/aggregate_step.h"
+
 namespace shoal {
 namespace {
 
@@ -67,7 +69,7 @@ Result<model::Weights> Aggregate(const Round& r, const std::vector<size_t>& orde
     Status st = agg.Fold(r.deltas[k].data(), r.deltas[k].size(), r.samples[k]);
     if (!st.ok()) return st;
   }
-  return agg.Finish(r.global);
+  return ApplyAggregate(agg, r.global);
 }
 
 // |a - b| <= 1e-6 * max(1, |b|): relative for large values, absolute near zero.
@@ -138,7 +140,7 @@ TEST(FedAvgTest, ExactSmallCase) {
   ASSERT_TRUE(agg.Fold(b.data(), b.size(), 3).ok());
   EXPECT_EQ(agg.updates(), 2);
   EXPECT_EQ(agg.total_samples(), 4);
-  Result<model::Weights> out = agg.Finish(global);
+  Result<model::Weights> out = ApplyAggregate(agg, global);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ(out->data, (std::vector<float>{1.5f, 5.0f}));
 }
@@ -151,7 +153,7 @@ TEST(FedAvgTest, SingleUpdateIsAppliedAsIs) {
   coordinator::FedAvg agg;
   agg.Begin(global.spec);
   ASSERT_TRUE(agg.Fold(d.data(), d.size(), 7).ok());
-  Result<model::Weights> out = agg.Finish(global);
+  Result<model::Weights> out = ApplyAggregate(agg, global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->data, (std::vector<float>{0.75f, 0.0f, 0.0f}));
 }
@@ -237,7 +239,7 @@ TEST(FedAvgTest, RejectedUpdateLeavesAccumulatorUntouched) {
   EXPECT_EQ(agg.updates(), 3);
   EXPECT_EQ(agg.total_samples(), 1 + 17 + 600);
 
-  Result<model::Weights> got = agg.Finish(r.global);
+  Result<model::Weights> got = ApplyAggregate(agg, r.global);
   ASSERT_TRUE(clean.ok());
   ASSERT_TRUE(got.ok());
   EXPECT_TRUE(got->data == clean->data) << "a rejected update changed the aggregate";
@@ -249,13 +251,13 @@ TEST(FedAvgTest, FinishWithoutUpdatesFails) {
   global.data = {1.0f, 2.0f};
   coordinator::FedAvg agg;
   agg.Begin(global.spec);
-  Result<model::Weights> out = agg.Finish(global);
+  Result<model::Weights> out = ApplyAggregate(agg, global);
   ASSERT_FALSE(out.ok());
   EXPECT_EQ(out.status().code(), Code::kInvalidArgument);
   // Only rejected updates is the same as none.
   const std::vector<float> bad = {std::nanf(""), 0.0f};
   EXPECT_FALSE(agg.Fold(bad.data(), bad.size(), 5).ok());
-  EXPECT_FALSE(agg.Finish(global).ok());
+  EXPECT_FALSE(ApplyAggregate(agg, global).ok());
 }
 
 TEST(FedAvgTest, FinishRejectsGlobalOfOtherSize) {
@@ -266,7 +268,7 @@ TEST(FedAvgTest, FinishRejectsGlobalOfOtherSize) {
   model::Weights global;
   global.spec = TinySpec(3);
   global.data = {0.0f, 0.0f, 0.0f};
-  EXPECT_FALSE(agg.Finish(global).ok());
+  EXPECT_FALSE(ApplyAggregate(agg, global).ok());
 }
 
 TEST(FedAvgTest, BeginResetsBetweenRounds) {
@@ -278,14 +280,14 @@ TEST(FedAvgTest, BeginResetsBetweenRounds) {
   coordinator::FedAvg agg;
   agg.Begin(global.spec);
   ASSERT_TRUE(agg.Fold(a.data(), a.size(), 1000).ok());
-  ASSERT_TRUE(agg.Finish(global).ok());
+  ASSERT_TRUE(ApplyAggregate(agg, global).ok());
 
   agg.Begin(global.spec);
   EXPECT_EQ(agg.updates(), 0);
   EXPECT_EQ(agg.total_samples(), 0);
-  EXPECT_FALSE(agg.Finish(global).ok());
+  EXPECT_FALSE(ApplyAggregate(agg, global).ok());
   ASSERT_TRUE(agg.Fold(b.data(), b.size(), 2).ok());
-  Result<model::Weights> out = agg.Finish(global);
+  Result<model::Weights> out = ApplyAggregate(agg, global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->data, (std::vector<float>{3.0f, 6.0f}));
 }
@@ -302,7 +304,7 @@ TEST(FedAvgTest, BeginResizesForANewSpec) {
   model::Weights global;
   global.spec = TinySpec(3);
   global.data = {0.0f, 0.0f, 0.0f};
-  Result<model::Weights> out = agg.Finish(global);
+  Result<model::Weights> out = ApplyAggregate(agg, global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->data, three);
 }
@@ -355,7 +357,7 @@ TEST(FedAvgTest, FoldRefusesAnUpdateThatOverflowsOnceWeighted) {
   EXPECT_TRUE(Contains(st.message(), "weighted by 2 samples")) << st.message();
   EXPECT_EQ(agg.updates(), 1);
   EXPECT_EQ(agg.total_samples(), 10);
-  Result<model::Weights> out = agg.Finish(global);
+  Result<model::Weights> out = ApplyAggregate(agg, global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->data, (std::vector<float>{1.5f, 2.5f, 3.5f}));
 }
@@ -375,7 +377,7 @@ TEST(FedAvgTest, FoldRefusesAnUpdateThatWouldOverflowTheRunningSum) {
   EXPECT_EQ(st.code(), Code::kRejected);
   EXPECT_TRUE(Contains(st.message(), "tensor 'w' element 1")) << st.message();
   EXPECT_TRUE(Contains(st.message(), "running sum")) << st.message();
-  Result<model::Weights> out = agg.Finish(global);
+  Result<model::Weights> out = ApplyAggregate(agg, global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->FirstNonFinite(), -1);
   EXPECT_EQ(out->data, big);
@@ -399,7 +401,7 @@ TEST(FedAvgTest, FoldRefusesASampleCountThatWouldOverflowTheTotal) {
     EXPECT_TRUE(Contains(st.message(), "overflow")) << st.message();
     EXPECT_EQ(agg.total_samples(), 5);
     EXPECT_EQ(agg.updates(), 1);
-    ASSERT_TRUE(agg.Finish(global).ok());
+    ASSERT_TRUE(ApplyAggregate(agg, global).ok());
   }
 }
 
@@ -420,7 +422,7 @@ TEST(FedAvgExactTest, RefusesAnUpdateThatWouldOverflowTheFixedPointSum) {
     EXPECT_TRUE(Contains(st.message(), "fixed-point sum")) << st.message();
   }
   EXPECT_EQ(agg.updates(), 1);
-  Result<model::Weights> out = agg.Finish(global);
+  Result<model::Weights> out = ApplyAggregate(agg, global);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->data, d);
 }
