@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 
 namespace shoal::coordinator {
 namespace {
@@ -21,6 +23,12 @@ nlohmann::json EpsilonJson(double eps) {
 privacy::DpMode ModeOf(const CoordinatorConfig& cfg) {
   auto m = privacy::ParseDpMode(cfg.dp, "privacy.dp");  // checked by Validate
   return m.ok() ? *m : privacy::DpMode::kNone;
+}
+
+std::string Num(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", x);
+  return buf;
 }
 
 }  // namespace
@@ -94,9 +102,8 @@ std::optional<std::string> PrivacyBudget::WouldExceed(
     if (!a.Compose(p.sampling_rate, p.noise_multiplier, static_cast<int64_t>(p.steps)).ok() ||
         !(Epsilon(a, delta_) <= target_epsilon_)) {
       return "privacy budget reached: one more round would take silo " + name + " from epsilon " +
-             std::to_string(before) + " to " + std::to_string(Epsilon(a, delta_)) + " (delta " +
-             std::to_string(delta_) +
-             "), past privacy.target_epsilon = " + std::to_string(target_epsilon_);
+             Num(before) + " to " + Num(Epsilon(a, delta_)) + " (delta " + Num(delta_) +
+             "), past privacy.target_epsilon = " + Num(target_epsilon_);
     }
   }
   return std::nullopt;

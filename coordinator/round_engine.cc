@@ -165,7 +165,7 @@ Status Coordinator::Impl::Run() {
         result = st;
         break;
       }
-      if (!committed && attempt < cfg_.max_round_retries) {
+      if (!committed && attempt < cfg_.max_round_retries && budget_stop_.empty()) {
         spdlog::warn("round={} retrying ({} of {})", next_round_, attempt + 1,
                      cfg_.max_round_retries);
       }
