@@ -201,7 +201,8 @@ std::string StatusBoard::Prometheus() const {
   // Differential privacy: each silo's epsilon at privacy.delta, whatever mechanism spent it.
   if (const auto p = status_.find("privacy"); p != status_.end() && p->is_object()) {
     gauge("shoal_dp_epsilon", "Privacy spent by each silo (epsilon at shoal_dp_delta).");
-    for (const auto& [silo, eps] : p->value("epsilon", nlohmann::json::object()).items()) {
+    const nlohmann::json by_silo = p->value("epsilon", nlohmann::json::object());
+    for (const auto& [silo, eps] : by_silo.items()) {
       if (eps.is_number()) {
         o << "shoal_dp_epsilon{silo=\"" << LabelValue(silo) << "\"} " << Num(eps.get<double>())
           << "\n";

@@ -206,6 +206,22 @@ TEST_F(PrivacyTest, TheRunStopsCleanlyBeforeASiloWouldExceedTheBudget) {
   }
   EXPECT_EQ(w1->Wait(30s), 0) << w1->Log();
   EXPECT_EQ(w2->Wait(30s), 0) << w2->Log();
+  // The export's model card states the guarantee of the last version: mechanism, delta, and per
+  // silo epsilon, steps, q, sigma and clip norm over its lineage.
+  Process exp({BinDir() + "/shoalctl", "export", dir_ + "/run", "--out", dir_ + "/out/model.pt"},
+              dir_ + "/export.log");
+  ASSERT_EQ(exp.Wait(120s), 0) << exp.Log();
+  const auto card = nlohmann::json::parse(testing::ReadText(dir_ + "/out/model.json"));
+  const auto& p = card["privacy"];
+  EXPECT_EQ(p["mechanism"], "sample");
+  EXPECT_EQ(p["delta"], 1e-5);
+  const auto& w1_card = p["silos"]["w1"];
+  EXPECT_EQ(w1_card["epsilon"], records->back()["privacy"]["epsilon"]["w1"]);
+  EXPECT_EQ(w1_card["steps"], 58);
+  ASSERT_EQ(w1_card["parameters"].size(), 1u);
+  EXPECT_EQ(w1_card["parameters"][0]["q"], 32.0 / 900);
+  EXPECT_EQ(w1_card["parameters"][0]["sigma"], 1.0);
+  EXPECT_EQ(w1_card["parameters"][0]["clip_norm"], 1.0);
 }
 
 // Attack: a coordinator that asks a worker requiring DP to train without it. The worker

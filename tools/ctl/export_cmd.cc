@@ -125,8 +125,8 @@ Result<store::VersionMeta> SelectVersion(const std::vector<store::VersionMeta>& 
 // coordinator accounted them up to `leaf` (its meta's "privacy" record, coordinator/
 // privacy_budget.h), with the parameters of every round of its lineage: per silo the steps
 // run at each (q, sigma, clip norm). null for a run without differential privacy.
-nlohmann::json PrivacyCard(const std::vector<store::VersionMeta>& versions,
-                           const store::VersionMeta& leaf) {
+nlohmann::json PrivacyCardUnchecked(const std::vector<store::VersionMeta>& versions,
+                                    const store::VersionMeta& leaf) {
   const auto rec = leaf.metrics.find("privacy");
   if (rec == leaf.metrics.end() || !rec->is_object()) return nullptr;
   std::map<uint64_t, const store::VersionMeta*> by_version;
@@ -136,7 +136,8 @@ nlohmann::json PrivacyCard(const std::vector<store::VersionMeta>& versions,
   for (const store::VersionMeta* cur = &leaf; cur != nullptr;) {
     const auto p = cur->metrics.find("privacy");
     if (p != cur->metrics.end() && p->is_object()) {
-      for (const auto& [silo, r] : p->value("silos", nlohmann::json::object()).items()) {
+      const nlohmann::json recs = p->value("silos", nlohmann::json::object());
+      for (const auto& [silo, r] : recs.items()) {
         if (!r.is_object()) continue;
         steps[silo][{r.value("q", 0.0), r.value("sigma", 0.0), r.value("clip_norm", 0.0)}] +=
             r.value("steps", uint64_t{0});
@@ -166,6 +167,17 @@ nlohmann::json PrivacyCard(const std::vector<store::VersionMeta>& versions,
           {"delta", rec->value("delta", 0.0)},
           {"accountant", "RDP of the Poisson-subsampled Gaussian, Balle et al. 2020 conversion"},
           {"silos", silos}};
+}
+
+// The same; Corrupt naming the problem when a record has the wrong types.
+Result<nlohmann::json> PrivacyCard(const std::vector<store::VersionMeta>& versions,
+                                   const store::VersionMeta& leaf) {
+  try {
+    return PrivacyCardUnchecked(versions, leaf);
+  } catch (const nlohmann::json::exception& e) {
+    return Corrupt("the privacy records of v" + std::to_string(leaf.version) +
+                   "'s lineage: " + e.what());
+  }
 }
 
 // The chain from `leaf` back to v0 through the parents, newest first.
@@ -279,6 +291,7 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req, const ModelExport
   SHOAL_ASSIGN_OR_RETURN(store::VersionMeta meta,
                          SelectVersion(versions, req.version, req.run_dir));
   SHOAL_ASSIGN_OR_RETURN(nlohmann::json lineage, Lineage(versions, meta));
+  SHOAL_ASSIGN_OR_RETURN(nlohmann::json privacy, PrivacyCard(versions, meta));
   SHOAL_ASSIGN_OR_RETURN(model::Weights weights, store::LoadVersion(req.run_dir, meta));
 
   SHOAL_RETURN_IF_ERROR(security::EnsureCoordinatorKey(req.run_dir));
@@ -315,7 +328,7 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req, const ModelExport
       {"metrics", meta.metrics},
       {"created_at", meta.created_at},
       {"lineage", lineage},
-      {"privacy", PrivacyCard(versions, meta)},
+      {"privacy", privacy},
       {"export_check",
        {{"max_abs_diff", exported->max_abs_diff},
         {"samples", exported->check_samples},
