@@ -292,7 +292,9 @@ Status WorkerClient::Impl::Run() {
     SHOAL_ASSIGN_OR_RETURN(PrivacyGuard guard, PrivacyGuard::Open(cfg_));
     privacy_.emplace(std::move(guard));
     const std::string ledger = privacy_->ledger().path();
-    if (ledger.empty()) {
+    if (!privacy_->warning().empty()) {
+      spdlog::warn("worker={} {}", cfg_.name, privacy_->warning());
+    } else if (ledger.empty()) {
       spdlog::warn(
           "worker={} privacy ledger in memory only (no privacy.ledger, no bundle): the "
           "privacy this silo spends is forgotten when the worker exits",

@@ -37,8 +37,20 @@ privacy::DpParams DpParamsOf(const protocols::TrainTask& t) {
 
 Result<PrivacyGuard> PrivacyGuard::Open(const WorkerConfig& cfg) {
   auto ledger = privacy::PrivacyLedger::Open(cfg.LedgerPath());
+  std::string warning;
+  if (!ledger.ok() && cfg.ledger.empty() && cfg.max_epsilon == 0) {
+    // The default place (the bundle, read-only in the docker setup) is not writable and no limit
+    // depends on the ledger: account in memory, and say so.
+    warning = "privacy ledger " + cfg.LedgerPath() + " cannot be opened (" +
+              ledger.status().message() +
+              "); accounting in memory only: set privacy.ledger to a writable file to keep this "
+              "silo's privacy spending across restarts";
+    ledger = privacy::PrivacyLedger::Open("");
+  }
   if (!ledger.ok()) return ledger.status().Annotate("privacy.ledger");
-  return PrivacyGuard(cfg, std::move(ledger).value());
+  PrivacyGuard guard(cfg, std::move(ledger).value());
+  guard.warning_ = std::move(warning);
+  return guard;
 }
 
 PrivacyGuard::PrivacyGuard(const WorkerConfig& cfg, privacy::PrivacyLedger ledger)

@@ -21,7 +21,9 @@ privacy::DpParams DpParamsOf(const protocols::TrainTask& t);
 
 class PrivacyGuard {
  public:
-  // Opens (or creates) the ledger at cfg.LedgerPath(); call before the sandbox is entered.
+  // Opens (or creates) the ledger at cfg.LedgerPath(); call before the sandbox is entered. When
+  // the default path (privacy.ledger unset) cannot be opened and privacy.max_epsilon is 0, the
+  // ledger is kept in memory and warning() says why; an explicit path, or a limit, must work.
   static Result<PrivacyGuard> Open(const WorkerConfig& cfg);
 
   // The task's DP parameters when this worker runs it; Rejected naming why not: a field out of
@@ -34,6 +36,7 @@ class PrivacyGuard {
   // kMaxReportedEpsilon, as UpdateReady.dp_epsilon carries it).
   double Epsilon() const;
   const privacy::PrivacyLedger& ledger() const { return ledger_; }
+  const std::string& warning() const { return warning_; }
 
  private:
   PrivacyGuard(const WorkerConfig& cfg, privacy::PrivacyLedger ledger);
@@ -42,6 +45,7 @@ class PrivacyGuard {
   double delta_;
   bool allow_seeded_noise_;
   privacy::PrivacyLedger ledger_;
+  std::string warning_;
 };
 
 }  // namespace shoal::worker

@@ -134,5 +134,24 @@ TEST_F(PrivacyGuardTest, TheWorkersOwnLimitHoldsAcrossRestarts) {
   EXPECT_TRUE(restarted.Admit(stronger).ok());
 }
 
+// The docker setup mounts the bundle read-only: the default ledger there cannot be created. The
+// worker then accounts in memory and says so - unless its limit depends on the ledger, or the
+// ledger was asked for explicitly.
+TEST_F(PrivacyGuardTest, AnUnwritableDefaultLedgerFallsBackToMemoryOnlyWithoutALimit) {
+  cfg_.ledger.clear();
+  cfg_.bundle = dir_ + "/no-such-dir";
+  auto g = PrivacyGuard::Open(cfg_);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_TRUE(g->ledger().path().empty());
+  EXPECT_TRUE(Contains(g->warning(), "privacy.ledger")) << g->warning();
+  cfg_.max_epsilon = 5;
+  auto limited = PrivacyGuard::Open(cfg_);
+  ASSERT_FALSE(limited.ok());
+  EXPECT_TRUE(Contains(limited.status().message(), "privacy.ledger"));
+  cfg_.max_epsilon = 0;
+  cfg_.ledger = dir_ + "/no-such-dir/ledger";
+  EXPECT_FALSE(PrivacyGuard::Open(cfg_).ok());
+}
+
 }  // namespace
 }  // namespace shoal::worker
