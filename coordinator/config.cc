@@ -8,6 +8,7 @@
 #include "coordinator/aggregation/aggregator_registry.h"
 #include "data/dataset.h"
 #include "model/compression.h"
+#include "privacy/dp_params.h"
 #include "protocols/frame_layout.h"  // kMaxChunkBytes
 #include "security/pki.h"
 
@@ -71,6 +72,29 @@ Status CoordinatorConfig::Validate() const {
   if (max_samples < 1 || max_samples > kMaxDeclaredSamples) {
     return bad("admission.max_samples",
                "must be between 1 and " + std::to_string(kMaxDeclaredSamples));
+  }
+  if (!privacy::ParseDpMode(dp, "privacy.dp").ok()) {
+    return bad("privacy.dp", "must be \"none\" or \"sample\", not \"" + dp + "\"");
+  }
+  if (!(dp_clip_norm > 0 && dp_clip_norm <= privacy::kMaxClipNorm))
+    return bad("privacy.clip_norm", "must be in (0, 1e6]");
+  if (!(dp_noise_multiplier >= 0 && dp_noise_multiplier <= privacy::kMaxSigma))
+    return bad("privacy.noise_multiplier", "must be in [0, 1e4] (0 = from target_epsilon)");
+  if (!(dp_target_epsilon >= 0 && dp_target_epsilon <= privacy::kMaxReportedEpsilon))
+    return bad("privacy.target_epsilon", "must be in [0, 1e12] (0 = no budget)");
+  if (!(dp_delta > 0 && dp_delta < 1)) return bad("privacy.delta", "must be in (0, 1)");
+  if (!(dp_sampling_rate == 0 ||
+        (dp_sampling_rate >= privacy::kMinSamplingRate && dp_sampling_rate <= 1))) {
+    return bad("privacy.sampling_rate", "must be 0 (train.batch_size / n) or in [1e-9, 1]");
+  }
+  if (dp == "sample" && dp_noise_multiplier == 0 && dp_target_epsilon == 0) {
+    return bad("privacy.noise_multiplier",
+               "privacy.dp = \"sample\" needs privacy.noise_multiplier or privacy.target_epsilon");
+  }
+  if (dp == "none" && (dp_noise_multiplier != 0 || dp_target_epsilon != 0)) {
+    return bad("privacy.dp",
+               "is \"none\" but privacy.noise_multiplier or target_epsilon is "
+               "set: say privacy.dp = \"sample\" to train with DP");
   }
   if (eval_format != "none" && !data::IsDataFormat(eval_format)) {
     return bad("eval.format", "must be none or one of " + data::DataFormatList());
@@ -140,6 +164,12 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("strategy.aggregator", c.aggregator);
   r.Read("strategy.max_weight_ratio", c.max_weight_ratio);
   r.Read("admission.max_samples", c.max_samples);
+  r.Read("privacy.dp", c.dp);
+  r.Read("privacy.clip_norm", c.dp_clip_norm);
+  r.Read("privacy.noise_multiplier", c.dp_noise_multiplier);
+  r.Read("privacy.target_epsilon", c.dp_target_epsilon);
+  r.Read("privacy.delta", c.dp_delta);
+  r.Read("privacy.sampling_rate", c.dp_sampling_rate);
   r.Read("eval.format", c.eval_format);
   r.Read("eval.path", c.eval_path);
   r.Read("eval.split", c.eval_split);

@@ -76,6 +76,18 @@ struct CoordinatorConfig {
   // equal ones weighs at most 4/(n+3) of the round instead of all of it.
   double max_weight_ratio = 4.0;
 
+  // [privacy] (docs/privacy.md)
+  std::string dp = "none";    // privacy.dp: none | sample (DP-SGD on every worker)
+  double dp_clip_norm = 1.0;  // privacy.clip_norm: C, each example's gradient norm bound
+  // privacy.noise_multiplier: sigma (noise N(0, (sigma C)^2) per step); 0 = the smallest sigma
+  // that keeps each silo within privacy.target_epsilon after run.rounds rounds
+  double dp_noise_multiplier = 0;
+  double dp_target_epsilon = 0;  // privacy.target_epsilon: each silo's budget; 0 = no budget
+  double dp_delta = 1e-5;        // privacy.delta: the delta epsilon is stated at
+  // privacy.sampling_rate: q of the Poisson batches; 0 = train.batch_size / n per silo (n: the
+  // silo's training-set size), so the expected batch is train.batch_size
+  double dp_sampling_rate = 0;
+
   // [admission]
   // admission.max_samples: the largest training or validation set a worker may declare at
   // Hello; more is refused there with an error naming the key. A hard ceiling whatever the

@@ -20,6 +20,7 @@
 #include "coordinator/config.h"
 #include "coordinator/evaluation_tracker.h"
 #include "coordinator/http_server.h"
+#include "coordinator/privacy_budget.h"
 #include "coordinator/reply_budget.h"
 #include "coordinator/round.h"
 #include "coordinator/round_engine.h"
@@ -89,6 +90,9 @@ class Coordinator::Impl {
   // One round, phase by phase (round_engine.cc).
   Status RunRound(uint64_t round, int attempt, bool* committed);
   Status WaitForWorkers();
+  // With DP: the round's selected silos' task parameters (round_dp_), or, when one more round
+  // would take a silo past privacy.target_epsilon, budget_stop_ set (the run ends cleanly).
+  Status PlanPrivacy(uint64_t round, int attempt);
   double SelectAndBroadcast(uint64_t round, int attempt);
   bool Collect();
   Result<store::VersionMeta> Commit(const model::Weights& next);
@@ -132,7 +136,12 @@ class Coordinator::Impl {
   uint64_t version_ = 0;
   uint64_t next_round_ = 1;
   Round round_;
-  std::string round_failure_;  // why the last attempt was not committed (the run's error)
+  PrivacyBudget budget_{cfg_};  // [privacy]: per-silo accounting, restored from the versions
+  std::map<std::string, privacy::DpParams> round_dp_;  // the round's DP tasks, by silo
+  protocols::TrainTask train_task_;  // the round's task, for the per-silo DP copies
+  uint64_t train_eval_round_ = 0;    // its eval_round for the workers that owe an evaluation
+  std::string budget_stop_;          // why the run stopped at its privacy budget
+  std::string round_failure_;        // why the last attempt was not committed (the run's error)
   Clock::time_point last_housekeeping_ = Clock::now();
 
   StatusBoard board_;

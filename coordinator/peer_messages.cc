@@ -323,6 +323,12 @@ void Coordinator::Impl::Dispatch(const protocols::ChannelMessage& in) {
       break;
     case protocols::MessageType::kError: {
       auto e = protocols::Decode<protocols::Error>(*frame);
+      if (e.ok() && e->code == ErrorCode::kPrivacyRefused) {
+        // The worker's own privacy settings refuse the run's tasks (worker/privacy_guard.h).
+        spdlog::error("worker={} refuses to train under this run's privacy settings: {}", p.name,
+                      e->message);
+        break;
+      }
       spdlog::warn("worker={} reports error: {}", p.name,
                    e.ok() ? e->message : e.status().message());
       break;
@@ -383,7 +389,20 @@ void Coordinator::Impl::OnHello(const std::string& id, const protocols::FrameVie
 
 void Coordinator::Impl::SendTrainTask(const Peer& p) {
   const bool evaluate = evals_.TakeDeferred(p.name);
-  for (const auto& frame : round_.TrainFrames(evaluate)) SendTo(p.id, frame);
+  std::vector<std::shared_ptr<const std::string>> frames = round_.TrainFrames(evaluate);
+  if (auto dp = round_dp_.find(p.name); dp != round_dp_.end() && !frames.empty()) {
+    // DP tasks differ per silo (q, steps and sigma follow its size): this silo's copy.
+    protocols::TrainTask t = train_task_;
+    t.eval_round = evaluate ? train_eval_round_ : 0;
+    t.dp_mode = static_cast<uint8_t>(dp->second.mode);
+    t.dp_clip_norm = dp->second.clip_norm;
+    t.dp_noise_multiplier = dp->second.noise_multiplier;
+    t.dp_sampling_rate = dp->second.sampling_rate;
+    t.dp_steps = dp->second.steps;
+    t.dp_seeded_noise = dp->second.seeded_noise ? 1 : 0;
+    frames[0] = std::make_shared<const std::string>(protocols::Encode(t));
+  }
+  for (const auto& frame : frames) SendTo(p.id, frame);
 }
 
 void Coordinator::Impl::OnUpdateReady(Peer& p, const protocols::FrameView& f) {

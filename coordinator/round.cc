@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "privacy/dp_params.h"
+
 namespace shoal::coordinator {
 
 using protocols::ErrorCode;
@@ -100,6 +102,11 @@ std::optional<UpdateRefusal> Round::Check(const protocols::UpdateReady& m,
       !(m.train_cpu_seconds >= 0 && m.train_cpu_seconds < 1e9)) {
     return refuse(ErrorCode::kBadUpdate, "train_seconds or train_cpu_seconds out of range");
   }
+  if (!(m.dp_epsilon == -1 ||
+        (m.dp_epsilon >= 0 && m.dp_epsilon <= privacy::kMaxReportedEpsilon))) {
+    return refuse(ErrorCode::kBadUpdate, "dp_epsilon " + std::to_string(m.dp_epsilon) +
+                                             " out of range (-1 without DP, else [0, 1e12])");
+  }
   return std::nullopt;
 }
 
@@ -120,6 +127,8 @@ double Round::Accept(const std::string& name, const FoldedUpdate& u) {
                     {"train_loss", r.train_loss},
                     {"ready_s", std::chrono::duration<double>(u.ready_at - started_).count()},
                     {"accepted_s", took}};
+  // The worker's own account of its silo (its ledger, all runs), as reported.
+  if (r.dp_epsilon >= 0) updates_[name]["dp_epsilon_reported"] = r.dp_epsilon;
   if (u.weight < r.num_samples) {
     updates_[name]["capped"] = true;
     capped_.push_back(name);

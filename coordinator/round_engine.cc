@@ -91,6 +91,14 @@ Status Coordinator::Impl::Prepare() {
   next_round_ = start.next_round;
   runtime_->Release();  // initial weights are made: LibTorch stays only for central evaluation
   round_ = Round(next_round_ - 1, version_, {});  // what status shows until the next round starts
+  if (budget_.enabled()) {
+    // From the committed versions' records, not from memory: a resumed run continues exactly.
+    SHOAL_ASSIGN_OR_RETURN(auto versions, store::ListVersions(cfg_.run_dir));
+    SHOAL_RETURN_IF_ERROR(budget_.Restore(versions).Annotate("privacy accounting"));
+    spdlog::info("privacy: dp={} clip_norm={} delta={} target_epsilon={} (epsilon so far {})",
+                 cfg_.dp, cfg_.dp_clip_norm, cfg_.dp_delta, cfg_.dp_target_epsilon,
+                 budget_.EpsilonBySilo().dump());
+  }
   if (model_.source.is_script()) {
     // Encoded once; the bytes themselves are no longer needed (the evaluator holds its module).
     for (auto& f : protocols::EncodeModelFile(model_.source.script_bytes, cfg_.chunk_bytes)) {
@@ -151,19 +159,24 @@ Status Coordinator::Impl::Run() {
   while (next_round_ <= static_cast<uint64_t>(cfg_.rounds)) {
     bool committed = false;
     for (int attempt = 0; attempt <= cfg_.max_round_retries && !committed; ++attempt) {
-      if (stop_) break;
+      if (stop_ || !budget_stop_.empty()) break;
       Status st = RunRound(next_round_, attempt, &committed);
       ReleaseFreeMemoryBeyond(kKeptFreeHeapBytes);
       if (!st.ok()) {
         result = st;
         break;
       }
-      if (!committed && attempt < cfg_.max_round_retries) {
+      if (!committed && attempt < cfg_.max_round_retries && budget_stop_.empty()) {
         spdlog::warn("round={} retrying ({} of {})", next_round_, attempt + 1,
                      cfg_.max_round_retries);
       }
     }
     if (!result.ok() || stop_) break;
+    if (!budget_stop_.empty()) {
+      spdlog::warn("run stops before round {}: {}; the last version is v{}", next_round_,
+                   budget_stop_, version_);
+      break;
+    }
     if (!committed) {
       result = Timeout("round " + std::to_string(next_round_) + " was not committed after " +
                        std::to_string(cfg_.max_round_retries + 1) +
@@ -243,6 +256,8 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   SHOAL_RETURN_IF_ERROR(WaitForWorkers());
   if (stop_) return Status::Ok();
 
+  SHOAL_RETURN_IF_ERROR(PlanPrivacy(round, attempt));
+  if (!budget_stop_.empty()) return Status::Ok();
   phases.broadcast = SelectAndBroadcast(round, attempt);
 
   const auto t_collect = Clock::now();
@@ -299,6 +314,17 @@ Status Coordinator::Impl::WaitForWorkers() {
                  " workers connected within " + std::to_string(cfg_.wait_timeout_s) + " s");
 }
 
+Status Coordinator::Impl::PlanPrivacy(uint64_t round, int attempt) {
+  round_dp_.clear();
+  if (!budget_.enabled()) return Status::Ok();
+  // The same selection SelectAndBroadcast makes next (nothing is served in between).
+  for (const auto& name : SelectWorkers(round, attempt)) {
+    SHOAL_ASSIGN_OR_RETURN(round_dp_[name], budget_.Plan(name, workers_.ByName(name)->num_train));
+  }
+  if (auto why = budget_.WouldExceed(round_dp_)) budget_stop_ = *why;
+  return Status::Ok();
+}
+
 // Opens the round: the selected workers get the TrainTask with the global weights (encoded
 // once, shared by every send queue), the others the EvalTask they still owe. Returns the
 // seconds the broadcast took.
@@ -329,10 +355,14 @@ double Coordinator::Impl::SelectAndBroadcast(uint64_t round, int attempt) {
   std::vector<std::shared_ptr<const std::string>> frames{
       std::make_shared<const std::string>(protocols::Encode(task))};
   std::shared_ptr<const std::string> task_with_eval;
+  train_eval_round_ = 0;
   if (evals_.has_deferred()) {
     task.eval_round = evals_.meta().round;
     task_with_eval = std::make_shared<const std::string>(protocols::Encode(task));
+    train_eval_round_ = task.eval_round;
   }
+  train_task_ = task;  // the per-silo DP copies are made from it (SendTrainTask)
+
   for (auto& c : protocols::EncodeChunks(round, global_.data.data(), global_.spec.total_bytes(),
                                          cfg_.chunk_bytes)) {
     frames.push_back(std::make_shared<const std::string>(std::move(c)));
@@ -386,6 +416,12 @@ Result<store::VersionMeta> Coordinator::Impl::Commit(const model::Weights& next)
                   {"train_loss", round_.TrainLoss(aggregator_->total_samples())},
                   {"samples", aggregator_->total_samples()},
                   {"evaluation", "pending"}};
+  if (budget_.enabled()) {
+    // Stored with the version (atomically, with its meta): what resume recomposes.
+    std::map<std::string, privacy::DpParams> used;
+    for (const auto& [name, sha] : round_.accepted()) used[name] = round_dp_.at(name);
+    meta.metrics["privacy"] = budget_.Commit(used);
+  }
   SHOAL_RETURN_IF_ERROR(
       store_->Commit(next, meta).Annotate("commit of v" + std::to_string(meta.version)));
   version_ = meta.version;
@@ -416,6 +452,8 @@ nlohmann::json Coordinator::Impl::RoundRecord(const store::VersionMeta& meta,
                                                             : nlohmann::json(nullptr)},
       {"capped", round_.capped()},
       {"refused", round_.refused()},
+      // Per silo: the round's DP parameters and the epsilon spent after it (privacy_budget.h).
+      {"privacy", meta.metrics.contains("privacy") ? meta.metrics["privacy"] : nullptr},
       // The round's own time; "evaluate" is how long it waited for an evaluation (the previous
       // version's with eval.overlap, else its own); the evaluation itself is under "evaluation".
       {"phases_s",
@@ -512,6 +550,9 @@ void Coordinator::Impl::Publish() {
        {"updates_received", round_.accepted().size()},
        {"evaluating_version", evals_.pending() ? nlohmann::json(evals_.meta().version) : nullptr},
        {"min_workers", cfg_.min_workers},
+       {"privacy", budget_.enabled() ? budget_.Summary() : nlohmann::json(nullptr)},
+       {"stop_reason",
+        budget_stop_.empty() ? nlohmann::json(nullptr) : nlohmann::json(budget_stop_)},
        {"started_at", started_at_},
        {"updated_at", store::UtcNow()}});
 }

@@ -135,6 +135,25 @@ nlohmann::json StatusBoard::Models() const {
   return models_;
 }
 
+namespace {
+
+// A Prometheus label value: backslash, double quote and line feed escaped (worker names come
+// from certificates and Hello messages).
+std::string LabelValue(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string StatusBoard::Prometheus() const {
   std::lock_guard<std::mutex> l(mu_);
   std::ostringstream o;
@@ -177,6 +196,25 @@ std::string StatusBoard::Prometheus() const {
   counter("shoal_rejected_messages_total", "Messages and updates rejected, by reason.");
   for (const auto& [reason, n] : rejections_) {
     o << "shoal_rejected_messages_total{reason=\"" << reason << "\"} " << n << "\n";
+  }
+
+  // Differential privacy: each silo's epsilon at privacy.delta, whatever mechanism spent it.
+  if (const auto p = status_.find("privacy"); p != status_.end() && p->is_object()) {
+    gauge("shoal_dp_epsilon", "Privacy spent by each silo (epsilon at shoal_dp_delta).");
+    const nlohmann::json by_silo = p->value("epsilon", nlohmann::json::object());
+    for (const auto& [silo, eps] : by_silo.items()) {
+      if (eps.is_number()) {
+        o << "shoal_dp_epsilon{silo=\"" << LabelValue(silo) << "\"} " << Num(eps.get<double>())
+          << "\n";
+      }
+    }
+    gauge("shoal_dp_delta", "The delta of shoal_dp_epsilon.");
+    o << "shoal_dp_delta " << Num(p->value("delta", 0.0)) << "\n";
+    const auto target = p->find("target_epsilon");
+    if (target != p->end() && target->is_number()) {
+      gauge("shoal_dp_target_epsilon", "The run's privacy budget per silo.");
+      o << "shoal_dp_target_epsilon " << Num(target->get<double>()) << "\n";
+    }
   }
 
   o << "# HELP shoal_round_phase_seconds Duration of each round phase.\n"

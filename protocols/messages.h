@@ -71,6 +71,9 @@ enum class ErrorCode : uint16_t {
   kDuplicate = 7,        // update already accepted for this round
   kRunFinished = 8,
   kModelRefused = 9,  // (worker to coordinator) the worker will not run the run's model
+  // (worker to coordinator) the worker will not run a TrainTask under its privacy settings:
+  // no DP where it requires DP, parameters out of range, or its own epsilon limit reached
+  kPrivacyRefused = 10,
 };
 
 }  // namespace shoal::protocols
@@ -193,12 +196,21 @@ struct TrainTask {
   // `eval_round`) on the validation split and send an EvalResult, as for an EvalTask. Saves
   // sending the same weights twice when a version is evaluated while the next round trains.
   uint64_t eval_round = 0;
+  // Differential privacy for this silo (privacy/dp_params.h; the worker range-checks them with
+  // ValidateDpParams and checks them against its own privacy settings before training):
+  uint8_t dp_mode = 0;             // privacy::DpMode: 0 none, 1 sample (DP-SGD)
+  double dp_clip_norm = 0;         // C
+  double dp_noise_multiplier = 0;  // sigma
+  double dp_sampling_rate = 0;     // q (Poisson)
+  uint64_t dp_steps = 0;           // Poisson batches to run
+  uint8_t dp_seeded_noise = 0;     // 1: noise from `seed` (run.deterministic)
   template <class A>
   void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, version, epochs, batch_size, lr, seed, deadline_ms);
     internal::SpecField(ar, spec);
     ar(chunk_count, compression, eval_round);
+    ar(dp_mode, dp_clip_norm, dp_noise_multiplier, dp_sampling_rate, dp_steps, dp_seeded_noise);
   }
 };
 
@@ -245,12 +257,16 @@ struct UpdateReady {
   std::string sha256;        // raw 32 bytes of the encoded delta
   uint8_t encoding = 0;      // model/compression.h Encoding; must be the TrainTask's compression
   double train_cpu_seconds = 0;  // CPU time of the training thread (metrics only)
+  // The worker's own account of its silo (privacy/ledger.h) after this update, at the worker's
+  // privacy.delta: epsilon over every DP task its ledger holds. -1: the task ran without DP.
+  // Reported, not trusted: the coordinator's budget uses its own per-round records.
+  double dp_epsilon = -1;
   template <class A>
   void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
     ar(round, base_version, num_samples, train_loss, train_seconds, total_bytes);
     internal::BoundedString(ar, sha256, 32);
-    ar(encoding, train_cpu_seconds);
+    ar(encoding, train_cpu_seconds, dp_epsilon);
   }
 };
 

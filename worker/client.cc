@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include "protocols/codec.h"
 #include "security/pki.h"
 #include "security/signing.h"
+#include "worker/privacy_guard.h"
 #include "worker/trainer.h"
 
 namespace shoal::worker {
@@ -76,7 +78,11 @@ class WorkerClient::Impl {
   Status EnsureTrainers(const model::ModelSource& source, const std::string& key);
   // Tells the coordinator why this worker will not run its model (its log shows the message
   // under the worker's name) and returns the error that stops the worker.
-  Status RefuseModel(const std::string& why);
+  Status RefuseModel(const std::string& why,
+                     protocols::ErrorCode code = protocols::ErrorCode::kModelRefused);
+  // Checks the task's DP parameters against this worker's own limits and records them in the
+  // ledger before training: the refusal (which stops the worker) when it will not run it.
+  Status AdmitTask();
   Result<LocalTrainer*> EvalTrainer();
   void StartTraining();
   void FinishTraining();
@@ -110,6 +116,8 @@ class WorkerClient::Impl {
   std::atomic<bool> training_done_{false};  // set by the training thread as it returns
   model::Weights train_global_;
   protocols::TrainTask running_task_;
+  privacy::DpParams running_dp_;         // the running task's DP parameters, as admitted
+  std::optional<PrivacyGuard> privacy_;  // opened before the sandbox (its ledger file)
 
   // Finished update waiting for its grant / ack (the session holds its UpdateReady).
   std::vector<float> delta_;     // the update as sent (encoded bytes when compressed)
@@ -280,6 +288,24 @@ Status WorkerClient::Impl::Run() {
   // Decompressing and splitting the silo left a few copies of it freed in the heap.
   ReleaseFreeMemory();
   SHOAL_RETURN_IF_ERROR(SetUpSecurity());
+  {
+    SHOAL_ASSIGN_OR_RETURN(PrivacyGuard guard, PrivacyGuard::Open(cfg_));
+    privacy_.emplace(std::move(guard));
+    const std::string ledger = privacy_->ledger().path();
+    if (!privacy_->warning().empty()) {
+      spdlog::warn("worker={} {}", cfg_.name, privacy_->warning());
+    } else if (ledger.empty()) {
+      spdlog::warn(
+          "worker={} privacy ledger in memory only (no privacy.ledger, no bundle): the "
+          "privacy this silo spends is forgotten when the worker exits",
+          cfg_.name);
+    }
+    spdlog::info(
+        "worker={} privacy: require_dp={} max_epsilon={} delta={} ledger={} ({} DP tasks, "
+        "epsilon {:.4g})",
+        cfg_.name, cfg_.require_dp, cfg_.max_epsilon, cfg_.delta,
+        ledger.empty() ? "<memory>" : ledger, privacy_->ledger().tasks(), privacy_->Epsilon());
+  }
   SHOAL_RETURN_IF_ERROR(EnterSandbox());
   protocols::ClientSessionOptions so;
   so.hello.name = cfg_.name;
@@ -445,6 +471,7 @@ Result<std::optional<SessionEnd>> WorkerClient::Impl::OnEvent(protocols::ClientE
         Evaluate(train_global_, running_task_.run_id, running_task_.eval_round,
                  running_task_.version, /*release_memory=*/false);
       }
+      SHOAL_RETURN_IF_ERROR(AdmitTask());
       StartTraining();
       break;
     case Kind::kEvalTask:
@@ -493,9 +520,37 @@ Result<std::optional<SessionEnd>> WorkerClient::Impl::OnEvent(protocols::ClientE
   return std::optional<SessionEnd>();
 }
 
-Status WorkerClient::Impl::RefuseModel(const std::string& why) {
+Status WorkerClient::Impl::AdmitTask() {
+  const protocols::TrainTask& t = running_task_;
+  auto dp = privacy_->Admit(t);
+  if (dp.ok() && dp->mode == privacy::DpMode::kSample) {
+    if (Status st = trainer_->DpSgdSupport(); !st.ok()) {
+      dp = Rejected("refused TrainTask of round " + std::to_string(t.round) +
+                    ": DP-SGD cannot train this model: " + st.message());
+    } else if (st = privacy_->Record(t, *dp); !st.ok()) {
+      dp = Rejected("refused TrainTask of round " + std::to_string(t.round) +
+                    ": its privacy spending cannot be recorded: " + st.ToString());
+    }
+  }
+  if (!dp.ok()) {
+    spdlog::error("round={} worker={} {}", t.round, cfg_.name, dp.status().message());
+    return RefuseModel(dp.status().message(), protocols::ErrorCode::kPrivacyRefused);
+  }
+  running_dp_ = *dp;
+  if (running_dp_.mode == privacy::DpMode::kSample) {
+    spdlog::info(
+        "round={} worker={} DP-SGD: C={} sigma={} q={} steps={}; silo epsilon now {:.4g} "
+        "at delta {} (ledger: {} DP tasks)",
+        t.round, cfg_.name, running_dp_.clip_norm, running_dp_.noise_multiplier,
+        running_dp_.sampling_rate, running_dp_.steps, privacy_->Epsilon(), cfg_.delta,
+        privacy_->ledger().tasks());
+  }
+  return Status::Ok();
+}
+
+Status WorkerClient::Impl::RefuseModel(const std::string& why, protocols::ErrorCode code) {
   protocols::Error e;
-  e.code = protocols::ErrorCode::kModelRefused;
+  e.code = code;
   e.message = why.substr(0, protocols::kMaxStringBytes);
   session_->Send(e);
   Flush();
@@ -559,6 +614,15 @@ void WorkerClient::Impl::StartTraining() {
   s.batch_size = static_cast<int>(t.batch_size);
   s.lr = t.lr;
   s.seed = protocols::WorkerTrainingSeed(t.seed, cfg_.name);
+  s.dp = running_dp_;
+  // DP noise the coordinator cannot reproduce, unless the worker allowed seeded noise and the
+  // run asks for it (run.deterministic, PrivacyGuard::Admit).
+  s.noise_seed = s.seed;
+  if (s.dp.mode == privacy::DpMode::kSample && !s.dp.seeded_noise &&
+      getrandom(&s.noise_seed, sizeof s.noise_seed, 0) != sizeof s.noise_seed) {
+    spdlog::error("round={} worker={} getrandom failed; not training", t.round, cfg_.name);
+    return;
+  }
   cancel_ = false;
   training_done_ = false;
   spdlog::info("round={} worker={} training v{}: epochs={} batch={} lr={} samples={}", t.round,
@@ -625,6 +689,12 @@ void WorkerClient::Impl::FinishTraining() {
   u.train_cpu_seconds = o.cpu_seconds;
   u.total_bytes = delta_.size() * sizeof(float);
   u.encoding = t.compression;
+  u.dp_epsilon = running_dp_.mode == privacy::DpMode::kNone ? -1 : privacy_->Epsilon();
+  if (running_dp_.mode != privacy::DpMode::kNone) {
+    spdlog::info(
+        "round={} worker={} DP-SGD: {} steps, {} examples, {} clipped; silo epsilon {:.4g}",
+        t.round, cfg_.name, o.dp_steps, o.dp_examples, o.dp_clipped, u.dp_epsilon);
+  }
   const Digest d = Sha256::Of(delta_.data(), u.total_bytes);
   u.sha256.assign(d.begin(), d.end());
   // Uploaded on a grant straight from delta_, which stays until the update is acknowledged,

@@ -7,6 +7,7 @@
 #include "base/config.h"
 #include "base/file_util.h"
 #include "data/dataset.h"
+#include "privacy/dp_params.h"
 
 namespace shoal::worker {
 
@@ -43,9 +44,17 @@ Status WorkerConfig::Validate() const {
           "'" + sha + "' is not a SHA-256 in lowercase hex (64 characters; `sha256sum FILE`)");
     }
   }
+  if (!(max_epsilon >= 0 && max_epsilon <= privacy::kMaxReportedEpsilon))
+    return bad("privacy.max_epsilon", "must be in [0, 1e12] (0 = no limit)");
+  if (!(delta > 0 && delta < 1)) return bad("privacy.delta", "must be in (0, 1)");
   if (threads < 1) return bad("runtime.threads", "must be at least 1");
   if (!(progress_interval_s > 0)) return bad("runtime.progress_interval_s", "must be positive");
   return Status::Ok();
+}
+
+std::string WorkerConfig::LedgerPath() const {
+  if (!ledger.empty()) return ledger;
+  return bundle.empty() ? std::string() : bundle + "/privacy-ledger";
 }
 
 Status WorkerConfig::CheckScriptTrusted(const std::string& sha256_hex, std::string* warning) const {
@@ -107,6 +116,11 @@ Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
   r.Read("security.insecure", c.insecure);
   r.Read("model.trusted_script_sha256", c.trusted_script_sha256);
   r.Read("model.allow_untrusted_script", c.allow_untrusted_script);
+  r.Read("privacy.require_dp", c.require_dp);
+  r.Read("privacy.max_epsilon", c.max_epsilon);
+  r.Read("privacy.delta", c.delta);
+  r.Read("privacy.ledger", c.ledger);
+  r.Read("privacy.allow_seeded_noise", c.allow_seeded_noise);
   r.Read("runtime.threads", c.threads);
   r.Read("runtime.log_level", c.log_level);
   r.Read("runtime.progress_interval_s", c.progress_interval_s);

@@ -47,6 +47,18 @@ struct WorkerConfig {
   bool allow_untrusted_script = false;  // model.allow_untrusted_script: run any TorchScript
                                         // model the coordinator sends (logs a warning)
 
+  // [privacy] — this silo's own limits, whatever the coordinator asks (docs/privacy.md)
+  bool require_dp = false;  // privacy.require_dp: refuse every TrainTask without DP-SGD
+  double max_epsilon = 0;   // privacy.max_epsilon: refuse a task that would take this silo's
+                            // epsilon (privacy.ledger, at privacy.delta) past it; 0 = no limit
+  double delta = 1e-5;      // privacy.delta: the delta this worker's epsilon is computed at
+  std::string ledger;       // privacy.ledger: the file recording every DP task this silo ran;
+                            // "" = <security.bundle>/privacy-ledger (in memory with --insecure
+                            // and no bundle: forgotten at exit, with a warning)
+  bool allow_seeded_noise = false;  // privacy.allow_seeded_noise: run DP tasks whose noise comes
+                                    // from the coordinator's seed (run.deterministic), which the
+                                    // coordinator could subtract; off, such tasks are refused
+
   // [runtime]
   int threads = 1;                  // runtime.threads: LibTorch intra-op threads
   std::string log_level = "info";   // runtime.log_level
@@ -55,6 +67,8 @@ struct WorkerConfig {
                         // filter forbids file writes, exec and ptrace (base/sandbox.h)
 
   Status Validate() const;
+  // The privacy ledger's path (privacy.ledger, or its default in the bundle; "" = in memory).
+  std::string LedgerPath() const;
   // Whether this worker runs the coordinator's TorchScript file of SHA-256 `sha256_hex`
   // (lowercase hex): Ok when it is pinned in model.trusted_script_sha256, or with
   // model.allow_untrusted_script (then *warning says that an unpinned file runs). Rejected

@@ -1,9 +1,11 @@
 #include "worker/trainer.h"
 
 #include <chrono>
+#include <cmath>
 
 #include "base/cpu_time.h"
 #include "nn/models.h"
+#include "nn/per_example.h"
 
 namespace shoal::worker {
 namespace {
@@ -13,6 +15,7 @@ class TorchTrainer : public LocalTrainer {
   TorchTrainer(std::shared_ptr<nn::Net> net) : net_(std::move(net)), spec_(nn::SpecOf(*net_)) {}
 
   const model::ModelSpec& spec() const override { return spec_; }
+  Status DpSgdSupport() override { return nn::PerExampleSupport(*net_); }
 
   Result<TrainOutcome> Train(model::Weights global, const data::Dataset& data,
                              const TrainSettings& s, const std::atomic<bool>& cancel,
@@ -30,6 +33,10 @@ class TorchTrainer : public LocalTrainer {
       torch::optim::SGD opt(params, torch::optim::SGDOptions(s.lr));
       net_->train();
       torch::Tensor y = nn::LabelsTensor(data);
+      if (s.dp.mode == privacy::DpMode::kSample) {
+        SHOAL_RETURN_IF_ERROR(TrainDpSgd(data, y, s, opt, cancel, progress, out));
+        return Finish(std::move(global), t0, cpu0, std::move(out));
+      }
       const int64_t n = data.size();
       double loss_sum = 0;
       int64_t batches = 0;
@@ -70,6 +77,12 @@ class TorchTrainer : public LocalTrainer {
     } catch (const std::exception& e) {  // TorchScript raises (torch::jit::JITException)
       return Internal(std::string("training failed: ") + e.what());
     }
+    return Finish(std::move(global), t0, cpu0, std::move(out));
+  }
+
+  // The update (local - global) into `global`'s buffer, and the timings.
+  Result<TrainOutcome> Finish(model::Weights global, std::chrono::steady_clock::time_point t0,
+                              double cpu0, TrainOutcome out) {
     nn::SubtractFromLocal(*net_, global.data);  // the update, over the global weights
     out.delta = std::move(global.data);
     // The gradients are rebuilt by the next round's first backward pass; until then they would
@@ -78,6 +91,55 @@ class TorchTrainer : public LocalTrainer {
     out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     out.cpu_seconds = ThreadCpuSeconds() - cpu0;
     return out;
+  }
+
+  // DP-SGD (see trainer.h). The divisor of the noised sum is the expected batch size q n, not
+  // the drawn one (nn::DpSgdOptions): the drawn size is not private.
+  Status TrainDpSgd(const data::Dataset& data, const torch::Tensor& y, const TrainSettings& s,
+                    torch::optim::SGD& opt, const std::atomic<bool>& cancel,
+                    const std::function<void(const TrainProgress&)>& progress, TrainOutcome& out) {
+    const int64_t n = data.size();
+    nn::DpSgdOptions o;
+    o.clip_norm = s.dp.clip_norm;
+    o.noise_multiplier = s.dp.noise_multiplier;
+    o.expected_batch_size = s.dp.sampling_rate * static_cast<double>(n);
+    if (!(o.expected_batch_size > 0)) return InvalidArgument("DP-SGD: expected batch size is 0");
+    torch::Generator gen = at::detail::createCPUGenerator(s.noise_seed);
+    TrainProgress p;
+    p.epochs = s.epochs;
+    p.samples_total =
+        static_cast<int64_t>(std::llround(o.expected_batch_size * static_cast<double>(s.dp.steps)));
+    const double steps_per_epoch = static_cast<double>(s.dp.steps) / std::max(1, s.epochs);
+    double loss_sum = 0;
+    int64_t loss_steps = 0;
+    for (uint64_t step = 0; step < s.dp.steps; ++step) {
+      if (cancel.load(std::memory_order_relaxed)) return Unavailable("training cancelled");
+      const torch::Tensor idx = nn::PoissonSample(n, s.dp.sampling_rate, gen);
+      // An empty draw still takes a step (noise alone), as the accountant assumes.
+      const torch::Tensor x =
+          idx.numel() > 0 ? nn::ModelInput(nn::SelectRows(data, idx)) : torch::empty({0});
+      SHOAL_ASSIGN_OR_RETURN(nn::DpSgdStepStats st,
+                             nn::DpSgdGradient(*net_, x, y.index_select(0, idx), o, gen));
+      opt.step();
+      if (st.examples > 0) {
+        if (!std::isfinite(st.mean_loss)) {
+          return InvalidArgument("training diverged: loss is " + std::to_string(st.mean_loss) +
+                                 " (lower train.lr)");
+        }
+        loss_sum += st.mean_loss;
+        ++loss_steps;
+      }
+      out.dp_clipped += st.clipped;
+      out.dp_examples += st.examples;
+      ++out.dp_steps;
+      p.epoch = std::min(s.epochs, 1 + static_cast<int>(static_cast<double>(step) /
+                                                        std::max(1.0, steps_per_epoch)));
+      p.samples_done += st.examples;
+      p.running_loss = loss_sum / static_cast<double>(std::max<int64_t>(loss_steps, 1));
+      if (progress) progress(p);
+    }
+    out.mean_loss = loss_sum / static_cast<double>(std::max<int64_t>(loss_steps, 1));
+    return Status::Ok();
   }
 
   Result<model::EvalMetrics> Evaluate(const model::Weights& weights,

@@ -3,6 +3,12 @@
 // Train() starts from the global weights, runs `epochs` epochs of minibatch SGD over the silo's
 // training split (reshuffled each epoch from `seed`) and returns local - global. It checks
 // `cancel` between batches. One LocalTrainer may be used by one thread at a time.
+//
+// With settings.dp.mode = sample it runs DP-SGD instead (nn/per_example.h): settings.dp.steps
+// steps, each on a Poisson batch (every training record independently with probability q),
+// per-example gradients clipped to C, N(0, (sigma C)^2) noise added to their sum, divided by
+// the expected batch size q n, then one SGD step at train.lr. The batches and the noise come from
+// one generator seeded with settings.noise_seed.
 #pragma once
 
 #include <atomic>
@@ -16,6 +22,7 @@
 #include "model/eval_metrics.h"
 #include "model/model_source.h"
 #include "model/weights.h"
+#include "privacy/dp_params.h"
 
 namespace shoal::worker {
 
@@ -24,6 +31,8 @@ struct TrainSettings {
   int batch_size = 32;
   double lr = 0.05;
   uint64_t seed = 0;
+  privacy::DpParams dp;     // mode none: minibatch SGD over shuffled epochs
+  uint64_t noise_seed = 0;  // DP-SGD: the seed of its Poisson sampling and noise
 };
 
 struct TrainProgress {
@@ -38,8 +47,11 @@ struct TrainOutcome {
   std::vector<float> delta;  // local - global, flat, in spec order
   double mean_loss = 0;      // mean training loss over all batches of all epochs
   double seconds = 0;
-  double cpu_seconds = 0;  // CPU time of the training thread (LibTorch's pool threads excluded)
-  int64_t samples = 0;     // training samples (n_k in FedAvg)
+  double cpu_seconds = 0;   // CPU time of the training thread (LibTorch's pool threads excluded)
+  int64_t samples = 0;      // training samples (n_k in FedAvg)
+  uint64_t dp_steps = 0;    // DP-SGD: steps taken
+  int64_t dp_clipped = 0;   // DP-SGD: per-example gradients whose norm exceeded C
+  int64_t dp_examples = 0;  // DP-SGD: examples over all Poisson batches
 };
 
 class LocalTrainer {
@@ -57,6 +69,9 @@ class LocalTrainer {
                                      const std::function<void(const TrainProgress&)>& progress) = 0;
   virtual Result<model::EvalMetrics> Evaluate(const model::Weights& weights,
                                               const data::Dataset& data) = 0;
+  // Ok when the model can be trained with DP-SGD; InvalidArgument naming the first layer whose
+  // per-example gradients cannot be computed (a TorchScript model) otherwise.
+  virtual Status DpSgdSupport() = 0;
   // The model's tensors (names and shapes, in wire order): what a task's weights must match.
   virtual const model::ModelSpec& spec() const = 0;
 };

@@ -194,6 +194,15 @@ TEST_F(RoundTest, RefusesWhatDoesNotFit) {
   m = GoodReady();
   m.train_loss = std::nan("");
   expect(m, ErrorCode::kBadUpdate, "train_loss");
+  // The worker's reported epsilon (issue #25): -1 without DP, else a finite value in range.
+  for (double eps : {std::nan(""), -0.5, 2e12, std::numeric_limits<double>::infinity()}) {
+    m = GoodReady();
+    m.dp_epsilon = eps;
+    expect(m, ErrorCode::kBadUpdate, "dp_epsilon");
+  }
+  m = GoodReady();
+  m.dp_epsilon = 3.5;
+  EXPECT_FALSE(Check(m).has_value());
   peer_.name = "c";
   expect(GoodReady(), ErrorCode::kStale, "not selected");
   peer_.name = "a";

@@ -58,3 +58,33 @@ TEST(StatusBoardTest, VersionMetricsArriveAfterTheCommit) {
 
 }  // namespace
 }  // namespace shoal
+
+namespace shoal::coordinator {
+namespace {
+
+// Issue #25: each silo's epsilon on /metrics, with delta and the budget; a hostile worker name
+// cannot break the exposition format.
+TEST(StatusBoardTest, PrometheusShowsEachSilosEpsilon) {
+  StatusBoard b;
+  b.SetStatus({{"round", 2},
+               {"version", 2},
+               {"privacy",
+                {{"mechanism", "sample"},
+                 {"delta", 1e-5},
+                 {"target_epsilon", 3.0},
+                 {"epsilon", {{"w1", 2.5}, {"evil\"}\nx", 1.25}, {"lost", nullptr}}}}}});
+  const std::string text = b.Prometheus();
+  EXPECT_NE(text.find("# TYPE shoal_dp_epsilon gauge\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("shoal_dp_epsilon{silo=\"w1\"} 2.5\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("shoal_dp_epsilon{silo=\"evil\\\"}\\nx\"} 1.25\n"), std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("silo=\"lost\""), std::string::npos) << text;  // unbounded: no sample
+  EXPECT_NE(text.find("shoal_dp_delta 1e-05\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("shoal_dp_target_epsilon 3\n"), std::string::npos) << text;
+  StatusBoard plain;
+  plain.SetStatus({{"round", 1}});
+  EXPECT_EQ(plain.Prometheus().find("shoal_dp_"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace shoal::coordinator

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <tuple>
 
 #include "base/file_util.h"
 #include "base/hex.h"
@@ -120,6 +121,65 @@ Result<store::VersionMeta> SelectVersion(const std::vector<store::VersionMeta>& 
                   std::to_string(versions.back().version) + ")");
 }
 
+// The model card's privacy statement: the mechanism, delta and each silo's epsilon as the
+// coordinator accounted them up to `leaf` (its meta's "privacy" record, coordinator/
+// privacy_budget.h), with the parameters of every round of its lineage: per silo the steps
+// run at each (q, sigma, clip norm). null for a run without differential privacy.
+nlohmann::json PrivacyCardUnchecked(const std::vector<store::VersionMeta>& versions,
+                                    const store::VersionMeta& leaf) {
+  const auto rec = leaf.metrics.find("privacy");
+  if (rec == leaf.metrics.end() || !rec->is_object()) return nullptr;
+  std::map<uint64_t, const store::VersionMeta*> by_version;
+  for (const auto& v : versions) by_version[v.version] = &v;
+  // silo -> "q sigma clip" -> steps
+  std::map<std::string, std::map<std::tuple<double, double, double>, uint64_t>> steps;
+  for (const store::VersionMeta* cur = &leaf; cur != nullptr;) {
+    const auto p = cur->metrics.find("privacy");
+    if (p != cur->metrics.end() && p->is_object()) {
+      const nlohmann::json recs = p->value("silos", nlohmann::json::object());
+      for (const auto& [silo, r] : recs.items()) {
+        if (!r.is_object()) continue;
+        steps[silo][{r.value("q", 0.0), r.value("sigma", 0.0), r.value("clip_norm", 0.0)}] +=
+            r.value("steps", uint64_t{0});
+      }
+    }
+    auto it = cur->parent ? by_version.find(*cur->parent) : by_version.end();
+    cur = (it == by_version.end() || it->first >= cur->version) ? nullptr : it->second;
+  }
+  nlohmann::json silos = nlohmann::json::object();
+  for (const auto& [silo, by_params] : steps) {
+    nlohmann::json runs = nlohmann::json::array();
+    uint64_t total = 0;
+    for (const auto& [params, n] : by_params) {
+      runs.push_back({{"q", std::get<0>(params)},
+                      {"sigma", std::get<1>(params)},
+                      {"clip_norm", std::get<2>(params)},
+                      {"steps", n}});
+      total += n;
+    }
+    silos[silo] = {
+        {"epsilon",
+         rec->value("epsilon", nlohmann::json::object()).value(silo, nlohmann::json(nullptr))},
+        {"steps", total},
+        {"parameters", runs}};
+  }
+  return {{"mechanism", rec->value("mechanism", "")},
+          {"delta", rec->value("delta", 0.0)},
+          {"accountant", "RDP of the Poisson-subsampled Gaussian, Balle et al. 2020 conversion"},
+          {"silos", silos}};
+}
+
+// The same; Corrupt naming the problem when a record has the wrong types.
+Result<nlohmann::json> PrivacyCard(const std::vector<store::VersionMeta>& versions,
+                                   const store::VersionMeta& leaf) {
+  try {
+    return PrivacyCardUnchecked(versions, leaf);
+  } catch (const nlohmann::json::exception& e) {
+    return Corrupt("the privacy records of v" + std::to_string(leaf.version) +
+                   "'s lineage: " + e.what());
+  }
+}
+
 // The chain from `leaf` back to v0 through the parents, newest first.
 Result<nlohmann::json> Lineage(const std::vector<store::VersionMeta>& versions,
                                const store::VersionMeta& leaf) {
@@ -231,6 +291,7 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req, const ModelExport
   SHOAL_ASSIGN_OR_RETURN(store::VersionMeta meta,
                          SelectVersion(versions, req.version, req.run_dir));
   SHOAL_ASSIGN_OR_RETURN(nlohmann::json lineage, Lineage(versions, meta));
+  SHOAL_ASSIGN_OR_RETURN(nlohmann::json privacy, PrivacyCard(versions, meta));
   SHOAL_ASSIGN_OR_RETURN(model::Weights weights, store::LoadVersion(req.run_dir, meta));
 
   SHOAL_RETURN_IF_ERROR(security::EnsureCoordinatorKey(req.run_dir));
@@ -267,6 +328,7 @@ Result<nlohmann::json> ExportVersion(const ExportRequest& req, const ModelExport
       {"metrics", meta.metrics},
       {"created_at", meta.created_at},
       {"lineage", lineage},
+      {"privacy", privacy},
       {"export_check",
        {{"max_abs_diff", exported->max_abs_diff},
         {"samples", exported->check_samples},
