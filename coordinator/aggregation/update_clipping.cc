@@ -37,7 +37,14 @@ Status ClippingAggregator::Fold(const float* delta, size_t count, int64_t weight
   for (size_t i = 0; i < count; ++i) sq += static_cast<double>(delta[i]) * delta[i];
   const double norm = std::sqrt(sq);
   // NaN or Inf anywhere makes the norm non-finite (finite floats square to at most ~1e77).
-  if (!std::isfinite(norm)) return Rejected("update has a non-finite value (its norm is not)");
+  if (!std::isfinite(norm)) {
+    for (size_t i = 0; i < count; ++i) {
+      if (!std::isfinite(delta[i])) {
+        return Rejected("update element " + std::to_string(i) + " has a non-finite value");
+      }
+    }
+    return Rejected("update has a non-finite norm");  // not reached: squares of floats fit
+  }
   ClipRecord rec{norm, norm > bound_};
   const float* folded = delta;
   if (rec.clipped) {

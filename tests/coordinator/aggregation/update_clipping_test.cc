@@ -85,7 +85,10 @@ TEST(UpdateClippingTest, NonFiniteAndMisSizedUpdatesAreRefusedAndNotRecorded) {
   ClippingAggregator agg(std::make_unique<FedAvg>(), 1.0);
   agg.Begin(TinySpec(3), false);
   std::vector<float> v = {1, std::numeric_limits<float>::quiet_NaN(), 0};
-  EXPECT_EQ(agg.Fold(v.data(), 3, 1).code(), Code::kRejected);
+  Status st = agg.Fold(v.data(), 3, 1);
+  EXPECT_EQ(st.code(), Code::kRejected);
+  EXPECT_NE(st.message().find("element 1 has a non-finite value"), std::string::npos)
+      << st.message();
   v[1] = std::numeric_limits<float>::infinity();
   EXPECT_EQ(agg.Fold(v.data(), 3, 1).code(), Code::kRejected);
   EXPECT_EQ(agg.Fold(v.data(), 2, 1).code(), Code::kInvalidArgument);
