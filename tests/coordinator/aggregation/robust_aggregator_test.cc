@@ -399,6 +399,36 @@ TEST(RobustAggregatorTest, LeftoverSpillFilesAreRemovedAndOthersKept) {
   EXPECT_EQ(dir.Entries(), std::vector<std::string>{"v000001.weights"});
 }
 
+// The free-space check comes before the file grows: an update larger than the disk's free
+// space (a 1 TiB one here; the check never reads the values) is a clear error, not SIGBUS.
+TEST(RobustAggregatorTest, AnUpdateTheDiskCannotHoldIsRefusedBeforeWriting) {
+  TempDir dir;
+  coordinator::UpdateSpill spill;
+  const size_t values = size_t{1} << 38;  // 1 TiB of floats
+  ASSERT_TRUE(spill.Open(dir.path(), values).ok());
+  float dummy = 0;
+  Status st = spill.Append(&dummy);
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_TRUE(Contains(st.message(), "needs 1099511627776 bytes")) << st.message();
+  EXPECT_TRUE(Contains(st.message(), dir.path())) << st.message();
+  EXPECT_EQ(spill.updates(), 0u);
+  EXPECT_EQ(spill.bytes(), 0u);
+}
+
+TEST(RobustAggregatorTest, AtMostTheUpdateCapPerRound) {
+  TempDir dir;
+  auto agg = Make("median", {dir.path(), 0.1, 0, 0});
+  agg->Begin(TinySpec(2), false);
+  std::vector<float> v = {1, 2};
+  for (int i = 0; i < coordinator::kMaxRobustUpdates; ++i) {
+    ASSERT_TRUE(agg->Fold(v.data(), 2, 1).ok()) << i;
+  }
+  Status st = agg->Fold(v.data(), 2, 1);
+  EXPECT_EQ(st.code(), Code::kRejected);
+  EXPECT_TRUE(Contains(st.message(), "at most 1024 updates per round")) << st.message();
+  EXPECT_EQ(agg->updates(), coordinator::kMaxRobustUpdates);
+}
+
 TEST(RobustAggregatorTest, WithoutASpillDirectoryFoldFails) {
   CoordinateMedian agg;
   agg.Begin(TinySpec(4), false);
