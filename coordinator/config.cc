@@ -6,6 +6,8 @@
 #include "base/config.h"
 #include "base/file_util.h"
 #include "coordinator/aggregation/aggregator_registry.h"
+#include "coordinator/aggregation/multi_krum.h"
+#include "coordinator/aggregation/update_clipping.h"
 #include "data/dataset.h"
 #include "model/compression.h"
 #include "privacy/dp_params.h"
@@ -68,6 +70,32 @@ Status CoordinatorConfig::Validate() const {
   if (!(max_weight_ratio == 0 || (max_weight_ratio >= 1 && max_weight_ratio <= kMaxWeightRatio))) {
     return bad("strategy.max_weight_ratio",
                "must be 0 (no cap) or between 1 and " + std::to_string(kMaxWeightRatio));
+  }
+  if (!(trim_fraction >= 0 && trim_fraction < 0.5)) {
+    return bad("strategy.trim_fraction", "must be in [0, 0.5)");
+  }
+  if (byzantine < 0 || byzantine > kMaxRobustUpdates) {
+    return bad("strategy.byzantine", "must be between 0 and " + std::to_string(kMaxRobustUpdates));
+  }
+  if (aggregator == MultiKrum::kName && min_fit < 2 * byzantine + 3) {
+    return bad("selection.min_fit",
+               "multi_krum with strategy.byzantine=" + std::to_string(byzantine) +
+                   " needs at least 2f+3 = " + std::to_string(2 * byzantine + 3) +
+                   " updates per round");
+  }
+  if (multi_krum_m < 0 || multi_krum_m > kMaxRobustUpdates) {
+    return bad("strategy.multi_krum_m",
+               "must be between 0 (n - f) and " + std::to_string(kMaxRobustUpdates));
+  }
+  if (!ParseClipMode(clip).ok()) return bad("strategy.clip", "must be none, fixed or adaptive");
+  if (!(clip_norm > 0 && clip_norm <= kMaxClipNorm)) {
+    return bad("strategy.clip_norm", "must be in (0, " + std::to_string(kMaxClipNorm) + "]");
+  }
+  if (!(clip_quantile >= 0 && clip_quantile <= 1)) {
+    return bad("strategy.clip_quantile", "must be in [0, 1]");
+  }
+  if (!(clip_lr >= 0 && clip_lr <= kMaxClipLr)) {
+    return bad("strategy.clip_lr", "must be in [0, " + std::to_string(kMaxClipLr) + "]");
   }
   if (max_samples < 1 || max_samples > kMaxDeclaredSamples) {
     return bad("admission.max_samples",
@@ -163,6 +191,14 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("train.compression", c.compression);
   r.Read("strategy.aggregator", c.aggregator);
   r.Read("strategy.max_weight_ratio", c.max_weight_ratio);
+  r.Read("strategy.trim_fraction", c.trim_fraction);
+  r.Read("strategy.byzantine", c.byzantine);
+  r.Read("strategy.multi_krum_m", c.multi_krum_m);
+  r.Read("strategy.spill_dir", c.spill_dir);
+  r.Read("strategy.clip", c.clip);
+  r.Read("strategy.clip_norm", c.clip_norm);
+  r.Read("strategy.clip_quantile", c.clip_quantile);
+  r.Read("strategy.clip_lr", c.clip_lr);
   r.Read("admission.max_samples", c.max_samples);
   r.Read("privacy.dp", c.dp);
   r.Read("privacy.clip_norm", c.dp_clip_norm);

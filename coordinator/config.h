@@ -65,7 +65,8 @@ struct CoordinatorConfig {
 
   // [strategy]
   // strategy.aggregator: how the round's updates become the next model, by its name in the
-  // aggregator registry (coordinator/aggregation/): mean (FedAvg)
+  // aggregator registry (coordinator/aggregation/): mean (FedAvg), trimmed_mean, median,
+  // multi_krum (robust to dishonest workers; they keep the round's updates on disk)
   std::string aggregator = "mean";
   // strategy.max_weight_ratio: an update weighs at most this many times the (lower) median of
   // the training-set sizes the round's selected workers declared before it, so one worker
@@ -75,6 +76,25 @@ struct CoordinatorConfig {
   // lower median; alpha 0.1 into 10 silos reaches 6x and is capped) while one worker among n
   // equal ones weighs at most 4/(n+3) of the round instead of all of it.
   double max_weight_ratio = 4.0;
+  // Robust aggregation (issue #23; coordinator/aggregation/robust_aggregator.h).
+  // strategy.trim_fraction: trimmed_mean drops this share of the largest and of the smallest
+  // values per coordinate, in [0, 0.5).
+  double trim_fraction = 0.1;
+  // strategy.byzantine: f, the workers multi_krum tolerates; selection.min_fit must be at least
+  // 2f + 3.
+  int byzantine = 0;
+  // strategy.multi_krum_m: how many of the best-scored updates multi_krum averages; 0 = n - f.
+  int multi_krum_m = 0;
+  // strategy.spill_dir: where median, trimmed_mean and multi_krum keep the round's updates (an
+  // unnamed file, k x model bytes); empty = the run directory.
+  std::string spill_dir;
+  // Update norm bounds (coordinator/aggregation/update_clipping.h), before any aggregator.
+  // strategy.clip: none | fixed (every update scaled down to at most clip_norm) | adaptive
+  // (the bound follows the clip_quantile of update norms, Andrew et al. 2021).
+  std::string clip = "none";
+  double clip_norm = 1.0;      // strategy.clip_norm: the fixed bound, or the adaptive start
+  double clip_quantile = 0.5;  // strategy.clip_quantile: adaptive target share under the bound
+  double clip_lr = 0.2;        // strategy.clip_lr: adaptive step (C *= exp(-lr (b - quantile)))
 
   // [privacy] (docs/privacy.md)
   std::string dp = "none";    // privacy.dp: none | sample (DP-SGD on every worker)

@@ -26,6 +26,7 @@
 #include "coordinator/round_engine.h"
 #include "coordinator/run_resume.h"
 #include "coordinator/status_board.h"
+#include "coordinator/update_defences.h"
 #include "coordinator/upload_scheduler.h"
 #include "coordinator/worker_registry.h"
 #include "evaluator/model_runtime.h"
@@ -123,7 +124,8 @@ class Coordinator::Impl {
   UploadScheduler uploads_;
   EvaluationTracker evals_;
   ReplyBudget error_replies_;               // Error replies per connection (SendError)
-  std::unique_ptr<Aggregator> aggregator_;  // strategy.aggregator
+  std::unique_ptr<Aggregator> aggregator_;  // strategy.aggregator (behind strategy.clip)
+  UpdateDefences defences_;                 // the clip bound, robust options, their record
   std::string run_id_;
   std::unique_ptr<store::ModelStore> store_;
   std::unique_ptr<evaluator::ModelRuntime> runtime_;

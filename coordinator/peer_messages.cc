@@ -457,6 +457,7 @@ void Coordinator::Impl::OnChunk(Peer& p, const protocols::FrameView& f) {
   if (!folded->has_value()) return;  // more chunks to come
   const FoldedUpdate& u = **folded;
   const double took = round_.Accept(p.name, u);
+  defences_.Folded(p.name);
   workers_.RecordUpdate(p.name, round_.number(), u.ready.train_loss, took);
   protocols::Ack ack;
   ack.round = round_.number();

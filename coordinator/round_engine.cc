@@ -74,6 +74,7 @@ Status Coordinator::Impl::Prepare() {
   // The key that signs exported models (shoalctl export / verify).
   SHOAL_RETURN_IF_ERROR(security::EnsureCoordinatorKey(cfg_.run_dir));
   SHOAL_ASSIGN_OR_RETURN(aggregator_, BuiltinAggregators().Create(cfg_.aggregator));
+  SHOAL_RETURN_IF_ERROR(defences_.Setup(cfg_, aggregator_));
   SHOAL_ASSIGN_OR_RETURN(model_, LoadRunModel(cfg_, *runtime_));
   if (cfg_.eval_format != "none") {
     SHOAL_ASSIGN_OR_RETURN(
@@ -89,6 +90,13 @@ Status Coordinator::Impl::Prepare() {
   global_ = std::move(start.global);
   version_ = start.version;
   next_round_ = start.next_round;
+  if (defences_.adaptive()) {
+    // The adaptive clip bound goes with the version training continues from.
+    SHOAL_ASSIGN_OR_RETURN(auto versions, store::ListVersions(cfg_.run_dir));
+    for (const auto& v : versions) {
+      if (v.version == version_) SHOAL_RETURN_IF_ERROR(defences_.Restore(v.metrics));
+    }
+  }
   runtime_->Release();  // initial weights are made: LibTorch stays only for central evaluation
   round_ = Round(next_round_ - 1, version_, {});  // what status shows until the next round starts
   if (budget_.enabled()) {
@@ -260,6 +268,14 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   if (!budget_stop_.empty()) return Status::Ok();
   phases.broadcast = SelectAndBroadcast(round, attempt);
 
+  // However the round ends from here, the robust aggregators' spill is emptied; a committed
+  // round moves the adaptive clip bound on.
+  struct EndDefences {
+    UpdateDefences& d;
+    const bool& committed;
+    ~EndDefences() { d.EndRound(committed); }
+  } end_defences{defences_, *committed};
+
   const auto t_collect = Clock::now();
   const bool enough = Collect();
   phases.collect = SecondsSince(t_collect);
@@ -338,6 +354,7 @@ double Coordinator::Impl::SelectAndBroadcast(uint64_t round, int attempt) {
   const int64_t cap = WeightCap(declared, cfg_.max_weight_ratio, cfg_.max_samples);
   round_ = Round(round, version_, std::move(declared), cap);
   aggregator_->Begin(global_.spec, cfg_.deterministic);
+  defences_.BeginRound();
   uploads_.BeginRound(round, global_.data.size(), aggregator_.get());
   const auto t_broadcast = Clock::now();
   protocols::TrainTask task;
@@ -422,6 +439,8 @@ Result<store::VersionMeta> Coordinator::Impl::Commit(const model::Weights& next)
     for (const auto& [name, sha] : round_.accepted()) used[name] = round_dp_.at(name);
     meta.metrics["privacy"] = budget_.Commit(used);
   }
+  // The adaptive clip bound for the next round, committed with the weights (resume reads it).
+  if (defences_.adaptive()) meta.metrics[kClipBoundKey] = defences_.NextBound();
   SHOAL_RETURN_IF_ERROR(
       store_->Commit(next, meta).Annotate("commit of v" + std::to_string(meta.version)));
   version_ = meta.version;
@@ -433,7 +452,7 @@ Result<store::VersionMeta> Coordinator::Impl::Commit(const model::Weights& next)
 nlohmann::json Coordinator::Impl::RoundRecord(const store::VersionMeta& meta,
                                               const PhaseSeconds& phases, Clock::time_point started,
                                               const std::string& started_at) const {
-  return {
+  nlohmann::json record = {
       {"round", meta.round},
       {"version", meta.version},
       {"sha256", meta.sha256},
@@ -467,6 +486,9 @@ nlohmann::json Coordinator::Impl::RoundRecord(const store::VersionMeta& meta,
       {"bytes_out", round_.bytes_out()},
       {"started_at", started_at},
       {"time", meta.created_at}};
+  // Per worker: what the update norm bound and the robust aggregator did (issue #23).
+  if (defences_.active()) record["defences"] = defences_.Record();
+  return record;
 }
 
 void Coordinator::Impl::StartEvaluation(store::VersionMeta meta, nlohmann::json record,

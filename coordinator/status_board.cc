@@ -57,6 +57,8 @@ void KeepRecentParticipants(nlohmann::json& list) {
   nlohmann::json& old = list[list.size() - 1 - kRoundsWithParticipants];
   if (!old.is_object()) return;
   old.erase("workers");
+  // What the defences did per worker (issue #23); the flagged names stay.
+  if (old.contains("defences") && old["defences"].is_object()) old["defences"].erase("workers");
   if (!old.contains("participants") || !old["participants"].is_array()) return;
   old["participants_count"] = old["participants"].size();
   old.erase("participants");

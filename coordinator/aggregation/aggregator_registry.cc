@@ -2,7 +2,10 @@
 
 #include <utility>
 
+#include "coordinator/aggregation/coordinate_median.h"
 #include "coordinator/aggregation/fed_avg.h"
+#include "coordinator/aggregation/multi_krum.h"
+#include "coordinator/aggregation/trimmed_mean.h"
 
 namespace shoal::coordinator {
 
@@ -38,6 +41,12 @@ std::string AggregatorRegistry::NamesList() const {
 void RegisterBuiltinAggregators(AggregatorRegistry& registry) {
   // Names are distinct constants here, so registration cannot fail.
   (void)registry.Register(FedAvg::kName, [] { return std::make_unique<FedAvg>(); });
+  // The robust aggregators (issue #23) keep the round's updates in a spill file; the round
+  // engine configures them (RobustAggregator::Configure) before their first round.
+  (void)registry.Register(TrimmedMean::kName, [] { return std::make_unique<TrimmedMean>(); });
+  (void)registry.Register(CoordinateMedian::kName,
+                          [] { return std::make_unique<CoordinateMedian>(); });
+  (void)registry.Register(MultiKrum::kName, [] { return std::make_unique<MultiKrum>(); });
 }
 
 const AggregatorRegistry& BuiltinAggregators() {

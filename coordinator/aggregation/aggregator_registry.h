@@ -38,7 +38,8 @@ class AggregatorRegistry {
   std::map<std::string, AggregatorFactory> factories_;
 };
 
-// Registers every aggregator that ships with Shoal: "mean" (FedAvg).
+// Registers every aggregator that ships with Shoal: "mean" (FedAvg), "trimmed_mean", "median"
+// and "multi_krum" (robust_aggregator.h).
 void RegisterBuiltinAggregators(AggregatorRegistry& registry);
 
 // The registry holding the built-in aggregators, built on first use (thread-safe).

@@ -306,10 +306,46 @@ TEST_F(ConfigTest, AggregatorIsChosenByItsRegisteredName) {
   ASSERT_TRUE(mean.ok()) << mean.status().ToString();
   EXPECT_EQ(mean->aggregator, "mean");
   // An unknown name says which names exist.
-  ExpectError("[strategy]\naggregator = \"median\"\n", {"security.ca_dir=ca"},
-              {"strategy.aggregator", "unknown aggregator 'median'", "registered: mean"});
+  ExpectError("[strategy]\naggregator = \"krum\"\n", {"security.ca_dir=ca"},
+              {"strategy.aggregator", "unknown aggregator 'krum'",
+               "registered: mean, median, multi_krum, trimmed_mean"});
   ExpectError("", {"security.ca_dir=ca", "strategy.aggregator=Mean"},
               {"strategy.aggregator", "'Mean'"});
+}
+
+TEST_F(ConfigTest, RobustAggregationAndClippingKeysAreRangeChecked) {
+  auto ok = coordinator::LoadCoordinatorConfig(
+      "", {"security.ca_dir=ca", "strategy.aggregator=multi_krum", "strategy.byzantine=1",
+           "selection.min_workers=5", "selection.min_fit=5", "strategy.clip=adaptive",
+           "strategy.clip_norm=2.5", "strategy.clip_quantile=0.7", "strategy.clip_lr=0.1",
+           "strategy.trim_fraction=0.25", "strategy.multi_krum_m=3", "strategy.spill_dir=/tmp"});
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->byzantine, 1);
+  EXPECT_EQ(ok->clip, "adaptive");
+  EXPECT_EQ(ok->clip_norm, 2.5);
+  EXPECT_EQ(ok->clip_quantile, 0.7);
+  EXPECT_EQ(ok->clip_lr, 0.1);
+  EXPECT_EQ(ok->trim_fraction, 0.25);
+  EXPECT_EQ(ok->multi_krum_m, 3);
+  EXPECT_EQ(ok->spill_dir, "/tmp");
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"strategy.trim_fraction=0.5", "strategy.trim_fraction"},
+      {"strategy.trim_fraction=-0.1", "strategy.trim_fraction"},
+      {"strategy.byzantine=-1", "strategy.byzantine"},
+      {"strategy.multi_krum_m=-2", "strategy.multi_krum_m"},
+      {"strategy.clip=quantile", "strategy.clip"},
+      {"strategy.clip_norm=0", "strategy.clip_norm"},
+      {"strategy.clip_norm=1e31", "strategy.clip_norm"},
+      {"strategy.clip_quantile=1.5", "strategy.clip_quantile"},
+      {"strategy.clip_lr=11", "strategy.clip_lr"}};
+  for (const auto& [override_kv, key] : bad) {
+    ExpectError("", {"security.ca_dir=ca", override_kv}, {key});
+  }
+  // Multi-Krum with f = 2 needs 2f + 3 = 7 updates per round.
+  ExpectError("",
+              {"security.ca_dir=ca", "strategy.aggregator=multi_krum", "strategy.byzantine=2",
+               "selection.min_workers=6", "selection.min_fit=6"},
+              {"selection.min_fit", "needs at least 2f+3 = 7"});
 }
 
 TEST_F(ConfigTest, ValidateFailureFromOverride) {

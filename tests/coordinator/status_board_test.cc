@@ -41,6 +41,24 @@ TEST(StatusBoardTest, OldRoundsKeepCountsNotParticipantLists) {
   EXPECT_EQ(rounds[0]["round"], 1);
 }
 
+// The defences' per-worker verdicts (issue #23) are per-worker parts too: old rounds keep
+// the flagged names only.
+TEST(StatusBoardTest, OldRoundsKeepFlaggedWorkersNotPerWorkerVerdicts) {
+  coordinator::StatusBoard board;
+  for (int r = 1; r <= 120; ++r) {
+    board.AddRound({{"round", r},
+                    {"participants", {"w1", "x"}},
+                    {"defences",
+                     {{"workers", {{"x", {{"selected", false}}}, {"w1", {{"selected", true}}}}},
+                      {"flagged", {"x"}}}}});
+  }
+  const nlohmann::json rounds = board.Rounds();
+  ASSERT_EQ(rounds.size(), 120u);
+  EXPECT_FALSE(rounds[0]["defences"].contains("workers"));
+  EXPECT_EQ(rounds[0]["defences"]["flagged"], nlohmann::json::array({"x"}));
+  EXPECT_EQ(rounds[119]["defences"]["workers"]["x"]["selected"], false);
+}
+
 // A version is listed when it is committed and its metrics arrive after its evaluation: the
 // entry is replaced in place, not added twice.
 TEST(StatusBoardTest, VersionMetricsArriveAfterTheCommit) {

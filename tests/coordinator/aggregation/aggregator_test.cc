@@ -59,11 +59,12 @@ class TakeFirst final : public Aggregator {
   int updates_ = 0;
 };
 
-TEST(AggregatorRegistryTest, BuiltinsHoldTheMean) {
+TEST(AggregatorRegistryTest, BuiltinsHoldTheMeanAndTheRobustAggregators) {
   const AggregatorRegistry& r = BuiltinAggregators();
-  EXPECT_EQ(r.Names(), std::vector<std::string>{"mean"});
+  EXPECT_EQ(r.Names(), (std::vector<std::string>{"mean", "median", "multi_krum", "trimmed_mean"}));
   EXPECT_TRUE(r.Contains("mean"));
-  EXPECT_FALSE(r.Contains("median"));
+  EXPECT_TRUE(r.Contains("median"));
+  EXPECT_FALSE(r.Contains("krum"));
   auto agg = r.Create("mean");
   ASSERT_TRUE(agg.ok()) << agg.status().ToString();
   ASSERT_NE(*agg, nullptr);
@@ -87,7 +88,8 @@ TEST(AggregatorRegistryTest, UnknownNameListsTheRegisteredOnes) {
   EXPECT_EQ(agg.status().code(), Code::kInvalidArgument);
   EXPECT_TRUE(Contains(agg.status().message(), "unknown aggregator 'krum'"))
       << agg.status().message();
-  EXPECT_TRUE(Contains(agg.status().message(), "registered: first, mean"))
+  EXPECT_TRUE(
+      Contains(agg.status().message(), "registered: first, mean, median, multi_krum, trimmed_mean"))
       << agg.status().message();
 }
 
@@ -101,7 +103,7 @@ TEST(AggregatorRegistryTest, RefusesDuplicateAndEmptyNames) {
             Code::kInvalidArgument);
   EXPECT_EQ(r.Register("none", nullptr).code(), Code::kInvalidArgument);
   // The refused registrations changed nothing: "mean" is still FedAvg.
-  EXPECT_EQ(r.Names(), std::vector<std::string>{"mean"});
+  EXPECT_EQ(r.Names(), (std::vector<std::string>{"mean", "median", "multi_krum", "trimmed_mean"}));
   auto agg = r.Create("mean");
   ASSERT_TRUE(agg.ok());
   EXPECT_NE(dynamic_cast<FedAvg*>(agg->get()), nullptr);
