@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <seccomp.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -124,7 +125,17 @@ class Filter {
 
 }  // namespace
 
-Status InstallSandbox(const SandboxOptions& options) {
+Result<SandboxReport> InstallSandbox(const SandboxOptions& options) {
+  SandboxReport report;
+  report.seccomp = DescribeSandbox(options);
+  // Landlock first: its threads broadcast uses tgkill and its rules need open(O_PATH).
+  if (options.use_landlock) {
+    SHOAL_ASSIGN_OR_RETURN(report.landlock, InstallLandlock(options.landlock));
+  }
+  if (options.use_landlock && options.require_landlock && !report.landlock.missing.empty()) {
+    return Unavailable(report.landlock.Describe() +
+                       " (required by runtime.require_landlock / --require-landlock)");
+  }
   Filter f;
   if (f.get() == nullptr) return Unavailable("seccomp_init failed");
   // Another architecture's system calls (x32, i386) would get past rules written for this one.
@@ -157,7 +168,18 @@ Status InstallSandbox(const SandboxOptions& options) {
   if (int rc = seccomp_load(f.get()); rc != 0) {
     return Unavailable(std::string("loading the seccomp filter: ") + std::strerror(-rc));
   }
-  return Status::Ok();
+  return report;
+}
+
+void LogSandbox(const std::string& who, const SandboxReport& report) {
+  if (report.landlock.abi == 0 && report.landlock.missing.empty()) {  // not asked for
+    spdlog::info("{} sandbox active ({})", who, report.seccomp);
+    return;
+  }
+  spdlog::info("{} sandbox active ({}; {})", who, report.seccomp, report.landlock.Describe());
+  if (!report.landlock.missing.empty()) {
+    spdlog::warn("{} sandbox incomplete: {}", who, report.landlock.Describe());
+  }
 }
 
 std::string DescribeSandbox(const SandboxOptions& options) {

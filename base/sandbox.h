@@ -25,6 +25,7 @@
 
 #include <string>
 
+#include "base/landlock.h"
 #include "base/status.h"
 
 namespace shoal {
@@ -33,11 +34,29 @@ struct SandboxOptions {
   // The worker keeps its connection to the coordinator (ZeroMQ reconnects make new sockets);
   // the evaluator needs no network at all.
   bool allow_network = false;
+  // Landlock (base/landlock.h), installed before the seccomp filter: the only files still
+  // readable and the only TCP ports still reachable.
+  LandlockRules landlock;
+  bool use_landlock = true;  // false: the caller installed its Landlock layer itself
+  // Where the kernel (or a container's seccomp profile) offers no Landlock or an ABI without
+  // TCP rules: false = go on under seccomp alone with a warning naming what is not enforced;
+  // true = refuse to start (runtime.require_landlock, shoal-serve --require-landlock).
+  bool require_landlock = false;
 };
 
-// Installs the filter on every thread of the calling process (no_new_privs first, as seccomp
-// requires without CAP_SYS_ADMIN). Unavailable when the kernel has no seccomp filter support.
-Status InstallSandbox(const SandboxOptions& options);
+struct SandboxReport {
+  std::string seccomp;      // DescribeSandbox()
+  LandlockResult landlock;  // what Landlock enforces, or why not
+};
+
+// Installs Landlock and then the seccomp filter on every thread of the calling process
+// (no_new_privs first, as both require without CAP_SYS_ADMIN). Unavailable when the kernel has
+// no seccomp filter support, or no (complete) Landlock while options.require_landlock.
+Result<SandboxReport> InstallSandbox(const SandboxOptions& options);
+
+// Logs the report for `who` ("worker=NAME", "evaluator", "serve"): info when everything is
+// enforced, a warning naming what is not.
+void LogSandbox(const std::string& who, const SandboxReport& report);
 
 // One line for start-up logs: what the filter refuses.
 std::string DescribeSandbox(const SandboxOptions& options);

@@ -257,20 +257,30 @@ Status WorkerClient::Impl::Join(const std::string& token_text) {
 
 // From here on the worker holds its silo and credentials in memory and writes no file: the
 // models it runs (the coordinator's TorchScript included) get no file writes, no exec, no
-// ptrace. It keeps the network (its connection to the coordinator) and reading files.
+// ptrace (seccomp); Landlock leaves them the system paths LibTorch and name resolution read and
+// TCP connections to the coordinator's port only - not the silo's files (loaded already), nor
+// the bundle's key, nor any other port (base/landlock.h).
 Status WorkerClient::Impl::EnterSandbox() {
   SandboxOptions options;
   options.allow_network = true;
+  options.require_landlock = cfg_.require_landlock;
   if (!cfg_.sandbox) {
     spdlog::warn(
         "worker={} sandbox OFF (runtime.sandbox = false): the models this worker runs "
-        "may write files and start programs with its rights",
+        "may read and write files, connect anywhere and start programs with its rights",
         cfg_.name);
     return Status::Ok();
   }
-  SHOAL_RETURN_IF_ERROR(InstallSandbox(options).Annotate(
-      "sandbox (runtime.sandbox; set it to false where seccomp is unavailable)"));
-  spdlog::info("worker={} sandbox active ({})", cfg_.name, DescribeSandbox(options));
+  auto port = TcpPortOf(cfg_.coordinator);
+  if (!port.ok()) return port.status().Annotate("worker.coordinator (Landlock's TCP rule)");
+  options.landlock.read_paths = RuntimeReadPaths();
+  options.landlock.connect_ports = {*port};
+  auto report = InstallSandbox(options);
+  if (!report.ok()) {
+    return report.status().Annotate(
+        "sandbox (runtime.sandbox; set it to false where seccomp is unavailable)");
+  }
+  LogSandbox("worker=" + cfg_.name, *report);
   return Status::Ok();
 }
 

@@ -63,7 +63,8 @@ Attempts RunConfined(const SandboxOptions& options, const std::string& dir) {
       a.write_from_thread =
           Errno(::open((dir + "/from-thread").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
     });
-    a.installed = InstallSandbox(options).ok() ? 0 : 1;
+    auto report = InstallSandbox(options);
+    a.installed = report.ok() ? 0 : 1;
     {
       std::lock_guard<std::mutex> l(mu);
       go = true;
@@ -132,7 +133,9 @@ class SandboxTest : public ::testing::Test {
 };
 
 TEST_F(SandboxTest, EvaluatorFilterForbidsFileWritesNetworkExecAndSignals) {
-  const Attempts a = RunConfined(SandboxOptions{}, dir_);
+  SandboxOptions evaluator;
+  evaluator.landlock.read_paths = {dir_};  // its test set
+  const Attempts a = RunConfined(evaluator, dir_);
   ExpectNoFileChanges(a);
   EXPECT_EQ(a.socket_inet, EPERM);
 }
@@ -140,6 +143,7 @@ TEST_F(SandboxTest, EvaluatorFilterForbidsFileWritesNetworkExecAndSignals) {
 TEST_F(SandboxTest, WorkerFilterKeepsTheNetworkOnly) {
   SandboxOptions worker;
   worker.allow_network = true;
+  worker.landlock.read_paths = {dir_};
   const Attempts a = RunConfined(worker, dir_);
   ExpectNoFileChanges(a);
   EXPECT_EQ(a.socket_inet, 0);

@@ -31,7 +31,7 @@ class ModelHostTest : public ::testing::Test {
     ::setenv("SHOAL_EVALUATOR", bin.c_str(), 1);
     char tmpl[] = "/tmp/shoal-host-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
-    runtime_ = evaluator::MakeChildProcessRuntime();
+    runtime_ = evaluator::MakeChildProcessRuntime({dir_});
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
