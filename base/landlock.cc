@@ -254,7 +254,8 @@ std::vector<std::string> RuntimeReadPaths() {
           "/usr/lib/locale", "/etc/ld.so.cache", "/etc/localtime",
           "/etc/hosts",      "/etc/resolv.conf", "/etc/nsswitch.conf",
           "/etc/gai.conf",   "/etc/host.conf",   "/etc/services",
-          "/etc/protocols",  "/proc/self",       "/sys/devices/system/cpu",
+          "/etc/protocols",  "/proc/self",       "/proc/cpuinfo",
+          "/dev/urandom",    "/dev/null",        "/sys/devices/system/cpu",
           "/sys/fs/cgroup"};
 }
 

@@ -59,7 +59,7 @@ Result<LandlockResult> InstallLandlock(const LandlockRules& rules);
 
 // The paths a process using LibTorch, OpenBLAS, OpenSSL and glibc may still need to read after
 // start-up: shared libraries loaded late (dlopen), the CPU topology (/sys/devices/system/cpu),
-// /proc/self (cpuinfo, maps), name resolution files (/etc/hosts, /etc/resolv.conf,
+// /proc/cpuinfo and /proc/self (maps, status), name resolution files (/etc/hosts, /etc/resolv.conf,
 // /etc/nsswitch.conf, /etc/gai.conf), time zones and locales. Not /etc or /home as a whole.
 std::vector<std::string> RuntimeReadPaths();
 
