@@ -15,6 +15,7 @@
 #include <cstring>
 #include <set>
 #include <thread>
+#include <utility>
 
 namespace shoal {
 namespace {
@@ -200,7 +201,10 @@ Result<LandlockResult> InstallLandlock(const LandlockRules& rules) {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
-  for (const std::string& path : rules.read_paths) {
+  std::vector<std::pair<std::string, bool>> paths;  // (path, list only)
+  for (const std::string& p : rules.read_paths) paths.emplace_back(p, false);
+  for (const std::string& p : rules.list_dirs) paths.emplace_back(p, true);
+  for (const auto& [path, list_only] : paths) {
     const int pfd = ::open(path.c_str(), O_PATH | O_CLOEXEC);
     if (pfd < 0) {
       if (errno == ENOENT || errno == ENOTDIR) continue;
@@ -208,8 +212,15 @@ Result<LandlockResult> InstallLandlock(const LandlockRules& rules) {
     }
     struct stat sb;
     const bool dir = ::fstat(pfd, &sb) == 0 && S_ISDIR(sb.st_mode);
+    if (list_only && !dir) {
+      ::close(pfd);
+      continue;
+    }
     landlock_path_beneath_attr pb = {};
-    pb.allowed_access = (dir ? kRead : LANDLOCK_ACCESS_FS_READ_FILE) & attr.handled_access_fs;
+    const uint64_t access = list_only ? LANDLOCK_ACCESS_FS_READ_DIR
+                            : dir     ? kRead
+                                      : LANDLOCK_ACCESS_FS_READ_FILE;
+    pb.allowed_access = access & attr.handled_access_fs;
     pb.parent_fd = pfd;
     const long rc = ::syscall(SYS_landlock_add_rule, fd, LANDLOCK_RULE_PATH_BENEATH, &pb, 0U);
     const int e = errno;

@@ -28,6 +28,9 @@ struct LandlockRules {
   // Files and directories (with everything beneath) that stay readable; nothing else is. A path
   // that does not exist is skipped (a library directory another distribution does not have).
   std::vector<std::string> read_paths;
+  // Directories that may be opened and listed, without reading the files in them (a directory
+  // a file is written to atomically is opened to fsync it: shoal-serve's --port-file).
+  std::vector<std::string> list_dirs;
   // TCP ports the process may connect to / bind; every other port is refused. Empty = none.
   std::vector<uint16_t> connect_ports;
   std::vector<uint16_t> bind_ports;  // 0 = an ephemeral port the kernel picks

@@ -114,6 +114,10 @@ int main(int argc, char** argv) {
           load.trusted_key_path}) {
       if (!p.empty()) rules.read_paths.push_back(p);
     }
+    if (!port_file.empty()) {  // written atomically: its directory is opened to be fsynced
+      rules.list_dirs.push_back(
+          std::filesystem::absolute(port_file).parent_path().lexically_normal().string());
+    }
     rules.bind_ports = {static_cast<uint16_t>(port)};
     rules.restrict_writes = false;
     auto landlock = shoal::InstallLandlock(rules);
