@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <seccomp.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -162,6 +163,12 @@ Result<SandboxReport> InstallSandbox(const SandboxOptions& options) {
   }
   if (!options.allow_network) {
     for (const char* name : kNetwork) f.Refuse(name);
+  } else {
+    // TCP only: no Unix domain socket, which Landlock (ABI <= 7) does not restrict by path -
+    // a model could otherwise talk to /var/run/docker.sock or another local daemon. (glibc's
+    // nscd lookup falls back to the files when its socket is refused; ZeroMQ signals with
+    // eventfd; socketpair stays, it reaches nothing outside.)
+    f.Refuse("socket", {SCMP_A0_32(SCMP_CMP_EQ, static_cast<scmp_datum_t>(AF_UNIX))});
   }
   if (!f.ok()) return f.error();
   // seccomp_load sets no_new_privs itself (SCMP_FLTATR_CTL_NNP defaults to on).
@@ -186,7 +193,7 @@ std::string DescribeSandbox(const SandboxOptions& options) {
   return std::string(
              "seccomp: no file creation or writes, no exec, no ptrace, no signals to "
              "other processes") +
-         (options.allow_network ? "" : ", no network");
+         (options.allow_network ? ", no Unix domain sockets" : ", no network");
 }
 
 }  // namespace shoal

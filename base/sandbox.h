@@ -19,8 +19,9 @@
 // setns, unshare, bpf, perf_event_open, userfaultfd, keyctl, add_key, request_key, kexec,
 // module loading, reboot, swapon/swapoff, acct, name_to_handle_at, open_by_handle_at,
 // fanotify_init, io_uring (it would open files behind the filter's back); and, without
-// `allow_network`, socket, socketpair, connect, bind, listen, accept, accept4. System calls of
-// another architecture (e.g. x32 or i386 on x86-64) kill the process.
+// `allow_network`, socket, socketpair, connect, bind, listen, accept, accept4 - with it,
+// socket(AF_UNIX) (local daemons' sockets, which Landlock does not restrict by path). System calls
+// of another architecture (e.g. x32 or i386 on x86-64) kill the process.
 #pragma once
 
 #include <string>
