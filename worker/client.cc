@@ -23,6 +23,7 @@
 #include "protocols/channel.h"
 #include "protocols/client_session.h"
 #include "protocols/codec.h"
+#include "protocols/transport.h"
 #include "security/pki.h"
 #include "security/signing.h"
 #include "worker/trainer.h"
@@ -290,6 +291,9 @@ Status WorkerClient::Impl::Run() {
   // Decompressing and splitting the silo left a few copies of it freed in the heap.
   ReleaseFreeMemory();
   SHOAL_RETURN_IF_ERROR(SetUpSecurity());
+  // A join token's session left ZeroMQ's threads running; they end here so that the ones the
+  // session below starts are born under the sandbox.
+  protocols::ReleaseTransport();
   SHOAL_RETURN_IF_ERROR(EnterSandbox());
   protocols::ClientSessionOptions so;
   so.hello.name = cfg_.name;
