@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <seccomp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -124,7 +126,17 @@ class Filter {
 
 }  // namespace
 
-Status InstallSandbox(const SandboxOptions& options) {
+Result<SandboxReport> InstallSandbox(const SandboxOptions& options) {
+  SandboxReport report;
+  report.seccomp = DescribeSandbox(options);
+  // Landlock first: its threads broadcast uses tgkill and its rules need open(O_PATH).
+  if (options.use_landlock) {
+    SHOAL_ASSIGN_OR_RETURN(report.landlock, InstallLandlock(options.landlock));
+  }
+  if (options.use_landlock && options.require_landlock && !report.landlock.missing.empty()) {
+    return Unavailable(report.landlock.Describe() +
+                       " (required by runtime.require_landlock / --require-landlock)");
+  }
   Filter f;
   if (f.get() == nullptr) return Unavailable("seccomp_init failed");
   // Another architecture's system calls (x32, i386) would get past rules written for this one.
@@ -151,20 +163,37 @@ Status InstallSandbox(const SandboxOptions& options) {
   }
   if (!options.allow_network) {
     for (const char* name : kNetwork) f.Refuse(name);
+  } else {
+    // TCP only: no Unix domain socket, which Landlock (ABI <= 7) does not restrict by path -
+    // a model could otherwise talk to /var/run/docker.sock or another local daemon. (glibc's
+    // nscd lookup falls back to the files when its socket is refused; ZeroMQ signals with
+    // eventfd; socketpair stays, it reaches nothing outside.)
+    f.Refuse("socket", {SCMP_A0_32(SCMP_CMP_EQ, static_cast<scmp_datum_t>(AF_UNIX))});
   }
   if (!f.ok()) return f.error();
   // seccomp_load sets no_new_privs itself (SCMP_FLTATR_CTL_NNP defaults to on).
   if (int rc = seccomp_load(f.get()); rc != 0) {
     return Unavailable(std::string("loading the seccomp filter: ") + std::strerror(-rc));
   }
-  return Status::Ok();
+  return report;
+}
+
+void LogSandbox(const std::string& who, const SandboxReport& report) {
+  if (report.landlock.abi == 0 && report.landlock.missing.empty()) {  // not asked for
+    spdlog::info("{} sandbox active ({})", who, report.seccomp);
+    return;
+  }
+  spdlog::info("{} sandbox active ({}; {})", who, report.seccomp, report.landlock.Describe());
+  if (!report.landlock.missing.empty()) {
+    spdlog::warn("{} sandbox incomplete: {}", who, report.landlock.Describe());
+  }
 }
 
 std::string DescribeSandbox(const SandboxOptions& options) {
   return std::string(
              "seccomp: no file creation or writes, no exec, no ptrace, no signals to "
              "other processes") +
-         (options.allow_network ? "" : ", no network");
+         (options.allow_network ? ", no Unix domain sockets" : ", no network");
 }
 
 }  // namespace shoal

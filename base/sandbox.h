@@ -19,12 +19,14 @@
 // setns, unshare, bpf, perf_event_open, userfaultfd, keyctl, add_key, request_key, kexec,
 // module loading, reboot, swapon/swapoff, acct, name_to_handle_at, open_by_handle_at,
 // fanotify_init, io_uring (it would open files behind the filter's back); and, without
-// `allow_network`, socket, socketpair, connect, bind, listen, accept, accept4. System calls of
-// another architecture (e.g. x32 or i386 on x86-64) kill the process.
+// `allow_network`, socket, socketpair, connect, bind, listen, accept, accept4 - with it,
+// socket(AF_UNIX) (local daemons' sockets, which Landlock does not restrict by path). System calls
+// of another architecture (e.g. x32 or i386 on x86-64) kill the process.
 #pragma once
 
 #include <string>
 
+#include "base/landlock.h"
 #include "base/status.h"
 
 namespace shoal {
@@ -33,11 +35,29 @@ struct SandboxOptions {
   // The worker keeps its connection to the coordinator (ZeroMQ reconnects make new sockets);
   // the evaluator needs no network at all.
   bool allow_network = false;
+  // Landlock (base/landlock.h), installed before the seccomp filter: the only files still
+  // readable and the only TCP ports still reachable.
+  LandlockRules landlock;
+  bool use_landlock = true;  // false: the caller installed its Landlock layer itself
+  // Where the kernel (or a container's seccomp profile) offers no Landlock or an ABI without
+  // TCP rules: false = go on under seccomp alone with a warning naming what is not enforced;
+  // true = refuse to start (runtime.require_landlock, shoal-serve --require-landlock).
+  bool require_landlock = false;
 };
 
-// Installs the filter on every thread of the calling process (no_new_privs first, as seccomp
-// requires without CAP_SYS_ADMIN). Unavailable when the kernel has no seccomp filter support.
-Status InstallSandbox(const SandboxOptions& options);
+struct SandboxReport {
+  std::string seccomp;      // DescribeSandbox()
+  LandlockResult landlock;  // what Landlock enforces, or why not
+};
+
+// Installs Landlock and then the seccomp filter on every thread of the calling process
+// (no_new_privs first, as both require without CAP_SYS_ADMIN). Unavailable when the kernel has
+// no seccomp filter support, or no (complete) Landlock while options.require_landlock.
+Result<SandboxReport> InstallSandbox(const SandboxOptions& options);
+
+// Logs the report for `who` ("worker=NAME", "evaluator", "serve"): info when everything is
+// enforced, a warning naming what is not.
+void LogSandbox(const std::string& who, const SandboxReport& report);
 
 // One line for start-up logs: what the filter refuses.
 std::string DescribeSandbox(const SandboxOptions& options);

@@ -70,7 +70,8 @@ class Coordinator::Impl {
   void RefreshEnrollment(bool force);
   void RecordChannelEvents();
   void OnJoinRequest(const protocols::ChannelMessage& in, const protocols::FrameView& f);
-  void OnHello(const std::string& id, const protocols::FrameView& f, const std::string& identity);
+  void OnHello(const std::string& id, const protocols::FrameView& f, const std::string& identity,
+               const std::string& fingerprint);
   void OnUpdateReady(Peer& p, const protocols::FrameView& f);
   void OnChunk(Peer& p, const protocols::FrameView& f);
   void OnEvalResult(Peer& p, const protocols::FrameView& f);

@@ -3,6 +3,8 @@
 
 #include <csignal>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "base/cli_flags.h"
 #include "base/log.h"
@@ -65,9 +67,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shoal-coordinator: %s\n", st.ToString().c_str());
     return 2;
   }
-  // LibTorch work goes to a shoal-evaluator child: this process never loads LibTorch.
-  shoal::coordinator::Coordinator coordinator(std::move(config).value(),
-                                              shoal::evaluator::MakeChildProcessRuntime());
+  // LibTorch work goes to a shoal-evaluator child: this process never loads LibTorch. The child
+  // may read the central test set and nothing else of this machine's files (base/landlock.h).
+  std::vector<std::string> readable;
+  if (config->eval_format != "none") readable.push_back(config->eval_path);
+  shoal::coordinator::Coordinator coordinator(
+      std::move(config).value(), shoal::evaluator::MakeChildProcessRuntime(std::move(readable)));
   g_coordinator = &coordinator;
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

@@ -293,7 +293,7 @@ void Coordinator::Impl::Dispatch(const protocols::ChannelMessage& in) {
     return;
   }
   if (frame->type == protocols::MessageType::kHello) {
-    OnHello(in.peer, *frame, in.identity);
+    OnHello(in.peer, *frame, in.identity, in.fingerprint);
     return;
   }
   if (peer == nullptr) {
@@ -341,7 +341,7 @@ void Coordinator::Impl::Dispatch(const protocols::ChannelMessage& in) {
 }
 
 void Coordinator::Impl::OnHello(const std::string& id, const protocols::FrameView& f,
-                                const std::string& identity) {
+                                const std::string& identity, const std::string& fingerprint) {
   auto hello = protocols::Decode<protocols::Hello>(f);
   if (!hello.ok()) {
     spdlog::warn("rejected Hello: {}", hello.status().message());
@@ -366,7 +366,7 @@ void Coordinator::Impl::OnHello(const std::string& id, const protocols::FrameVie
   }
   uploads_.Forget(id);  // a Hello again starts over: an upload in progress is given up
   bool fresh = false;
-  Peer& p = workers_.Admit(id, *hello, &fresh);
+  Peer& p = workers_.Admit(id, *hello, &fresh, fingerprint);
   channel_->Admit(id);  // full frame and message sizes from now on
   protocols::Welcome w;
   w.run_id = run_id_;

@@ -62,7 +62,7 @@ bool WorkerRegistry::Revoked(const std::string& name, const std::string& fingerp
 std::vector<std::string> WorkerRegistry::RevokedConnections() const {
   std::vector<std::string> cut;
   for (const auto& [id, p] : peers_) {
-    if (revoked_.count(p.name)) cut.push_back(id);
+    if (Revoked(p.name, p.fingerprint)) cut.push_back(id);
   }
   return cut;
 }
@@ -149,11 +149,13 @@ std::optional<Refusal> WorkerRegistry::CheckHello(const protocols::Hello& hello,
   return std::nullopt;
 }
 
-Peer& WorkerRegistry::Admit(const std::string& id, const protocols::Hello& hello, bool* fresh) {
+Peer& WorkerRegistry::Admit(const std::string& id, const protocols::Hello& hello, bool* fresh,
+                            const std::string& fingerprint) {
   Peer& p = peers_[id];
   *fresh = p.name.empty();
   p.id = id;
   p.name = hello.name;
+  p.fingerprint = fingerprint;
   p.num_train = hello.num_train;
   p.num_val = hello.num_val;
   p.last_seen = std::chrono::steady_clock::now();

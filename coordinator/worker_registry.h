@@ -30,6 +30,7 @@ namespace shoal::coordinator {
 struct Peer {
   std::string id;    // connection id
   std::string name;  // with TLS, the certificate's CN (checked at Hello and on every message)
+  std::string fingerprint;  // with TLS, the SHA-256 of the certificate it said Hello with
   int64_t num_train = 0;
   int64_t num_val = 0;
   std::chrono::steady_clock::time_point last_seen;
@@ -72,7 +73,8 @@ class WorkerRegistry {
   // The handshake's revocation check (protocols::RevocationCheck): the name is revoked, or the
   // certificate is recorded as revoked.
   bool Revoked(const std::string& name, const std::string& fingerprint) const;
-  // Connected peers whose name is revoked: to be cut off now.
+  // Connected peers whose name is revoked, or whose certificate is (superseded by a
+  // `shoalctl enroll --reissue`, or revoked by serial): to be cut off now.
   std::vector<std::string> RevokedConnections() const;
   // Whether the CA issued the certificate of this SHA-256 (hex) to an enrolled worker.
   bool enrolled(const std::string& fingerprint) const { return enrolled_.count(fingerprint) != 0; }
@@ -93,8 +95,10 @@ class WorkerRegistry {
                                            int64_t num_classes, int64_t max_samples);
   // Admits (or re-admits) connection `id` as the Hello's worker; `fresh` tells a new
   // connection from one that said Hello again. The caller dropped another connection of the
-  // same name first.
-  Peer& Admit(const std::string& id, const protocols::Hello& hello, bool* fresh);
+  // same name first. `fingerprint`: the SHA-256 of its certificate (with TLS), so that a
+  // certificate superseded or revoked later is cut off by RevokedConnections.
+  Peer& Admit(const std::string& id, const protocols::Hello& hello, bool* fresh,
+              const std::string& fingerprint = "");
   // Forgets connection `id`; its worker's stats say "lost". False when it was not admitted.
   bool Remove(const std::string& id);
 

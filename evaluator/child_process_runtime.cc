@@ -56,7 +56,8 @@ std::string DescribeExit(int status) {
 // One shoal-evaluator process; requests are serialized.
 class Host {
  public:
-  static Result<std::shared_ptr<Host>> Start(int threads) {
+  static Result<std::shared_ptr<Host>> Start(int threads,
+                                             const std::vector<std::string>& readable) {
     SHOAL_ASSIGN_OR_RETURN(std::string path, FindEvaluator());
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -64,6 +65,10 @@ class Host {
     }
     const char* level = spdlog::level::to_string_view(spdlog::get_level()).data();
     std::vector<std::string> args = {path, "--log-level", level};
+    for (const std::string& r : readable) {
+      args.push_back("--read");
+      args.push_back(r);
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -177,6 +182,8 @@ class Host {
 // and its evaluators, which may outlive it.
 class ProcessPool {
  public:
+  explicit ProcessPool(std::vector<std::string> readable) : readable_(std::move(readable)) {}
+
   void set_threads(int threads) {
     std::lock_guard<std::mutex> l(mu_);
     threads_ = threads;
@@ -186,7 +193,7 @@ class ProcessPool {
   Result<std::shared_ptr<Host>> Shared() {
     std::lock_guard<std::mutex> l(mu_);
     if (auto h = host_.lock()) return h;
-    SHOAL_ASSIGN_OR_RETURN(auto h, Host::Start(threads_));
+    SHOAL_ASSIGN_OR_RETURN(auto h, Host::Start(threads_, readable_));
     host_ = h;
     return h;
   }
@@ -214,6 +221,7 @@ class ProcessPool {
 
  private:
   std::mutex mu_;
+  const std::vector<std::string> readable_;
   int threads_ = 1;
   std::weak_ptr<Host> host_;
   std::shared_ptr<Host> startup_;
@@ -317,6 +325,9 @@ class RemoteEvaluator : public CentralEvaluator {
 
 class ChildProcessRuntime : public ModelRuntime {
  public:
+  explicit ChildProcessRuntime(std::vector<std::string> readable)
+      : pool_(std::make_shared<ProcessPool>(std::move(readable))) {}
+
   std::string Configure(int threads) override {
     pool_->set_threads(threads);
     auto host = pool_->Shared();
@@ -372,13 +383,13 @@ class ChildProcessRuntime : public ModelRuntime {
   void Release() override { pool_->EndStartUp(); }
 
  private:
-  const std::shared_ptr<ProcessPool> pool_ = std::make_shared<ProcessPool>();
+  const std::shared_ptr<ProcessPool> pool_;
 };
 
 }  // namespace
 
-std::unique_ptr<ModelRuntime> MakeChildProcessRuntime() {
-  return std::make_unique<ChildProcessRuntime>();
+std::unique_ptr<ModelRuntime> MakeChildProcessRuntime(std::vector<std::string> readable) {
+  return std::make_unique<ChildProcessRuntime>(std::move(readable));
 }
 
 }  // namespace shoal::evaluator

@@ -19,11 +19,16 @@
 #pragma once
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "evaluator/model_runtime.h"
 
 namespace shoal::evaluator {
 
-std::unique_ptr<ModelRuntime> MakeChildProcessRuntime();
+// `readable`: the files and directories the child may read test sets from (shoal-evaluator
+// --read); Landlock refuses it every other file (base/landlock.h), so an OpenEvaluator on data
+// elsewhere fails with the loader's "Permission denied".
+std::unique_ptr<ModelRuntime> MakeChildProcessRuntime(std::vector<std::string> readable);
 
 }  // namespace shoal::evaluator

@@ -3,7 +3,10 @@
 // the local runtime, one at a time, until the coordinator closes the socket (or exits), then
 // exits 0.
 //
-//   shoal-evaluator [--log-level LEVEL]
+//   shoal-evaluator [--log-level LEVEL] [--read PATH]...
+//
+// --read: a file or directory (with everything beneath) the process may read its test sets
+// from; Landlock refuses every other file but the system paths LibTorch still opens.
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -24,8 +27,11 @@ int main(int argc, char** argv) {
   shoal::TuneMallocForLargeBuffers();
   shoal::UseOneMallocArena();
   std::string level = "info";
+  shoal::SandboxOptions sandbox;
+  sandbox.landlock.read_paths = shoal::RuntimeReadPaths();
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--log-level") == 0) level = argv[i + 1];
+    if (std::strcmp(argv[i], "--read") == 0) sandbox.landlock.read_paths.push_back(argv[i + 1]);
   }
   // fd 1 would be the coordinator's stdout (its round table): whatever LibTorch prints goes to
   // the log instead.
@@ -40,13 +46,17 @@ int main(int argc, char** argv) {
   }
   // This process runs the coordinator's user TorchScript: behind the operator allow-list, it
   // may not write or create files, start programs, touch other processes or use the network
-  // (base/sandbox.h). Its socket (fd 3) and stderr are open already; it only reads files.
-  const shoal::SandboxOptions sandbox;
-  if (shoal::Status st = shoal::InstallSandbox(sandbox); !st.ok()) {
-    spdlog::error("cannot sandbox the process that runs user models: {}", st.ToString());
+  // (base/sandbox.h), and reads only its test sets (--read) and the system paths LibTorch needs
+  // (base/landlock.h). Its socket (fd 3) and stderr are open already. Installed before any
+  // LibTorch pool starts (the configure request comes later); OpenBLAS's threads, started before
+  // main(), are restricted by InstallLandlock's broadcast.
+  auto report = shoal::InstallSandbox(sandbox);
+  if (!report.ok()) {
+    spdlog::error("cannot sandbox the process that runs user models: {}",
+                  report.status().ToString());
     return 2;
   }
-  spdlog::info("sandbox active ({})", shoal::DescribeSandbox(sandbox));
+  shoal::LogSandbox("evaluator", *report);
   std::unique_ptr<shoal::evaluator::ModelRuntime> runtime = shoal::evaluator::MakeLocalRuntime();
   shoal::evaluator::Server server(kFd, *runtime);
   shoal::Status st = server.Run();

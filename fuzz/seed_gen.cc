@@ -2,7 +2,8 @@
 // the fuzzers start from inputs that reach deep into the decoders.
 //
 //   fuzz_seed_gen OUT_DIR      writes
-//   OUT_DIR/{frame_fuzz,secure_session_fuzz,weights_fuzz,stream_fuzz,predict_request_fuzz}/*
+//   OUT_DIR/{frame_fuzz,secure_session_fuzz,weights_fuzz,stream_fuzz,predict_request_fuzz,
+//            http_guard_fuzz}/*
 //
 // The committed fuzz/corpus/ was made with it (`scripts/fuzz.sh --write-seeds`). Seeds that
 // carry TLS records come from a fresh PKI and fresh keys on every run, so they differ from run
@@ -420,6 +421,37 @@ void PredictRequestSeeds() {
   seed("deep", 1, 1, R"({"inputs": [[[[[[[[[[1]]]]]]]]]]})");
 }
 
+// ---------------------------------------------------------------------------------------------
+// http_guard_fuzz
+
+void HttpGuardSeeds() {
+  const std::string t = "http_guard_fuzz";
+  // [flags: bit 0 = the server requires a token][raw request bytes]
+  auto seed = [&](const std::string& name, bool token, const std::string& request) {
+    Write(t, name, std::string(1, token ? '\x01' : '\x00') + request);
+  };
+  const std::string host = "Host: 127.0.0.1\r\n";
+  seed("get_health", false, "GET /healthz HTTP/1.1\r\n" + host + "\r\n");
+  seed("post_echo", false, "POST /echo HTTP/1.1\r\n" + host + "Content-Length: 5\r\n\r\nhello");
+  seed("post_token", true,
+       "POST /echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+       "fuzz-token-0123456789abcdef\r\nContent-Length: 3\r\n\r\nabc");
+  seed("wrong_token", true,
+       "POST /echo HTTP/1.1\r\nHost: [::1]\r\nAuthorization: Bearer nope\r\n"
+       "Content-Length: 3\r\n\r\nabc");
+  seed("big_length", false,
+       "POST /echo HTTP/1.1\r\n" + host + "Content-Length: 99999999999999999999\r\n\r\nx");
+  seed("chunked", false,
+       "POST /echo HTTP/1.1\r\n" + host +
+           "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  seed("rebinding", false, "GET /healthz HTTP/1.1\r\nHost: evil.example:80\r\n\r\n");
+  seed("two_lengths", false,
+       "POST /echo HTTP/1.1\r\n" + host + "Content-Length: 1\r\nContent-Length: 80\r\n\r\n" +
+           std::string(80, 'b'));
+  seed("long_header", false,
+       "GET /healthz HTTP/1.1\r\n" + host + "X-Pad: " + std::string(9000, 'p') + "\r\n\r\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -433,6 +465,7 @@ int main(int argc, char** argv) {
   WeightsSeeds();
   StreamSeeds();
   PredictRequestSeeds();
+  HttpGuardSeeds();
   std::printf("wrote %d seed files under %s\n", g_written, g_out.c_str());
   return 0;
 }

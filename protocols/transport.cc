@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <memory>
+#include <mutex>
 #include <set>
 #include <zmq.hpp>
 
@@ -15,9 +17,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+std::mutex g_context_mu;
+std::unique_ptr<zmq::context_t> g_context;  // made at the first socket, ended by ReleaseTransport
+
 zmq::context_t& Context() {
-  static zmq::context_t ctx(1);
-  return ctx;
+  std::lock_guard<std::mutex> l(g_context_mu);
+  if (!g_context) g_context = std::make_unique<zmq::context_t>(1);
+  return *g_context;
 }
 
 void Configure(zmq::socket_t& s, const SocketOptions& o) {
@@ -489,6 +495,11 @@ Status StreamConnection::SendOwned(std::string&& frame) {
       owned->data(), owned->size(),
       [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
   return impl_->Send(zmq::message_t(prefix.data(), prefix.size()), std::move(body));
+}
+
+void ReleaseTransport() {
+  std::lock_guard<std::mutex> l(g_context_mu);
+  g_context.reset();  // zmq_ctx_term: joins the I/O and reaper threads
 }
 
 }  // namespace shoal::protocols

@@ -156,4 +156,10 @@ class StreamConnection {
   std::unique_ptr<Impl> impl_;
 };
 
+// Ends ZeroMQ's context and its I/O and reaper threads; the next socket makes a new one. Call
+// only when no socket is open (it waits for them). The worker calls it after redeeming a join
+// token, before its sandbox: those threads block every signal, so Landlock (base/landlock.h)
+// could not reach them, and they would connect later without its TCP rule.
+void ReleaseTransport();
+
 }  // namespace shoal::protocols

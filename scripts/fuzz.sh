@@ -45,8 +45,8 @@ done
 mkdir -p "$BUILD_DIR" || exit 2
 BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
 
-ALL_TARGETS=(frame_fuzz secure_session_fuzz weights_fuzz stream_fuzz predict_request_fuzz)
-declare -A MAX_LEN=([frame_fuzz]=1048576 [secure_session_fuzz]=131072 [weights_fuzz]=262144 [stream_fuzz]=16384 [predict_request_fuzz]=65536)
+ALL_TARGETS=(frame_fuzz secure_session_fuzz weights_fuzz stream_fuzz predict_request_fuzz http_guard_fuzz)
+declare -A MAX_LEN=([frame_fuzz]=1048576 [secure_session_fuzz]=131072 [weights_fuzz]=262144 [stream_fuzz]=16384 [predict_request_fuzz]=65536 [http_guard_fuzz]=16384)
 if [ ${#ONLY[@]} -gt 0 ]; then
   for t in "${ONLY[@]}"; do
     [ -n "${MAX_LEN[$t]:-}" ] || { echo "fuzz.sh: unknown target '$t'" >&2; exit 2; }

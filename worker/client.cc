@@ -24,6 +24,7 @@
 #include "protocols/channel.h"
 #include "protocols/client_session.h"
 #include "protocols/codec.h"
+#include "protocols/transport.h"
 #include "security/pki.h"
 #include "security/signing.h"
 #include "worker/privacy_guard.h"
@@ -265,20 +266,30 @@ Status WorkerClient::Impl::Join(const std::string& token_text) {
 
 // From here on the worker holds its silo and credentials in memory and writes no file: the
 // models it runs (the coordinator's TorchScript included) get no file writes, no exec, no
-// ptrace. It keeps the network (its connection to the coordinator) and reading files.
+// ptrace (seccomp); Landlock leaves them the system paths LibTorch and name resolution read and
+// TCP connections to the coordinator's port only - not the silo's files (loaded already), nor
+// the bundle's key, nor any other port (base/landlock.h).
 Status WorkerClient::Impl::EnterSandbox() {
   SandboxOptions options;
   options.allow_network = true;
+  options.require_landlock = cfg_.require_landlock;
   if (!cfg_.sandbox) {
     spdlog::warn(
         "worker={} sandbox OFF (runtime.sandbox = false): the models this worker runs "
-        "may write files and start programs with its rights",
+        "may read and write files, connect anywhere and start programs with its rights",
         cfg_.name);
     return Status::Ok();
   }
-  SHOAL_RETURN_IF_ERROR(InstallSandbox(options).Annotate(
-      "sandbox (runtime.sandbox; set it to false where seccomp is unavailable)"));
-  spdlog::info("worker={} sandbox active ({})", cfg_.name, DescribeSandbox(options));
+  auto port = TcpPortOf(cfg_.coordinator);
+  if (!port.ok()) return port.status().Annotate("worker.coordinator (Landlock's TCP rule)");
+  options.landlock.read_paths = RuntimeReadPaths();
+  options.landlock.connect_ports = {*port};
+  auto report = InstallSandbox(options);
+  if (!report.ok()) {
+    return report.status().Annotate(
+        "sandbox (runtime.sandbox; set it to false where seccomp is unavailable)");
+  }
+  LogSandbox("worker=" + cfg_.name, *report);
   return Status::Ok();
 }
 
@@ -306,6 +317,9 @@ Status WorkerClient::Impl::Run() {
         cfg_.name, cfg_.require_dp, cfg_.max_epsilon, cfg_.delta,
         ledger.empty() ? "<memory>" : ledger, privacy_->ledger().tasks(), privacy_->Epsilon());
   }
+  // A join token's session left ZeroMQ's threads running; they end here so that the ones the
+  // session below starts are born under the sandbox.
+  protocols::ReleaseTransport();
   SHOAL_RETURN_IF_ERROR(EnterSandbox());
   protocols::ClientSessionOptions so;
   so.hello.name = cfg_.name;

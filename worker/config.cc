@@ -125,6 +125,7 @@ Result<WorkerConfig> LoadWorkerConfig(const std::string& path,
   r.Read("runtime.log_level", c.log_level);
   r.Read("runtime.progress_interval_s", c.progress_interval_s);
   r.Read("runtime.sandbox", c.sandbox);
+  r.Read("runtime.require_landlock", c.require_landlock);
   SHOAL_RETURN_IF_ERROR(r.Finish());
   if (c.join_token.empty()) {
     if (const char* env = std::getenv(kJoinTokenEnv); env != nullptr) c.join_token = env;

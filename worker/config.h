@@ -65,6 +65,9 @@ struct WorkerConfig {
   double progress_interval_s = 10;  // runtime.progress_interval_s: training progress log period
   bool sandbox = true;  // runtime.sandbox: once the silo and credentials are loaded, a seccomp
                         // filter forbids file writes, exec and ptrace (base/sandbox.h)
+  bool require_landlock = false;  // runtime.require_landlock: refuse to start where the kernel
+                                  // has no Landlock with TCP rules (ABI >= 4); false = go on
+                                  // under seccomp alone with a warning (base/landlock.h)
 
   Status Validate() const;
   // The privacy ledger's path (privacy.ledger, or its default in the bundle; "" = in memory).

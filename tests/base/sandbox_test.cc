@@ -35,6 +35,7 @@ struct Attempts {
   int unlink_file = -1;        // unlink()
   int write_from_thread = -1;  // open(O_WRONLY | O_CREAT) on a thread started before the filter
   int socket_inet = -1;        // socket(AF_INET, SOCK_STREAM)
+  int socket_unix = -1;        // socket(AF_UNIX, SOCK_STREAM): e.g. /var/run/docker.sock
   int exec = -1;               // execve("/bin/true")
   int kill_parent = -1;        // kill(getppid(), 0)
   int read_file = -1;          // open(O_RDONLY) + read
@@ -63,7 +64,8 @@ Attempts RunConfined(const SandboxOptions& options, const std::string& dir) {
       a.write_from_thread =
           Errno(::open((dir + "/from-thread").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
     });
-    a.installed = InstallSandbox(options).ok() ? 0 : 1;
+    auto report = InstallSandbox(options);
+    a.installed = report.ok() ? 0 : 1;
     {
       std::lock_guard<std::mutex> l(mu);
       go = true;
@@ -75,6 +77,7 @@ Attempts RunConfined(const SandboxOptions& options, const std::string& dir) {
     a.truncate_file = Errno(::truncate((dir + "/existing").c_str(), 0));
     a.unlink_file = Errno(::unlink((dir + "/existing").c_str()));
     a.socket_inet = Errno(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    a.socket_unix = Errno(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
     a.exec = Errno(::execve("/bin/true", argv, ::environ));
     a.kill_parent = Errno(::kill(::getppid(), 0));
@@ -132,17 +135,22 @@ class SandboxTest : public ::testing::Test {
 };
 
 TEST_F(SandboxTest, EvaluatorFilterForbidsFileWritesNetworkExecAndSignals) {
-  const Attempts a = RunConfined(SandboxOptions{}, dir_);
+  SandboxOptions evaluator;
+  evaluator.landlock.read_paths = {dir_};  // its test set
+  const Attempts a = RunConfined(evaluator, dir_);
   ExpectNoFileChanges(a);
   EXPECT_EQ(a.socket_inet, EPERM);
+  EXPECT_EQ(a.socket_unix, EPERM);
 }
 
 TEST_F(SandboxTest, WorkerFilterKeepsTheNetworkOnly) {
   SandboxOptions worker;
   worker.allow_network = true;
+  worker.landlock.read_paths = {dir_};
   const Attempts a = RunConfined(worker, dir_);
   ExpectNoFileChanges(a);
   EXPECT_EQ(a.socket_inet, 0);
+  EXPECT_EQ(a.socket_unix, EPERM) << "a local daemon's socket (docker.sock) is out of reach";
   EXPECT_NE(DescribeSandbox(SandboxOptions{}).find("no network"), std::string::npos);
   EXPECT_EQ(DescribeSandbox(worker).find("no network"), std::string::npos);
 }
@@ -155,6 +163,9 @@ TEST_F(SandboxTest, WithoutTheFilterTheAttemptsSucceed) {
   const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   EXPECT_GE(s, 0);
   if (s >= 0) ::close(s);
+  const int u = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_GE(u, 0);
+  if (u >= 0) ::close(u);
 }
 
 }  // namespace

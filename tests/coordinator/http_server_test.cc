@@ -323,5 +323,39 @@ TEST(GuardedHttpServerTest, ConnectionsBeyondTheQueueGet503) {
   listener.join();
 }
 
+// Found by fuzz/http_guard_fuzz.cc: httplib ends a head at an empty "\r\n" line after a line
+// ending in a bare "\n"; the guard waited for "\r\n\r\n" and took what followed for more head.
+// A POST without Content-Length (read until the connection ends) then had its body read in 8 KiB
+// pieces as head, and once a "\r\n\r\n" came by, the rest of that piece counted as body past the
+// limit. Now the head ends where httplib ends it, and no byte past it is read as head.
+TEST(GuardedHttpServerTest, TheBodyLimitHoldsWhenTheHeadEndsWithABareNewline) {
+  protocols::HttpGuardOptions g;
+  g.max_body_bytes = 64;
+  g.request_timeout_s = 5;
+  protocols::GuardedHttpServer server(g);
+  server.Post("/", [](const httplib::Request& req, httplib::Response& res) {
+    res.set_content(std::to_string(req.body.size()), "text/plain");
+  });
+  auto port = server.Bind("127.0.0.1", 0);
+  ASSERT_TRUE(port.ok()) << port.status().ToString();
+  std::thread listener([&] { server.listen_after_bind(); });
+  while (!server.is_running()) std::this_thread::yield();
+  for (const std::string head_end : {"\r\n\r\n", "\r\nX-A: b\n\r\n"}) {
+    const uint64_t before = server.body_bytes_read();
+    RawClient c(*port);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.Send("POST / HTTP/1.1\r\nHost: 127.0.0.1" + head_end + std::string(100, 'x') +
+                       "\r\n\r\n" + std::string(6000, 'y')));
+    const std::string response = c.ReadResponse();
+    // httplib closes the connection when the body read stops at the limit, without an answer.
+    EXPECT_NE(response.rfind("HTTP/1.1 200", 0), 0u) << "the handler ran: " << response;
+    EXPECT_LE(server.body_bytes_read() - before, g.max_body_bytes)
+        << "body bytes were read past the limit (head ended by "
+        << ::testing::PrintToString(head_end) << ")";
+  }
+  server.stop();
+  listener.join();
+}
+
 }  // namespace
 }  // namespace shoal

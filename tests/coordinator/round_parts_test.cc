@@ -1,17 +1,21 @@
 // The round engine's parts that decide without a network: the worker registry's admission and
 // dashboard table, the round's UpdateReady checks, the evaluation tracker's bookkeeping.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <chrono>
+#include <filesystem>
 #include <future>
 #include <limits>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "base/file_util.h"
 #include "coordinator/evaluation_tracker.h"
 #include "coordinator/round.h"
 #include "coordinator/worker_registry.h"
+#include "security/pki.h"
 
 namespace shoal::coordinator {
 namespace {
@@ -82,6 +86,41 @@ TEST(WorkerRegistryTest, HelloDeclaringMoreThanMaxSamplesIsRefused) {
   val.num_val = std::numeric_limits<int64_t>::max();
   ASSERT_TRUE(Check(val).has_value());
   EXPECT_TRUE(Contains(Check(val)->why, "validation samples")) << Check(val)->why;
+}
+
+// Issue #20: a worker's certificate superseded by `shoalctl enroll --reissue` (the old key
+// stolen, say) was refused only at the connection's next message; the registry now reports the
+// connection for cutting as soon as it reloads the CA's files (RefreshEnrollment, within one
+// housekeeping pass), as it did for a revoked name.
+TEST(WorkerRegistryTest, AConnectionOnASupersededCertificateIsCutOnReload) {
+  char tmpl[] = "/tmp/shoal-registry-XXXXXX";
+  const std::string root = ::mkdtemp(tmpl);
+  const std::string ca = root + "/ca";
+  ASSERT_TRUE(security::InitCa(ca).ok());
+  ASSERT_TRUE(security::Enroll(ca, "w1", root + "/w1", "").ok());
+  ASSERT_TRUE(security::Enroll(ca, "w2", root + "/w2", "").ok());
+  auto fingerprint = [&](const std::string& bundle) {
+    auto cert = ReadFile(security::BundleCertPath(bundle), 1 << 20);
+    auto info = security::VerifyPeerCert(*ReadFile(security::CaCertPath(ca), 1 << 20), *cert);
+    return info.ok() ? info->fingerprint : std::string();
+  };
+  const std::string old_w1 = fingerprint(root + "/w1"), w2 = fingerprint(root + "/w2");
+  ASSERT_FALSE(old_w1.empty());
+  WorkerRegistry reg(ca);
+  reg.RefreshEnrollment(true);
+  bool fresh = false;
+  reg.Admit("conn-w1", MakeHello("w1"), &fresh, old_w1);
+  reg.Admit("conn-w2", MakeHello("w2"), &fresh, w2);
+  EXPECT_TRUE(reg.RevokedConnections().empty());
+
+  security::IssueOptions reissue;
+  reissue.reissue = true;
+  ASSERT_TRUE(security::Enroll(ca, "w1", root + "/w1-new", "", reissue).ok());
+  reg.RefreshEnrollment(true);
+  EXPECT_EQ(reg.RevokedConnections(), (std::vector<std::string>{"conn-w1"}));
+  EXPECT_TRUE(reg.Revoked("w1", old_w1));
+  EXPECT_FALSE(reg.Revoked("w1", fingerprint(root + "/w1-new")));
+  std::filesystem::remove_all(root);
 }
 
 TEST(WorkerRegistryTest, AdmitRemoveAndStatsThatOutliveTheConnection) {

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "base/landlock.h"
 #include "evaluator/child_process_runtime.h"
 #include "tests/integration/process.h"
 
@@ -31,7 +32,7 @@ class ModelHostTest : public ::testing::Test {
     ::setenv("SHOAL_EVALUATOR", bin.c_str(), 1);
     char tmpl[] = "/tmp/shoal-host-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
-    runtime_ = evaluator::MakeChildProcessRuntime();
+    runtime_ = evaluator::MakeChildProcessRuntime({dir_});
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
@@ -73,6 +74,27 @@ TEST_F(ModelHostTest, TheChildRunsModelsUnderASeccompFilter) {
   auto m = (*e)->Evaluate(*w);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(m->count, 10);
+  runtime_->Release();
+}
+
+// Issue #20, item 1 (Landlock, base/landlock.h): the child reads only what the coordinator named
+// (MakeChildProcessRuntime's `readable`: eval.path) and the system paths LibTorch reads. A file
+// beside it - the same valid test set, copied to a directory not named - cannot be opened,
+// whichever of its threads asks; the named one can.
+TEST_F(ModelHostTest, TheChildReadsOnlyTheDataItWasGiven) {
+  ASSERT_GE(LandlockAbi(), 1) << "this kernel has no Landlock";
+  char tmpl[] = "/tmp/shoal-host-secret-XXXXXX";
+  const std::string elsewhere = ::mkdtemp(tmpl);
+  std::filesystem::copy_file(WriteCsv(), elsewhere + "/eval.csv");
+  runtime_->Configure(1);
+  auto refused = runtime_->OpenEvaluator({"logreg", ""}, {3}, 3, Csv(elsewhere + "/eval.csv"));
+  std::filesystem::remove_all(elsewhere);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("Permission denied"), std::string::npos)
+      << refused.status().ToString();
+  auto allowed = runtime_->OpenEvaluator({"logreg", ""}, {3}, 3, Csv(dir_ + "/eval.csv"));
+  ASSERT_TRUE(allowed.ok()) << allowed.status().ToString();
+  EXPECT_EQ((*allowed)->size(), 10);
   runtime_->Release();
 }
 

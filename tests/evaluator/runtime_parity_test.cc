@@ -32,6 +32,7 @@ class RuntimeParityTest : public ::testing::Test {
     ::setenv("SHOAL_EVALUATOR", bin.c_str(), 1);
     char tmpl[] = "/tmp/shoal-parity-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
+    child_ = evaluator::MakeChildProcessRuntime({dir_});  // it may read the test sets there
     local_config_ = local_->Configure(1);
     child_config_ = child_->Configure(1);
   }
@@ -74,7 +75,7 @@ class RuntimeParityTest : public ::testing::Test {
 
   std::string dir_;
   std::unique_ptr<ModelRuntime> local_ = evaluator::MakeLocalRuntime();
-  std::unique_ptr<ModelRuntime> child_ = evaluator::MakeChildProcessRuntime();
+  std::unique_ptr<ModelRuntime> child_;
   std::string local_config_;
   std::string child_config_;
 };

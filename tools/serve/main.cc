@@ -19,6 +19,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include "base/file_util.h"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   shoal::serve::LoadOptions load;
   std::string token_file;
   std::string log_level = "info";
+  bool require_landlock = false;
   app.add_option("--model", model_path, "Exported TorchScript file (model.json beside it)")
       ->required();
   app.add_option("--host", host, "Address to listen on")->capture_default_str();
@@ -62,6 +64,9 @@ int main(int argc, char** argv) {
                  "$SHOAL_SERVE_TOKEN); required beyond loopback");
   app.add_option("--log-level", log_level, "trace | debug | info | warn | error")
       ->capture_default_str();
+  app.add_flag("--require-landlock", require_landlock,
+               "Refuse to start where the kernel has no Landlock with TCP rules (ABI >= 4) "
+               "instead of warning and serving under seccomp alone");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -97,6 +102,39 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Before LibTorch starts a thread and before the model is loaded (Load runs it once): the
+  // process reads only the model, model.json, the trusted key and the system paths LibTorch
+  // needs, binds only --port and connects nowhere (base/landlock.h). Writes stay possible until
+  // --port-file is written; the seccomp filter below then refuses them.
+  {
+    shoal::LandlockRules rules;
+    rules.read_paths = shoal::RuntimeReadPaths();
+    for (const std::string& p :
+         {model_path, std::filesystem::path(model_path).replace_extension(".json").string(),
+          load.trusted_key_path}) {
+      if (!p.empty()) rules.read_paths.push_back(p);
+    }
+    if (!port_file.empty()) {  // written atomically: its directory is opened to be fsynced
+      rules.list_dirs.push_back(
+          std::filesystem::absolute(port_file).parent_path().lexically_normal().string());
+    }
+    rules.bind_ports = {static_cast<uint16_t>(port)};
+    rules.restrict_writes = false;
+    auto landlock = shoal::InstallLandlock(rules);
+    if (!landlock.ok()) {
+      spdlog::error("cannot sandbox the model server: {}", landlock.status().ToString());
+      return 1;
+    }
+    if (!landlock->missing.empty()) {
+      if (require_landlock) {
+        spdlog::error("{} (--require-landlock)", landlock->Describe());
+        return 1;
+      }
+      spdlog::warn("sandbox incomplete: {}", landlock->Describe());
+    } else {
+      spdlog::info("{}", landlock->Describe());
+    }
+  }
   spdlog::info("runtime {}", shoal::nn::ConfigureTorchRuntime(1));
   auto server = shoal::serve::ModelServer::Load(model_path, load);
   if (!server.ok()) {
@@ -129,11 +167,13 @@ int main(int argc, char** argv) {
   // create files, start programs or touch other processes (base/sandbox.h).
   shoal::SandboxOptions sandbox;
   sandbox.allow_network = true;
-  if (auto st = shoal::InstallSandbox(sandbox); !st.ok()) {
-    spdlog::error("cannot sandbox the model server: {}", st.ToString());
+  sandbox.use_landlock = false;  // installed above, before the model was loaded
+  auto report = shoal::InstallSandbox(sandbox);
+  if (!report.ok()) {
+    spdlog::error("cannot sandbox the model server: {}", report.status().ToString());
     return 1;
   }
-  spdlog::info("sandbox active ({})", shoal::DescribeSandbox(sandbox));
+  shoal::LogSandbox("serve", *report);
 
   std::atomic<bool> serving_done{false};
   std::thread watcher([&] {
