@@ -4,6 +4,7 @@
 
 #include "base/cpu_time.h"
 #include "nn/models.h"
+#include "worker/client_algorithm.h"
 
 namespace shoal::worker {
 namespace {
@@ -27,7 +28,11 @@ class TorchTrainer : public LocalTrainer {
       torch::manual_seed(s.seed);
       std::vector<torch::Tensor> params;
       for (auto& p : net_->NamedParameters()) params.push_back(p.second);
-      torch::optim::SGD opt(params, torch::optim::SGDOptions(s.lr));
+      SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<ClientAlgorithm> algorithm,
+                             BuiltinClientAlgorithms().Create(s.client_algorithm, {s.proximal_mu}));
+      SHOAL_RETURN_IF_ERROR(algorithm->Begin(params, global.data));
+      torch::optim::SGD opt(
+          params, torch::optim::SGDOptions(s.lr).momentum(s.momentum).weight_decay(s.weight_decay));
       net_->train();
       torch::Tensor y = nn::LabelsTensor(data);
       const int64_t n = data.size();
@@ -51,6 +56,7 @@ class TorchTrainer : public LocalTrainer {
           torch::Tensor loss = torch::nn::functional::cross_entropy(
               net_->forward(nn::ModelInput(nn::SelectRows(data, idx))), y.index_select(0, idx));
           loss.backward();
+          algorithm->AdjustGradients(params);
           opt.step();
           const double l = loss.item<double>();
           if (!std::isfinite(l)) {

@@ -24,6 +24,11 @@ struct TrainSettings {
   int batch_size = 32;
   double lr = 0.05;
   uint64_t seed = 0;
+  double momentum = 0;      // the local SGD's momentum (TrainTask.momentum)
+  double weight_decay = 0;  // the local SGD's L2 weight decay (TrainTask.weight_decay)
+  // The client algorithm by name (client_algorithm.h) and its parameters.
+  std::string client_algorithm = "sgd";
+  double proximal_mu = 0;
 };
 
 struct TrainProgress {

@@ -340,5 +340,47 @@ TEST_F(ConfigTest, MissingFileIsAnError) {
   EXPECT_TRUE(Contains(c.status().message(), path)) << c.status().message();
 }
 
+// strategy.name sets the axes; an explicit key wins over the preset whatever its place in the
+// file (issue #22).
+TEST_F(ConfigTest, StrategyPresetSetsTheAxesAndExplicitKeysOverride) {
+  auto c = coordinator::LoadCoordinatorConfig("", {"security.insecure=true"});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->strategy_name, "fedavg");
+  EXPECT_EQ(c->server_optimizer, "sgd");
+  EXPECT_EQ(c->server.lr, 1.0);
+
+  c = coordinator::LoadCoordinatorConfig(
+      Write("[strategy]\nserver_lr = 0.05\nname = \"fedadam\"\n"), {"security.insecure=true"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->server_optimizer, "adam");
+  EXPECT_EQ(c->server.lr, 0.05);  // explicit, before the name in the file: still wins
+  EXPECT_EQ(c->server.beta1, 0.9);
+  EXPECT_EQ(c->server.beta2, 0.99);
+  EXPECT_EQ(c->server.tau, 1e-3);
+
+  c = coordinator::LoadCoordinatorConfig("", {"strategy.name=fedavgm", "security.insecure=true"});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->server_optimizer, "momentum");
+  EXPECT_EQ(c->server.momentum, 0.9);
+  c = coordinator::LoadCoordinatorConfig(
+      "", {"strategy.name=fedyogi", "strategy.server_optimizer=adagrad", "security.insecure=true"});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->server_optimizer, "adagrad");
+  EXPECT_EQ(c->server.lr, 0.01);  // the preset's, since not given
+}
+
+TEST_F(ConfigTest, BadStrategyValuesAreRefusedNamingTheKey) {
+  const std::string base = "[security]\ninsecure = true\n";
+  ExpectError(base, {"strategy.name=fedfoo"}, {"strategy.name", "fedfoo", "fedadam"});
+  ExpectError(base, {"strategy.server_optimizer=lamb"}, {"strategy.server_optimizer", "yogi"});
+  ExpectError(base, {"strategy.server_lr=0"}, {"strategy.server_lr"});
+  ExpectError(base, {"strategy.server_lr=1e9"}, {"strategy.server_lr"});
+  ExpectError(base, {"strategy.server_momentum=1"}, {"strategy.server_momentum"});
+  ExpectError(base, {"strategy.beta1=-0.1"}, {"strategy.beta1"});
+  ExpectError(base, {"strategy.beta2=1"}, {"strategy.beta2"});
+  ExpectError(base, {"strategy.tau=0"}, {"strategy.tau"});
+  ExpectError(base, {"strategy.tau=nan"}, {"strategy.tau"});
+}
+
 }  // namespace
 }  // namespace shoal
