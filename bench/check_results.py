@@ -93,7 +93,9 @@ def main():
     st = s.get("strategies", {})
     if "strategies" in s:
         runs = st.get("runs", [])
-        need(len(runs) >= 12, f"strategies: {len(runs)} runs, expected 6 presets x 2 alphas")
+        alphas = {x.get("alpha") for x in runs}
+        need(alphas and len(runs) == 6 * len(alphas),
+             f"strategies: {len(runs)} runs, expected 6 presets per alpha")
         for x in runs:
             need(num(x.get("best_acc")) and 0 < x["best_acc"] <= 1,
                  f"strategies {x.get('preset')} alpha {x.get('alpha')}: best_acc")

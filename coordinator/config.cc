@@ -55,6 +55,10 @@ Status ApplyStrategyPreset(const std::string& name, CoordinatorConfig& c) {
   return Status::Ok();
 }
 
+double RoundLearningRate(const CoordinatorConfig& c, uint64_t round) {
+  return c.lr * std::pow(c.lr_decay, static_cast<double>(round > 0 ? round - 1 : 0));
+}
+
 Status CoordinatorConfig::Validate() const {
   auto bad = [](const std::string& key, const std::string& why) {
     return InvalidArgument("config key '" + key + "': " + why);

@@ -154,6 +154,9 @@ struct CoordinatorConfig {
 // override the preset.
 Status ApplyStrategyPreset(const std::string& name, CoordinatorConfig& c);
 
+// The learning rate of round `round` (1-based): train.lr x train.lr_decay^(round - 1).
+double RoundLearningRate(const CoordinatorConfig& c, uint64_t round);
+
 // Reads `path` (may be empty for defaults) with "section.key=value" overrides applied.
 Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
                                                 const std::vector<std::string>& overrides);

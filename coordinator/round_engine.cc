@@ -329,7 +329,7 @@ double Coordinator::Impl::SelectAndBroadcast(uint64_t round, int attempt) {
   task.epochs = static_cast<uint32_t>(cfg_.epochs);
   task.batch_size = static_cast<uint32_t>(cfg_.batch_size);
   // train.lr_decay: lr x decay^(round - 1), the same for every attempt of the round.
-  task.lr = cfg_.lr * std::pow(cfg_.lr_decay, static_cast<double>(round - 1));
+  task.lr = RoundLearningRate(cfg_, round);
   task.momentum = cfg_.momentum;
   task.weight_decay = cfg_.weight_decay;
   task.client_algorithm = cfg_.client;

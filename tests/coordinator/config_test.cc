@@ -380,6 +380,39 @@ TEST_F(ConfigTest, BadStrategyValuesAreRefusedNamingTheKey) {
   ExpectError(base, {"strategy.beta2=1"}, {"strategy.beta2"});
   ExpectError(base, {"strategy.tau=0"}, {"strategy.tau"});
   ExpectError(base, {"strategy.tau=nan"}, {"strategy.tau"});
+  ExpectError(base, {"strategy.client=scaffold"}, {"strategy.client", "scaffold"});
+  ExpectError(base, {"strategy.proximal_mu=-1"}, {"strategy.proximal_mu"});
+  ExpectError(base, {"strategy.proximal_mu=1e9"}, {"strategy.proximal_mu"});
+  ExpectError(base, {"strategy.client=fedprox"}, {"strategy.proximal_mu", "positive"});
+  ExpectError(base, {"train.momentum=1"}, {"train.momentum"});
+  ExpectError(base, {"train.weight_decay=2"}, {"train.weight_decay"});
+  ExpectError(base, {"train.lr_decay=0"}, {"train.lr_decay"});
+  ExpectError(base, {"train.lr_decay=1.5"}, {"train.lr_decay"});
+  ExpectError(base, {"train.lr_decay=0.01", "run.rounds=100"}, {"train.lr_decay", "vanish"});
+}
+
+TEST_F(ConfigTest, FedProxPresetAndLocalTrainingOptions) {
+  auto c = coordinator::LoadCoordinatorConfig(
+      "", {"strategy.name=fedprox", "train.momentum=0.9", "train.weight_decay=0.0005",
+           "train.lr_decay=0.5", "train.lr=0.08", "security.insecure=true"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->client, "fedprox");
+  EXPECT_EQ(c->proximal_mu, 0.01);
+  EXPECT_EQ(c->server_optimizer, "sgd");
+  EXPECT_EQ(c->server.lr, 1.0);
+  EXPECT_EQ(c->momentum, 0.9);
+  EXPECT_EQ(c->weight_decay, 0.0005);
+  EXPECT_EQ(coordinator::RoundLearningRate(*c, 1), 0.08);
+  EXPECT_EQ(coordinator::RoundLearningRate(*c, 2), 0.04);
+  EXPECT_EQ(coordinator::RoundLearningRate(*c, 4), 0.01);
+  // The axes compose: a server-optimizer preset with an explicit client algorithm.
+  c = coordinator::LoadCoordinatorConfig(
+      "", {"strategy.name=fedadam", "strategy.client=fedprox", "strategy.proximal_mu=0.1",
+           "security.insecure=true"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->server_optimizer, "adam");
+  EXPECT_EQ(c->client, "fedprox");
+  EXPECT_EQ(c->proximal_mu, 0.1);
 }
 
 }  // namespace
