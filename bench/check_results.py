@@ -90,10 +90,20 @@ def main():
     cnn = [x for x in measured if x.get("model") == "cnn"]
     need(cnn and num(cnn[0].get("wire_bytes_to_worker")), "bytes_on_wire cnn: wire bytes")
 
+    st = s.get("strategies", {})
+    if "strategies" in s:
+        runs = st.get("runs", [])
+        alphas = {x.get("alpha") for x in runs}
+        need(alphas and len(runs) == 6 * len(alphas),
+             f"strategies: {len(runs)} runs, expected 6 presets per alpha")
+        for x in runs:
+            need(num(x.get("best_acc")) and 0 < x["best_acc"] <= 1,
+                 f"strategies {x.get('preset')} alpha {x.get('alpha')}: best_acc")
     need(os.path.getsize(os.path.join(out, "summary.md")) > 500 if os.path.exists(
         os.path.join(out, "summary.md")) else False, "summary.md missing")
     if importlib.util.find_spec("matplotlib"):
-        for p in ["accuracy.png", "bytes_on_wire.png", "round_phases.png"]:
+        for p in ["accuracy.png", "bytes_on_wire.png", "round_phases.png"] + (
+                ["strategies.png"] if "strategies" in s else []):
             need(os.path.exists(os.path.join(out, p)), f"plot {p} missing")
     if problems:
         print("bench results incomplete:\n  " + "\n  ".join(problems))

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Renders a bench results folder: OUT/results.json -> OUT/summary.md (markdown tables for the
-README's performance section) and OUT/accuracy.png, OUT/bytes_on_wire.png, OUT/round_phases.png.
+README's performance section) and OUT/accuracy.png, OUT/bytes_on_wire.png, OUT/round_phases.png,
+OUT/strategies.png.
 
 Usage: report.py OUT_DIR   (plots need Debian's python3-matplotlib; without it, tables only)
 """
@@ -366,6 +367,32 @@ class Report:
             f"{FLOWER['bytes_each_way'] / 1e6} MB per client each way per round.",
         ])
 
+    def strategies(self):
+        st = self.s.get("strategies")
+        if not ok(st):
+            return f"_not run: {(st or {}).get('error', 'section skipped')}_"
+        rows = []
+        for run in st["runs"]:
+            rows.append([run["preset"], f"Dirichlet({run['alpha']})",
+                         f(run["reached"]["80"], "{}"), f(run["reached"]["85"], "{}"),
+                         pct(run["best_acc"]), pct(run["final_acc"]),
+                         f"{run['rounds_done']}/{st['rounds']}", f(run["median_round_s"])])
+        verdict = []
+        for alpha, v in sorted(st.get("verdict", {}).items()):
+            verdict.append(f"Dirichlet({alpha}): best preset {v['best_preset']}, "
+                           f"{v['best_minus_fedavg_points']:+.1f} points over FedAvg's best; rounds "
+                           f"to 85%: FedAvg {v['fedavg_rounds_to_85']}, best {v['best_rounds_to_85']}.")
+        return "\n".join([
+            table(["preset", "partition", "rounds to 80%", "rounds to 85%", "best test acc",
+                   "final test acc", "rounds run", "median round (s)"], rows),
+            "",
+            f"{st['model']}, {st['workers']} workers, a fixed budget of {st['rounds']} rounds "
+            "(no early stop), 1 local epoch, batch 32, lr 0.05; presets as in docs/config.md. "
+            "Target (issue #22): on Dirichlet(0.1) the best preset reaches 85% in at most 0.75x "
+            "FedAvg's rounds, or ends at least 2 points higher.",
+            "",
+        ] + verdict)
+
     def markdown(self):
         m = self.r["meta"]
         head = (f"Measured {m['started']} on {m['cores']} cores ({m['cpu']}, {m['mem_gib']} GiB), "
@@ -383,6 +410,8 @@ class Report:
             "![accuracy per round](accuracy.png)", "",
             "## 5. Bytes on the wire per round", "", self.bytes(), "",
             "![bytes on the wire](bytes_on_wire.png)", "",
+            "## 6. Strategies on label-skewed silos (Fashion-MNIST)", "", self.strategies(), "",
+            "![strategies](strategies.png)", "",
         ]
         for name, sec in self.s.items():
             if sec.get("status") == "failed":
@@ -452,6 +481,24 @@ class Report:
                 ax.grid(alpha=0.3, which="both")
                 ax.legend(fontsize=8)
                 save(fig, "bytes_on_wire.png")
+        st = self.s.get("strategies")
+        if ok(st) and st["runs"]:
+            alphas = sorted({r["alpha"] for r in st["runs"]})
+            fig, axes = plt.subplots(1, len(alphas), figsize=(5.5 * len(alphas), 4.2), squeeze=False)
+            for ax, alpha in zip(axes[0], alphas):
+                for run in [r for r in st["runs"] if r["alpha"] == alpha]:
+                    pts = [(i + 1, 100 * a) for i, a in enumerate(run["per_round_acc"]) if a is not None]
+                    ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", ms=3, label=run["preset"])
+                for y in (80, 85):
+                    ax.axhline(y, color="grey", lw=0.6, ls=":")
+                ax.set_title(f"Dirichlet({alpha})")
+                ax.set_xlabel("round")
+                ax.set_ylabel("central test accuracy (%)")
+                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+            fig.suptitle(f"Strategies, Fashion-MNIST, {st['model']}, {st['workers']} workers")
+            save(fig, "strategies.png")
         ro = self.s.get("round_overhead")
         if ok(ro) and ro["configs"]:
             fig, ax = plt.subplots(figsize=(9, 1.3 + 0.9 * len(ro["configs"])))

@@ -3,11 +3,15 @@
 # summary.md (markdown tables for the README) and PNG plots into a results folder.
 #
 #   bench/run.sh [--quick] [--out DIR] [--build-dir DIR] [--no-build] [--secure|--insecure]
-#                [--sections micro,round_overhead,coordinator_scale,time_to_accuracy,bytes_on_wire]
+#                [--sections micro,round_overhead,coordinator_scale,time_to_accuracy,bytes_on_wire,
+#                            strategies]
 #                [--tta-rounds N] [--no-early-stop] [--keep-work] [--check] [--publish]
 #
 #   --quick       small settings (3 workers, 1,000-2,000 samples per silo, MLP/CNN, 2-3 rounds,
 #                 no 100 MB cases): 1.5-3.5 minutes on 2 cores; CI runs it (ctest -L bench).
+#                 Section 6 (strategies): every strategy preset on Dirichlet(0.1) and (0.5)
+#                 silos; full: CNN, 10 workers, 30 rounds each (12 runs, hours on 2 cores);
+#                 quick: Dirichlet(0.1) only, logreg, 3 workers, 2 rounds (~2 minutes).
 #   --out DIR     results folder (default bench/results/<timestamp>; bench/results/latest
 #                 then points at it). An existing DIR is reused only if an earlier run made it.
 #   --build-dir   build tree with bin/ (default build/). Built with ninja unless --no-build:

@@ -1,5 +1,7 @@
 #include "coordinator/config.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -8,13 +10,57 @@
 #include "coordinator/aggregation/aggregator_registry.h"
 #include "coordinator/aggregation/multi_krum.h"
 #include "coordinator/aggregation/update_clipping.h"
+#include "coordinator/aggregation/server_optimizer_registry.h"
 #include "data/dataset.h"
 #include "model/compression.h"
 #include "privacy/dp_params.h"
 #include "protocols/frame_layout.h"  // kMaxChunkBytes
+#include "protocols/messages.h"      // the client algorithms and their caps
 #include "security/pki.h"
 
 namespace shoal::coordinator {
+
+Status ApplyStrategyPreset(const std::string& name, CoordinatorConfig& c) {
+  ServerOptimizerParams p;  // beta1 = 0.9, beta2 = 0.99, tau = 1e-3 (Reddi et al. 2021, Sec. 5)
+  std::string optimizer = "sgd";
+  std::string client = "sgd";
+  double mu = 0;
+  if (name == "fedavg") {
+    p.lr = 1.0;
+  } else if (name == "fedavgm") {
+    // Hsu et al. 2019: server lr 1 with momentum 0.9 (their best effective lr eta/(1-beta) ~ 10
+    // on label-skewed CIFAR-10 shards at small local work; lower server_lr for many epochs).
+    optimizer = "momentum";
+    p.lr = 1.0;
+    p.momentum = 0.9;
+  } else if (name == "fedadam" || name == "fedyogi") {
+    // Reddi et al. 2021's tuned server learning rates for FedAdam/FedYogi lie around 10^-2
+    // (with tau = 10^-3); FedAdagrad's around 10^-1.
+    optimizer = name == "fedadam" ? "adam" : "yogi";
+    p.lr = 0.01;
+  } else if (name == "fedadagrad") {
+    optimizer = "adagrad";
+    p.lr = 0.1;
+  } else if (name == "fedprox") {
+    // Li et al. 2020 tune mu over {0.001, 0.01, 0.1, 1}; NIID-Bench (Li et al. 2022) reports
+    // its FedProx results with mu = 0.01.
+    client = "fedprox";
+    mu = 0.01;
+  } else {
+    return InvalidArgument("config key 'strategy.name': unknown preset '" + name +
+                           "' (fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox)");
+  }
+  c.strategy_name = name;
+  c.server_optimizer = optimizer;
+  c.server = p;
+  c.client = client;
+  c.proximal_mu = mu;
+  return Status::Ok();
+}
+
+double RoundLearningRate(const CoordinatorConfig& c, uint64_t round) {
+  return c.lr * std::pow(c.lr_decay, static_cast<double>(round > 0 ? round - 1 : 0));
+}
 
 Status CoordinatorConfig::Validate() const {
   auto bad = [](const std::string& key, const std::string& why) {
@@ -66,6 +112,45 @@ Status CoordinatorConfig::Validate() const {
   if (!BuiltinAggregators().Contains(aggregator)) {
     return bad("strategy.aggregator", "unknown aggregator '" + aggregator + "' (registered: " +
                                           BuiltinAggregators().NamesList() + ")");
+  }
+  if (!BuiltinServerOptimizers().Contains(server_optimizer)) {
+    return bad("strategy.server_optimizer",
+               "unknown server optimizer '" + server_optimizer +
+                   "' (registered: " + BuiltinServerOptimizers().NamesList() + ")");
+  }
+  if (!(server.lr > 0 && server.lr <= kMaxServerLr)) {
+    return bad("strategy.server_lr", "must be in (0, " + std::to_string(kMaxServerLr) + "]");
+  }
+  if (!(server.momentum >= 0 && server.momentum < 1)) {
+    return bad("strategy.server_momentum", "must be in [0, 1)");
+  }
+  if (!(server.beta1 >= 0 && server.beta1 < 1)) return bad("strategy.beta1", "must be in [0, 1)");
+  if (!(server.beta2 >= 0 && server.beta2 < 1)) return bad("strategy.beta2", "must be in [0, 1)");
+  // tau > 0 keeps the adaptive step's denominator away from 0; tau^2 (v's start) must stay a
+  // normal float.
+  if (!(server.tau >= 1e-18 && server.tau <= 1))
+    return bad("strategy.tau", "must be in [1e-18, 1]");
+  {
+    const auto& names = protocols::ClientAlgorithmNames();
+    if (std::find(names.begin(), names.end(), client) == names.end()) {
+      return bad("strategy.client", "unknown client algorithm '" + client + "' (sgd, fedprox)");
+    }
+  }
+  if (!(proximal_mu >= 0 && proximal_mu <= protocols::kMaxProximalMu)) {
+    return bad("strategy.proximal_mu",
+               "must be in [0, " + std::to_string(protocols::kMaxProximalMu) + "]");
+  }
+  if (client == "fedprox" && !(proximal_mu > 0)) {
+    return bad("strategy.proximal_mu", "must be positive with strategy.client = fedprox");
+  }
+  if (!(momentum >= 0 && momentum < 1)) return bad("train.momentum", "must be in [0, 1)");
+  if (!(weight_decay >= 0 && weight_decay <= protocols::kMaxWeightDecay)) {
+    return bad("train.weight_decay",
+               "must be in [0, " + std::to_string(protocols::kMaxWeightDecay) + "]");
+  }
+  if (!(lr_decay > 0 && lr_decay <= 1)) return bad("train.lr_decay", "must be in (0, 1]");
+  if (!(lr * std::pow(lr_decay, rounds - 1) >= 1e-30)) {
+    return bad("train.lr_decay", "makes the last round's learning rate vanish (below 1e-30)");
   }
   if (!(max_weight_ratio == 0 || (max_weight_ratio >= 1 && max_weight_ratio <= kMaxWeightRatio))) {
     return bad("strategy.max_weight_ratio",
@@ -189,7 +274,22 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,
   r.Read("train.batch_size", c.batch_size);
   r.Read("train.lr", c.lr);
   r.Read("train.compression", c.compression);
+  r.Read("train.momentum", c.momentum);
+  r.Read("train.weight_decay", c.weight_decay);
+  r.Read("train.lr_decay", c.lr_decay);
+  // The preset first: the explicit strategy keys read after it override its values.
+  std::string preset;
+  r.Read("strategy.name", preset);
+  if (!preset.empty()) SHOAL_RETURN_IF_ERROR(ApplyStrategyPreset(preset, c).Annotate(path));
   r.Read("strategy.aggregator", c.aggregator);
+  r.Read("strategy.server_optimizer", c.server_optimizer);
+  r.Read("strategy.server_lr", c.server.lr);
+  r.Read("strategy.server_momentum", c.server.momentum);
+  r.Read("strategy.beta1", c.server.beta1);
+  r.Read("strategy.beta2", c.server.beta2);
+  r.Read("strategy.tau", c.server.tau);
+  r.Read("strategy.client", c.client);
+  r.Read("strategy.proximal_mu", c.proximal_mu);
   r.Read("strategy.max_weight_ratio", c.max_weight_ratio);
   r.Read("strategy.trim_fraction", c.trim_fraction);
   r.Read("strategy.byzantine", c.byzantine);

@@ -7,7 +7,8 @@
 #include <vector>
 
 #include "base/status.h"
-#include "protocols/channel.h"  // the defaults of the channel's limits
+#include "coordinator/aggregation/server_optimizer.h"  // ServerOptimizerParams
+#include "protocols/channel.h"                         // the defaults of the channel's limits
 
 namespace shoal::coordinator {
 
@@ -15,6 +16,8 @@ namespace shoal::coordinator {
 // weight cap is computed.
 constexpr int64_t kMaxDeclaredSamples = int64_t{1} << 53;
 constexpr double kMaxWeightRatio = 1e6;
+// Upper bound of strategy.server_lr: beyond it a step is a typo, not a learning rate.
+constexpr double kMaxServerLr = 1e3;
 
 struct CoordinatorConfig {
   // [run]
@@ -62,12 +65,30 @@ struct CoordinatorConfig {
   int batch_size = 32;               // train.batch_size
   double lr = 0.05;                  // train.lr: SGD learning rate
   std::string compression = "none";  // train.compression: none | fp16 | int8 (updates on the wire)
+  double momentum = 0;               // train.momentum: the workers' local SGD momentum, [0, 1)
+  double weight_decay = 0;           // train.weight_decay: the local SGD's L2 weight decay, [0, 1]
+  // train.lr_decay: round r trains with train.lr x lr_decay^(r-1) (1 = constant), (0, 1]
+  double lr_decay = 1.0;
 
   // [strategy]
   // strategy.aggregator: how the round's updates become the next model, by its name in the
   // aggregator registry (coordinator/aggregation/): mean (FedAvg), trimmed_mean, median,
   // multi_krum (robust to dishonest workers; they keep the round's updates on disk)
   std::string aggregator = "mean";
+  // strategy.name: a preset that sets the axes below (ApplyStrategyPreset; docs/config.md has
+  // each preset's values); any strategy key given explicitly overrides the preset's value.
+  std::string strategy_name = "fedavg";
+  // strategy.server_optimizer: how the aggregated delta moves the global model, by its name in
+  // the server optimizer registry (coordinator/aggregation/): sgd | momentum | adam | yogi |
+  // adagrad. sgd with server_lr = 1 is plain FedAvg.
+  std::string server_optimizer = "sgd";
+  // strategy.server_lr, server_momentum, beta1, beta2, tau: the optimizer's hyperparameters
+  // (ServerOptimizerParams; the preset sets the values of Reddi et al. 2021).
+  ServerOptimizerParams server;
+  // strategy.client: the workers' local algorithm (TrainTask.client_algorithm): sgd | fedprox
+  std::string client = "sgd";
+  // strategy.proximal_mu: FedProx's mu (the local objective gains mu/2 ||w - w_global||^2)
+  double proximal_mu = 0;
   // strategy.max_weight_ratio: an update weighs at most this many times the (lower) median of
   // the training-set sizes the round's selected workers declared before it, so one worker
   // cannot outweigh the others by declaring a huge silo (issue #20). 0 = no cap. 4 leaves
@@ -158,6 +179,15 @@ struct CoordinatorConfig {
 
   Status Validate() const;
 };
+
+// Sets the strategy axes of `name` (strategy.name): fedavg | fedavgm | fedadam | fedyogi |
+// fedadagrad | fedprox. InvalidArgument naming the presets for any other name.
+// LoadCoordinatorConfig applies it before reading the other strategy keys, so explicit keys
+// override the preset.
+Status ApplyStrategyPreset(const std::string& name, CoordinatorConfig& c);
+
+// The learning rate of round `round` (1-based): train.lr x train.lr_decay^(round - 1).
+double RoundLearningRate(const CoordinatorConfig& c, uint64_t round);
 
 // Reads `path` (may be empty for defaults) with "section.key=value" overrides applied.
 Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "coordinator/aggregation/aggregator.h"
+#include "coordinator/aggregation/server_optimizer.h"
 #include "coordinator/config.h"
 #include "coordinator/evaluation_tracker.h"
 #include "coordinator/http_server.h"
@@ -127,6 +128,10 @@ class Coordinator::Impl {
   ReplyBudget error_replies_;               // Error replies per connection (SendError)
   std::unique_ptr<Aggregator> aggregator_;  // strategy.aggregator (behind strategy.clip)
   UpdateDefences defences_;                 // the clip bound, robust options, their record
+  // strategy.server_optimizer; its state is that of version_ except between a round's server
+  // step and its commit (a round not committed restores it from state_meta_).
+  std::unique_ptr<ServerOptimizer> optimizer_;
+  store::VersionMeta state_meta_;  // the meta of version_ (where its server state is recorded)
   std::string run_id_;
   std::unique_ptr<store::ModelStore> store_;
   std::unique_ptr<evaluator::ModelRuntime> runtime_;

@@ -16,6 +16,7 @@
 #include "base/thread_name.h"
 #include "coordinator/aggregation/aggregate_step.h"
 #include "coordinator/aggregation/aggregator_registry.h"
+#include "coordinator/aggregation/server_optimizer_registry.h"
 #include "coordinator/coordinator_impl.h"
 #include "coordinator/round_table.h"
 #include "security/signing.h"
@@ -75,6 +76,8 @@ Status Coordinator::Impl::Prepare() {
   SHOAL_RETURN_IF_ERROR(security::EnsureCoordinatorKey(cfg_.run_dir));
   SHOAL_ASSIGN_OR_RETURN(aggregator_, BuiltinAggregators().Create(cfg_.aggregator));
   SHOAL_RETURN_IF_ERROR(defences_.Setup(cfg_, aggregator_));
+  SHOAL_ASSIGN_OR_RETURN(optimizer_,
+                         BuiltinServerOptimizers().Create(cfg_.server_optimizer, cfg_.server));
   SHOAL_ASSIGN_OR_RETURN(model_, LoadRunModel(cfg_, *runtime_));
   if (cfg_.eval_format != "none") {
     SHOAL_ASSIGN_OR_RETURN(
@@ -97,6 +100,9 @@ Status Coordinator::Impl::Prepare() {
       if (v.version == version_) SHOAL_RETURN_IF_ERROR(defences_.Restore(v.metrics));
     }
   }
+  state_meta_ = std::move(start.meta);
+  SHOAL_RETURN_IF_ERROR(
+      RestoreServerState(cfg_.run_dir, state_meta_, global_.data.size(), *optimizer_));
   runtime_->Release();  // initial weights are made: LibTorch stays only for central evaluation
   round_ = Round(next_round_ - 1, version_, {});  // what status shows until the next round starts
   if (budget_.enabled()) {
@@ -127,8 +133,9 @@ Status Coordinator::Impl::Prepare() {
   state_ = "waiting";
   Publish();
 
-  spdlog::info("aggregation: {}{}", aggregator_->name(),
-               cfg_.deterministic ? " (deterministic)" : "");
+  spdlog::info("aggregation: {}{}, server optimizer {} (strategy {}, server_lr {})",
+               aggregator_->name(), cfg_.deterministic ? " (deterministic)" : "",
+               optimizer_->name(), cfg_.strategy_name, cfg_.server.lr);
   if (encoding_ != model::Encoding::kF32) {
     spdlog::info("updates travel as {} with error feedback on the workers",
                  model::EncodingName(encoding_));
@@ -282,7 +289,7 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
   if (!enough) return Status::Ok();
 
   const auto t_agg = Clock::now();
-  SHOAL_ASSIGN_OR_RETURN(model::Weights next, ApplyAggregate(*aggregator_, global_));
+  SHOAL_ASSIGN_OR_RETURN(model::Weights next, ApplyServerStep(*aggregator_, global_, *optimizer_));
   phases.aggregate = SecondsSince(t_agg);
   // Never commit a non-finite model: a restart would resume from it and every later round
   // would stay NaN. The aggregator refuses updates that would make its sums non-finite (they
@@ -294,7 +301,8 @@ Status Coordinator::Impl::RunRound(uint64_t round, int attempt, bool* committed)
                      " updates has a non-finite value at " + next.spec.ElementName(bad);
     spdlog::error("round={} not committed: {} (participants {})", round, round_failure_,
                   ParticipantsList());
-    return Status::Ok();
+    // The step moved the optimizer's state; the retry starts from the committed version's.
+    return RestoreServerState(cfg_.run_dir, state_meta_, global_.data.size(), *optimizer_);
   }
 
   // The previous version's evaluation must be complete before this version is committed: it
@@ -363,7 +371,12 @@ double Coordinator::Impl::SelectAndBroadcast(uint64_t round, int attempt) {
   task.version = version_;
   task.epochs = static_cast<uint32_t>(cfg_.epochs);
   task.batch_size = static_cast<uint32_t>(cfg_.batch_size);
-  task.lr = cfg_.lr;
+  // train.lr_decay: lr x decay^(round - 1), the same for every attempt of the round.
+  task.lr = RoundLearningRate(cfg_, round);
+  task.momentum = cfg_.momentum;
+  task.weight_decay = cfg_.weight_decay;
+  task.client_algorithm = cfg_.client;
+  task.proximal_mu = cfg_.proximal_mu;
   task.compression = static_cast<uint8_t>(encoding_);
   task.seed = MixSeed(cfg_.seed, round, 0);
   task.deadline_ms = static_cast<uint32_t>(cfg_.round_timeout_s * 1000);
@@ -441,9 +454,12 @@ Result<store::VersionMeta> Coordinator::Impl::Commit(const model::Weights& next)
   }
   // The adaptive clip bound for the next round, committed with the weights (resume reads it).
   if (defences_.adaptive()) meta.metrics[kClipBoundKey] = defences_.NextBound();
+  meta.server_optimizer = optimizer_->name();
   SHOAL_RETURN_IF_ERROR(
-      store_->Commit(next, meta).Annotate("commit of v" + std::to_string(meta.version)));
+      store_->Commit(next, meta, optimizer_->stateful() ? &optimizer_->state() : nullptr)
+          .Annotate("commit of v" + std::to_string(meta.version)));
   version_ = meta.version;
+  state_meta_ = meta;
   board_.AddVersion(meta.ToJson());
   return meta;
 }

@@ -161,6 +161,10 @@ Result<StartingPoint> ResumeOrStart(const CoordinatorConfig& cfg, const RunModel
         w = Corrupt("non-finite value at " + w->spec.ElementName(bad));
       }
     }
+    if (w.ok() && !it->server_state_sha256.empty()) {
+      // The state is part of the version: a damaged state file makes the version unusable.
+      if (auto st = store::LoadVersionState(cfg.run_dir, *it); !st.ok()) w = st.status();
+    }
     if (!w.ok()) {
       spdlog::error("version v{} is unusable ({}); falling back to the previous one", it->version,
                     w.status().ToString());
@@ -169,6 +173,7 @@ Result<StartingPoint> ResumeOrStart(const CoordinatorConfig& cfg, const RunModel
     start.global = std::move(w).value();
     start.version = it->version;
     start.next_round = it->round + 1;
+    start.meta = *it;
     spdlog::info("resuming run={} from version v{} (round {}) sha256={}", start.run_id,
                  start.version, it->round, it->sha256);
     SHOAL_RETURN_IF_ERROR(CompleteResumedEvaluation(cfg, *it, start.global, store, evaluator));
@@ -188,7 +193,28 @@ Result<StartingPoint> ResumeOrStart(const CoordinatorConfig& cfg, const RunModel
                start.global.data.size(), meta.sha256);
   start.version = 0;
   start.next_round = 1;
+  start.meta = meta;
   return start;
+}
+
+Status RestoreServerState(const std::string& run_dir, const store::VersionMeta& meta, size_t size,
+                          ServerOptimizer& optimizer) {
+  if (meta.server_state_sha256.empty()) {
+    if (optimizer.stateful() && meta.round > 0) {
+      spdlog::warn("v{} has no server state: server optimizer '{}' starts from its initial state",
+                   meta.version, optimizer.name());
+    }
+    optimizer.Reset(size);
+    return Status::Ok();
+  }
+  if (meta.server_optimizer != optimizer.name()) {
+    return InvalidArgument("v" + std::to_string(meta.version) + " continues server optimizer '" +
+                           meta.server_optimizer + "', the config asks for '" + optimizer.name() +
+                           "' (strategy.server_optimizer / strategy.name)");
+  }
+  SHOAL_ASSIGN_OR_RETURN(model::Weights state, store::LoadVersionState(run_dir, meta));
+  return optimizer.Restore(size, std::move(state))
+      .Annotate(store::VersionStatePath(run_dir, meta.version));
 }
 
 }  // namespace shoal::coordinator

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "coordinator/aggregation/server_optimizer.h"
 #include "coordinator/config.h"
 #include "evaluator/model_runtime.h"
 #include "model/model_source.h"
@@ -34,6 +35,7 @@ struct StartingPoint {
   model::Weights global;
   uint64_t version = 0;
   uint64_t next_round = 1;
+  store::VersionMeta meta;  // the version's meta (its server state is loaded from it)
 };
 
 // A new torchscript run reads model.path (its size checked before reading), checks that the
@@ -46,5 +48,14 @@ Result<RunModel> LoadRunModel(const CoordinatorConfig& cfg, evaluator::ModelRunt
 Result<StartingPoint> ResumeOrStart(const CoordinatorConfig& cfg, const RunModel& model,
                                     store::ModelStore& store, evaluator::ModelRuntime& runtime,
                                     evaluator::CentralEvaluator* evaluator);
+
+// Sets `optimizer`'s state to the one committed with `meta` (a model of `size` values): the
+// state file when the version has one, checked against its hash and its optimizer's name, or
+// the optimizer's initial state when it has none (v0, or a version made by a stateless
+// optimizer). InvalidArgument when the version's state belongs to another optimizer than
+// strategy.server_optimizer (switching would silently drop or misread the moments); Corrupt
+// when the state file is missing, damaged or does not match the recorded hash.
+Status RestoreServerState(const std::string& run_dir, const store::VersionMeta& meta, size_t size,
+                          ServerOptimizer& optimizer);
 
 }  // namespace shoal::coordinator

@@ -338,6 +338,9 @@ void ClientSession::OnTrainTask(const FrameView& f) {
   if (!m.ok() || !m->spec.Validate().ok() || m->epochs == 0 || m->batch_size == 0 || !(m->lr > 0)) {
     return Emit(ClientEvent::Kind::kIgnored, "invalid TrainTask ignored");
   }
+  if (Status st = CheckTrainOptions(*m); !st.ok()) {
+    return Emit(ClientEvent::Kind::kIgnored, "TrainTask ignored: " + st.message());
+  }
   ClientEvent announced{ClientEvent::Kind::kTaskAnnounced};
   announced.round = m->round;
   announced.train = *m;

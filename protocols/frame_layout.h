@@ -23,7 +23,8 @@ namespace shoal::protocols {
 // 2: Welcome.model_bytes and ModelFile (user-supplied TorchScript models).
 // 3: JoinRequest and JoinResponse (enrollment with a join token); TrainTask.compression and
 //    UpdateReady.encoding (fp16 / int8 updates).
-inline constexpr uint16_t kProtocolVersion = 4;
+// 5: TrainTask.client_algorithm, proximal_mu, momentum, weight_decay (issue #22).
+inline constexpr uint16_t kProtocolVersion = 5;
 
 inline constexpr char kFrameMagic[4] = {'S', 'H', 'L', '1'};
 inline constexpr size_t kFrameHeaderBytes = 16;

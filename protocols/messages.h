@@ -179,6 +179,19 @@ struct ModelFile {
 };
 
 // Followed by `chunk_count` WeightsChunk messages carrying the global model of `version`.
+// Caps of TrainTask's local-training options (issue #22), checked by CheckTrainOptions before a
+// worker trains with them: a hostile coordinator's value is refused, never run.
+inline constexpr uint64_t kMaxClientAlgorithmBytes = 32;
+inline constexpr double kMaxProximalMu = 1e4;
+inline constexpr double kMaxWeightDecay = 1.0;
+// The client algorithms coordinator and worker agree on (TrainTask.client_algorithm): the
+// coordinator's strategy.client is checked against them, the worker implements each
+// (worker/client_algorithm.h; tests/worker checks that both lists match).
+inline const std::vector<std::string>& ClientAlgorithmNames() {
+  static const std::vector<std::string> names = {"fedprox", "sgd"};
+  return names;
+}
+
 struct TrainTask {
   static constexpr MessageType kType = MessageType::kTrainTask;
   std::string run_id;
@@ -204,6 +217,12 @@ struct TrainTask {
   double dp_sampling_rate = 0;     // q (Poisson)
   uint64_t dp_steps = 0;           // Poisson batches to run
   uint8_t dp_seeded_noise = 0;     // 1: noise from `seed` (run.deterministic)
+  // Local training (issue #22): the client algorithm by name (worker/client_algorithm.h:
+  // "sgd", "fedprox"), FedProx's mu, and the local SGD's momentum and weight decay.
+  std::string client_algorithm = "sgd";
+  double proximal_mu = 0;
+  double momentum = 0;
+  double weight_decay = 0;
   template <class A>
   void serialize(A& ar) {
     internal::BoundedString(ar, run_id);
@@ -211,8 +230,29 @@ struct TrainTask {
     internal::SpecField(ar, spec);
     ar(chunk_count, compression, eval_round);
     ar(dp_mode, dp_clip_norm, dp_noise_multiplier, dp_sampling_rate, dp_steps, dp_seeded_noise);
+    internal::BoundedString(ar, client_algorithm, kMaxClientAlgorithmBytes);
+    ar(proximal_mu, momentum, weight_decay);
   }
 };
+
+// InvalidArgument naming the field when a TrainTask's local-training options are out of range:
+// lr not finite and positive, proximal_mu outside [0, kMaxProximalMu], momentum outside [0, 1),
+// weight_decay outside [0, kMaxWeightDecay] (NaN fails every one).
+inline Status CheckTrainOptions(const TrainTask& t) {
+  auto bad = [](const std::string& field, double v, const std::string& range) {
+    return InvalidArgument("TrainTask." + field + " = " + std::to_string(v) + " is outside " +
+                           range);
+  };
+  if (!(t.lr > 0 && t.lr < 1e6)) return bad("lr", t.lr, "(0, 1e6)");
+  if (!(t.proximal_mu >= 0 && t.proximal_mu <= kMaxProximalMu)) {
+    return bad("proximal_mu", t.proximal_mu, "[0, " + std::to_string(kMaxProximalMu) + "]");
+  }
+  if (!(t.momentum >= 0 && t.momentum < 1)) return bad("momentum", t.momentum, "[0, 1)");
+  if (!(t.weight_decay >= 0 && t.weight_decay <= kMaxWeightDecay)) {
+    return bad("weight_decay", t.weight_decay, "[0, " + std::to_string(kMaxWeightDecay) + "]");
+  }
+  return Status::Ok();
+}
 
 // Followed by `chunk_count` WeightsChunk messages carrying the model to evaluate.
 struct EvalTask {

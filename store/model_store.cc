@@ -28,6 +28,9 @@ nlohmann::json VersionMeta::ToJson() const {
                       {"round", round},     {"participants", participants},
                       {"metrics", metrics}, {"created_at", created_at}};
   j["parent"] = parent ? nlohmann::json(*parent) : nlohmann::json(nullptr);
+  if (!server_state_sha256.empty()) {
+    j["server_state"] = {{"optimizer", server_optimizer}, {"sha256", server_state_sha256}};
+  }
   return j;
 }
 
@@ -41,6 +44,13 @@ Result<VersionMeta> VersionMeta::FromJson(const nlohmann::json& j) {
     m.metrics = j.value("metrics", nlohmann::json::object());
     m.created_at = j.value("created_at", "");
     if (!j.at("parent").is_null()) m.parent = j.at("parent").get<uint64_t>();
+    if (j.contains("server_state")) {
+      m.server_optimizer = j.at("server_state").at("optimizer").get<std::string>();
+      m.server_state_sha256 = j.at("server_state").at("sha256").get<std::string>();
+      if (m.server_optimizer.empty() || m.server_state_sha256.size() != 64) {
+        return Corrupt("version meta: server_state needs an optimizer and a 64-digit sha256");
+      }
+    }
   } catch (const nlohmann::json::exception& e) {
     return Corrupt(std::string("version meta: ") + e.what());
   }
@@ -58,6 +68,9 @@ std::string VersionWeightsPath(const std::string& run_dir, uint64_t v) {
 }
 std::string VersionMetaPath(const std::string& run_dir, uint64_t v) {
   return VersionStem(run_dir, v) + ".json";
+}
+std::string VersionStatePath(const std::string& run_dir, uint64_t v) {
+  return VersionStem(run_dir, v) + ".state.shw";
 }
 std::string MetricsLogPath(const std::string& run_dir) { return run_dir + "/metrics.jsonl"; }
 std::string RunInfoPath(const std::string& run_dir) { return run_dir + "/run.json"; }
@@ -103,6 +116,23 @@ Result<model::Weights> LoadVersion(const std::string& run_dir, const VersionMeta
   return w;
 }
 
+Result<model::Weights> LoadVersionState(const std::string& run_dir, const VersionMeta& meta) {
+  if (meta.server_state_sha256.empty()) {
+    return NotFound("v" + std::to_string(meta.version) + " records no server state");
+  }
+  const std::string path = VersionStatePath(run_dir, meta.version);
+  // Same format and caps as the weights (model/weights.h: lengths checked before allocating,
+  // checksummed); a missing file is as corrupt as a damaged one, since the meta names it.
+  auto loaded = model::LoadWeights(path);
+  if (!loaded.ok()) return Corrupt(loaded.status().ToString());
+  const std::string hash = ToHex(loaded->Hash());
+  if (hash != meta.server_state_sha256) {
+    return Corrupt(path + ": SHA-256 " + hash + " does not match the recorded " +
+                   meta.server_state_sha256);
+  }
+  return std::move(loaded).value();
+}
+
 Result<std::vector<nlohmann::json>> ReadMetricsLog(const std::string& run_dir) {
   const std::string path = MetricsLogPath(run_dir);
   std::vector<nlohmann::json> out;
@@ -137,16 +167,32 @@ Result<ModelStore> ModelStore::Open(const std::string& run_dir) {
   return ModelStore(run_dir);
 }
 
-Status ModelStore::Commit(const model::Weights& weights, VersionMeta& meta) {
+Status ModelStore::Commit(const model::Weights& weights, VersionMeta& meta,
+                          const model::Weights* server_state) {
   // The last line of defence: a NaN/Inf version would be resumed from and poison every round
   // after it. The round engine checks first and retries the round; this only fails loudly.
   if (int64_t bad = weights.FirstNonFinite(); bad >= 0) {
     return InvalidArgument("refusing to commit v" + std::to_string(meta.version) +
                            ": non-finite value at " + weights.spec.ElementName(bad));
   }
+  if (server_state != nullptr) {
+    if (int64_t bad = server_state->FirstNonFinite(); bad >= 0) {
+      return InvalidArgument("refusing to commit v" + std::to_string(meta.version) +
+                             ": non-finite server state at " + server_state->spec.ElementName(bad));
+    }
+    if (meta.server_optimizer.empty()) {
+      return InvalidArgument("v" + std::to_string(meta.version) +
+                             ": server state without the optimizer that made it");
+    }
+  }
   meta.sha256 = ToHex(weights.Hash());
+  meta.server_state_sha256 = server_state ? ToHex(server_state->Hash()) : "";
+  if (!server_state) meta.server_optimizer.clear();
   meta.created_at = UtcNow();
   SHOAL_RETURN_IF_ERROR(model::SaveWeights(VersionWeightsPath(dir_, meta.version), weights));
+  if (server_state) {
+    SHOAL_RETURN_IF_ERROR(model::SaveWeights(VersionStatePath(dir_, meta.version), *server_state));
+  }
   return WriteFileAtomic(VersionMetaPath(dir_, meta.version), meta.ToJson().dump(2) + "\n");
 }
 

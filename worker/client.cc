@@ -637,10 +637,15 @@ void WorkerClient::Impl::StartTraining() {
     spdlog::error("round={} worker={} getrandom failed; not training", t.round, cfg_.name);
     return;
   }
+  s.momentum = t.momentum;
+  s.weight_decay = t.weight_decay;
+  s.client_algorithm = t.client_algorithm;
+  s.proximal_mu = t.proximal_mu;
   cancel_ = false;
   training_done_ = false;
-  spdlog::info("round={} worker={} training v{}: epochs={} batch={} lr={} samples={}", t.round,
-               cfg_.name, t.version, s.epochs, s.batch_size, s.lr, train_.size());
+  spdlog::info("round={} worker={} training v{}: epochs={} batch={} lr={} samples={} client={}",
+               t.round, cfg_.name, t.version, s.epochs, s.batch_size, s.lr, train_.size(),
+               s.client_algorithm);
   const uint64_t round = t.round;
   const double interval = cfg_.progress_interval_s;
   const std::string name = cfg_.name;

@@ -6,6 +6,7 @@
 #include "base/cpu_time.h"
 #include "nn/models.h"
 #include "nn/per_example.h"
+#include "worker/client_algorithm.h"
 
 namespace shoal::worker {
 namespace {
@@ -30,11 +31,15 @@ class TorchTrainer : public LocalTrainer {
       torch::manual_seed(s.seed);
       std::vector<torch::Tensor> params;
       for (auto& p : net_->NamedParameters()) params.push_back(p.second);
-      torch::optim::SGD opt(params, torch::optim::SGDOptions(s.lr));
+      SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<ClientAlgorithm> algorithm,
+                             BuiltinClientAlgorithms().Create(s.client_algorithm, {s.proximal_mu}));
+      SHOAL_RETURN_IF_ERROR(algorithm->Begin(params, global.data));
+      torch::optim::SGD opt(
+          params, torch::optim::SGDOptions(s.lr).momentum(s.momentum).weight_decay(s.weight_decay));
       net_->train();
       torch::Tensor y = nn::LabelsTensor(data);
       if (s.dp.mode == privacy::DpMode::kSample) {
-        SHOAL_RETURN_IF_ERROR(TrainDpSgd(data, y, s, opt, cancel, progress, out));
+        SHOAL_RETURN_IF_ERROR(TrainDpSgd(data, y, s, params, *algorithm, opt, cancel, progress, out));
         return Finish(std::move(global), t0, cpu0, std::move(out));
       }
       const int64_t n = data.size();
@@ -58,6 +63,7 @@ class TorchTrainer : public LocalTrainer {
           torch::Tensor loss = torch::nn::functional::cross_entropy(
               net_->forward(nn::ModelInput(nn::SelectRows(data, idx))), y.index_select(0, idx));
           loss.backward();
+          algorithm->AdjustGradients(params);
           opt.step();
           const double l = loss.item<double>();
           if (!std::isfinite(l)) {
@@ -95,7 +101,10 @@ class TorchTrainer : public LocalTrainer {
 
   // DP-SGD (see trainer.h). The divisor of the noised sum is the expected batch size q n, not
   // the drawn one (nn::DpSgdOptions): the drawn size is not private.
+  // The client algorithm's gradient adjustment (FedProx's proximal term) comes after the noise:
+  // it does not look at the data, so the privacy guarantee is unchanged.
   Status TrainDpSgd(const data::Dataset& data, const torch::Tensor& y, const TrainSettings& s,
+                    const std::vector<torch::Tensor>& params, ClientAlgorithm& algorithm,
                     torch::optim::SGD& opt, const std::atomic<bool>& cancel,
                     const std::function<void(const TrainProgress&)>& progress, TrainOutcome& out) {
     const int64_t n = data.size();
@@ -120,6 +129,7 @@ class TorchTrainer : public LocalTrainer {
           idx.numel() > 0 ? nn::ModelInput(nn::SelectRows(data, idx)) : torch::empty({0});
       SHOAL_ASSIGN_OR_RETURN(nn::DpSgdStepStats st,
                              nn::DpSgdGradient(*net_, x, y.index_select(0, idx), o, gen));
+      algorithm.AdjustGradients(params);
       opt.step();
       if (st.examples > 0) {
         if (!std::isfinite(st.mean_loss)) {

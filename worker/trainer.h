@@ -33,6 +33,11 @@ struct TrainSettings {
   uint64_t seed = 0;
   privacy::DpParams dp;     // mode none: minibatch SGD over shuffled epochs
   uint64_t noise_seed = 0;  // DP-SGD: the seed of its Poisson sampling and noise
+  double momentum = 0;      // the local SGD's momentum (TrainTask.momentum)
+  double weight_decay = 0;  // the local SGD's L2 weight decay (TrainTask.weight_decay)
+  // The client algorithm by name (client_algorithm.h) and its parameters.
+  std::string client_algorithm = "sgd";
+  double proximal_mu = 0;
 };
 
 struct TrainProgress {

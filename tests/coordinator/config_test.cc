@@ -376,5 +376,80 @@ TEST_F(ConfigTest, MissingFileIsAnError) {
   EXPECT_TRUE(Contains(c.status().message(), path)) << c.status().message();
 }
 
+// strategy.name sets the axes; an explicit key wins over the preset whatever its place in the
+// file (issue #22).
+TEST_F(ConfigTest, StrategyPresetSetsTheAxesAndExplicitKeysOverride) {
+  auto c = coordinator::LoadCoordinatorConfig("", {"security.insecure=true"});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->strategy_name, "fedavg");
+  EXPECT_EQ(c->server_optimizer, "sgd");
+  EXPECT_EQ(c->server.lr, 1.0);
+
+  c = coordinator::LoadCoordinatorConfig(
+      Write("[strategy]\nserver_lr = 0.05\nname = \"fedadam\"\n"), {"security.insecure=true"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->server_optimizer, "adam");
+  EXPECT_EQ(c->server.lr, 0.05);  // explicit, before the name in the file: still wins
+  EXPECT_EQ(c->server.beta1, 0.9);
+  EXPECT_EQ(c->server.beta2, 0.99);
+  EXPECT_EQ(c->server.tau, 1e-3);
+
+  c = coordinator::LoadCoordinatorConfig("", {"strategy.name=fedavgm", "security.insecure=true"});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->server_optimizer, "momentum");
+  EXPECT_EQ(c->server.momentum, 0.9);
+  c = coordinator::LoadCoordinatorConfig(
+      "", {"strategy.name=fedyogi", "strategy.server_optimizer=adagrad", "security.insecure=true"});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->server_optimizer, "adagrad");
+  EXPECT_EQ(c->server.lr, 0.01);  // the preset's, since not given
+}
+
+TEST_F(ConfigTest, BadStrategyValuesAreRefusedNamingTheKey) {
+  const std::string base = "[security]\ninsecure = true\n";
+  ExpectError(base, {"strategy.name=fedfoo"}, {"strategy.name", "fedfoo", "fedadam"});
+  ExpectError(base, {"strategy.server_optimizer=lamb"}, {"strategy.server_optimizer", "yogi"});
+  ExpectError(base, {"strategy.server_lr=0"}, {"strategy.server_lr"});
+  ExpectError(base, {"strategy.server_lr=1e9"}, {"strategy.server_lr"});
+  ExpectError(base, {"strategy.server_momentum=1"}, {"strategy.server_momentum"});
+  ExpectError(base, {"strategy.beta1=-0.1"}, {"strategy.beta1"});
+  ExpectError(base, {"strategy.beta2=1"}, {"strategy.beta2"});
+  ExpectError(base, {"strategy.tau=0"}, {"strategy.tau"});
+  ExpectError(base, {"strategy.tau=nan"}, {"strategy.tau"});
+  ExpectError(base, {"strategy.client=scaffold"}, {"strategy.client", "scaffold"});
+  ExpectError(base, {"strategy.proximal_mu=-1"}, {"strategy.proximal_mu"});
+  ExpectError(base, {"strategy.proximal_mu=1e9"}, {"strategy.proximal_mu"});
+  ExpectError(base, {"strategy.client=fedprox"}, {"strategy.proximal_mu", "positive"});
+  ExpectError(base, {"train.momentum=1"}, {"train.momentum"});
+  ExpectError(base, {"train.weight_decay=2"}, {"train.weight_decay"});
+  ExpectError(base, {"train.lr_decay=0"}, {"train.lr_decay"});
+  ExpectError(base, {"train.lr_decay=1.5"}, {"train.lr_decay"});
+  ExpectError(base, {"train.lr_decay=0.01", "run.rounds=100"}, {"train.lr_decay", "vanish"});
+}
+
+TEST_F(ConfigTest, FedProxPresetAndLocalTrainingOptions) {
+  auto c = coordinator::LoadCoordinatorConfig(
+      "", {"strategy.name=fedprox", "train.momentum=0.9", "train.weight_decay=0.0005",
+           "train.lr_decay=0.5", "train.lr=0.08", "security.insecure=true"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->client, "fedprox");
+  EXPECT_EQ(c->proximal_mu, 0.01);
+  EXPECT_EQ(c->server_optimizer, "sgd");
+  EXPECT_EQ(c->server.lr, 1.0);
+  EXPECT_EQ(c->momentum, 0.9);
+  EXPECT_EQ(c->weight_decay, 0.0005);
+  EXPECT_EQ(coordinator::RoundLearningRate(*c, 1), 0.08);
+  EXPECT_EQ(coordinator::RoundLearningRate(*c, 2), 0.04);
+  EXPECT_EQ(coordinator::RoundLearningRate(*c, 4), 0.01);
+  // The axes compose: a server-optimizer preset with an explicit client algorithm.
+  c = coordinator::LoadCoordinatorConfig(
+      "", {"strategy.name=fedadam", "strategy.client=fedprox", "strategy.proximal_mu=0.1",
+           "security.insecure=true"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->server_optimizer, "adam");
+  EXPECT_EQ(c->client, "fedprox");
+  EXPECT_EQ(c->proximal_mu, 0.1);
+}
+
 }  // namespace
 }  // namespace shoal

@@ -403,6 +403,108 @@ TEST_F(FaultTest, CoordinatorKilledMidRoundResumesToTheFaultFreeHash) {
   }
 }
 
+// FedAdam (issue #22): the server optimizer's moments are versioned with the model, so a
+// coordinator killed mid-round resumes with the moments of the version it continues from and
+// ends at the hashes of an uninterrupted run; two uninterrupted deterministic runs agree bit
+// for bit. (With the moments restarted from zero the resumed run's v2 differs.)
+TEST_F(FaultTest, FedAdamCoordinatorKilledMidRoundResumesToTheFaultFreeHash) {
+  Partition(3, 30000);
+  const std::vector<std::string> args = {"--rounds",      "3",
+                                         "--min-workers", "3",
+                                         "--min-fit",     "3",
+                                         "--epochs",      "1",
+                                         "--set",         "run.deterministic=true",
+                                         "--set",         "strategy.name=fedadam",
+                                         "--set",         "eval.federated=false"};
+  auto run = [&](const std::string& name, bool kill_mid_round) {
+    const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
+    const std::string run_dir = dir_ + "/" + name;
+    auto coord = StartCoordinator(args, {}, run_dir, bind, name + "-coordinator.log");
+    std::vector<std::unique_ptr<Process>> workers;
+    for (int i = 1; i <= 3; ++i) workers.push_back(StartWorker(name + "-w" + std::to_string(i), i));
+    if (kill_mid_round) {
+      const std::string v1 = store::VersionMetaPath(run_dir, 1);
+      for (int i = 0; i < 1200 && !PathExists(v1); ++i) std::this_thread::sleep_for(20ms);
+      EXPECT_TRUE(PathExists(v1)) << coord->Log();
+      coord->Kill(SIGKILL);
+      EXPECT_FALSE(PathExists(store::VersionMetaPath(run_dir, 3)))
+          << "killed too late to test a resume";
+      coord = StartCoordinator(args, {}, run_dir, bind, name + "-coordinator2.log");
+    }
+    auto code = coord->Wait(180s);
+    EXPECT_TRUE(code.has_value() && *code == 0) << coord->Log();
+    for (auto& w : workers) EXPECT_EQ(w->Wait(30s), 0) << w->Log();
+    if (kill_mid_round) {
+      EXPECT_NE(coord->Log().find("resuming run="), std::string::npos);
+    }
+    return Versions(run_dir);
+  };
+  auto clean = run("run-a", false);
+  ASSERT_EQ(clean.size(), 4u);
+  for (size_t i = 1; i < 4; ++i) {
+    EXPECT_EQ(clean[i].server_optimizer, "adam") << "version " << i;
+    EXPECT_EQ(clean[i].server_state_sha256.size(), 64u) << "version " << i;
+    EXPECT_TRUE(store::LoadVersionState(dir_ + "/run-a", clean[i]).ok()) << "version " << i;
+  }
+  std::filesystem::rename(dir_ + "/run-a", dir_ + "/run-a-clean");
+  auto again = run("run-a", false);
+  ASSERT_EQ(again.size(), 4u);
+  std::filesystem::rename(dir_ + "/run-a", dir_ + "/run-a-again");
+  auto faulty = run("run-a", true);
+  ASSERT_EQ(faulty.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(again[i].sha256, clean[i].sha256) << "version " << i;
+    EXPECT_EQ(again[i].server_state_sha256, clean[i].server_state_sha256) << "version " << i;
+    EXPECT_EQ(faulty[i].sha256, clean[i].sha256) << "version " << i;
+    EXPECT_EQ(faulty[i].server_state_sha256, clean[i].server_state_sha256) << "version " << i;
+  }
+}
+
+// A resumed run whose newest version's server state file is damaged falls back to the version
+// before it (the state is part of the version), and one asking for another server optimizer
+// than the run's is refused naming both.
+TEST_F(FaultTest, DamagedServerStateFallsBackAndAnotherOptimizerIsRefused) {
+  const std::vector<std::string> args = {
+      "--rounds", "2",     "--min-workers",         "2",     "--min-fit",
+      "2",        "--set", "strategy.name=fedyogi", "--set", "eval.federated=false"};
+  Partition(2, 2000);
+  const std::string bind = "tcp://127.0.0.1:" + std::to_string(FreePort());
+  {
+    auto coord = StartCoordinator(args, {}, "", bind, "coordinator.log");
+    auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
+    ASSERT_EQ(coord->Wait(120s), 0) << coord->Log();
+  }
+  auto v = Versions();
+  ASSERT_EQ(v.size(), 3u);
+  const std::string state2 = store::VersionStatePath(dir_ + "/run", 2);
+  std::string bytes = ReadFile(state2).value();
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 1);
+  ASSERT_TRUE(WriteFileAtomic(state2, bytes).ok());
+
+  std::vector<std::string> other = args;
+  other[7] = "strategy.name=fedadam";
+  // Refused before it binds (no endpoint file): started directly, not by StartCoordinator.
+  auto refused = std::make_unique<Process>(CoordinatorArgs(dir_ + "/run", bind, other),
+                                           dir_ + "/coordinator-adam.log");
+  auto code = refused->Wait(60s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+  EXPECT_NE(refused->Log().find("server optimizer 'yogi'"), std::string::npos) << refused->Log();
+  EXPECT_NE(refused->Log().find("v2 is unusable"), std::string::npos) << refused->Log();
+
+  std::vector<std::string> three = args;
+  three[1] = "3";
+  auto coord = StartCoordinator(three, {}, "", bind, "coordinator2.log");
+  auto w1 = StartWorker("w1", 1), w2 = StartWorker("w2", 2);
+  ASSERT_EQ(coord->Wait(120s), 0) << coord->Log();
+  EXPECT_NE(coord->Log().find("resuming run="), std::string::npos);
+  EXPECT_NE(coord->Log().find("from version v1"), std::string::npos) << coord->Log();
+  v = Versions();
+  ASSERT_EQ(v.size(), 4u);
+  EXPECT_EQ(v[2].parent, std::optional<uint64_t>(1));  // the new v2 replaced the damaged one
+  EXPECT_TRUE(store::LoadVersionState(dir_ + "/run", v[2]).ok());
+}
+
 TEST_F(FaultTest, CrashBetweenWriteAndRenameKeepsThePreviousVersionAndResumes) {
   const std::vector<std::string> args = {"--rounds", "2", "--min-workers", "2", "--min-fit", "2"};
   const std::string bind = RunUntilInjectedCrash(args, "v000002.shw");

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -386,6 +387,27 @@ TEST_F(ClientSessionTest, TaskForAnotherModelIsIgnored) {
   EXPECT_EQ(events[0].kind, Kind::kTaskAnnounced);  // it still supersedes training
   EXPECT_EQ(events[1].kind, Kind::kIgnored);
   for (size_t i = 2; i < events.size(); ++i) EXPECT_EQ(events[i].kind, Kind::kTransferFailed);
+}
+
+// A TrainTask whose local-training options are out of range (issue #22: a NaN proximal mu, a
+// momentum of 1) is ignored with the field named, never handed to training.
+TEST_F(ClientSessionTest, TaskWithHostileTrainingOptionsIsIgnored) {
+  Admit();
+  for (int which = 0; which < 2; ++which) {
+    TrainTask t;
+    t.run_id = "run1";
+    t.round = 1;
+    t.spec = TenFloats();
+    t.chunk_count = 1;
+    if (which == 0) t.proximal_mu = std::nan("");
+    if (which == 1) t.momentum = 1.0;
+    Feed(t);
+    auto events = Events();
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].kind, Kind::kIgnored);
+    EXPECT_NE(events[0].message.find(which == 0 ? "proximal_mu" : "momentum"), std::string::npos)
+        << events[0].message;
+  }
 }
 
 TEST_F(ClientSessionTest, EvalTaskThenEvalResult) {

@@ -367,3 +367,114 @@ TEST(WeightsHashTest, SpecIsPartOfTheHash) {
 
 }  // namespace
 }  // namespace shoal
+
+namespace shoal {
+namespace {
+
+// The server state committed with a version (issue #22): written with the weights, recorded in
+// the meta, loaded back only when it matches the recorded hash.
+class ServerStateStoreTest : public ModelStoreTest {
+ protected:
+  model::Weights State(float base) {
+    model::Weights s;
+    s.spec.tensors.push_back({"m", model::DType::kFloat32, {6}});
+    s.spec.tensors.push_back({"v", model::DType::kFloat32, {6}});
+    for (int i = 0; i < 12; ++i) s.data.push_back(base + 0.25f * i);
+    return s;
+  }
+  // v1 and v2, each with its own state.
+  void CommitWithState() {
+    auto store = store::ModelStore::Open(run_);
+    ASSERT_TRUE(store.ok());
+    for (uint64_t v : {1, 2}) {
+      store::VersionMeta m;
+      m.version = v;
+      m.round = v;
+      m.server_optimizer = "adam";
+      model::Weights s = State(static_cast<float>(v));
+      ASSERT_TRUE(store->Commit(MakeWeights(static_cast<int>(v)), m, &s).ok());
+      EXPECT_EQ(m.server_state_sha256, ToHex(s.Hash()));
+    }
+  }
+};
+
+TEST_F(ServerStateStoreTest, StateRoundTripsWithItsVersion) {
+  CommitWithState();
+  auto v = List();
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[1].server_optimizer, "adam");
+  auto s = store::LoadVersionState(run_, v[1]);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->Hash(), State(2).Hash());
+  // A version without state (FedAvg) records none and its meta has no server_state key.
+  CommitTwo();
+  v = List();
+  EXPECT_EQ(store::LoadVersionState(run_, v[1]).status().code(), Code::kNotFound);
+  EXPECT_FALSE(v[1].ToJson().contains("server_state"));
+}
+
+// A flipped byte, the state file of another version, a missing file: Corrupt naming the file.
+TEST_F(ServerStateStoreTest, TamperedSwappedOrMissingStateIsCorrupt) {
+  CommitWithState();
+  const auto v = List();
+  const std::string path = store::VersionStatePath(run_, 2);
+  const std::string good = Slurp(path);
+  std::string bad = good;
+  bad[good.size() / 2] = static_cast<char>(bad[good.size() / 2] ^ 0x10);
+  Spit(path, bad);
+  auto s = store::LoadVersionState(run_, v[1]);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kCorrupt);
+  EXPECT_TRUE(Contains(s.status().ToString(), path)) << s.status().ToString();
+
+  // Well-formed, but v1's state under v2's name: the recorded hash tells them apart.
+  Spit(path, Slurp(store::VersionStatePath(run_, 1)));
+  s = store::LoadVersionState(run_, v[1]);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kCorrupt);
+  EXPECT_TRUE(Contains(s.status().ToString(), "does not match")) << s.status().ToString();
+
+  fs::remove(path);
+  s = store::LoadVersionState(run_, v[1]);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kCorrupt);
+  Spit(path, good);
+  EXPECT_TRUE(store::LoadVersionState(run_, v[1]).ok());
+}
+
+TEST_F(ServerStateStoreTest, NonFiniteStateOrStateWithoutOptimizerIsNotCommitted) {
+  auto store = store::ModelStore::Open(run_);
+  ASSERT_TRUE(store.ok());
+  store::VersionMeta m;
+  m.version = 1;
+  m.round = 1;
+  m.server_optimizer = "adam";
+  model::Weights s = State(1);
+  s.data[7] = std::numeric_limits<float>::infinity();
+  Status st = store->Commit(MakeWeights(1), m, &s);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Contains(st.ToString(), "server state")) << st.ToString();
+  m.server_optimizer.clear();
+  s = State(1);
+  EXPECT_EQ(store->Commit(MakeWeights(1), m, &s).code(), Code::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(store::VersionWeightsPath(run_, 1)));
+  EXPECT_TRUE(List().empty());
+}
+
+TEST_F(ServerStateStoreTest, MalformedServerStateInMetaIsCorrupt) {
+  for (const char* bad : {R"({"optimizer": "adam"})", R"({"optimizer": "", "sha256": "00"})",
+                          R"({"optimizer": 3, "sha256": "x"})"}) {
+    nlohmann::json j = {{"version", 1},
+                        {"sha256", "ab"},
+                        {"round", 1},
+                        {"participants", nlohmann::json::array()},
+                        {"parent", nullptr}};
+    j["server_state"] = nlohmann::json::parse(bad);
+    auto m = store::VersionMeta::FromJson(j);
+    EXPECT_FALSE(m.ok()) << bad;
+    if (!m.ok()) EXPECT_EQ(m.status().code(), Code::kCorrupt) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace shoal
