@@ -38,6 +38,10 @@ const char* ReasonName(ErrorCode code) {
       return "duplicate";
     case ErrorCode::kRunFinished:
       return "run_finished";
+    case ErrorCode::kModelRefused:
+      return "model_refused";
+    case ErrorCode::kPrivacyRefused:
+      return "privacy_refused";
   }
   return "other";
 }

@@ -97,6 +97,10 @@ const char* ErrorName(protocols::ErrorCode c) {
       return "duplicate";
     case protocols::ErrorCode::kRunFinished:
       return "run_finished";
+    case protocols::ErrorCode::kModelRefused:
+      return "model_refused";
+    case protocols::ErrorCode::kPrivacyRefused:
+      return "privacy_refused";
   }
   return "other";
 }
