@@ -39,7 +39,8 @@ class TorchTrainer : public LocalTrainer {
       net_->train();
       torch::Tensor y = nn::LabelsTensor(data);
       if (s.dp.mode == privacy::DpMode::kSample) {
-        SHOAL_RETURN_IF_ERROR(TrainDpSgd(data, y, s, params, *algorithm, opt, cancel, progress, out));
+        SHOAL_RETURN_IF_ERROR(
+            TrainDpSgd(data, y, s, params, *algorithm, opt, cancel, progress, out));
         return Finish(std::move(global), t0, cpu0, std::move(out));
       }
       const int64_t n = data.size();
