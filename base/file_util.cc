@@ -53,33 +53,13 @@ constexpr size_t kTempNameRandomBytes = 12;
 // something else is wrong).
 constexpr int kTempNameAttempts = 8;
 
-Result<std::string> RandomSuffix() {
-  unsigned char bytes[kTempNameRandomBytes];
-  size_t got = 0;
-  while (got < sizeof(bytes)) {
-    ssize_t r = ::getrandom(bytes + got, sizeof(bytes) - got, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return IoError(std::string("getrandom: ") + std::strerror(errno));
-    }
-    got += static_cast<size_t>(r);
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) {
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 15]);
-  }
-  return out;
-}
-
 // Creates a new temporary file "<path><infix><random>" with `mode`: O_EXCL and O_NOFOLLOW, so an
 // existing file or a symlink planted at that name is never opened, let alone truncated or
 // followed. Sets *tmp to its name and returns the descriptor.
 Result<int> CreateTempFile(const std::string& path, const char* infix, mode_t mode,
                            std::string* tmp) {
   for (int attempt = 0; attempt < kTempNameAttempts; ++attempt) {
-    SHOAL_ASSIGN_OR_RETURN(std::string suffix, RandomSuffix());
+    SHOAL_ASSIGN_OR_RETURN(std::string suffix, RandomFileSuffix());
     *tmp = path + infix + suffix;
     int fd = ::open(tmp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd >= 0) {
@@ -98,6 +78,26 @@ Result<int> CreateTempFile(const std::string& path, const char* infix, mode_t mo
 }
 
 }  // namespace
+
+Result<std::string> RandomFileSuffix() {
+  unsigned char bytes[kTempNameRandomBytes];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    ssize_t r = ::getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return IoError(std::string("getrandom: ") + std::strerror(errno));
+    }
+    got += static_cast<size_t>(r);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
 
 Status ErrnoStatus(const std::string& what, const std::string& path) {
   return IoError(what + " " + path + ": " + std::strerror(errno));

@@ -32,6 +32,10 @@ Status CreateFileAtomic(const std::string& path, std::string_view data, mode_t m
 // fsync of a directory, so renames and links in it are durable.
 Status SyncDirectory(const std::string& dir);
 
+// 96 random bits from getrandom(2) as 24 hex digits: a file name part an attacker cannot
+// predict (temporary files here, spill files in coordinator/aggregation/).
+Result<std::string> RandomFileSuffix();
+
 // IoError "what path: strerror(errno)".
 Status ErrnoStatus(const std::string& what, const std::string& path);
 

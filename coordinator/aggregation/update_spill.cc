@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/random.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -19,27 +18,6 @@ Status SysError(const std::string& what, const std::string& path) {
   return IoError("spill file: " + what + " in " + path + ": " + std::strerror(errno));
 }
 
-// 96 random bits as hex: an attacker cannot predict the fallback path's name.
-Result<std::string> RandomHex() {
-  unsigned char bytes[12];
-  size_t got = 0;
-  while (got < sizeof(bytes)) {
-    ssize_t r = ::getrandom(bytes + got, sizeof(bytes) - got, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return IoError(std::string("getrandom: ") + std::strerror(errno));
-    }
-    got += static_cast<size_t>(r);
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) {
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 15]);
-  }
-  return out;
-}
-
 // An unnamed read-write file in `dir`: O_TMPFILE, else a random name created exclusively (no
 // symlink followed, nothing existing opened) and unlinked before anything is written to it.
 Result<int> OpenUnnamed(const std::string& dir) {
@@ -50,7 +28,7 @@ Result<int> OpenUnnamed(const std::string& dir) {
   }
   constexpr int kAttempts = 8;  // a collision of 96 random bits means something else is wrong
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    SHOAL_ASSIGN_OR_RETURN(std::string suffix, RandomHex());
+    SHOAL_ASSIGN_OR_RETURN(std::string suffix, RandomFileSuffix());
     const std::string path = dir + "/" + kSpillPrefix + suffix;
     fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd >= 0) {

@@ -125,7 +125,7 @@ TEST_F(PkiTest, NoKeyOnTheCoordinatorIssuesAServerCertificate) {
 
 TEST_F(PkiTest, ReservedWorkerNamesAreRefused) {
   InitDefaultCa();
-  for (const std::string& name : {"coordinator", "Coordinator", "COORDINATOR", "localhost"}) {
+  for (const std::string name : {"coordinator", "Coordinator", "COORDINATOR", "localhost"}) {
     Status st = Enroll(ca_, name, root_ + "/b-" + name, "");
     EXPECT_EQ(st.code(), Code::kInvalidArgument) << name;
     EXPECT_TRUE(Contains(st.message(), "reserved")) << st.message();
